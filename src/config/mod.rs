@@ -1,0 +1,8 @@
+//! Reading and validating a VM's TOML file. Pure: no host access beyond
+//! reading the file and checking that the files it names exist.
+
+pub mod model;
+pub mod types;
+
+pub use model::*;
+pub use types::{ByteSize, Duration, PciAddress, PciIds, VmName};

@@ -1,0 +1,6 @@
+//! The read side of the host: sysfs, /dev, /proc, QEMU's own answers. Nothing
+//! here writes; all writes live in `prepare`.
+
+pub mod root;
+
+pub use root::HostRoot;

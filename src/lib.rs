@@ -1,0 +1,9 @@
+//! vmrun: a standalone QEMU launcher for VFIO GPU passthrough.
+//!
+//! The data flows one way: `config` (pure) -> `plan` (reads the host) ->
+//! `prepare` (changes the host, journaled) -> `supervisor` (QEMU + QMP) ->
+//! teardown (the journal replayed backwards). See ARCHITECTURE.md.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod host;
