@@ -73,3 +73,12 @@ pub fn resolve(
         machine: machine.to_string(),
     })
 }
+
+/// The VM's own VARS copy, named as libvirt names it: `NAME_VARS.fd`
+/// (`.qcow2` when the template is qcow2: a copy keeps the template's format).
+pub fn vars_copy_name(vm: &str, format: ImageFormat) -> String {
+    match format {
+        ImageFormat::Raw => format!("{vm}_VARS.fd"),
+        ImageFormat::Qcow2 => format!("{vm}_VARS.qcow2"),
+    }
+}

@@ -1,5 +1,120 @@
 //! What a config means on this host: firmware, devices, paths, QEMU version.
 //! The only stage that reads the host before anything is changed; it yields
-//! plain data that `--dry-run` prints.
+//! plain data that `--dry-run` prints. Host problems become findings, so a
+//! dry-run for another machine still shows its command line.
 
+pub mod finding;
 pub mod firmware;
+pub mod hostdev;
+pub mod paths;
+pub mod user;
+
+use serde::Serialize;
+
+pub use finding::{Finding, Severity};
+pub use firmware::ResolvedFirmware;
+pub use hostdev::PlannedHostdev;
+pub use paths::{DirsEnv, VmPaths};
+
+use crate::config::{Accel, FirmwareKind, VmConfig};
+use crate::host::qemu::{self, QemuInfo, QemuVersion};
+use crate::host::HostRoot;
+
+/// The newest QEMU whose command line vmrun knows; assumed when the binary
+/// can't be asked.
+pub const NEWEST_KNOWN_QEMU: QemuVersion = QemuVersion::new(10, 1, 0);
+
+/// What the plan may read, and what it must not guess.
+#[derive(Debug, Clone)]
+pub struct PlanContext {
+    pub root: HostRoot,
+    pub dirs: DirsEnv,
+    /// Build for this QEMU instead of asking the binary (`--qemu-version`).
+    pub qemu_version: Option<QemuVersion>,
+}
+
+/// Everything needed to prepare the host and start QEMU.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub vm: VmConfig,
+    pub qemu: QemuInfo,
+    /// The concrete machine type (`q35` resolved to `pc-q35-7.2`).
+    pub machine: String,
+    /// `None` for BIOS guests (SeaBIOS is QEMU's built-in default).
+    pub firmware: Option<ResolvedFirmware>,
+    pub hostdevs: Vec<PlannedHostdev>,
+    pub paths: VmPaths,
+    /// The user QEMU drops privileges to, when vmrun runs as root.
+    pub qemu_user: Option<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl Plan {
+    /// Whether any finding forbids changing the host.
+    pub fn has_errors(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+}
+
+/// Plans `vm` against the host described by `ctx`.
+pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
+    let mut findings = Vec::new();
+    let qemu = qemu_info(&vm, ctx, &mut findings);
+    let machine = qemu.concrete_machine(&vm.machine);
+    let firmware = match vm.firmware.kind {
+        FirmwareKind::Bios => None,
+        FirmwareKind::Uefi => {
+            let search = firmware::FirmwareSearch {
+                root: ctx.root.clone(),
+                user_config_dir: Some(ctx.dirs.config_home()),
+            };
+            match firmware::resolve(&vm.firmware, &machine, &search) {
+                Ok(fw) => Some(fw),
+                Err(e) => {
+                    findings.push(Finding::error("firmware", e.to_string()));
+                    None
+                }
+            }
+        }
+    };
+    let mut paths = VmPaths::new(&vm.name, &ctx.dirs);
+    if let Some(fw) = &firmware {
+        paths = paths.with_vars_file(&firmware::vars_copy_name(vm.name.as_str(), fw.vars_format));
+    }
+    let hostdevs = hostdev::plan_hostdevs(&vm.hostdevs, &ctx.root, &mut findings);
+    let qemu_user = user::qemu_user(&vm.qemu.user, ctx.dirs.is_root, &ctx.root, &mut findings);
+    if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
+        findings.push(
+            Finding::error("kvm", "/dev/kvm is missing: KVM is not available")
+                .fix("enable virtualization (VT-x/AMD-V) in the firmware setup and load kvm_intel or kvm_amd, or set [qemu] accel = \"tcg\""),
+        );
+    }
+    Plan {
+        vm,
+        qemu,
+        machine,
+        firmware,
+        hostdevs,
+        paths,
+        qemu_user,
+        findings,
+    }
+}
+
+fn qemu_info(vm: &VmConfig, ctx: &PlanContext, findings: &mut Vec<Finding>) -> QemuInfo {
+    let binary = vm.qemu.binary.clone();
+    if let Some(version) = ctx.qemu_version {
+        return QemuInfo::assumed(binary, version);
+    }
+    match qemu::probe(&binary, Some(&ctx.dirs.cache_dir())) {
+        Ok(info) => info,
+        Err(e) => {
+            findings.push(Finding::error("qemu", e.to_string()));
+            findings.push(Finding::info(
+                "qemu",
+                format!("command line built for QEMU {NEWEST_KNOWN_QEMU}"),
+            ));
+            QemuInfo::assumed(binary, NEWEST_KNOWN_QEMU)
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Which host PCI function each `[[hostdev]]` means, and what this host says
+//! about it. Group viability and safety refusals build on this.
+
+use serde::Serialize;
+
+use super::finding::Finding;
+use crate::config::{Hostdev, HostdevSelector, PciAddress};
+use crate::host::pci::{self, PciDevice};
+use crate::host::HostRoot;
+
+/// A hostdev resolved to an address on this host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedHostdev {
+    pub address: PciAddress,
+    pub config: Hostdev,
+    /// `multifunction=on` for the guest: function 0 whose siblings are passed too.
+    pub multifunction: bool,
+    /// What sysfs says now; `None` when the device is not on this host.
+    pub device: Option<PciDevice>,
+}
+
+/// Resolves every hostdev; problems become findings, never errors, so that a
+/// dry-run for another machine still prints a command line.
+pub fn plan_hostdevs(
+    hostdevs: &[Hostdev],
+    root: &HostRoot,
+    findings: &mut Vec<Finding>,
+) -> Vec<PlannedHostdev> {
+    let all = pci::list_devices(root);
+    let mut planned: Vec<PlannedHostdev> = hostdevs
+        .iter()
+        .map(|hd| {
+            let address = resolve_address(&hd.selector, &all, findings);
+            let device = all.iter().find(|d| d.address == address).cloned();
+            if device.is_none() && matches!(hd.selector, HostdevSelector::Address(_)) {
+                findings.push(
+                    Finding::error(address, "no such PCI device on this host").fix(
+                        "`vmrun devices` lists the host's devices; correct [[hostdev]] address",
+                    ),
+                );
+            }
+            if let Some(dev) = &device {
+                if hd.x_vga && !dev.is_vga() {
+                    findings.push(Finding::error(
+                        address,
+                        format!(
+                            "x_vga needs a VGA-class device, this is class {:06x}",
+                            dev.class
+                        ),
+                    ));
+                }
+            }
+            PlannedHostdev {
+                address,
+                config: hd.clone(),
+                multifunction: false,
+                device,
+            }
+        })
+        .collect();
+    let addresses: Vec<PciAddress> = planned.iter().map(|p| p.address).collect();
+    for p in &mut planned {
+        let has_siblings = addresses
+            .iter()
+            .any(|a| a.slot_key() == p.address.slot_key() && a.function != 0);
+        p.multifunction = p
+            .config
+            .multifunction
+            .unwrap_or(p.address.function == 0 && has_siblings);
+    }
+    if !planned.is_empty() && root_has_pci(root) && !pci::iommu_enabled(root) {
+        findings.push(
+            Finding::error("iommu", "the IOMMU is off: this host has no IOMMU groups")
+                .fix("enable VT-d/AMD-Vi in the firmware setup and boot with intel_iommu=on (Intel) or amd_iommu=on (AMD)"),
+        );
+    }
+    planned
+}
+
+fn root_has_pci(root: &HostRoot) -> bool {
+    root.path("/sys/bus/pci/devices").is_dir()
+}
+
+fn resolve_address(
+    selector: &HostdevSelector,
+    all: &[PciDevice],
+    findings: &mut Vec<Finding>,
+) -> PciAddress {
+    match *selector {
+        HostdevSelector::Address(a) => a,
+        HostdevSelector::Ids { ids, index } => {
+            let matches: Vec<&PciDevice> = all
+                .iter()
+                .filter(|d| d.vendor == ids.vendor && d.device == ids.device)
+                .collect();
+            match matches.get(index as usize) {
+                Some(d) => d.address,
+                None => {
+                    findings.push(
+                        Finding::error(
+                            format!("{ids}#{index}"),
+                            format!(
+                                "{} device(s) with ids {ids} on this host, index {index} wanted",
+                                matches.len()
+                            ),
+                        )
+                        .fix("`vmrun devices` lists the host's devices"),
+                    );
+                    // A placeholder so the dry-run can still print a command line.
+                    PciAddress {
+                        domain: 0xffff,
+                        bus: 0xff,
+                        slot: 0x1f,
+                        function: 7,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::pci::fake::add_device;
+
+    fn hostdev(selector: HostdevSelector) -> Hostdev {
+        Hostdev {
+            selector,
+            x_vga: false,
+            romfile: None,
+            rombar: None,
+            multifunction: None,
+        }
+    }
+
+    fn gpu_host() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        add_device(
+            dir.path(),
+            "0000:01:00.0",
+            (0x10de, 0x25a1),
+            0x030000,
+            Some("nvidia"),
+            Some(12),
+        );
+        add_device(
+            dir.path(),
+            "0000:01:00.1",
+            (0x10de, 0x2291),
+            0x040300,
+            Some("snd_hda_intel"),
+            Some(12),
+        );
+        add_device(
+            dir.path(),
+            "0000:02:00.0",
+            (0x10de, 0x25a1),
+            0x030000,
+            None,
+            Some(13),
+        );
+        dir
+    }
+
+    #[test]
+    fn function_zero_with_sibling_is_multifunction() {
+        let dir = gpu_host();
+        let mut findings = vec![];
+        let planned = plan_hostdevs(
+            &[
+                hostdev(HostdevSelector::Address("01:00.0".parse().unwrap())),
+                hostdev(HostdevSelector::Address("01:00.1".parse().unwrap())),
+            ],
+            &HostRoot::new(dir.path()),
+            &mut findings,
+        );
+        assert!(findings.is_empty(), "{findings:?}");
+        assert!(planned[0].multifunction && !planned[1].multifunction);
+    }
+
+    #[test]
+    fn ids_and_index_pick_the_nth_match_in_address_order() {
+        let dir = gpu_host();
+        let mut findings = vec![];
+        let ids = "10de:25a1".parse().unwrap();
+        let planned = plan_hostdevs(
+            &[hostdev(HostdevSelector::Ids { ids, index: 1 })],
+            &HostRoot::new(dir.path()),
+            &mut findings,
+        );
+        assert_eq!(planned[0].address.to_string(), "0000:02:00.0");
+        let planned = plan_hostdevs(
+            &[hostdev(HostdevSelector::Ids { ids, index: 2 })],
+            &HostRoot::new(dir.path()),
+            &mut findings,
+        );
+        assert_eq!(planned[0].device, None);
+        assert_eq!(findings.len(), 1);
+    }
+
+    #[test]
+    fn missing_device_and_iommu_off_are_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        add_device(dir.path(), "0000:01:00.0", (1, 2), 0x030000, None, None);
+        let mut findings = vec![];
+        plan_hostdevs(
+            &[hostdev(HostdevSelector::Address(
+                "05:00.0".parse().unwrap(),
+            ))],
+            &HostRoot::new(dir.path()),
+            &mut findings,
+        );
+        let subjects: Vec<&str> = findings.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(subjects, ["0000:05:00.0", "iommu"]);
+    }
+}

@@ -1,0 +1,189 @@
+//! Where a VM's files live. The run dir holds what dies with the VM (sockets,
+//! pidfile, journal); the state dir what outlives it (VARS copy, TPM state,
+//! logs). Root gets system dirs; a user gets their XDG dirs, so headless VMs
+//! need no root.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::VmName;
+
+/// The process facts that decide the dirs; `from_process` in real runs,
+/// literal values in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirsEnv {
+    pub is_root: bool,
+    pub uid: u32,
+    pub xdg_runtime_dir: Option<PathBuf>,
+    pub xdg_data_home: Option<PathBuf>,
+    pub xdg_cache_home: Option<PathBuf>,
+    pub xdg_config_home: Option<PathBuf>,
+    pub home: Option<PathBuf>,
+}
+
+impl DirsEnv {
+    pub fn from_process() -> Self {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let uid = nix::unistd::geteuid();
+        Self {
+            is_root: uid.is_root(),
+            uid: uid.as_raw(),
+            xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+            xdg_data_home: var("XDG_DATA_HOME"),
+            xdg_cache_home: var("XDG_CACHE_HOME"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+            home: var("HOME"),
+        }
+    }
+
+    /// Parent of every VM's run dir: `/run/vmrun` for root, else
+    /// `$XDG_RUNTIME_DIR/vmrun` (or `/tmp/vmrun-UID` without one).
+    pub fn run_base(&self) -> PathBuf {
+        if self.is_root {
+            return PathBuf::from("/run/vmrun");
+        }
+        match &self.xdg_runtime_dir {
+            Some(dir) => dir.join("vmrun"),
+            None => PathBuf::from(format!("/tmp/vmrun-{}", self.uid)),
+        }
+    }
+
+    /// Parent of every VM's state dir: `/var/lib/vmrun` or `$XDG_DATA_HOME/vmrun`.
+    pub fn state_base(&self) -> PathBuf {
+        if self.is_root {
+            return PathBuf::from("/var/lib/vmrun");
+        }
+        self.xdg_dir(&self.xdg_data_home, ".local/share")
+            .join("vmrun")
+    }
+
+    /// `$XDG_CACHE_HOME/vmrun` (QEMU probe results).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.xdg_dir(&self.xdg_cache_home, ".cache").join("vmrun")
+    }
+
+    /// `$XDG_CONFIG_HOME` or `~/.config`.
+    pub fn config_home(&self) -> PathBuf {
+        self.xdg_dir(&self.xdg_config_home, ".config")
+    }
+
+    fn xdg_dir(&self, var: &Option<PathBuf>, fallback: &str) -> PathBuf {
+        match (var, &self.home) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(home)) => home.join(fallback),
+            (None, None) => PathBuf::from("/tmp").join(format!("vmrun-{}", self.uid)),
+        }
+    }
+}
+
+/// Every path of one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmPaths {
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// The supervisor's own QMP monitor.
+    pub qmp_socket: PathBuf,
+    /// A second monitor for `vmrun qmp` (one QMP monitor serves one client).
+    pub qmp_ctl_socket: PathBuf,
+    pub pidfile: PathBuf,
+    pub console_socket: PathBuf,
+    pub console_log: PathBuf,
+    pub qemu_log: PathBuf,
+    pub swtpm_socket: PathBuf,
+    pub tpm_state_dir: PathBuf,
+    /// The VM's own OVMF VARS copy (name set once firmware is known).
+    pub vars_file: PathBuf,
+    pub spice_socket: PathBuf,
+    /// Stable names of the router's uinput proxies, read by QEMU.
+    pub keyboard_proxy: PathBuf,
+    pub mouse_proxy: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(name: &VmName, env: &DirsEnv) -> Self {
+        let run = env.run_base().join(name.as_str());
+        let state = env.state_base().join(name.as_str());
+        let r = |f: &str| run.join(f);
+        let s = |f: &str| state.join(f);
+        Self {
+            qmp_socket: r("qmp.sock"),
+            qmp_ctl_socket: r("qmp-ctl.sock"),
+            pidfile: r("qemu.pid"),
+            console_socket: r("console.sock"),
+            console_log: s("console.log"),
+            qemu_log: s("qemu.log"),
+            swtpm_socket: r("swtpm.sock"),
+            tpm_state_dir: s("tpm"),
+            vars_file: s(&format!("{name}_VARS.fd")),
+            spice_socket: r("spice.sock"),
+            keyboard_proxy: r("input-keyboard"),
+            mouse_proxy: r("input-mouse"),
+            run_dir: run,
+            state_dir: state,
+        }
+    }
+
+    pub fn with_vars_file(mut self, file_name: &str) -> Self {
+        self.vars_file = self.state_dir.join(file_name);
+        self
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_env() -> DirsEnv {
+        DirsEnv {
+            is_root: false,
+            uid: 1000,
+            xdg_runtime_dir: Some("/run/user/1000".into()),
+            xdg_data_home: None,
+            xdg_cache_home: None,
+            xdg_config_home: None,
+            home: Some("/home/u".into()),
+        }
+    }
+
+    #[test]
+    fn root_uses_system_dirs() {
+        let env = DirsEnv {
+            is_root: true,
+            ..user_env()
+        };
+        let paths = VmPaths::new(&"win11".parse().unwrap(), &env);
+        assert_eq!(paths.qmp_socket, Path::new("/run/vmrun/win11/qmp.sock"));
+        assert_eq!(
+            paths.vars_file,
+            Path::new("/var/lib/vmrun/win11/win11_VARS.fd")
+        );
+    }
+
+    #[test]
+    fn user_uses_xdg_dirs() {
+        let paths = VmPaths::new(&"demo".parse().unwrap(), &user_env());
+        assert_eq!(paths.run_dir, Path::new("/run/user/1000/vmrun/demo"));
+        assert_eq!(
+            paths.state_dir,
+            Path::new("/home/u/.local/share/vmrun/demo")
+        );
+    }
+
+    #[test]
+    fn user_without_runtime_dir_falls_back_to_tmp() {
+        let env = DirsEnv {
+            xdg_runtime_dir: None,
+            ..user_env()
+        };
+        assert_eq!(env.run_base(), Path::new("/tmp/vmrun-1000"));
+    }
+}

@@ -1,0 +1,291 @@
+//! The QEMU command line: a pure function of the plan. Values are argv
+//! elements, never shell text; option values go through `Opts`, which
+//! escapes commas the way QEMU's option parser wants.
+
+use std::ffi::OsString;
+
+use super::devices;
+use super::opts::Opts;
+use crate::config::{Accel, Topology};
+use crate::plan::Plan;
+
+/// Accumulates `-option value` pairs.
+#[derive(Debug, Default)]
+pub(crate) struct Argv(Vec<OsString>);
+
+impl Argv {
+    pub(crate) fn flag(&mut self, flag: &str) {
+        self.0.push(flag.into());
+    }
+
+    pub(crate) fn opt(&mut self, flag: &str, value: impl Into<OsString>) {
+        self.0.push(flag.into());
+        self.0.push(value.into());
+    }
+}
+
+/// The `hv-*` enlightenments libvirt and the VFIO guides turn on for Windows.
+const HYPERV_FLAGS: [&str; 12] = [
+    "hv-relaxed=on",
+    "hv-vapic=on",
+    "hv-spinlocks=0x1fff",
+    "hv-vpindex=on",
+    "hv-runtime=on",
+    "hv-synic=on",
+    "hv-stimer=on",
+    "hv-reset=on",
+    "hv-frequencies=on",
+    "hv-time=on",
+    "hv-tlbflush=on",
+    "hv-ipi=on",
+];
+
+/// Used for `hv-vendor-id` when `hide_hypervisor` is set without `vendor_id`.
+pub const DEFAULT_VENDOR_ID: &str = "0123456789ab";
+
+/// Builds the full argv (without the binary itself) for `plan`.
+pub fn build_argv(plan: &Plan) -> Vec<OsString> {
+    let vm = &plan.vm;
+    let paths = &plan.paths;
+    let mut a = Argv::default();
+    a.opt(
+        "-name",
+        Opts::empty()
+            .set("guest", vm.name.as_str())
+            .switch("debug-threads", true),
+    );
+    a.flag("-nodefaults");
+    a.flag("-no-user-config");
+    a.opt("-msg", "timestamp=on");
+    machine(&mut a, plan);
+    a.opt(
+        "-accel",
+        match vm.qemu.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        },
+    );
+    cpu(&mut a, plan);
+    a.opt("-smp", smp(&vm.cpu.topology));
+    memory(&mut a, plan);
+    firmware(&mut a, plan);
+    devices::hostdevs(&mut a, plan);
+    devices::disks(&mut a, plan);
+    devices::network(&mut a, plan);
+    devices::display(&mut a, plan);
+    devices::input(&mut a, plan);
+    devices::tpm(&mut a, plan);
+    monitors(&mut a, plan);
+    a.opt("-pidfile", &paths.pidfile);
+    if vm.cpu.hyperv {
+        // Windows keeps the RTC in local time unless told otherwise.
+        a.opt("-rtc", "base=localtime,driftfix=slew");
+    } else {
+        a.opt("-rtc", "base=utc,driftfix=slew");
+    }
+    if vm.qemu.accel == Accel::Kvm {
+        a.opt("-global", "kvm-pit.lost_tick_policy=discard");
+    }
+    if is_q35(&plan.machine) {
+        // S3/S4 inside the guest leave a passed-through GPU in a state it
+        // often can't resume from; libvirt guides disable both.
+        a.opt("-global", "ICH9-LPC.disable_s3=1");
+        a.opt("-global", "ICH9-LPC.disable_s4=1");
+    }
+    sandbox(&mut a, plan);
+    privileges(&mut a, plan);
+    for extra in &vm.qemu.extra_args {
+        a.flag(extra);
+    }
+    a.0
+}
+
+pub(crate) fn is_q35(machine: &str) -> bool {
+    machine == "q35" || machine.starts_with("pc-q35-")
+}
+
+fn machine(a: &mut Argv, plan: &Plan) {
+    let mut m = Opts::new(&plan.machine).set("memory-backend", "mem0");
+    if plan.firmware.is_some() {
+        m = m.set("pflash0", "fw-code").set("pflash1", "fw-vars");
+    }
+    if plan.firmware.as_ref().is_some_and(|f| f.requires_smm) {
+        m = m.switch("smm", true);
+    }
+    // vmport emulates VMware's backdoor port; nothing here wants it.
+    m = m.switch("vmport", false);
+    a.opt("-machine", m);
+}
+
+fn cpu(a: &mut Argv, plan: &Plan) {
+    let cpu = &plan.vm.cpu;
+    // `-cpu host` exists only under KVM (or HVF); TCG's closest is `max`.
+    let model = if plan.vm.qemu.accel == Accel::Tcg && cpu.model == "host" {
+        "max"
+    } else {
+        cpu.model.as_str()
+    };
+    let mut o = Opts::new(model);
+    for feature in &cpu.features {
+        o = o.item(feature);
+    }
+    if cpu.hide_hypervisor {
+        // Hides KVM's CPUID signature (NVIDIA's pre-465 "Code 43" check).
+        o = o.switch("kvm", false);
+    }
+    if cpu.hide_hypervisor || cpu.vendor_id.is_some() {
+        o = o.set(
+            "hv-vendor-id",
+            cpu.vendor_id.as_deref().unwrap_or(DEFAULT_VENDOR_ID),
+        );
+    }
+    if cpu.hyperv {
+        for flag in HYPERV_FLAGS {
+            o = o.item(flag);
+        }
+    }
+    a.opt("-cpu", o);
+}
+
+/// `-smp N,sockets=,[dies=,]cores=,threads=`. QEMU 9.0 rejects zeros and
+/// deprecates members x86 lacks, so only x86's levels appear, and `dies`
+/// only when the config sets it.
+pub(crate) fn smp(t: &Topology) -> OsString {
+    let mut o = Opts::new(t.vcpus().to_string()).set("sockets", t.sockets.to_string());
+    if let Some(dies) = t.dies {
+        o = o.set("dies", dies.to_string());
+    }
+    o.set("cores", t.cores.to_string())
+        .set("threads", t.threads.to_string())
+        .into_os_string()
+}
+
+/// Guest RAM as an explicit memfd backend (`-machine memory-backend=`), so
+/// hugepages and sharing (Looking Glass, vhost-user) are one property away.
+fn memory(a: &mut Argv, plan: &Plan) {
+    let size = format!("{}M", plan.vm.memory.mib());
+    a.opt("-m", &size);
+    let mut o = Opts::new("memory-backend-memfd")
+        .set("id", "mem0")
+        .set("size", &size)
+        .switch("share", true);
+    if let Some(pages) = plan.vm.hugepages {
+        o = o
+            .switch("hugetlb", true)
+            .set("hugetlbsize", pages.size().to_string());
+    }
+    a.opt("-object", o);
+}
+
+/// OVMF as two pflash blockdevs (firmware.json's recommended form since 4.0).
+fn firmware(a: &mut Argv, plan: &Plan) {
+    let Some(fw) = &plan.firmware else {
+        return;
+    };
+    let format = |f| match f {
+        crate::plan::firmware::ImageFormat::Raw => "raw",
+        crate::plan::firmware::ImageFormat::Qcow2 => "qcow2",
+    };
+    a.opt(
+        "-blockdev",
+        Opts::empty()
+            .set("node-name", "fw-code-file")
+            .set("driver", "file")
+            .set("filename", &fw.code)
+            .switch("read-only", true),
+    );
+    a.opt(
+        "-blockdev",
+        Opts::empty()
+            .set("node-name", "fw-code")
+            .set("driver", format(fw.code_format))
+            .set("file", "fw-code-file")
+            .switch("read-only", true),
+    );
+    a.opt(
+        "-blockdev",
+        Opts::empty()
+            .set("node-name", "fw-vars-file")
+            .set("driver", "file")
+            .set("filename", &plan.paths.vars_file),
+    );
+    a.opt(
+        "-blockdev",
+        Opts::empty()
+            .set("node-name", "fw-vars")
+            .set("driver", format(fw.vars_format))
+            .set("file", "fw-vars-file"),
+    );
+    if fw.requires_smm {
+        // firmware.json: "requires-smm" firmware keeps its varstore behind
+        // SMM; the flash must then be writable only from SMM.
+        a.opt("-global", "driver=cfi.pflash01,property=secure,value=on");
+    }
+}
+
+/// Two QMP monitors (the supervisor's and `vmrun qmp`'s) and the serial
+/// console, all unix sockets in the run dir. `wait=off`: QEMU must not block
+/// on a client; the supervisor connects with retry.
+fn monitors(a: &mut Argv, plan: &Plan) {
+    let paths = &plan.paths;
+    for (id, path) in [
+        ("qmp", &paths.qmp_socket),
+        ("qmp-ctl", &paths.qmp_ctl_socket),
+    ] {
+        a.opt("-chardev", socket_chardev(id, path));
+        a.opt(
+            "-mon",
+            Opts::empty().set("chardev", id).set("mode", "control"),
+        );
+    }
+    a.opt(
+        "-chardev",
+        Opts::new("socket")
+            .set("id", "console")
+            .set("path", &paths.console_socket)
+            .switch("server", true)
+            .switch("wait", false)
+            .set("logfile", &paths.console_log)
+            .switch("logappend", true),
+    );
+    a.opt("-serial", "chardev:console");
+}
+
+pub(crate) fn socket_chardev(id: &str, path: &std::path::Path) -> Opts {
+    Opts::new("socket")
+        .set("id", id)
+        .set("path", path)
+        .switch("server", true)
+        .switch("wait", false)
+}
+
+/// QEMU's seccomp filter, as strict as the VM allows: set*uid is needed only
+/// when QEMU drops to another user itself, and fork/exec only for
+/// qemu-bridge-helper.
+fn sandbox(a: &mut Argv, plan: &Plan) {
+    let needs_spawn = matches!(
+        plan.vm.network.mode,
+        crate::config::NetworkMode::Bridge { .. }
+    );
+    let allow = |yes: bool| if yes { "allow" } else { "deny" };
+    a.opt(
+        "-sandbox",
+        Opts::new("on")
+            .set("obsolete", "deny")
+            .set("elevateprivileges", allow(plan.qemu_user.is_some()))
+            .set("spawn", allow(needs_spawn))
+            .set("resourcecontrol", "deny"),
+    );
+}
+
+/// `-runas` was deprecated in 9.1 and removed in 10.0 for `-run-with user=`.
+fn privileges(a: &mut Argv, plan: &Plan) {
+    let Some(user) = &plan.qemu_user else {
+        return;
+    };
+    if plan.qemu.version.at_least(9, 1) {
+        a.opt("-run-with", Opts::empty().set("user", user));
+    } else {
+        a.opt("-runas", user);
+    }
+}

@@ -1,0 +1,329 @@
+//! Guest devices on the command line: passed-through PCI functions, disks,
+//! network, display, input and TPM.
+
+use super::argv::{is_q35, Argv};
+use super::opts::Opts;
+use crate::config::{
+    Disk, DiskFormat, DiskInterface, DiskMedia, Display, InputMode, NetworkMode, Protocol,
+};
+use crate::plan::Plan;
+
+/// Root ports for passed-through devices sit at these pcie.0 slots, clear
+/// of q35's fixed 0x1f (LPC/SATA/SMBus) and of auto-assigned low slots.
+const FIRST_HOSTDEV_SLOT: u8 = 0x10;
+
+/// One root port (q35) or one slot (i440fx) per physical device, with the
+/// device's functions at the same function numbers behind it, so a GPU and
+/// its audio stay one multifunction device in the guest as on the host.
+pub(crate) fn hostdevs(a: &mut Argv, plan: &Plan) {
+    let mut slots: Vec<(u16, u8, u8)> = Vec::new();
+    let q35 = is_q35(&plan.machine);
+    for hd in &plan.hostdevs {
+        let key = hd.address.slot_key();
+        let index = match slots.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                slots.push(key);
+                let i = slots.len() - 1;
+                if q35 {
+                    a.opt(
+                        "-device",
+                        Opts::new("pcie-root-port")
+                            .set("id", format!("rp{i}"))
+                            .set("bus", "pcie.0")
+                            .set("chassis", (i + 1).to_string())
+                            .set("addr", format!("{:#04x}.0", FIRST_HOSTDEV_SLOT + i as u8)),
+                    );
+                }
+                i
+            }
+        };
+        let (bus, addr) = if q35 {
+            (format!("rp{index}"), format!("00.{}", hd.address.function))
+        } else {
+            (
+                "pci.0".to_string(),
+                format!(
+                    "{:#04x}.{}",
+                    FIRST_HOSTDEV_SLOT + index as u8,
+                    hd.address.function
+                ),
+            )
+        };
+        let mut o = Opts::new("vfio-pci")
+            .set("host", hd.address.to_string())
+            .set(
+                "id",
+                format!("hostdev{}", hd.address.to_string().replace([':', '.'], "-")),
+            )
+            .set("bus", bus)
+            .set("addr", addr)
+            .flag("multifunction", hd.multifunction)
+            .flag("x-vga", hd.config.x_vga);
+        if let Some(rom) = &hd.config.romfile {
+            o = o.set("romfile", rom);
+        }
+        if let Some(rombar) = hd.config.rombar {
+            o = o.set("rombar", if rombar { "1" } else { "0" });
+        }
+        a.opt("-device", o);
+    }
+}
+
+fn format_name(f: DiskFormat) -> &'static str {
+    match f {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    }
+}
+
+/// Each disk as a `file` + format blockdev pair and a frontend device.
+/// QEMU's legacy `cache=` modes map onto `cache.direct`/`cache.no-flush` of
+/// the file node and `write-cache` of the device (docs: "-drive cache=").
+pub(crate) fn disks(a: &mut Argv, plan: &Plan) {
+    let q35 = is_q35(&plan.machine);
+    let mut scsi_added = false;
+    let mut sata_port = 0;
+    for (i, disk) in plan.vm.disks.iter().enumerate() {
+        let node = format!("disk{i}");
+        let cache = disk.cache.as_deref().unwrap_or("writeback");
+        let mut file = Opts::empty()
+            .set("node-name", format!("{node}-file"))
+            .set("driver", "file")
+            .set("filename", &disk.path)
+            .flag("read-only", disk.readonly);
+        if matches!(cache, "none" | "directsync") {
+            file = file.switch("cache.direct", true);
+        }
+        if cache == "unsafe" {
+            file = file.switch("cache.no-flush", true);
+        }
+        file = file.set_opt("aio", disk.aio.as_deref());
+        if disk.discard {
+            file = file.set("discard", "unmap");
+        }
+        a.opt("-blockdev", file);
+        let mut fmt = Opts::empty()
+            .set("node-name", &node)
+            .set("driver", format_name(disk.format))
+            .set("file", format!("{node}-file"))
+            .flag("read-only", disk.readonly);
+        if disk.discard {
+            fmt = fmt.set("discard", "unmap");
+        }
+        a.opt("-blockdev", fmt);
+
+        let device = frontend(disk, q35, &node, &mut scsi_added, &mut sata_port, a);
+        let mut dev = device
+            .set("drive", &node)
+            .set("bootindex", (i + 1).to_string());
+        if matches!(cache, "writethrough" | "directsync") {
+            dev = dev.switch("write-cache", false);
+        }
+        a.opt("-device", dev);
+    }
+}
+
+/// The guest-visible device for a disk. A cdrom on `virtio` goes on SATA:
+/// virtio-blk has no removable media, and installers expect a CD drive.
+fn frontend(
+    disk: &Disk,
+    q35: bool,
+    node: &str,
+    scsi_added: &mut bool,
+    sata_port: &mut u32,
+    a: &mut Argv,
+) -> Opts {
+    let cdrom = disk.media == DiskMedia::Cdrom;
+    match disk.interface {
+        DiskInterface::Virtio if !cdrom => {
+            Opts::new("virtio-blk-pci").set("id", format!("{node}-dev"))
+        }
+        DiskInterface::Scsi => {
+            if !*scsi_added {
+                a.opt("-device", Opts::new("virtio-scsi-pci").set("id", "scsi0"));
+                *scsi_added = true;
+            }
+            Opts::new(if cdrom { "scsi-cd" } else { "scsi-hd" })
+                .set("id", format!("{node}-dev"))
+                .set("bus", "scsi0.0")
+        }
+        DiskInterface::Nvme if !cdrom => Opts::new("nvme")
+            .set("id", format!("{node}-dev"))
+            .set("serial", format!("vmrun-{node}")),
+        _ => {
+            // q35's built-in AHCI has six ports (ide.0-ide.5); i440fx's PIIX
+            // IDE has two buses with two units each.
+            let port = *sata_port;
+            *sata_port += 1;
+            let bus = if q35 {
+                format!("ide.{port}")
+            } else {
+                format!("ide.{}", port / 2)
+            };
+            Opts::new(if cdrom { "ide-cd" } else { "ide-hd" })
+                .set("id", format!("{node}-dev"))
+                .set("bus", bus)
+        }
+    }
+}
+
+pub(crate) fn network(a: &mut Argv, plan: &Plan) {
+    let net = &plan.vm.network;
+    let backend = match &net.mode {
+        NetworkMode::None => return,
+        NetworkMode::User { forward } => {
+            let mut o = Opts::new("user").set("id", "net0");
+            for f in forward {
+                let proto = match f.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                };
+                o = o.set(
+                    "hostfwd",
+                    format!("{proto}::{}-:{}", f.host_port, f.guest_port),
+                );
+            }
+            o
+        }
+        NetworkMode::Bridge { bridge } => Opts::new("bridge").set("id", "net0").set("br", bridge),
+        NetworkMode::Tap { ifname } => Opts::new("tap")
+            .set("id", "net0")
+            .set("ifname", ifname)
+            .set("script", "no")
+            .set("downscript", "no"),
+    };
+    a.opt("-netdev", backend);
+    let mac = net
+        .mac
+        .clone()
+        .unwrap_or_else(|| derived_mac(plan.vm.name.as_str()));
+    a.opt(
+        "-device",
+        Opts::new(&net.model).set("netdev", "net0").set("mac", mac),
+    );
+}
+
+/// A stable MAC for a VM without one: QEMU's 52:54:00 prefix and three
+/// bytes of a hash of the name, so the guest's DHCP lease survives restarts.
+pub fn derived_mac(name: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let [_, x, y, z] = h.to_be_bytes();
+    format!("52:54:00:{x:02x}:{y:02x}:{z:02x}")
+}
+
+pub(crate) fn display(a: &mut Argv, plan: &Plan) {
+    let x_vga = plan.hostdevs.iter().any(|h| h.config.x_vga);
+    match plan.vm.display {
+        Display::None | Display::Serial => a.opt("-display", "none"),
+        Display::Gtk => a.opt("-display", "gtk"),
+        Display::Spice => {
+            a.opt("-display", "none");
+            a.opt(
+                "-spice",
+                Opts::empty()
+                    .switch("unix", true)
+                    .set("addr", &plan.paths.spice_socket)
+                    .switch("disable-ticketing", true),
+            );
+        }
+    }
+    if x_vga {
+        // x-vga=on routes the legacy VGA ranges to the real GPU; no emulated
+        // VGA may claim them.
+        a.opt("-vga", "none");
+    } else if matches!(plan.vm.display, Display::Gtk | Display::Spice) {
+        a.opt("-device", "virtio-vga");
+    }
+    if matches!(plan.vm.display, Display::Gtk | Display::Spice) {
+        // An absolute pointer, so the host cursor maps 1:1 into the window.
+        a.opt("-device", "qemu-xhci,id=xhci");
+        a.opt("-device", "usb-tablet,bus=xhci.0");
+    }
+}
+
+/// evdev input. In `qemu` mode QEMU reads the devices itself; in `router`
+/// mode it reads vmrun's uinput proxies, whose stable names in the run dir
+/// the router points at the real nodes. QEMU's input-linux grabs its
+/// device (EVIOCGRAB) so the host never sees the proxies' events; its own
+/// toggle is Ctrl+ScrollLock, a combination the router never forwards.
+pub(crate) fn input(a: &mut Argv, plan: &Plan) {
+    let Some(input) = &plan.vm.input else {
+        return;
+    };
+    let (keyboard, mouse, toggle) = match input.mode {
+        InputMode::Qemu => (
+            input.keyboard.clone(),
+            input.mouse.clone(),
+            input.toggle.as_str(),
+        ),
+        InputMode::Router => (
+            input
+                .keyboard
+                .as_ref()
+                .map(|_| plan.paths.keyboard_proxy.clone()),
+            input.mouse.as_ref().map(|_| plan.paths.mouse_proxy.clone()),
+            "ctrl-scrolllock",
+        ),
+    };
+    if let Some(kbd) = keyboard {
+        a.opt(
+            "-object",
+            Opts::new("input-linux")
+                .set("id", "kbd0")
+                .set("evdev", kbd)
+                .switch("grab_all", true)
+                .switch("repeat", true)
+                .set("grab-toggle", toggle),
+        );
+    }
+    if let Some(mouse) = mouse {
+        a.opt(
+            "-object",
+            Opts::new("input-linux")
+                .set("id", "mouse0")
+                .set("evdev", mouse)
+                .set("grab-toggle", toggle),
+        );
+    }
+    a.opt("-device", "virtio-keyboard-pci");
+    a.opt("-device", "virtio-mouse-pci");
+}
+
+/// TPM 2.0 through swtpm's control socket (started before QEMU).
+pub(crate) fn tpm(a: &mut Argv, plan: &Plan) {
+    if !plan.vm.tpm {
+        return;
+    }
+    // swtpm listens; QEMU connects as a client.
+    a.opt(
+        "-chardev",
+        Opts::new("socket")
+            .set("id", "chrtpm")
+            .set("path", &plan.paths.swtpm_socket),
+    );
+    a.opt("-tpmdev", "emulator,id=tpm0,chardev=chrtpm");
+    // tpm-crb needs q35's memory map; i440fx guests get the TIS interface.
+    let model = if is_q35(&plan.machine) {
+        "tpm-crb"
+    } else {
+        "tpm-tis"
+    };
+    a.opt("-device", Opts::new(model).set("tpmdev", "tpm0"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_mac_is_stable_and_local() {
+        assert_eq!(derived_mac("win11"), derived_mac("win11"));
+        assert_ne!(derived_mac("win11"), derived_mac("win10"));
+        assert!(derived_mac("x").starts_with("52:54:00:"));
+        assert_eq!(derived_mac("x").len(), 17);
+    }
+}
