@@ -5,13 +5,13 @@
 //! teardown (the journal replayed backwards). See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod host;
 pub mod plan;
 pub mod qemu;
 
-/// Runs the command line `args` and returns the process exit code.
+/// Runs the command line `args` and returns the process exit status.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let _ = args.into_iter();
-    0
+    cli::run(args)
 }

@@ -1,0 +1,113 @@
+//! The command line, as clap sees it. `vmrun NAME` is `vmrun start NAME`.
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::host::qemu::QemuVersion;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmrun",
+    version,
+    about = "Run QEMU VMs with VFIO GPU passthrough, without libvirt",
+    long_about = "Run QEMU VMs with VFIO GPU passthrough, without libvirt.\n\n\
+        A VM is one TOML file (vms/NAME.toml). `vmrun NAME` reads it, checks it against this host, \
+        binds its PCI devices to vfio-pci, runs QEMU and gives everything back when QEMU exits.",
+    after_help = "Exit status: 0 ok; 1 host problems found, nothing changed; 2 bad config or usage, \
+        nothing changed; 3 the VM failed, host restored; 4 host not fully restored (run `vmrun restore NAME`)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a VM (also: `vmrun NAME`).
+    Start(StartArgs),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// A VM name (looked up in the vms/ directories) or a path to its TOML file.
+    pub vm: String,
+    /// Print the plan and the QEMU command line; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: print JSON instead of text.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+    /// Build for this QEMU version instead of asking the binary (e.g. 10.0).
+    #[arg(long, value_name = "X.Y")]
+    pub qemu_version: Option<QemuVersion>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Subcommand names, so `vmrun NAME` can be told from `vmrun start`.
+fn is_subcommand(word: &str) -> bool {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == word || c.get_all_aliases().any(|a| a == word))
+        || word == "help"
+}
+
+/// Parses `args`, rewriting `vmrun NAME ...` to `vmrun start NAME ...`.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
+        if !first.starts_with('-') && !is_subcommand(first) {
+            args.insert(1, "start".into());
+        }
+    }
+    Cli::try_parse_from(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Cli, clap::Error> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn bare_name_means_start() {
+        let cli = parse_strs(&["vmrun", "win11", "--dry-run"]).unwrap();
+        match cli.command {
+            Command::Start(s) => assert!(s.vm == "win11" && s.dry_run),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_needs_dry_run() {
+        assert!(parse_strs(&["vmrun", "start", "x", "--json"]).is_err());
+    }
+
+    #[test]
+    fn qemu_version_is_validated() {
+        assert!(parse_strs(&["vmrun", "x", "--dry-run", "--qemu-version", "ten"]).is_err());
+        assert!(parse_strs(&["vmrun", "x", "--dry-run", "--qemu-version", "10.0"]).is_ok());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

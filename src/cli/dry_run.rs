@@ -1,0 +1,121 @@
+//! `vmrun start --dry-run`: the plan as shell comments, the commands that
+//! make the VM's dirs and VARS copy, then QEMU's argv one option per line.
+//! Pasted into a shell as root, it starts the same QEMU vmrun would (minus
+//! the host preparation, which is listed but not done).
+
+use std::ffi::OsString;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::shell::quote;
+use crate::plan::Plan;
+
+/// The JSON form: the plan and the argv.
+#[derive(Serialize)]
+struct DryRunJson<'a> {
+    plan: &'a Plan,
+    argv: Vec<String>,
+}
+
+pub fn render_json(plan: &Plan, argv: &[OsString]) -> String {
+    let json = DryRunJson {
+        plan,
+        argv: std::iter::once(plan.qemu.binary.as_os_str())
+            .chain(argv.iter().map(|a| a.as_os_str()))
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    };
+    serde_json::to_string_pretty(&json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+pub fn render_text(plan: &Plan, argv: &[OsString]) -> String {
+    let mut out = String::new();
+    let vm = &plan.vm;
+    let _ = writeln!(out, "# vmrun dry-run of {} ({})", vm.name, vm.source.display());
+    if let Some(d) = &vm.description {
+        let _ = writeln!(out, "#   {d}");
+    }
+    let _ = writeln!(
+        out,
+        "# QEMU {} ({}), machine {}",
+        plan.qemu.version,
+        plan.qemu.binary.display(),
+        plan.machine
+    );
+    match &plan.firmware {
+        Some(fw) => {
+            let _ = writeln!(out, "# firmware: {}", fw.code.display());
+            let _ = writeln!(out, "#   why: {}", fw.reason);
+            let _ = writeln!(
+                out,
+                "#   VARS: {} (copied once from {})",
+                plan.paths.vars_file.display(),
+                fw.vars_template.display()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "# firmware: {}", match vm.firmware.kind {
+                crate::config::FirmwareKind::Bios => "BIOS (QEMU's built-in SeaBIOS)",
+                crate::config::FirmwareKind::Uefi => "UEFI, none found (see findings)",
+            });
+        }
+    }
+    if !plan.hostdevs.is_empty() {
+        let _ = writeln!(out, "# devices to bind to vfio-pci:");
+        for hd in &plan.hostdevs {
+            let state = match &hd.device {
+                Some(d) => format!(
+                    "{:04x}:{:04x} class {:06x}, driver {}, IOMMU group {}",
+                    d.vendor,
+                    d.device,
+                    d.class,
+                    d.driver.as_deref().unwrap_or("none"),
+                    d.iommu_group.map_or("none".into(), |g| g.to_string())
+                ),
+                None => "not on this host".into(),
+            };
+            let _ = writeln!(out, "#   {} ({state})", hd.address);
+        }
+    }
+    let _ = writeln!(out, "# run dir: {}", plan.paths.run_dir.display());
+    let _ = writeln!(out, "# state dir: {}", plan.paths.state_dir.display());
+    if let Some(user) = &plan.qemu_user {
+        let _ = writeln!(out, "# QEMU drops privileges to user {user}");
+    }
+    for finding in &plan.findings {
+        for (i, line) in finding.to_string().lines().enumerate() {
+            let _ = writeln!(out, "#{} {line}", if i == 0 { "" } else { " " });
+        }
+    }
+    let q = |p: &std::path::Path| quote(p.as_os_str()).into_owned();
+    let _ = writeln!(
+        out,
+        "mkdir -p -m 0700 {} {}",
+        q(&plan.paths.run_dir),
+        q(&plan.paths.state_dir)
+    );
+    if let Some(fw) = &plan.firmware {
+        let _ = writeln!(
+            out,
+            "[ -e {vars} ] || cp {tmpl} {vars}",
+            vars = q(&plan.paths.vars_file),
+            tmpl = q(&fw.vars_template)
+        );
+    }
+    let _ = write!(out, "{}", quote(plan.qemu.binary.as_os_str()));
+    let mut i = 0;
+    while i < argv.len() {
+        let _ = write!(out, " \\\n  {}", quote(&argv[i]));
+        // An option and its value share a line; flags stand alone.
+        let takes_value = argv[i].to_string_lossy().starts_with('-')
+            && argv.get(i + 1).is_some_and(|v| !v.to_string_lossy().starts_with('-'));
+        if takes_value {
+            let _ = write!(out, " {}", quote(&argv[i + 1]));
+            i += 1;
+        }
+        i += 1;
+    }
+    out.push('\n');
+    out
+}
