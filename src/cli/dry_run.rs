@@ -32,7 +32,12 @@ pub fn render_json(plan: &Plan, argv: &[OsString]) -> String {
 pub fn render_text(plan: &Plan, argv: &[OsString]) -> String {
     let mut out = String::new();
     let vm = &plan.vm;
-    let _ = writeln!(out, "# vmrun dry-run of {} ({})", vm.name, vm.source.display());
+    let _ = writeln!(
+        out,
+        "# vmrun dry-run of {} ({})",
+        vm.name,
+        vm.source.display()
+    );
     if let Some(d) = &vm.description {
         let _ = writeln!(out, "#   {d}");
     }
@@ -55,10 +60,14 @@ pub fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             );
         }
         None => {
-            let _ = writeln!(out, "# firmware: {}", match vm.firmware.kind {
-                crate::config::FirmwareKind::Bios => "BIOS (QEMU's built-in SeaBIOS)",
-                crate::config::FirmwareKind::Uefi => "UEFI, none found (see findings)",
-            });
+            let _ = writeln!(
+                out,
+                "# firmware: {}",
+                match vm.firmware.kind {
+                    crate::config::FirmwareKind::Bios => "BIOS (QEMU's built-in SeaBIOS)",
+                    crate::config::FirmwareKind::Uefi => "UEFI, none found (see findings)",
+                }
+            );
         }
     }
     if !plan.hostdevs.is_empty() {
@@ -109,7 +118,9 @@ pub fn render_text(plan: &Plan, argv: &[OsString]) -> String {
         let _ = write!(out, " \\\n  {}", quote(&argv[i]));
         // An option and its value share a line; flags stand alone.
         let takes_value = argv[i].to_string_lossy().starts_with('-')
-            && argv.get(i + 1).is_some_and(|v| !v.to_string_lossy().starts_with('-'));
+            && argv
+                .get(i + 1)
+                .is_some_and(|v| !v.to_string_lossy().starts_with('-'));
         if takes_value {
             let _ = write!(out, " {}", quote(&argv[i + 1]));
             i += 1;

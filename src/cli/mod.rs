@@ -24,7 +24,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { Exit::Usage.code() } else { Exit::Ok.code() };
+            return if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                Exit::Ok.code()
+            };
         }
     };
     match cli.command {
@@ -78,7 +82,11 @@ fn start(args: &StartArgs) -> Exit {
             dry_run::render_text(&plan, &argv)
         };
         print!("{text}");
-        return if plan.has_errors() { Exit::HostProblems } else { Exit::Ok };
+        return if plan.has_errors() {
+            Exit::HostProblems
+        } else {
+            Exit::Ok
+        };
     }
     eprintln!("vmrun: starting VMs is not built yet; use --dry-run");
     Exit::Usage

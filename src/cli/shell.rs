@@ -21,7 +21,10 @@ mod tests {
 
     #[test]
     fn safe_words_stay_bare() {
-        assert_eq!(quote(OsStr::new("guest=demo,debug-threads=on")), "guest=demo,debug-threads=on");
+        assert_eq!(
+            quote(OsStr::new("guest=demo,debug-threads=on")),
+            "guest=demo,debug-threads=on"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! plain data that `--dry-run` prints. Host problems become findings, so a
 //! dry-run for another machine still shows its command line.
 
+pub mod files;
 pub mod finding;
 pub mod firmware;
 pub mod hostdev;
@@ -81,6 +82,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
     if let Some(fw) = &firmware {
         paths = paths.with_vars_file(&firmware::vars_copy_name(vm.name.as_str(), fw.vars_format));
     }
+    files::check_host_files(&vm, &ctx.root, &mut findings);
     let hostdevs = hostdev::plan_hostdevs(&vm.hostdevs, &ctx.root, &mut findings);
     let qemu_user = user::qemu_user(&vm.qemu.user, ctx.dirs.is_root, &ctx.root, &mut findings);
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
