@@ -112,7 +112,11 @@ enum Step<'i> {
 }
 
 /// Rebuilds a whole document around `leaf` (a table at `ctx`).
-fn wrap<'i>(ctx: &[Step<'i>], leaf: DeTable<'i>, leaf_span: Range<usize>) -> (DeTable<'i>, Range<usize>) {
+fn wrap<'i>(
+    ctx: &[Step<'i>],
+    leaf: DeTable<'i>,
+    leaf_span: Range<usize>,
+) -> (DeTable<'i>, Range<usize>) {
     let mut cur = DeValue::Table(leaf);
     let mut span = leaf_span;
     for step in ctx.iter().rev() {
@@ -136,7 +140,10 @@ fn wrap<'i>(ctx: &[Step<'i>], leaf: DeTable<'i>, leaf_span: Range<usize>) -> (De
         // `ctx` always starts with a key, so the outermost value is a table.
         other => {
             let mut t = DeTable::new();
-            t.insert(Spanned::new(0..0, DeString::Borrowed("")), Spanned::new(span.clone(), other));
+            t.insert(
+                Spanned::new(0..0, DeString::Borrowed("")),
+                Spanned::new(span.clone(), other),
+            );
             (t, span)
         }
     }
@@ -167,7 +174,10 @@ fn probe<'i, T: DeserializeOwned>(
             DeValue::Table(sub) if !sub.is_empty() => {
                 let kept = probe::<T>(&inner_ctx, sub, &value.span(), &key_path, errors);
                 if errors.len() > before {
-                    good.insert(key.clone(), Spanned::new(value.span(), DeValue::Table(kept)));
+                    good.insert(
+                        key.clone(),
+                        Spanned::new(value.span(), DeValue::Table(kept)),
+                    );
                 }
             }
             DeValue::Array(items) if is_tables(items) => {
@@ -181,7 +191,10 @@ fn probe<'i, T: DeserializeOwned>(
                     }
                 }
                 if errors.len() > before {
-                    good.insert(key.clone(), Spanned::new(value.span(), DeValue::Array(kept)));
+                    good.insert(
+                        key.clone(),
+                        Spanned::new(value.span(), DeValue::Array(kept)),
+                    );
                 }
             }
             _ => {}
@@ -244,8 +257,10 @@ mod tests {
     fn every_error_is_reported_with_its_key_and_span() {
         let text = "a = \"no\"\nb = 3\n[sub]\nx = 1\nz = 1\n[[item]]\ny = 1\n[[item]]\nx = 2\n";
         let (doc, errors) = run(text);
-        let found: Vec<(String, &str)> =
-            errors.iter().map(|e| (e.path.to_string(), at(text, e))).collect();
+        let found: Vec<(String, &str)> = errors
+            .iter()
+            .map(|e| (e.path.to_string(), at(text, e)))
+            .collect();
         assert_eq!(
             found,
             [

@@ -281,7 +281,9 @@ impl<'de> Deserialize<'de> for WireDisplayManager {
         impl<'de> Visitor<'de> for V {
             type Value = WireDisplayManager;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"auto\", a systemd unit name, or a table { stop = [...], start = [...] }")
+                f.write_str(
+                    "\"auto\", a systemd unit name, or a table { stop = [...], start = [...] }",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(WireDisplayManager::Name(v.to_string()))
