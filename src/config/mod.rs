@@ -1,8 +1,174 @@
 //! Reading and validating a VM's TOML file. Pure: no host access beyond
 //! reading the file and checking that the files it names exist.
+//!
+//! text -> `toml::de::DeTable` (every syntax error) -> `wire` structs (every
+//! type error, via `collect`) -> `validate` (every semantic error) -> model.
 
+pub mod collect;
+pub mod error;
 pub mod model;
+pub mod search;
+mod suggest;
 pub mod types;
+pub mod validate;
+pub mod wire;
 
+use std::ops::Range;
+use std::path::Path;
+
+use miette::NamedSource;
+use toml::de::DeTable;
+
+pub use error::{render, ConfigError, InvalidConfig, Problem, ProblemKind};
 pub use model::*;
+pub use search::{list_all, locate, SearchEnv};
 pub use types::{ByteSize, Duration, PciAddress, PciIds, VmName};
+
+/// Reads and validates the config at `path`; the VM is named by the file stem.
+pub fn load(path: &Path) -> Result<VmConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    load_str(&stem, path, &text)
+}
+
+/// Validates `text` as the config of VM `name` read from `path` (which
+/// anchors relative paths and names the file in messages).
+pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigError> {
+    let vm_name: VmName = name.parse().map_err(|source| ConfigError::BadName {
+        path: path.to_path_buf(),
+        stem: name.to_string(),
+        source,
+    })?;
+    let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    let mut problems: Vec<Problem> = syntax
+        .iter()
+        .map(|e| Problem {
+            key: String::new(),
+            kind: ProblemKind::Syntax(e.message().trim().to_string()),
+            span: e.span().unwrap_or(0..0),
+        })
+        .collect();
+    let (wire, wire_errors) = collect::deserialize_all::<wire::WireVm>(doc);
+    let broken_sections: Vec<String> = wire_errors
+        .iter()
+        .map(|e| scope(&e.path.to_string()).to_string())
+        .collect();
+    problems.extend(wire_errors.into_iter().map(|e| Problem {
+        key: e.path.to_string(),
+        kind: suggest::classify(&e.message),
+        span: e.span,
+    }));
+    // Semantic checks on a document that did not parse would mostly report
+    // the syntax errors again, as missing keys.
+    if let (true, Some(wire)) = (syntax.is_empty(), wire) {
+        let cx = validate::Context {
+            name: vm_name,
+            source,
+            exists: &|p: &Path| p.exists(),
+        };
+        match validate::validate(wire, &cx) {
+            Ok(config) if problems.is_empty() => return Ok(config),
+            Ok(_) => {}
+            // A section with a type error was validated without the bad
+            // key; what that says about the section is noise.
+            Err(semantic) => problems.extend(
+                semantic
+                    .into_iter()
+                    .filter(|p| !broken_sections.iter().any(|s| s == scope(&p.key))),
+            ),
+        }
+    }
+    if problems.is_empty() {
+        // Unreachable in practice: a failed document always yields a problem.
+        problems.push(Problem {
+            key: String::new(),
+            kind: ProblemKind::Invalid("the file could not be read as a VM config".into()),
+            span: 0..0,
+        });
+    }
+    for p in &mut problems {
+        p.span = first_line(text, p.span.clone());
+    }
+    problems.sort_by_key(|p| p.span.start);
+    Err(ConfigError::Invalid(Box::new(InvalidConfig {
+        path: path.to_path_buf(),
+        src: NamedSource::new(path.display().to_string(), text.to_string()),
+        problems,
+    })))
+}
+
+/// The table a key is in, down to the array element: `hostdev[1]`, `cpu`.
+fn scope(key: &str) -> &str {
+    match key.find(['.', ']']) {
+        Some(i) if key.as_bytes()[i] == b']' => &key[..=i],
+        Some(i) => &key[..i],
+        None => key,
+    }
+}
+
+/// A span inside `text`, cut to its first line, so a label on a whole
+/// `[[hostdev]]` table underlines its header rather than the block.
+fn first_line(text: &str, span: Range<usize>) -> Range<usize> {
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let end = span.end.clamp(start, text.len());
+    let end = text[start..end].find('\n').map_or(end, |nl| start + nl);
+    start..end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_line_cuts_at_newline_and_clamps() {
+        let text = "[[hostdev]]\naddress = 1\n";
+        assert_eq!(first_line(text, 0..20), 0..11);
+        assert_eq!(first_line(text, 30..40), text.len()..text.len());
+    }
+
+    #[test]
+    fn scope_stops_at_the_array_element() {
+        assert_eq!(scope("hostdev[1].romfile"), "hostdev[1]");
+        assert_eq!(scope("cpu.pin"), "cpu");
+        assert_eq!(scope("memory"), "memory");
+    }
+
+    #[test]
+    fn bad_stem_is_an_error() {
+        let err = load_str("bad name", Path::new("/x/bad name.toml"), "memory = \"1G\"");
+        assert!(matches!(err, Err(ConfigError::BadName { .. })));
+    }
+
+    #[test]
+    fn minimal_config_loads() {
+        let cfg = load_str(
+            "mini",
+            Path::new("/nonexistent/mini.toml"),
+            "memory = \"1G\"\n",
+        );
+        let cfg = cfg.map_err(|e| render(&e));
+        assert_eq!(cfg.map(|c| c.memory.mib()), Ok(1024));
+    }
+
+    #[test]
+    fn type_error_in_a_section_hides_that_sections_semantic_noise() {
+        let text = "memory = \"1G\"\n[cpu]\ncores = \"four\"\npin = [1]\n";
+        let err = load_str("v", Path::new("/nonexistent/v.toml"), text).err();
+        let keys: Vec<String> = err
+            .iter()
+            .flat_map(|e| e.problems())
+            .map(|p| p.key.clone())
+            .collect();
+        assert_eq!(keys, ["cpu.cores"]);
+    }
+}

@@ -1,0 +1,332 @@
+//! What can be wrong with a config, and how it is shown: one `ConfigError` per
+//! file, holding every problem found in it, rendered by miette with
+//! `file:line:col` locations.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+
+use super::types::VmNameError;
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no config for VM `{name}`")]
+    NotFound {
+        name: String,
+        searched: Vec<PathBuf>,
+    },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: the file name `{stem}` is not a valid VM name", path.display())]
+    BadName {
+        path: PathBuf,
+        stem: String,
+        #[source]
+        source: VmNameError,
+    },
+    #[error(transparent)]
+    Invalid(Box<InvalidConfig>),
+}
+
+impl ConfigError {
+    /// The problems of an invalid file; empty for the other kinds of error.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Invalid(inv) => &inv.problems,
+            _ => &[],
+        }
+    }
+}
+
+impl Diagnostic for ConfigError {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        let code = match self {
+            Self::NotFound { .. } => "vmrun::config::not_found",
+            Self::Read { .. } => "vmrun::config::read",
+            Self::BadName { .. } => "vmrun::config::name",
+            Self::Invalid(_) => return None,
+        };
+        Some(Box::new(code))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        match self {
+            Self::NotFound { name, searched } => {
+                let mut s = format!("looked for `{name}.toml` in:");
+                for p in searched {
+                    s.push_str(&format!("\n  {}", p.display()));
+                }
+                Some(Box::new(s))
+            }
+            Self::BadName { .. } => Some(Box::new(
+                "rename the file: the VM name is the file name without `.toml`",
+            )),
+            Self::Read { .. } => None,
+            Self::Invalid(inv) => inv.help(),
+        }
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        match self {
+            Self::Invalid(inv) => inv.source_code(),
+            _ => None,
+        }
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        match self {
+            Self::Invalid(inv) => inv.related(),
+            _ => None,
+        }
+    }
+}
+
+/// A file that was read but has problems; all of them are here.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{}: {} problem{}", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" })]
+pub struct InvalidConfig {
+    pub path: PathBuf,
+    #[source_code]
+    pub src: NamedSource<String>,
+    #[related]
+    pub problems: Vec<Problem>,
+}
+
+/// One problem, at a place in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{kind}", if key.is_empty() { String::new() } else { format!("`{key}`: ") })]
+pub struct Problem {
+    /// The key it is about, as a path (`hostdev[1].romfile`); empty for syntax.
+    pub key: String,
+    pub kind: ProblemKind,
+    /// Byte range in the file.
+    pub span: Range<usize>,
+}
+
+impl Diagnostic for Problem {
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.kind
+            .help()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let len = self.span.end.saturating_sub(self.span.start);
+        let label = LabeledSpan::new(Some(self.kind.label()), self.span.start, len);
+        Some(Box::new(std::iter::once(label)))
+    }
+}
+
+/// Every way a config can be wrong. Tests match on these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProblemKind {
+    #[error("TOML syntax: {0}")]
+    Syntax(String),
+    #[error("unknown key `{name}`")]
+    UnknownKey { name: String, allowed: Vec<String> },
+    #[error("unknown value `{value}`")]
+    UnknownValue { value: String, allowed: Vec<String> },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("`{0}` is required")]
+    Missing(&'static str),
+    #[error("must be at least 1")]
+    ZeroCount,
+    #[error("{0} vCPUs is more than the limit of {max}", max = super::validate::MAX_VCPUS)]
+    TooManyVcpus(u64),
+    #[error("{got} entries, but the topology has {vcpus} vCPUs")]
+    PinCount { got: usize, vcpus: u32 },
+    #[error("host CPU {0} is listed twice")]
+    DuplicatePin(u32),
+    #[error("more than one hostdev has `x_vga = true`")]
+    MultipleXVga,
+    #[error("{0} is passed through twice")]
+    DuplicateHostdev(String),
+    #[error("a hostdev needs `address` or `ids`")]
+    NoSelector,
+    #[error("`address` and `ids` both given")]
+    BothSelectors,
+    #[error("`index` is only meaningful with `ids`")]
+    IndexWithoutIds,
+    #[error("{memory} is not a multiple of the {page} huge page size")]
+    HugepagesMisaligned { memory: String, page: &'static str },
+    #[error("{0} characters; at most 12")]
+    VendorIdTooLong(usize),
+    #[error("has no effect without `hide_hypervisor` or `hyperv`")]
+    VendorIdUnused,
+    #[error("secure boot needs UEFI firmware")]
+    SecureBootWithBios,
+    #[error("`{given}` is given without `{missing}`")]
+    FirmwarePair {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error("file not found: {}", searched.first().map(|p| p.display().to_string()).unwrap_or_default())]
+    FileNotFound { searched: Vec<PathBuf> },
+    #[error("disk image not found: {}", .0.display())]
+    DiskNotFound(PathBuf),
+    #[error("bad port forward `{value}`: {reason}")]
+    BadForward { value: String, reason: String },
+    #[error("bad MAC address `{0}`")]
+    BadMac(String),
+    #[error("`{0}` is a multicast MAC address")]
+    MulticastMac(String),
+    #[error("mode = \"{mode}\" needs `{key}`")]
+    ModeNeeds {
+        mode: &'static str,
+        key: &'static str,
+    },
+    #[error("only used with mode = \"{mode}\"")]
+    OnlyWithMode { mode: &'static str },
+    #[error("`{0}` is not one of QEMU's grab-toggle keys")]
+    BadQemuToggle(String),
+    #[error("`{0}` is not a key name")]
+    BadToggleKey(String),
+    #[error("takeover needs at least one [[hostdev]] to give the VM")]
+    TakeoverWithoutHostdev,
+    #[error("must be longer than zero")]
+    ZeroTimeout,
+    #[error("unsupported machine type `{0}`")]
+    BadMachine(String),
+    #[error("`{0}` is not a valid user name")]
+    BadUser(String),
+    #[error("must not be empty")]
+    Empty,
+    #[error("a cdrom cannot use this interface")]
+    CdromInterface,
+    #[error("`{0}` is not a network interface name")]
+    BadIfname(String),
+    #[error("[input] names neither `keyboard` nor `mouse`")]
+    InputWithoutDevices,
+}
+
+impl ProblemKind {
+    /// The short text under the highlighted span.
+    fn label(&self) -> String {
+        match self {
+            Self::Syntax(_) => "here".into(),
+            Self::UnknownKey { .. } => "unknown key".into(),
+            Self::UnknownValue { .. } => "unknown value".into(),
+            Self::Missing(_) => "in this table".into(),
+            _ => "here".into(),
+        }
+    }
+
+    /// What to do about it.
+    fn help(&self) -> Option<String> {
+        Some(match self {
+            Self::UnknownKey { name, allowed }
+            | Self::UnknownValue {
+                value: name,
+                allowed,
+            } => {
+                let list = allowed
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                match super::suggest::closest(name, allowed) {
+                    Some(best) => format!("did you mean `{best}`? (expected one of {list})"),
+                    None if allowed.is_empty() => "remove it".into(),
+                    None => format!("expected one of {list}"),
+                }
+            }
+            Self::Missing("memory") => "add e.g. `memory = \"8G\"` at the top of the file".into(),
+            Self::ZeroCount | Self::TooManyVcpus(_) => {
+                "vCPUs = sockets * dies * cores * threads, each at least 1".into()
+            }
+            Self::PinCount { .. } => "list one host CPU per vCPU, or remove `pin`".into(),
+            Self::MultipleXVga => "only the primary GPU gets `x_vga = true`".into(),
+            Self::NoSelector => {
+                "add `address = \"0000:01:00.0\"`, or `ids = \"10de:25a1\"` (see `lspci -nn`)"
+                    .into()
+            }
+            Self::BothSelectors => "keep one of them".into(),
+            Self::IndexWithoutIds => "remove `index`, or select the device by `ids`".into(),
+            Self::HugepagesMisaligned { page, .. } => {
+                format!("round `memory` to a multiple of {page}")
+            }
+            Self::VendorIdTooLong(_) => "QEMU's hv-vendor-id takes at most 12 characters".into(),
+            Self::VendorIdUnused => {
+                "set `hide_hypervisor = true` or `hyperv = true`, or remove `vendor_id`".into()
+            }
+            Self::SecureBootWithBios => "use `type = \"uefi\"`, or remove `secure_boot`".into(),
+            Self::FirmwarePair { missing, .. } => {
+                format!("give both `code` and `vars`, or neither (add `{missing}`)")
+            }
+            Self::FileNotFound { searched } if searched.len() > 1 => {
+                let list: Vec<String> = searched
+                    .iter()
+                    .map(|p| format!("  {}", p.display()))
+                    .collect();
+                format!("looked in:\n{}", list.join("\n"))
+            }
+            Self::DiskNotFound(path) => format!(
+                "create it with `qemu-img create -f qcow2 {} 64G`",
+                path.display()
+            ),
+            Self::BadForward { .. } => {
+                "write `tcp:HOSTPORT:GUESTPORT` or `udp:HOSTPORT:GUESTPORT`, ports 1-65535".into()
+            }
+            Self::BadMac(_) => "write six hex pairs, e.g. `52:54:00:12:34:56`".into(),
+            Self::MulticastMac(_) => {
+                "the first byte must be even; QEMU's prefix is `52:54:00`".into()
+            }
+            Self::BadQemuToggle(_) => format!(
+                "with mode = \"qemu\" use one of {}, or switch to mode = \"router\"",
+                super::validate::QEMU_TOGGLES.join(", ")
+            ),
+            Self::BadToggleKey(_) => {
+                "use key names joined by `+`, e.g. `LeftCtrl+RightCtrl` or `ScrollLock`".into()
+            }
+            Self::BadMachine(_) => {
+                "use `q35`, `pc`, or a versioned `pc-q35-*` / `pc-i440fx-*` type".into()
+            }
+            Self::ZeroTimeout => "e.g. `timeout = \"60s\"`".into(),
+            Self::Missing("memory.size") => {
+                "with a [memory] table, write the size as `size = \"16G\"`".into()
+            }
+            Self::Missing("enabled") => {
+                "add `enabled = true` (takeover stops the host display, so it is never implied)"
+                    .into()
+            }
+            Self::CdromInterface => "use `interface = \"sata\"` or `\"scsi\"` for a cdrom".into(),
+            Self::BadIfname(_) => "1 to 15 characters, no `/`, `:` or spaces".into(),
+            Self::InputWithoutDevices => {
+                "add `keyboard = \"/dev/input/by-id/...-event-kbd\"` or remove [input]".into()
+            }
+            Self::TakeoverWithoutHostdev => {
+                "add the GPU as a [[hostdev]], or remove [takeover]".into()
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The report as text: colors only when stderr is a terminal.
+pub fn render(err: &ConfigError) -> String {
+    let theme = if std::io::stderr().is_terminal() {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+    let mut out = String::new();
+    if handler.render_report(&mut out, err).is_err() {
+        // Rendering into a String only fails on a formatter bug; fall back to
+        // the plain messages rather than lose them.
+        out = err.to_string();
+        for p in err.problems() {
+            out.push_str(&format!("\n  {p}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,215 @@
+//! Where `vmrun NAME` finds `NAME.toml` (CONFIG.md's search order), with the
+//! process environment injected so tests can build a fake one.
+
+use std::path::{Path, PathBuf};
+
+use super::error::ConfigError;
+use super::types::VmName;
+
+/// The parts of the environment the search depends on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchEnv {
+    pub vmrun_home: Option<PathBuf>,
+    pub xdg_config_home: Option<PathBuf>,
+    pub home: Option<PathBuf>,
+    pub cwd: PathBuf,
+}
+
+impl SearchEnv {
+    /// Reads `$VMRUN_HOME`, `$XDG_CONFIG_HOME`, `$HOME` and the working directory.
+    pub fn from_process() -> Self {
+        // Empty variables count as unset, as the XDG spec asks.
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Self {
+            vmrun_home: var("VMRUN_HOME"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+            home: var("HOME"),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        }
+    }
+
+    /// The `vms/` directories, in search order.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        if let Some(h) = &self.vmrun_home {
+            dirs.push(self.cwd.join(h).join("vms"));
+        }
+        // Relative XDG paths are invalid per the spec and are ignored.
+        let xdg = self.xdg_config_home.clone().filter(|p| p.is_absolute());
+        let config = xdg.or_else(|| self.home.as_ref().map(|h| h.join(".config")));
+        if let Some(c) = config {
+            dirs.push(c.join("vmrun").join("vms"));
+        }
+        dirs.push(PathBuf::from("/etc/vmrun/vms"));
+        dirs.push(self.cwd.join("vms"));
+        dirs
+    }
+}
+
+/// Whether the argument is a path rather than a VM name.
+fn is_path(arg: &str) -> bool {
+    arg.contains('/') || arg.ends_with(".toml")
+}
+
+/// The config file for `name_or_path`: a path as given (relative to `cwd`),
+/// else the first `NAME.toml` in `env.dirs()`.
+pub fn locate(name_or_path: &str, env: &SearchEnv) -> Result<PathBuf, ConfigError> {
+    if is_path(name_or_path) {
+        let path = env.cwd.join(name_or_path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        return Err(ConfigError::NotFound {
+            name: name_or_path.to_string(),
+            searched: vec![path],
+        });
+    }
+    let searched: Vec<PathBuf> = env
+        .dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{name_or_path}.toml")))
+        .collect();
+    match searched.iter().find(|p| p.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(ConfigError::NotFound {
+            name: name_or_path.to_string(),
+            searched,
+        }),
+    }
+}
+
+/// Every `*.toml` with a valid VM name in the search directories; when two
+/// directories hold the same name, the one `locate` would pick wins.
+pub fn list_all(env: &SearchEnv) -> Vec<(VmName, PathBuf)> {
+    let mut found: Vec<(VmName, PathBuf)> = Vec::new();
+    for dir in env.dirs() {
+        for (name, path) in tomls_in(&dir) {
+            if !found.iter().any(|(n, _)| *n == name) {
+                found.push((name, path));
+            }
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+fn tomls_in(dir: &Path) -> Vec<(VmName, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(VmName, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+        .filter_map(|p| {
+            let name = p.file_stem()?.to_str()?.parse().ok()?;
+            Some((name, p))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_in(root: &Path) -> SearchEnv {
+        SearchEnv {
+            vmrun_home: Some(root.join("vmrun-home")),
+            xdg_config_home: Some(root.join("xdg")),
+            home: Some(root.join("home")),
+            cwd: root.join("cwd"),
+        }
+    }
+
+    fn touch(path: &Path) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(path, "memory = \"1G\"\n").unwrap();
+    }
+
+    #[test]
+    fn search_order_follows_config_md() {
+        let env = SearchEnv {
+            vmrun_home: Some("/v".into()),
+            xdg_config_home: Some("/x".into()),
+            home: Some("/h".into()),
+            cwd: "/c".into(),
+        };
+        let dirs: Vec<PathBuf> = ["/v/vms", "/x/vmrun/vms", "/etc/vmrun/vms", "/c/vms"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(env.dirs(), dirs);
+    }
+
+    #[test]
+    fn xdg_defaults_to_home_config() {
+        let env = SearchEnv {
+            home: Some("/h".into()),
+            cwd: "/c".into(),
+            ..Default::default()
+        };
+        assert_eq!(env.dirs()[0], PathBuf::from("/h/.config/vmrun/vms"));
+    }
+
+    #[test]
+    fn vmrun_home_wins_over_cwd() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = env_in(tmp.path());
+        touch(&tmp.path().join("cwd/vms/win.toml"));
+        touch(&tmp.path().join("vmrun-home/vms/win.toml"));
+        assert_eq!(
+            locate("win", &env).unwrap(),
+            tmp.path().join("vmrun-home/vms/win.toml")
+        );
+    }
+
+    #[test]
+    fn a_path_is_used_as_given() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = env_in(tmp.path());
+        touch(&tmp.path().join("cwd/other/x.toml"));
+        assert_eq!(
+            locate("other/x.toml", &env).unwrap(),
+            tmp.path().join("cwd/other/x.toml")
+        );
+    }
+
+    #[test]
+    fn missing_name_lists_every_searched_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = env_in(tmp.path());
+        match locate("nope", &env) {
+            Err(ConfigError::NotFound { searched, .. }) => assert_eq!(searched.len(), 4),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn list_all_keeps_first_per_name_and_skips_bad_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = env_in(tmp.path());
+        touch(&tmp.path().join("xdg/vmrun/vms/a.toml"));
+        touch(&tmp.path().join("cwd/vms/a.toml"));
+        touch(&tmp.path().join("cwd/vms/b.toml"));
+        touch(&tmp.path().join("cwd/vms/bad name.toml"));
+        let names: Vec<(String, PathBuf)> = list_all(&env)
+            .into_iter()
+            .map(|(n, p)| (n.to_string(), p))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a".to_string(), tmp.path().join("xdg/vmrun/vms/a.toml")),
+                ("b".to_string(), tmp.path().join("cwd/vms/b.toml")),
+            ]
+        );
+    }
+}

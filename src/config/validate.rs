@@ -1,0 +1,825 @@
+//! Wire -> model: defaults, cross-key rules and file checks. Every problem is
+//! collected; the model is returned only when there are none.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::error::{Problem, ProblemKind as K};
+use super::model::*;
+use super::types::{ByteSize, Duration, VmName};
+use super::wire::*;
+
+/// QEMU's `-smp` limit for q35 with x2apic; also keeps the product in `u32`.
+pub const MAX_VCPUS: u64 = 1024;
+
+/// QEMU's `GrabToggleKeys` (qapi/common.json), the only values `input-linux`'s
+/// `grab-toggle` accepts.
+pub const QEMU_TOGGLES: &[&str] = &[
+    "ctrl-ctrl",
+    "alt-alt",
+    "shift-shift",
+    "meta-meta",
+    "scrolllock",
+    "ctrl-scrolllock",
+];
+
+/// Where the file is and how to ask whether a file exists (injected so tests
+/// need no real files).
+pub struct Context<'a> {
+    pub name: VmName,
+    /// Absolute path of the config file.
+    pub source: PathBuf,
+    pub exists: &'a dyn Fn(&Path) -> bool,
+}
+
+/// Checks `wire` and builds the model, or returns every problem found.
+pub fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<Problem>> {
+    let dir = cx.source.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut v = Validator {
+        dir,
+        exists: cx.exists,
+        problems: Vec::new(),
+    };
+    let (memory, hugepages) = v.memory(wire.memory);
+    let machine = v.machine(wire.machine);
+    let cpu = v.cpu(wire.cpu);
+    let firmware = v.firmware(wire.firmware);
+    let hostdevs = v.hostdevs(wire.hostdev.unwrap_or_default());
+    let disks = v.disks(wire.disk.unwrap_or_default());
+    let network = v.network(wire.network);
+    let display = match wire.display.and_then(|d| d.mode) {
+        Some(mode) => display_mode(mode),
+        // A passed-through GPU is the display; without one, the serial
+        // console is the only way to see a headless guest.
+        None if hostdevs.is_empty() => Display::Serial,
+        None => Display::None,
+    };
+    let input = wire.input.map(|i| v.input(i));
+    let takeover = wire
+        .takeover
+        .and_then(|t| v.takeover(t, !hostdevs.is_empty()));
+    let shutdown_timeout = v.shutdown(wire.shutdown);
+    let qemu = v.qemu(wire.qemu.unwrap_or_default());
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let Some(memory) = memory else {
+        return Err(v.problems);
+    };
+    Ok(VmConfig {
+        name: cx.name.clone(),
+        source: cx.source.clone(),
+        description: wire.description,
+        memory,
+        machine,
+        cpu,
+        hugepages,
+        firmware,
+        tpm: wire.tpm.and_then(|t| t.enabled).unwrap_or(false),
+        hostdevs,
+        disks,
+        network,
+        display,
+        input,
+        takeover,
+        shutdown_timeout,
+        qemu,
+    })
+}
+
+struct Validator<'a> {
+    dir: PathBuf,
+    exists: &'a dyn Fn(&Path) -> bool,
+    problems: Vec<Problem>,
+}
+
+fn parts<T>(s: Spanned<T>) -> (Range<usize>, T) {
+    (s.span(), s.into_inner())
+}
+
+impl Validator<'_> {
+    fn err(&mut self, key: impl Into<String>, span: Range<usize>, kind: K) {
+        self.problems.push(Problem {
+            key: key.into(),
+            kind,
+            span,
+        });
+    }
+
+    /// Relative paths are relative to the config file's directory.
+    fn resolve(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    fn memory(
+        &mut self,
+        m: Option<Spanned<WireMemory>>,
+    ) -> (Option<ByteSize>, Option<HugePageSize>) {
+        let Some(m) = m else {
+            self.err("memory", 0..0, K::Missing("memory"));
+            return (None, None);
+        };
+        let (span, m) = parts(m);
+        let (size, size_span, hugepages) = match m {
+            WireMemory::Size(size) => (Some(size), span.clone(), None),
+            WireMemory::Table(t) => {
+                let size = t.size.map(parts);
+                if size.is_none() {
+                    self.err("memory.size", span.clone(), K::Missing("memory.size"));
+                }
+                let size_span = size.as_ref().map_or(span.clone(), |s| s.0.clone());
+                (size.map(|s| s.1), size_span, t.hugepages)
+            }
+        };
+        let page = hugepages.and_then(|h| match h.into_inner() {
+            WireHugepages::Off => None,
+            WireHugepages::Size2M => Some(HugePageSize::Size2M),
+            WireHugepages::Size1G => Some(HugePageSize::Size1G),
+        });
+        if let (Some(size), Some(page)) = (size, page) {
+            if size.bytes() % page.size().bytes() != 0 {
+                let page = if page == HugePageSize::Size2M {
+                    "2M"
+                } else {
+                    "1G"
+                };
+                let memory = size.to_string();
+                self.err("memory", size_span, K::HugepagesMisaligned { memory, page });
+            }
+        }
+        (size, page)
+    }
+
+    fn machine(&mut self, m: Option<Spanned<String>>) -> String {
+        let Some((span, m)) = m.map(parts) else {
+            return "q35".into();
+        };
+        let ok = m == "q35"
+            || m == "pc"
+            || ["pc-q35-", "pc-i440fx-"]
+                .iter()
+                .any(|p| m.len() > p.len() && m.starts_with(p));
+        if !ok {
+            self.err("machine", span, K::BadMachine(m.clone()));
+        }
+        m
+    }
+
+    fn cpu(&mut self, c: Option<Spanned<WireCpu>>) -> Cpu {
+        let (span, c) = c.map(parts).unwrap_or_default();
+        let count = |key: &str, v: Option<Spanned<u32>>, this: &mut Self| -> Option<u32> {
+            let (s, n) = parts(v?);
+            if n == 0 {
+                this.err(format!("cpu.{key}"), s, K::ZeroCount);
+            }
+            Some(n)
+        };
+        let sockets = count("sockets", c.sockets, self).unwrap_or(1);
+        let dies = count("dies", c.dies, self);
+        let cores = count("cores", c.cores, self).unwrap_or(1);
+        let threads = count("threads", c.threads, self).unwrap_or(1);
+        let product = [sockets, dies.unwrap_or(1), cores, threads]
+            .iter()
+            .fold(1u64, |acc, n| acc.saturating_mul(u64::from(*n)));
+        let topology_ok = (1..=MAX_VCPUS).contains(&product);
+        if product > MAX_VCPUS {
+            self.err("cpu", span.clone(), K::TooManyVcpus(product));
+        }
+        let topology = if topology_ok {
+            Topology {
+                sockets,
+                dies,
+                cores,
+                threads,
+            }
+        } else {
+            Topology {
+                sockets: 1,
+                dies: None,
+                cores: 1,
+                threads: 1,
+            }
+        };
+        let mut pin = Vec::new();
+        if let Some((pin_span, list)) = c.pin.map(parts) {
+            if topology_ok && list.len() as u64 != product {
+                let vcpus = topology.vcpus();
+                self.err(
+                    "cpu.pin",
+                    pin_span,
+                    K::PinCount {
+                        got: list.len(),
+                        vcpus,
+                    },
+                );
+            }
+            let mut seen = HashSet::new();
+            for item in list {
+                let (s, host) = parts(item);
+                if !seen.insert(host) {
+                    self.err("cpu.pin", s, K::DuplicatePin(host));
+                }
+                pin.push(host);
+            }
+        }
+        let hide_hypervisor = c.hide_hypervisor.unwrap_or(false);
+        let hyperv = c.hyperv.unwrap_or(false);
+        let vendor_id = c.vendor_id.map(|v| {
+            let (s, id) = parts(v);
+            if id.chars().count() > 12 {
+                self.err(
+                    "cpu.vendor_id",
+                    s.clone(),
+                    K::VendorIdTooLong(id.chars().count()),
+                );
+            } else if id.is_empty() {
+                self.err("cpu.vendor_id", s.clone(), K::Empty);
+            }
+            if !hide_hypervisor && !hyperv {
+                self.err("cpu.vendor_id", s, K::VendorIdUnused);
+            }
+            id
+        });
+        let model = match c.model.map(parts) {
+            Some((s, m)) if m.trim().is_empty() => {
+                self.err("cpu.model", s, K::Empty);
+                m
+            }
+            Some((_, m)) => m,
+            None => "host".into(),
+        };
+        Cpu {
+            model,
+            topology,
+            features: c.features.unwrap_or_default(),
+            pin,
+            hide_hypervisor,
+            vendor_id,
+            hyperv,
+        }
+    }
+
+    fn firmware(&mut self, f: Option<Spanned<WireFirmware>>) -> Firmware {
+        let (_, f) = f.map(parts).unwrap_or_default();
+        let kind = match f.kind.as_ref().map(|k| *k.get_ref()) {
+            Some(WireFirmwareKind::Bios) => FirmwareKind::Bios,
+            Some(WireFirmwareKind::Uefi) | None => FirmwareKind::Uefi,
+        };
+        let secure_boot = f.secure_boot.map(|sb| {
+            if kind == FirmwareKind::Bios && *sb.get_ref() {
+                self.err("firmware.secure_boot", sb.span(), K::SecureBootWithBios);
+            }
+            *sb.get_ref()
+        });
+        match (&f.code, &f.vars) {
+            (Some(c), None) => self.err(
+                "firmware.code",
+                c.span(),
+                K::FirmwarePair {
+                    given: "code",
+                    missing: "vars",
+                },
+            ),
+            (None, Some(v)) => self.err(
+                "firmware.vars",
+                v.span(),
+                K::FirmwarePair {
+                    given: "vars",
+                    missing: "code",
+                },
+            ),
+            _ => {}
+        }
+        let code = f.code.map(|c| self.existing_file("firmware.code", c));
+        let vars = f.vars.map(|c| self.existing_file("firmware.vars", c));
+        Firmware {
+            kind,
+            secure_boot,
+            code,
+            vars,
+        }
+    }
+
+    fn existing_file(&mut self, key: &str, p: Spanned<String>) -> PathBuf {
+        let (span, p) = parts(p);
+        let path = self.resolve(&p);
+        if !(self.exists)(&path) {
+            let searched = vec![path.clone()];
+            self.err(key, span, K::FileNotFound { searched });
+        }
+        path
+    }
+
+    /// A bare romfile name is looked up next to the config and in the
+    /// `firmware/` folders beside and above it.
+    fn romfile(&mut self, key: &str, p: Spanned<String>) -> PathBuf {
+        if p.get_ref().contains('/') {
+            return self.existing_file(key, p);
+        }
+        let (span, name) = parts(p);
+        let mut searched = vec![self.dir.join(&name)];
+        if let Some(parent) = self.dir.parent() {
+            searched.push(parent.join("firmware").join(&name));
+        }
+        searched.push(self.dir.join("firmware").join(&name));
+        if let Some(found) = searched.iter().find(|p| (self.exists)(p)) {
+            return found.clone();
+        }
+        let first = searched[0].clone();
+        self.err(key, span, K::FileNotFound { searched });
+        first
+    }
+
+    fn hostdevs(&mut self, list: Vec<Spanned<WireHostdev>>) -> Vec<Hostdev> {
+        let mut out: Vec<Hostdev> = Vec::new();
+        let mut x_vga_seen = false;
+        for (i, h) in list.into_iter().enumerate() {
+            let key = |k: &str| format!("hostdev[{i}].{k}");
+            let (span, h) = parts(h);
+            if let (Some(index), None) = (&h.index, &h.ids) {
+                self.err(key("index"), index.span(), K::IndexWithoutIds);
+            }
+            let selector = match (h.address.map(parts), h.ids.map(parts)) {
+                (Some((s, address)), None) => Some((s, HostdevSelector::Address(address))),
+                (None, Some((s, ids))) => {
+                    let index = h.index.map_or(0, |i| *i.get_ref());
+                    Some((s, HostdevSelector::Ids { ids, index }))
+                }
+                (Some(_), Some((s, _))) => {
+                    self.err(key("ids"), s, K::BothSelectors);
+                    None
+                }
+                (None, None) => {
+                    self.err(format!("hostdev[{i}]"), span, K::NoSelector);
+                    None
+                }
+            };
+            let x_vga = h.x_vga.map(|x| {
+                if *x.get_ref() && std::mem::replace(&mut x_vga_seen, true) {
+                    self.err(key("x_vga"), x.span(), K::MultipleXVga);
+                }
+                *x.get_ref()
+            });
+            let romfile = h.romfile.map(|r| self.romfile(&key("romfile"), r));
+            let Some((sel_span, selector)) = selector else {
+                continue;
+            };
+            if out.iter().any(|o| o.selector == selector) {
+                let what = match selector {
+                    HostdevSelector::Address(a) => a.to_string(),
+                    HostdevSelector::Ids { ids, index } => format!("{ids} index {index}"),
+                };
+                let k = if matches!(selector, HostdevSelector::Address(_)) {
+                    "address"
+                } else {
+                    "ids"
+                };
+                self.err(key(k), sel_span, K::DuplicateHostdev(what));
+            }
+            out.push(Hostdev {
+                selector,
+                x_vga: x_vga.unwrap_or(false),
+                romfile,
+                rombar: h.rombar,
+                multifunction: h.multifunction,
+            });
+        }
+        out
+    }
+
+    fn disks(&mut self, list: Vec<Spanned<WireDisk>>) -> Vec<Disk> {
+        let mut out = Vec::new();
+        for (i, d) in list.into_iter().enumerate() {
+            let (span, d) = parts(d);
+            let media = match d.media {
+                Some(WireDiskMedia::Cdrom) => DiskMedia::Cdrom,
+                Some(WireDiskMedia::Disk) | None => DiskMedia::Disk,
+            };
+            let Some((path_span, raw)) = d.path.map(parts) else {
+                self.err(format!("disk[{i}]"), span, K::Missing("path"));
+                continue;
+            };
+            let path = self.resolve(&raw);
+            if !(self.exists)(&path) {
+                let key = format!("disk[{i}].path");
+                let kind = match media {
+                    DiskMedia::Disk => K::DiskNotFound(path.clone()),
+                    DiskMedia::Cdrom => K::FileNotFound {
+                        searched: vec![path.clone()],
+                    },
+                };
+                self.err(key, path_span, kind);
+            }
+            let interface = match (d.interface, media) {
+                (Some(i), _) => disk_interface(i),
+                // virtio-blk cannot hold removable media; AHCI is what every
+                // installer can boot from.
+                (None, DiskMedia::Cdrom) => DiskInterface::Sata,
+                (None, DiskMedia::Disk) => DiskInterface::Virtio,
+            };
+            if media == DiskMedia::Cdrom
+                && matches!(interface, DiskInterface::Virtio | DiskInterface::Nvme)
+            {
+                self.err(
+                    format!("disk[{i}].interface"),
+                    span.clone(),
+                    K::CdromInterface,
+                );
+            }
+            let format = match d.format {
+                Some(WireDiskFormat::Qcow2) => DiskFormat::Qcow2,
+                Some(WireDiskFormat::Raw) => DiskFormat::Raw,
+                None if path.extension().is_some_and(|e| e == "qcow2") => DiskFormat::Qcow2,
+                None => DiskFormat::Raw,
+            };
+            out.push(Disk {
+                path,
+                interface,
+                media,
+                format,
+                readonly: d.readonly.unwrap_or(media == DiskMedia::Cdrom),
+                cache: d.cache.map(|c| cache_name(c).to_string()),
+                aio: d.aio.map(|a| aio_name(a).to_string()),
+                discard: d.discard.unwrap_or(false),
+            });
+        }
+        out
+    }
+
+    fn network(&mut self, n: Option<Spanned<WireNetwork>>) -> Network {
+        let (span, n) = n.map(parts).unwrap_or_default();
+        let mode = n
+            .mode
+            .as_ref()
+            .map_or(WireNetworkMode::User, |m| *m.get_ref());
+        if mode != WireNetworkMode::User {
+            if let Some(f) = &n.forward {
+                self.err(
+                    "network.forward",
+                    f.span(),
+                    K::OnlyWithMode { mode: "user" },
+                );
+            }
+        }
+        if mode != WireNetworkMode::Bridge {
+            if let Some(b) = &n.bridge {
+                self.err(
+                    "network.bridge",
+                    b.span(),
+                    K::OnlyWithMode { mode: "bridge" },
+                );
+            }
+        }
+        if mode != WireNetworkMode::Tap {
+            if let Some(t) = &n.ifname {
+                self.err("network.ifname", t.span(), K::OnlyWithMode { mode: "tap" });
+            }
+        }
+        let mode_span = n.mode.as_ref().map_or(span, |m| m.span());
+        let mode = match mode {
+            WireNetworkMode::User => {
+                let mut forward = Vec::new();
+                for f in n.forward.map(|f| f.into_inner()).unwrap_or_default() {
+                    let (s, text) = parts(f);
+                    match parse_forward(&text) {
+                        Ok(fw)
+                            if forward.iter().any(|o: &Forward| {
+                                o.protocol == fw.protocol && o.host_port == fw.host_port
+                            }) =>
+                        {
+                            let reason = format!("host port {} is already forwarded", fw.host_port);
+                            self.err(
+                                "network.forward",
+                                s,
+                                K::BadForward {
+                                    value: text,
+                                    reason,
+                                },
+                            );
+                        }
+                        Ok(fw) => forward.push(fw),
+                        Err(reason) => {
+                            self.err(
+                                "network.forward",
+                                s,
+                                K::BadForward {
+                                    value: text,
+                                    reason,
+                                },
+                            );
+                        }
+                    }
+                }
+                NetworkMode::User { forward }
+            }
+            WireNetworkMode::Bridge => NetworkMode::Bridge {
+                bridge: self.ifname(n.bridge, "network.bridge", "bridge", &mode_span),
+            },
+            WireNetworkMode::Tap => NetworkMode::Tap {
+                ifname: self.ifname(n.ifname, "network.ifname", "tap", &mode_span),
+            },
+            WireNetworkMode::None => NetworkMode::None,
+        };
+        let mac = n.mac.map(|m| {
+            let (s, mac) = parts(m);
+            if let Err(kind) = check_mac(&mac) {
+                self.err("network.mac", s, kind);
+            }
+            mac.to_ascii_lowercase()
+        });
+        let model = match n.model.map(parts) {
+            Some((s, m)) if m.trim().is_empty() => {
+                self.err("network.model", s, K::Empty);
+                m
+            }
+            Some((_, m)) => m,
+            None => "virtio-net-pci".into(),
+        };
+        Network { mode, mac, model }
+    }
+
+    /// A Linux interface name: 1-15 bytes (IFNAMSIZ - 1), no `/` or space.
+    fn ifname(
+        &mut self,
+        v: Option<Spanned<String>>,
+        key: &'static str,
+        mode: &'static str,
+        mode_span: &Range<usize>,
+    ) -> String {
+        let Some((s, name)) = v.map(parts) else {
+            let short = key.trim_start_matches("network.");
+            self.err(key, mode_span.clone(), K::ModeNeeds { mode, key: short });
+            return String::new();
+        };
+        let ok = !name.is_empty()
+            && name.len() <= 15
+            && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
+        if !ok {
+            self.err(key, s, K::BadIfname(name.clone()));
+        }
+        name
+    }
+
+    fn input(&mut self, i: Spanned<WireInput>) -> Input {
+        let (span, i) = parts(i);
+        let mode = match i.mode {
+            Some(WireInputMode::Qemu) => InputMode::Qemu,
+            Some(WireInputMode::Router) | None => InputMode::Router,
+        };
+        if i.keyboard.is_none() && i.mouse.is_none() {
+            self.err("input", span, K::InputWithoutDevices);
+        }
+        let toggle = match i.toggle.map(parts) {
+            Some((s, t)) => {
+                if let Err(kind) = check_toggle(&t, mode) {
+                    self.err("input.toggle", s, kind);
+                }
+                t
+            }
+            None => "ctrl-ctrl".into(),
+        };
+        Input {
+            keyboard: i.keyboard.map(|p| self.resolve(&p)),
+            mouse: i.mouse.map(|p| self.resolve(&p)),
+            toggle,
+            mode,
+            on_switch: i.on_switch.unwrap_or_default(),
+        }
+    }
+
+    fn takeover(&mut self, t: Spanned<WireTakeover>, has_hostdev: bool) -> Option<Takeover> {
+        let (span, t) = parts(t);
+        match t.enabled {
+            Some(true) => {}
+            Some(false) => return None,
+            None => {
+                // Takeover stops the host's display: never implied.
+                self.err("takeover", span, K::Missing("enabled"));
+                return None;
+            }
+        }
+        if !has_hostdev {
+            self.err("takeover.enabled", span, K::TakeoverWithoutHostdev);
+        }
+        let display_manager = match t.display_manager.map(parts) {
+            None => DisplayManager::Auto,
+            Some((_, WireDisplayManager::Name(n))) if n == "auto" => DisplayManager::Auto,
+            Some((s, WireDisplayManager::Name(n))) if n.trim().is_empty() => {
+                self.err("takeover.display_manager", s, K::Empty);
+                DisplayManager::Auto
+            }
+            Some((_, WireDisplayManager::Name(n))) => DisplayManager::Unit(n),
+            Some((s, WireDisplayManager::Commands(c))) => {
+                let (stop, start) = (c.stop.unwrap_or_default(), c.start.unwrap_or_default());
+                if stop.is_empty() {
+                    self.err("takeover.display_manager.stop", s, K::Missing("stop"));
+                }
+                DisplayManager::Commands { stop, start }
+            }
+        };
+        let unload_modules = match t.unload_modules.map(parts) {
+            None => UnloadModules::Auto,
+            Some((_, WireUnloadModules::Name(n))) if n == "auto" => UnloadModules::Auto,
+            Some((s, WireUnloadModules::Name(value))) => {
+                let allowed = vec!["auto".to_string()];
+                self.err(
+                    "takeover.unload_modules",
+                    s,
+                    K::UnknownValue { value, allowed },
+                );
+                UnloadModules::Auto
+            }
+            Some((_, WireUnloadModules::List(l))) => UnloadModules::List(l),
+        };
+        Some(Takeover {
+            display_manager,
+            stop_units: t.stop_units.unwrap_or_default(),
+            user_units: t.user_units.unwrap_or_default(),
+            unload_modules,
+        })
+    }
+
+    fn shutdown(&mut self, s: Option<WireShutdown>) -> Duration {
+        match s.and_then(|s| s.timeout).map(parts) {
+            Some((span, d)) => {
+                if d.get().is_zero() {
+                    self.err("shutdown.timeout", span, K::ZeroTimeout);
+                }
+                d
+            }
+            None => Duration::from_secs(60),
+        }
+    }
+
+    fn qemu(&mut self, q: WireQemu) -> QemuSettings {
+        // A bare binary name is looked up in PATH by the plan stage.
+        let binary = match q.binary {
+            Some(b) if b.contains('/') => self.resolve(&b),
+            Some(b) => PathBuf::from(b),
+            None => PathBuf::from("qemu-system-x86_64"),
+        };
+        let user = match q.user.map(parts) {
+            None => QemuUser::Auto,
+            Some((_, u)) if u == "auto" => QemuUser::Auto,
+            Some((_, u)) if u == "root" => QemuUser::Root,
+            Some((s, u)) => {
+                if !is_user_name(&u) {
+                    self.err("qemu.user", s, K::BadUser(u.clone()));
+                }
+                QemuUser::Named(u)
+            }
+        };
+        QemuSettings {
+            binary,
+            accel: match q.accel {
+                Some(WireAccel::Tcg) => Accel::Tcg,
+                Some(WireAccel::Kvm) | None => Accel::Kvm,
+            },
+            user,
+            extra_args: q.extra_args.unwrap_or_default(),
+        }
+    }
+}
+
+fn display_mode(m: WireDisplayMode) -> Display {
+    match m {
+        WireDisplayMode::None => Display::None,
+        WireDisplayMode::Gtk => Display::Gtk,
+        WireDisplayMode::Spice => Display::Spice,
+        WireDisplayMode::Serial => Display::Serial,
+    }
+}
+
+fn disk_interface(i: WireDiskInterface) -> DiskInterface {
+    match i {
+        WireDiskInterface::Virtio => DiskInterface::Virtio,
+        WireDiskInterface::Scsi => DiskInterface::Scsi,
+        WireDiskInterface::Nvme => DiskInterface::Nvme,
+        WireDiskInterface::Sata => DiskInterface::Sata,
+    }
+}
+
+fn cache_name(c: WireCache) -> &'static str {
+    match c {
+        WireCache::None => "none",
+        WireCache::Writeback => "writeback",
+        WireCache::Writethrough => "writethrough",
+        WireCache::Directsync => "directsync",
+        WireCache::Unsafe => "unsafe",
+    }
+}
+
+fn aio_name(a: WireAio) -> &'static str {
+    match a {
+        WireAio::Threads => "threads",
+        WireAio::Native => "native",
+        WireAio::IoUring => "io_uring",
+    }
+}
+
+/// `tcp:HOSTPORT:GUESTPORT` or `udp:...`.
+pub fn parse_forward(s: &str) -> Result<Forward, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [proto, host, guest] = parts.as_slice() else {
+        return Err("expected PROTOCOL:HOSTPORT:GUESTPORT".into());
+    };
+    let protocol = match *proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => return Err(format!("protocol `{other}` is not tcp or udp")),
+    };
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!("`{p}` is not a port from 1 to 65535")),
+    };
+    Ok(Forward {
+        protocol,
+        host_port: port(host)?,
+        guest_port: port(guest)?,
+    })
+}
+
+/// Six hex pairs separated by `:`, with the multicast bit clear.
+pub fn check_mac(s: &str) -> Result<(), K> {
+    let bytes: Vec<&str> = s.split(':').collect();
+    let well_formed = bytes.len() == 6
+        && bytes
+            .iter()
+            .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+    if !well_formed {
+        return Err(K::BadMac(s.to_string()));
+    }
+    match u8::from_str_radix(bytes[0], 16) {
+        Ok(first) if first & 1 == 0 => Ok(()),
+        _ => Err(K::MulticastMac(s.to_string())),
+    }
+}
+
+/// Key names a router-mode toggle may combine (evdev names, `KEY_` dropped).
+const KEY_NAMES: &[&str] = &[
+    "leftctrl",
+    "rightctrl",
+    "leftshift",
+    "rightshift",
+    "leftalt",
+    "rightalt",
+    "leftmeta",
+    "rightmeta",
+    "scrolllock",
+    "pause",
+    "sysrq",
+    "insert",
+    "home",
+    "end",
+    "pageup",
+    "pagedown",
+    "delete",
+    "esc",
+    "tab",
+    "space",
+    "enter",
+    "capslock",
+    "numlock",
+    "menu",
+    "compose",
+    "grave",
+    "backslash",
+];
+
+fn is_key_name(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    let single = |c: u8| c.is_ascii_alphanumeric();
+    KEY_NAMES.contains(&k.as_str())
+        || (k.len() == 1 && single(k.as_bytes()[0]))
+        || k.strip_prefix('f')
+            .and_then(|n| n.parse::<u8>().ok())
+            .is_some_and(|n| (1..=24).contains(&n) && !k.starts_with("f0"))
+}
+
+/// QEMU mode takes only QEMU's names; router mode also takes `Key+Key`.
+pub fn check_toggle(t: &str, mode: InputMode) -> Result<(), K> {
+    if QEMU_TOGGLES.contains(&t) {
+        return Ok(());
+    }
+    if mode == InputMode::Qemu {
+        return Err(K::BadQemuToggle(t.to_string()));
+    }
+    match t.split('+').find(|k| !is_key_name(k.trim())) {
+        Some(bad) => Err(K::BadToggleKey(bad.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// A POSIX-portable user name, as `useradd` accepts by default.
+fn is_user_name(u: &str) -> bool {
+    let mut chars = u.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    first_ok
+        && u.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
