@@ -1,0 +1,94 @@
+//! Golden QEMU command lines: every `vms/*.toml` (and the fixture configs in
+//! `tests/fixtures/bundle/vms/`) built against the fixed fake host in
+//! `tests/fixtures/host`, for the QEMU versions users run. Any change to the
+//! builder shows up as a snapshot diff (`cargo insta review`).
+
+use std::path::{Path, PathBuf};
+
+use vmrun::config;
+use vmrun::host::qemu::QemuVersion;
+use vmrun::host::HostRoot;
+use vmrun::plan::{self, DirsEnv, PlanContext};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// vmrun running as root on the fixture host, with fixed dirs.
+fn context(version: QemuVersion) -> PlanContext {
+    PlanContext {
+        root: HostRoot::new(repo().join("tests/fixtures/host")),
+        dirs: DirsEnv {
+            is_root: true,
+            uid: 0,
+            xdg_runtime_dir: None,
+            xdg_data_home: None,
+            xdg_cache_home: None,
+            xdg_config_home: Some("/nonexistent-config".into()),
+            home: Some("/root".into()),
+        },
+        qemu_version: Some(version),
+    }
+}
+
+/// The config's text, read as if it sat in `tests/fixtures/bundle/vms/`,
+/// whose `firmware/` sibling holds the romfiles the examples name.
+fn golden(file: &Path, version: QemuVersion) -> String {
+    let text = std::fs::read_to_string(file).unwrap();
+    let name = file.file_stem().unwrap().to_str().unwrap();
+    let source = repo().join("tests/fixtures/bundle/vms").join(file.file_name().unwrap());
+    let vm = config::load_str(name, &source, &text)
+        .unwrap_or_else(|e| panic!("{}", config::render(&e)));
+    let plan = plan::plan(vm, &context(version));
+    let mut out = String::new();
+    for f in &plan.findings {
+        out.push_str(&format!("# {f}\n"));
+    }
+    out.push_str(&plan.qemu.binary.to_string_lossy());
+    for arg in vmrun::qemu::build_argv(&plan) {
+        let arg = arg.to_string_lossy();
+        if arg.starts_with('-') {
+            out.push('\n');
+        } else {
+            out.push(' ');
+        }
+        out.push_str(&arg);
+    }
+    out.push('\n');
+    out.replace(repo().to_str().unwrap(), "[REPO]")
+}
+
+fn snapshot(dir: &str, file: &str, version: &str) {
+    let path = repo().join(dir).join(file);
+    let argv = golden(&path, version.parse().unwrap());
+    let name = format!("{}@qemu-{version}", file.trim_end_matches(".toml"));
+    insta::with_settings!({ snapshot_path => "golden", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!(name, argv);
+    });
+}
+
+#[test]
+fn every_example_vm_has_a_golden_command_line() {
+    let mut files: Vec<String> = std::fs::read_dir(repo().join("vms"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(".toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "vms/ lost its examples: {files:?}");
+    for file in &files {
+        snapshot("vms", file, "7.2");
+    }
+}
+
+#[test]
+fn newer_qemu_changes_only_what_it_must() {
+    for file in ["win11.toml", "demo.toml"] {
+        snapshot("vms", file, "10.0");
+    }
+}
+
+#[test]
+fn four_function_gpu_with_romfile() {
+    snapshot("tests/fixtures/bundle/vms", "gpu4.toml", "9.2");
+}
