@@ -8,6 +8,7 @@
 pub mod config;
 pub mod host;
 pub mod plan;
+pub mod qmp;
 
 /// Runs the command line `args` and returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
