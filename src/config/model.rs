@@ -103,7 +103,10 @@ pub struct Firmware {
 pub enum HostdevSelector {
     Address(PciAddress),
     /// The `index`th device (in address order) with these ids.
-    Ids { ids: PciIds, index: u32 },
+    Ids {
+        ids: PciIds,
+        index: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -217,7 +220,10 @@ pub struct Input {
 pub enum DisplayManager {
     Auto,
     Unit(String),
-    Commands { stop: Vec<String>, start: Vec<String> },
+    Commands {
+        stop: Vec<String>,
+        start: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -65,7 +65,10 @@ mod tests {
     #[test]
     fn absolute_paths_land_under_the_root() {
         let root = HostRoot::new("/tmp/fake");
-        assert_eq!(root.path("/sys/bus/pci"), Path::new("/tmp/fake/sys/bus/pci"));
+        assert_eq!(
+            root.path("/sys/bus/pci"),
+            Path::new("/tmp/fake/sys/bus/pci")
+        );
         assert_eq!(root.dev(), Path::new("/tmp/fake/dev"));
         assert!(!root.is_real());
         assert!(HostRoot::new("/").is_real());

@@ -183,8 +183,9 @@ mod tests {
 
     #[test]
     fn decode_status_known_state_is_typed() {
-        let s = decode_status(json!({"running": false, "singlestep": false, "status": "prelaunch"}))
-            .expect("valid");
+        let s =
+            decode_status(json!({"running": false, "singlestep": false, "status": "prelaunch"}))
+                .expect("valid");
         assert_eq!(
             s,
             VmStatus {
@@ -196,8 +197,8 @@ mod tests {
 
     #[test]
     fn decode_status_future_state_is_kept_as_text() {
-        let s = decode_status(json!({"running": true, "status": "some-future-state"}))
-            .expect("valid");
+        let s =
+            decode_status(json!({"running": true, "status": "some-future-state"})).expect("valid");
         assert_eq!(s.status, RunStatus::Other("some-future-state".into()));
     }
 

@@ -123,8 +123,11 @@ mod tests {
 
     #[test]
     fn decode_known_event_is_typed() {
-        let ev = decode(event("SHUTDOWN", json!({"guest": true, "reason": "guest-shutdown"})))
-            .expect("typed");
+        let ev = decode(event(
+            "SHUTDOWN",
+            json!({"guest": true, "reason": "guest-shutdown"}),
+        ))
+        .expect("typed");
         assert!(matches!(
             ev.known(),
             Some(qapi::qmp::Event::SHUTDOWN { data, .. })
@@ -137,7 +140,10 @@ mod tests {
     fn decode_event_without_data_is_typed() {
         let msg = json!({"event": "POWERDOWN", "timestamp": {"seconds": 1, "microseconds": 2}});
         let ev = decode(msg).expect("typed");
-        assert!(matches!(ev.known(), Some(qapi::qmp::Event::POWERDOWN { .. })));
+        assert!(matches!(
+            ev.known(),
+            Some(qapi::qmp::Event::POWERDOWN { .. })
+        ));
     }
 
     #[test]

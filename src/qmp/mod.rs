@@ -194,12 +194,13 @@ impl QmpClient {
         timeout: Duration,
     ) -> Result<C::Ok, QmpError> {
         let id = self.next_id();
-        let line = serde_json::to_vec(&qapi::Execute::<C, u64>::new(cmd, Some(id))).map_err(
-            |source| QmpError::Encode {
-                command: C::NAME.to_owned(),
-                source,
-            },
-        )?;
+        let line =
+            serde_json::to_vec(&qapi::Execute::<C, u64>::new(cmd, Some(id))).map_err(|source| {
+                QmpError::Encode {
+                    command: C::NAME.to_owned(),
+                    source,
+                }
+            })?;
         let value = self.round_trip(C::NAME, id, line, timeout).await?;
         serde_json::from_value(value).map_err(|source| QmpError::Decode {
             command: C::NAME.to_owned(),

@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn classify_error_with_id_is_typed_failure() {
-        let got = classify(br#"{"error": {"class": "DeviceNotFound", "desc": "no nic9"}, "id": 3}"#);
+        let got =
+            classify(br#"{"error": {"class": "DeviceNotFound", "desc": "no nic9"}, "id": 3}"#);
         let Incoming::Reply(3, Err(f)) = got else {
             panic!("{got:?}")
         };
@@ -287,10 +288,7 @@ mod tests {
 
     #[test]
     fn classify_reply_without_id_is_stray() {
-        assert!(matches!(
-            classify(br#"{"return": {}}"#),
-            Incoming::Stray(_)
-        ));
+        assert!(matches!(classify(br#"{"return": {}}"#), Incoming::Stray(_)));
     }
 
     #[test]
@@ -318,9 +316,8 @@ mod tests {
 
     #[test]
     fn classify_known_event_is_event() {
-        let got = classify(
-            br#"{"event": "RESUME", "timestamp": {"seconds": 1, "microseconds": 0}}"#,
-        );
+        let got =
+            classify(br#"{"event": "RESUME", "timestamp": {"seconds": 1, "microseconds": 0}}"#);
         assert!(matches!(got, Incoming::Event(_)), "{got:?}");
     }
 
@@ -328,19 +325,34 @@ mod tests {
     async fn read_line_returns_each_line_and_an_unterminated_last_one() {
         let mut r = tokio::io::BufReader::new(&b"{\"a\":1}\n{\"b\":2}"[..]);
         let mut buf = Vec::new();
-        assert!(matches!(read_line(&mut r, &mut buf, 64).await, Ok(Line::Data)));
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 64).await,
+            Ok(Line::Data)
+        ));
         assert_eq!(buf, b"{\"a\":1}\n");
-        assert!(matches!(read_line(&mut r, &mut buf, 64).await, Ok(Line::Data)));
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 64).await,
+            Ok(Line::Data)
+        ));
         assert_eq!(buf, b"{\"b\":2}");
-        assert!(matches!(read_line(&mut r, &mut buf, 64).await, Ok(Line::Eof)));
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 64).await,
+            Ok(Line::Eof)
+        ));
     }
 
     #[tokio::test]
     async fn read_line_skips_oversized_line_then_reads_the_next() {
         let mut r = tokio::io::BufReader::new(&b"0123456789abcdefghij\n{}\n"[..]);
         let mut buf = Vec::new();
-        assert!(matches!(read_line(&mut r, &mut buf, 8).await, Ok(Line::TooLong)));
-        assert!(matches!(read_line(&mut r, &mut buf, 8).await, Ok(Line::Data)));
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 8).await,
+            Ok(Line::TooLong)
+        ));
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 8).await,
+            Ok(Line::Data)
+        ));
         assert_eq!(buf, b"{}\n");
     }
 
