@@ -10,6 +10,7 @@ pub mod config;
 pub mod host;
 pub mod plan;
 pub mod qemu;
+pub mod qmp;
 
 /// Runs the command line `args` and returns the process exit status.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {

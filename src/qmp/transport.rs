@@ -1,0 +1,367 @@
+//! The QMP wire: one JSON object per line each way (docs/interop/qmp-spec:
+//! "All interactions transmitted by the Server and the Client are JSON
+//! objects ... terminated by CRLF or LF").
+//!
+//! Owned here instead of using `qapi`'s transport because that one decodes
+//! every line into a closed enum and ends the whole session on the first
+//! event it does not know (qapi-rs#23). The rule here: nothing QEMU sends can
+//! end the session except the end of the connection itself.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::ErrorClass;
+use super::event::{self, QmpEvent};
+
+/// Longest line accepted. `query-qmp-schema`, the largest reply QEMU sends,
+/// is a few hundred KiB; anything past this is garbage and is skipped.
+const MAX_LINE: u64 = 16 << 20;
+
+/// Events queued for a consumer that is not reading. Past this they are
+/// dropped: a full queue must never stall the reader, or command replies
+/// would stop being routed too.
+pub(crate) const EVENT_QUEUE: usize = 1024;
+
+/// A command's outcome as QEMU sent it, before typing.
+pub(crate) type Reply = Result<Value, Failure>;
+
+/// The `"error"` member of a reply.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Failure {
+    pub class: ErrorClass,
+    pub desc: String,
+}
+
+/// Waiters for replies, keyed by the numeric `id` sent with each command.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    waiters: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Set once the reader stopped; later commands fail at once instead of
+    /// waiting for a reply that cannot come.
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Dispatch {
+    pending: Mutex<Pending>,
+}
+
+impl Dispatch {
+    /// Registers a waiter for `id`; `None` if the connection is gone.
+    pub fn register(&self, id: u64) -> Option<oneshot::Receiver<Reply>> {
+        let mut p = self.lock();
+        if p.closed {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        p.waiters.insert(id, tx);
+        Some(rx)
+    }
+
+    /// Forgets a waiter whose caller gave up (timeout or cancellation).
+    pub fn forget(&self, id: u64) {
+        self.lock().waiters.remove(&id);
+    }
+
+    fn deliver(&self, id: u64, reply: Reply) {
+        match self.lock().waiters.remove(&id) {
+            // The waiter may have timed out a moment ago; that is fine.
+            Some(tx) => drop(tx.send(reply)),
+            None => tracing::warn!(id, "QMP reply for an id nobody waits for; dropped"),
+        }
+    }
+
+    /// Dropping every sender wakes each waiter with a closed channel, which
+    /// the client reports as `Disconnected`.
+    fn close(&self) {
+        let mut p = self.lock();
+        p.closed = true;
+        p.waiters.clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding this lock leaves the map consistent (each
+        // operation is a single insert/remove), so poisoning is ignored.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What one line from QEMU turned out to be.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Event(QmpEvent),
+    /// An event `qapi` could not type; carries the reason for the log.
+    Untyped(QmpEvent, String),
+    Reply(u64, Reply),
+    /// Anything else: not JSON, not an object, a reply without our id.
+    Stray(String),
+}
+
+/// Sorts one line. Pure, so every odd input is unit-tested below.
+pub(crate) fn classify(line: &[u8]) -> Incoming {
+    let msg: Value = match serde_json::from_slice(line) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return Incoming::Stray("not a JSON object".into()),
+        Err(e) => return Incoming::Stray(format!("not JSON: {e}")),
+    };
+    if msg.get("event").is_some() {
+        return match event::decode(msg) {
+            Ok(ev) => Incoming::Event(ev),
+            Err(u) => Incoming::Untyped(u.event, u.reason.to_string()),
+        };
+    }
+    let reply = if let Some(ret) = msg.get("return") {
+        Ok(ret.clone())
+    } else if let Some(err) = msg.get("error") {
+        Err(failure(err))
+    } else {
+        return Incoming::Stray("neither an event nor a reply".into());
+    };
+    match msg.get("id").and_then(Value::as_u64) {
+        Some(id) => Incoming::Reply(id, reply),
+        None => Incoming::Stray("reply without a numeric id".into()),
+    }
+}
+
+/// Reads `{"class": "...", "desc": "..."}` leniently: a malformed error is
+/// still an error for the waiter, never a reason to drop the line.
+fn failure(err: &Value) -> Failure {
+    let class = err.get("class").and_then(Value::as_str).unwrap_or("?");
+    let desc = match err.get("desc").and_then(Value::as_str) {
+        Some(d) => d.to_owned(),
+        None => err.to_string(),
+    };
+    Failure {
+        class: ErrorClass::from_wire(class),
+        desc,
+    }
+}
+
+enum Line {
+    Data,
+    TooLong,
+    Eof,
+}
+
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: u64,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let n = (&mut *reader).take(max).read_until(b'\n', buf).await?;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if buf.last() == Some(&b'\n') || (n as u64) < max {
+        return Ok(Line::Data);
+    }
+    // Skip the rest of the oversized line in bounded pieces.
+    loop {
+        buf.clear();
+        let n = (&mut *reader).take(max).read_until(b'\n', buf).await?;
+        if n == 0 || buf.last() == Some(&b'\n') {
+            return Ok(Line::TooLong);
+        }
+    }
+}
+
+/// Reads until EOF or an IO error, routing replies and events. Returns only
+/// when the connection is over; then every pending command is woken with
+/// `Disconnected` and the event stream ends.
+pub(crate) async fn run_reader<R: AsyncBufRead + Unpin>(
+    mut reader: R,
+    dispatch: Arc<Dispatch>,
+    events: mpsc::Sender<QmpEvent>,
+) {
+    let mut buf = Vec::new();
+    let mut seen_untyped = HashSet::new();
+    loop {
+        match read_line(&mut reader, &mut buf, MAX_LINE).await {
+            Ok(Line::Data) => {}
+            Ok(Line::TooLong) => {
+                tracing::warn!(max = MAX_LINE, "QMP line too long; skipped");
+                continue;
+            }
+            Ok(Line::Eof) => {
+                tracing::debug!("QMP connection closed by QEMU");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "QMP read failed; connection considered closed");
+                break;
+            }
+        }
+        let line = buf.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        match classify(line) {
+            Incoming::Reply(id, reply) => dispatch.deliver(id, reply),
+            Incoming::Event(ev) => forward(&events, ev),
+            Incoming::Untyped(ev, reason) => {
+                let name = ev.name().into_owned();
+                // Loud once per name, quiet after: a newer QEMU may emit an
+                // unknown event often, and it is not an error.
+                if seen_untyped.insert(name.clone()) {
+                    tracing::warn!(event = %name, %reason, "QMP event not in the qapi 0.15 schema; passed on untyped");
+                } else {
+                    tracing::debug!(event = %name, %reason, "untyped QMP event");
+                }
+                forward(&events, ev);
+            }
+            Incoming::Stray(why) => {
+                tracing::warn!(line = %String::from_utf8_lossy(line), %why, "unexpected QMP line; skipped");
+            }
+        }
+    }
+    dispatch.close();
+}
+
+fn forward(events: &mpsc::Sender<QmpEvent>, ev: QmpEvent) {
+    match events.try_send(ev) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(ev)) => {
+            tracing::warn!(event = %ev.name(), "QMP event queue full; event dropped");
+        }
+        // Nobody listens for events; replies still matter.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// Writes queued lines in order. A task owns the socket's write half so
+/// that a caller timing out mid-write can never leave half a command on the
+/// wire. Ends when every client handle is gone; dropping the write half then
+/// shuts it down, and QEMU answers by closing the connection.
+pub(crate) async fn run_writer<W: tokio::io::AsyncWrite + Unpin>(
+    mut writer: W,
+    mut lines: mpsc::Receiver<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>,
+) {
+    while let Some((line, done)) = lines.recv().await {
+        let res = async {
+            writer.write_all(&line).await?;
+            writer.flush().await
+        }
+        .await;
+        let failed = res.is_err();
+        drop(done.send(res));
+        if failed {
+            // The socket is broken; the reader will see EOF and wake everyone.
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_return_with_id_is_reply() {
+        let got = classify(br#"{"return": {"running": true}, "id": 7}"#);
+        assert!(
+            matches!(got, Incoming::Reply(7, Ok(ref v)) if v["running"] == true),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn classify_error_with_id_is_typed_failure() {
+        let got =
+            classify(br#"{"error": {"class": "DeviceNotFound", "desc": "no nic9"}, "id": 3}"#);
+        let Incoming::Reply(3, Err(f)) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(f.class, ErrorClass::Known(qapi::ErrorClass::DeviceNotFound));
+        assert_eq!(f.desc, "no nic9");
+    }
+
+    #[test]
+    fn classify_malformed_error_still_fails_the_waiter() {
+        let got = classify(br#"{"error": "boom", "id": 3}"#);
+        assert!(matches!(got, Incoming::Reply(3, Err(_))), "{got:?}");
+    }
+
+    #[test]
+    fn classify_reply_without_id_is_stray() {
+        assert!(matches!(classify(br#"{"return": {}}"#), Incoming::Stray(_)));
+    }
+
+    #[test]
+    fn classify_reply_with_string_id_is_stray() {
+        assert!(matches!(
+            classify(br#"{"return": {}, "id": "x"}"#),
+            Incoming::Stray(_)
+        ));
+    }
+
+    #[test]
+    fn classify_garbage_is_stray() {
+        assert!(matches!(classify(b"}{ not json"), Incoming::Stray(_)));
+        assert!(matches!(classify(b"[1, 2]"), Incoming::Stray(_)));
+        assert!(matches!(classify(b"\xff\xfe"), Incoming::Stray(_)));
+    }
+
+    #[test]
+    fn classify_unknown_event_is_untyped() {
+        let got = classify(
+            br#"{"event": "SOME_FUTURE_EVENT", "data": {}, "timestamp": {"seconds": 1, "microseconds": 0}}"#,
+        );
+        assert!(matches!(got, Incoming::Untyped(ref ev, _) if ev.name() == "SOME_FUTURE_EVENT"));
+    }
+
+    #[test]
+    fn classify_known_event_is_event() {
+        let got =
+            classify(br#"{"event": "RESUME", "timestamp": {"seconds": 1, "microseconds": 0}}"#);
+        assert!(matches!(got, Incoming::Event(_)), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn read_line_returns_each_line_and_an_unterminated_last_one() {
+        let mut r = tokio::io::BufReader::new(&b"{\"a\":1}\n{\"b\":2}"[..]);
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 64).await,
+            Ok(Line::Data)
+        ));
+        assert_eq!(buf, b"{\"a\":1}\n");
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 64).await,
+            Ok(Line::Data)
+        ));
+        assert_eq!(buf, b"{\"b\":2}");
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 64).await,
+            Ok(Line::Eof)
+        ));
+    }
+
+    #[tokio::test]
+    async fn read_line_skips_oversized_line_then_reads_the_next() {
+        let mut r = tokio::io::BufReader::new(&b"0123456789abcdefghij\n{}\n"[..]);
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 8).await,
+            Ok(Line::TooLong)
+        ));
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 8).await,
+            Ok(Line::Data)
+        ));
+        assert_eq!(buf, b"{}\n");
+    }
+
+    #[tokio::test]
+    async fn dispatch_close_wakes_waiters_and_refuses_new_ones() {
+        let d = Dispatch::default();
+        let rx = d.register(1).expect("open");
+        d.close();
+        assert!(rx.await.is_err());
+        assert!(d.register(2).is_none());
+    }
+}
