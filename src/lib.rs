@@ -11,6 +11,7 @@ pub mod host;
 pub mod plan;
 pub mod qemu;
 pub mod qmp;
+pub mod supervisor;
 
 /// Runs the command line `args` and returns the process exit status.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {

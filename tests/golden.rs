@@ -36,9 +36,11 @@ fn context(version: QemuVersion) -> PlanContext {
 fn golden(file: &Path, version: QemuVersion) -> String {
     let text = std::fs::read_to_string(file).unwrap();
     let name = file.file_stem().unwrap().to_str().unwrap();
-    let source = repo().join("tests/fixtures/bundle/vms").join(file.file_name().unwrap());
-    let vm = config::load_str(name, &source, &text)
-        .unwrap_or_else(|e| panic!("{}", config::render(&e)));
+    let source = repo()
+        .join("tests/fixtures/bundle/vms")
+        .join(file.file_name().unwrap());
+    let vm =
+        config::load_str(name, &source, &text).unwrap_or_else(|e| panic!("{}", config::render(&e)));
     let plan = plan::plan(vm, &context(version));
     let mut out = String::new();
     for f in &plan.findings {

@@ -26,6 +26,45 @@ pub struct Cli {
 pub enum Command {
     /// Start a VM (also: `vmrun NAME`).
     Start(StartArgs),
+    /// Shut a running VM down: ACPI powerdown, then quit, then signals.
+    Stop(StopArgs),
+    /// Show whether a VM runs, and how (exit 0 running, 1 not running).
+    Status {
+        /// VM name or config path.
+        vm: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the VMs of every config directory and whether they run.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a raw QMP command to a running VM and print the reply.
+    Qmp {
+        /// VM name or config path.
+        vm: String,
+        /// The QMP command, e.g. query-status.
+        command: String,
+        /// Its arguments as a JSON object, e.g. '{"device": "net0"}'.
+        arguments: Option<String>,
+    },
+    /// Attach the terminal to a VM's serial console (Ctrl-] leaves).
+    Console {
+        /// VM name or config path.
+        vm: String,
+    },
+    /// Print a VM's log (the supervisor's and QEMU's messages).
+    Logs {
+        /// VM name or config path.
+        vm: String,
+        /// Show the serial console's log instead.
+        #[arg(long)]
+        console: bool,
+        /// Keep printing as the log grows.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -48,6 +87,24 @@ pub struct StartArgs {
     /// Build for this QEMU version instead of asking the binary (e.g. 10.0).
     #[arg(long, value_name = "X.Y")]
     pub qemu_version: Option<QemuVersion>,
+    /// Return once the guest runs; the supervisor stays in the background.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub detach: bool,
+    /// The background half of --detach (internal).
+    #[arg(long, hide = true)]
+    pub detached_child: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// VM name or config path.
+    pub vm: String,
+    /// How long the guest gets to power off (default: the config's [shutdown] timeout).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<crate::config::Duration>,
+    /// Don't wait for the guest: QMP quit at once (twice: SIGTERM; thrice: SIGKILL).
+    #[arg(long, action = clap::ArgAction::Count)]
+    pub force: u8,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

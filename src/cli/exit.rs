@@ -15,6 +15,9 @@ pub enum Exit {
     VmFailed = 3,
     /// The host is not fully restored: `vmrun restore NAME` is needed.
     RestoreIncomplete = 4,
+    /// The guest ignored the ACPI powerdown and was stopped by force
+    /// (quit or a signal); the host was restored.
+    ForcedStop = 5,
 }
 
 impl Exit {

@@ -2,21 +2,21 @@
 //! and turns the outcome into an exit status.
 
 mod args;
+mod console;
 mod dry_run;
 pub mod exit;
+mod logging;
 mod shell;
+mod start;
+mod vm_ops;
 
 use std::ffi::OsString;
 use std::io::Write;
 
 use clap::CommandFactory;
 
-pub use args::{Cli, Command, StartArgs};
+pub use args::{Cli, Command, StartArgs, StopArgs};
 pub use exit::Exit;
-
-use crate::config;
-use crate::host::HostRoot;
-use crate::plan::{self, DirsEnv, PlanContext};
 
 /// Runs vmrun with `args` (including argv[0]) and returns the exit status.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
@@ -32,7 +32,21 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     match cli.command {
-        Command::Start(start) => self::start(&start).code(),
+        Command::Start(args) => start::start(&args).code(),
+        Command::Stop(args) => with_logs(|| vm_ops::stop(&args)),
+        Command::Status { vm, json } => with_logs(|| vm_ops::status(&vm, json)),
+        Command::List { json } => with_logs(|| vm_ops::list(json)),
+        Command::Qmp {
+            vm,
+            command,
+            arguments,
+        } => with_logs(|| vm_ops::qmp(&vm, &command, arguments.as_deref())),
+        Command::Console { vm } => with_logs(|| console::console(&vm)),
+        Command::Logs {
+            vm,
+            console,
+            follow,
+        } => with_logs(|| vm_ops::logs(&vm, console, follow)),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let shell = match shell {
@@ -59,35 +73,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-fn start(args: &StartArgs) -> Exit {
-    let search = config::SearchEnv::from_process();
-    let vm = match config::locate(&args.vm, &search).and_then(|path| config::load(&path)) {
-        Ok(vm) => vm,
-        Err(e) => {
-            eprint!("{}", config::render(&e));
-            return Exit::Usage;
-        }
-    };
-    let ctx = PlanContext {
-        root: HostRoot::from_env(),
-        dirs: DirsEnv::from_process(),
-        qemu_version: args.qemu_version,
-    };
-    let plan = plan::plan(vm, &ctx);
-    let argv = crate::qemu::build_argv(&plan);
-    if args.dry_run {
-        let text = if args.json {
-            dry_run::render_json(&plan, &argv)
-        } else {
-            dry_run::render_text(&plan, &argv)
-        };
-        print!("{text}");
-        return if plan.has_errors() {
-            Exit::HostProblems
-        } else {
-            Exit::Ok
-        };
-    }
-    eprintln!("vmrun: starting VMs is not built yet; use --dry-run");
-    Exit::Usage
+fn with_logs(verb: impl FnOnce() -> Exit) -> i32 {
+    logging::init_terminal();
+    verb().code()
 }

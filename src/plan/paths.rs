@@ -93,7 +93,8 @@ pub struct VmPaths {
     pub pidfile: PathBuf,
     pub console_socket: PathBuf,
     pub console_log: PathBuf,
-    pub qemu_log: PathBuf,
+    /// The supervisor's log, QEMU's stderr included (`vmrun logs`).
+    pub log: PathBuf,
     pub swtpm_socket: PathBuf,
     pub tpm_state_dir: PathBuf,
     /// The VM's own OVMF VARS copy (name set once firmware is known).
@@ -116,7 +117,7 @@ impl VmPaths {
             pidfile: r("qemu.pid"),
             console_socket: r("console.sock"),
             console_log: s("console.log"),
-            qemu_log: s("qemu.log"),
+            log: s("vmrun.log"),
             swtpm_socket: r("swtpm.sock"),
             tpm_state_dir: s("tpm"),
             vars_file: s(&format!("{name}_VARS.fd")),

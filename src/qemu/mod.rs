@@ -1,7 +1,9 @@
-//! QEMU: the command line for a plan, and (later) the process itself.
+//! QEMU: the command line for a plan, and the processes that run a VM.
 
 pub mod argv;
 mod devices;
 pub mod opts;
+pub mod process;
+pub mod swtpm;
 
 pub use argv::build_argv;

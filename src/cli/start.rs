@@ -1,0 +1,183 @@
+//! `vmrun start NAME` (and `vmrun NAME`): plan, then supervise in the
+//! foreground, or hand the supervisor to the background with `--detach`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use super::exit::Exit;
+use super::{dry_run, logging, StartArgs};
+use crate::config;
+use crate::host::HostRoot;
+use crate::plan::{self, DirsEnv, Plan, PlanContext, Severity};
+use crate::supervisor::{self, Outcome, RunOptions};
+
+pub fn start(args: &StartArgs) -> Exit {
+    let search = config::SearchEnv::from_process();
+    let vm = match config::locate(&args.vm, &search).and_then(|path| config::load(&path)) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprint!("{}", config::render(&e));
+            return Exit::Usage;
+        }
+    };
+    let ctx = PlanContext {
+        root: HostRoot::from_env(),
+        dirs: DirsEnv::from_process(),
+        qemu_version: args.qemu_version,
+    };
+    let plan = plan::plan(vm, &ctx);
+    if args.dry_run {
+        let argv = crate::qemu::build_argv(&plan);
+        let text = if args.json {
+            dry_run::render_json(&plan, &argv)
+        } else {
+            dry_run::render_text(&plan, &argv)
+        };
+        print!("{text}");
+        return if plan.has_errors() {
+            Exit::HostProblems
+        } else {
+            Exit::Ok
+        };
+    }
+    if !args.detached_child {
+        for f in plan
+            .findings
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+        {
+            eprintln!("{f}");
+        }
+    }
+    if plan.has_errors() {
+        eprintln!(
+            "vmrun: {} not started, nothing on the host was changed",
+            plan.vm.name
+        );
+        return Exit::HostProblems;
+    }
+    if args.detach {
+        return detach(&plan);
+    }
+    supervise(&plan, args.detached_child)
+}
+
+fn supervise(plan: &Plan, detached_child: bool) -> Exit {
+    if detached_child {
+        // Leave the terminal's session: no SIGHUP when it closes, no
+        // SIGINT from its Ctrl-C. Fails only for a group leader, which a
+        // child of `vmrun start --detach` never is.
+        let _ = nix::unistd::setsid();
+    }
+    logging::init_vm(&plan.paths.log, !detached_child);
+    let on_running: Box<dyn FnOnce(&str)> = if detached_child {
+        Box::new(|_| {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "running");
+            let _ = out.flush();
+        })
+    } else {
+        Box::new(|_| {})
+    };
+    let opts = RunOptions {
+        foreground: !detached_child,
+        on_running: Some(on_running),
+    };
+    match supervisor::run(plan, opts) {
+        Ok(report) => {
+            let name = &plan.vm.name;
+            match &report.outcome {
+                Outcome::GuestShutdown => {
+                    tracing::info!("{name} powered off");
+                    Exit::Ok
+                }
+                Outcome::ForcedStop { step } => {
+                    tracing::warn!("{name} did not power off by itself; stopped by {step:?}");
+                    Exit::ForcedStop
+                }
+                Outcome::Crashed { status } => {
+                    tracing::error!(
+                        "{name}: QEMU crashed ({status}); see {}",
+                        plan.paths.log.display()
+                    );
+                    Exit::VmFailed
+                }
+                Outcome::StartFailed { reason } => {
+                    tracing::error!("{name} failed to start: {reason}");
+                    Exit::VmFailed
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!("{}: {e}", plan.vm.name);
+            eprintln!("vmrun: {}: {e}", plan.vm.name);
+            Exit::HostProblems
+        }
+    }
+}
+
+/// Starts `vmrun start --detached-child` and waits for its "running" line.
+fn detach(plan: &Plan) -> Exit {
+    let name = &plan.vm.name;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("vmrun: can't find my own binary to detach: {e}");
+            return Exit::HostProblems;
+        }
+    };
+    if let Err(e) = supervisor::rundir::create_private_dir(&plan.paths.state_dir) {
+        eprintln!("vmrun: {e}");
+        return Exit::HostProblems;
+    }
+    let mut cmd = Command::new(exe);
+    cmd.arg("start")
+        .arg(&plan.vm.source)
+        .arg("--detached-child")
+        .arg("--qemu-version")
+        .arg(plan.qemu.version.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("vmrun: could not start the supervisor: {e}");
+            return Exit::HostProblems;
+        }
+    };
+    let ready = child
+        .stdout
+        .take()
+        .and_then(|out| BufReader::new(out).lines().next())
+        .and_then(Result::ok)
+        .is_some_and(|line| line == "running");
+    if ready {
+        println!(
+            "{name} is running (supervisor pid {}): `vmrun status {name}`, `vmrun console {name}`, `vmrun stop {name}`",
+            child.id()
+        );
+        return Exit::Ok;
+    }
+    let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(3);
+    eprintln!(
+        "vmrun: {name} did not start; its log ({}):",
+        plan.paths.log.display()
+    );
+    let log = std::fs::read_to_string(&plan.paths.log).unwrap_or_default();
+    for line in log
+        .lines()
+        .rev()
+        .take(15)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        eprintln!("  {line}");
+    }
+    match code {
+        1 => Exit::HostProblems,
+        2 => Exit::Usage,
+        _ => Exit::VmFailed,
+    }
+}

@@ -1,0 +1,271 @@
+//! Verbs for VMs that run (or ran): stop, status, list, qmp, logs.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::exit::Exit;
+use super::StopArgs;
+use crate::config::{self, VmName};
+use crate::plan::{DirsEnv, VmPaths};
+use crate::supervisor::control::{self, Reply, Request, Status};
+use crate::supervisor::rundir::supervisor_pid;
+use crate::supervisor::shutdown::GRACE;
+
+/// A VM's name and paths from its config's location, without validating
+/// the config: a VM must stay stoppable after its file was edited.
+pub fn vm_paths(vm: &str) -> Result<(VmName, VmPaths), Exit> {
+    let search = config::SearchEnv::from_process();
+    let path = config::locate(vm, &search).map_err(|e| {
+        eprint!("{}", config::render(&e));
+        Exit::Usage
+    })?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let name: VmName = stem.parse().map_err(|e| {
+        eprintln!("vmrun: {}: {e}", path.display());
+        Exit::Usage
+    })?;
+    let paths = VmPaths::new(&name, &DirsEnv::from_process());
+    Ok((name, paths))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime builds without system resources")
+}
+
+fn control_socket(paths: &VmPaths) -> PathBuf {
+    paths.run_dir.join("control.sock")
+}
+
+pub fn stop(args: &StopArgs) -> Exit {
+    let (name, paths) = match vm_paths(&args.vm) {
+        Ok(v) => v,
+        Err(exit) => return exit,
+    };
+    let Some(pid) = supervisor_pid(&paths) else {
+        println!("{name} is not running");
+        return Exit::Ok;
+    };
+    let rt = runtime();
+    let timeout = args.timeout.map(|d| d.get());
+    let mut reply = None;
+    for i in 0..args.force.max(1) {
+        let request = Request::Stop {
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            force: args.force > i,
+        };
+        match rt.block_on(control::call(&control_socket(&paths), &request)) {
+            Ok(r) => reply = Some(r),
+            Err(e) => {
+                eprintln!("vmrun: {name}: {e}");
+                return Exit::HostProblems;
+            }
+        }
+    }
+    if let Some(Reply::Stopping { step }) = reply {
+        eprintln!("{name}: stopping ({step:?})");
+    }
+    // The supervisor's own schedule bounds the wait: the guest's timeout,
+    // then quit, SIGTERM and SIGKILL, each with its grace, then teardown.
+    let budget = timeout.unwrap_or(Duration::from_secs(600)) + GRACE * 4 + Duration::from_secs(30);
+    let deadline = Instant::now() + budget;
+    while Instant::now() < deadline {
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+            println!("{name} stopped");
+            return Exit::Ok;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("vmrun: {name}: the supervisor (pid {pid}) is still running after {budget:?}");
+    Exit::VmFailed
+}
+
+/// `vmrun status`'s answer for a VM without a supervisor.
+#[derive(Serialize)]
+struct NotRunning<'a> {
+    name: &'a str,
+    state: &'static str,
+    /// A dead supervisor's run dir is still there (cleaned at next start).
+    stale_run_dir: bool,
+}
+
+pub fn status(vm: &str, json: bool) -> Exit {
+    let (name, paths) = match vm_paths(vm) {
+        Ok(v) => v,
+        Err(exit) => return exit,
+    };
+    if supervisor_pid(&paths).is_none() {
+        let stale = paths.run_dir.exists();
+        let not = NotRunning {
+            name: name.as_str(),
+            state: "stopped",
+            stale_run_dir: stale,
+        };
+        if json {
+            println!("{}", serde_json::to_string_pretty(&not).unwrap_or_default());
+        } else {
+            println!("{name}: stopped");
+            if stale {
+                println!(
+                    "  a supervisor died and left {}; the next start cleans it up",
+                    paths.run_dir.display()
+                );
+            }
+        }
+        return Exit::HostProblems;
+    }
+    match runtime().block_on(control::call(&control_socket(&paths), &Request::Status)) {
+        Ok(Reply::Status(st)) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+            } else {
+                print_status(&st);
+            }
+            Exit::Ok
+        }
+        Ok(other) => {
+            eprintln!("vmrun: {name}: unexpected reply {other:?}");
+            Exit::VmFailed
+        }
+        Err(e) => {
+            eprintln!("vmrun: {name}: {e}");
+            Exit::VmFailed
+        }
+    }
+}
+
+fn print_status(st: &Status) {
+    println!("{}: {:?}", st.name, st.state);
+    println!(
+        "  supervisor pid {}, QEMU pid {}",
+        st.supervisor_pid,
+        st.qemu_pid.map_or("-".into(), |p| p.to_string())
+    );
+    println!(
+        "  up {}s, QMP status {}",
+        st.uptime_s,
+        st.qmp_status.as_deref().unwrap_or("-")
+    );
+    if let Some(step) = st.stopping {
+        println!("  stopping: {step:?}");
+    }
+    if !st.devices.is_empty() {
+        println!("  devices: {}", st.devices.join(", "));
+    }
+    println!("  QMP (vmrun qmp): {}", st.qmp_socket);
+    println!("  console (vmrun console): {}", st.console_socket);
+}
+
+#[derive(Serialize)]
+struct ListEntry {
+    name: String,
+    config: PathBuf,
+    running: bool,
+    supervisor_pid: Option<i32>,
+}
+
+pub fn list(json: bool) -> Exit {
+    let dirs = DirsEnv::from_process();
+    let entries: Vec<ListEntry> = config::list_all(&config::SearchEnv::from_process())
+        .into_iter()
+        .map(|(name, config)| {
+            let pid = supervisor_pid(&VmPaths::new(&name, &dirs));
+            ListEntry {
+                name: name.to_string(),
+                config,
+                running: pid.is_some(),
+                supervisor_pid: pid,
+            }
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
+    } else {
+        for e in &entries {
+            let state = if e.running { "running" } else { "stopped" };
+            println!("{:<20} {:<8} {}", e.name, state, e.config.display());
+        }
+    }
+    Exit::Ok
+}
+
+pub fn qmp(vm: &str, command: &str, arguments: Option<&str>) -> Exit {
+    let (name, paths) = match vm_paths(vm) {
+        Ok(v) => v,
+        Err(exit) => return exit,
+    };
+    let args = match arguments.map(serde_json::from_str::<serde_json::Value>) {
+        None => None,
+        Some(Ok(v)) if v.is_object() => Some(v),
+        Some(_) => {
+            eprintln!(
+                "vmrun: the QMP arguments must be a JSON object, e.g. '{{\"id\": \"net0\"}}'"
+            );
+            return Exit::Usage;
+        }
+    };
+    let result = runtime().block_on(async {
+        let (client, _events) = crate::qmp::QmpClient::connect(&paths.qmp_ctl_socket).await?;
+        client.execute_raw(command, args).await
+    });
+    match result {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("vmrun: {name}: {e}");
+            Exit::HostProblems
+        }
+    }
+}
+
+pub fn logs(vm: &str, console: bool, follow: bool) -> Exit {
+    let (name, paths) = match vm_paths(vm) {
+        Ok(v) => v,
+        Err(exit) => return exit,
+    };
+    let file = if console {
+        &paths.console_log
+    } else {
+        &paths.log
+    };
+    let Ok(mut f) = std::fs::File::open(file) else {
+        eprintln!("vmrun: {name} has no log yet ({})", file.display());
+        return Exit::HostProblems;
+    };
+    let mut out = std::io::stdout();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if f.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
+            if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
+                return Exit::Ok;
+            }
+        }
+        if !follow {
+            return Exit::Ok;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // A log rotated or truncated under us starts over.
+        if let (Ok(pos), Ok(meta)) = (f.stream_position(), f.metadata()) {
+            if meta.len() < pos {
+                let _ = f.seek(SeekFrom::Start(0));
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Spawning QEMU. It runs in the foreground as our child (so its exit is
+//! `wait()`, not a pidfile poll) but in its own process group: QEMU treats
+//! SIGINT as "quit now" (SHUTDOWN reason host-signal), and a terminal Ctrl-C
+//! must reach only vmrun, which shuts the guest down properly.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+
+use crate::plan::Plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("could not start {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not raise RLIMIT_MEMLOCK to {wanted} bytes for VFIO (guest RAM + 1 GiB): {source}. Run vmrun as root, or raise the limit (ulimit -l, /etc/security/limits.conf)")]
+    Memlock {
+        wanted: u64,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// VFIO type1 pins all guest RAM and charges it to the QEMU process's
+/// RLIMIT_MEMLOCK (Documentation/driver-api/vfio.rst); a QEMU that dropped
+/// root has no CAP_IPC_LOCK to bypass it. The limit is inherited across
+/// exec and survives QEMU's own privilege drop, so it is raised here.
+pub fn raise_memlock_for_vfio(plan: &Plan) -> Result<(), SpawnError> {
+    if plan.hostdevs.is_empty() {
+        return Ok(());
+    }
+    let wanted = plan.vm.memory.bytes() + crate::config::ByteSize::GIB;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).unwrap_or((0, 0));
+    if soft >= wanted {
+        return Ok(());
+    }
+    setrlimit(Resource::RLIMIT_MEMLOCK, wanted, hard.max(wanted))
+        .map_err(|source| SpawnError::Memlock { wanted, source })
+}
+
+/// Starts QEMU with `argv`; its stderr is returned piped for `tee_stderr`.
+pub fn spawn(plan: &Plan, argv: &[OsString]) -> Result<Child, SpawnError> {
+    raise_memlock_for_vfio(plan)?;
+    Command::new(&plan.qemu.binary)
+        .args(argv)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| SpawnError::Spawn {
+            binary: plan.qemu.binary.clone(),
+            source,
+        })
+}
+
+/// Passes QEMU's stderr, line by line, to the supervisor's log (and so to
+/// the terminal in the foreground), until QEMU closes it.
+pub async fn log_stderr(stderr: ChildStderr) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "qemu", "{line}");
+    }
+}

@@ -1,0 +1,126 @@
+//! The supervisor's control socket (`control.sock` in the run dir): one JSON
+//! request per connection, one JSON reply. `vmrun status` and `vmrun stop`
+//! use it; QMP stays free for QEMU's own clients.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::shutdown::Step;
+use super::state::VmState;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    /// Shut the guest down; `force` skips straight to the next escalation
+    /// step, `timeout_ms` replaces the config's `[shutdown] timeout`.
+    Stop {
+        timeout_ms: Option<u64>,
+        force: bool,
+    },
+}
+
+/// What `vmrun status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub name: String,
+    pub state: VmState,
+    pub supervisor_pid: u32,
+    pub qemu_pid: Option<u32>,
+    /// Seconds since QEMU started.
+    pub uptime_s: u64,
+    /// QMP `query-status`'s `status` (`running`, `paused`, `prelaunch`...).
+    pub qmp_status: Option<String>,
+    /// The escalation step a stop has reached.
+    pub stopping: Option<Step>,
+    pub devices: Vec<String>,
+    pub qmp_socket: String,
+    pub console_socket: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    Status(Box<Status>),
+    Stopping { step: Step },
+    Error { message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the supervisor's control socket {path} did not answer: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the supervisor answered something unexpected: {0}")]
+    Protocol(String),
+}
+
+/// Sends `request` to the supervisor at `socket` and returns its reply.
+pub async fn call(socket: &Path, request: &Request) -> Result<Reply, ControlError> {
+    let io = |source| ControlError::Io {
+        path: socket.display().to_string(),
+        source,
+    };
+    let exchange = async {
+        let mut stream = UnixStream::connect(socket).await.map_err(io)?;
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        stream.write_all(&line).await.map_err(io)?;
+        let mut reply = String::new();
+        BufReader::new(stream)
+            .read_line(&mut reply)
+            .await
+            .map_err(io)?;
+        serde_json::from_str(&reply).map_err(|e| ControlError::Protocol(format!("{e}: {reply:?}")))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| Err(io(std::io::ErrorKind::TimedOut.into())))
+}
+
+/// Reads one request from a freshly accepted connection.
+pub async fn read_request(stream: &mut UnixStream) -> Option<Request> {
+    let mut line = String::new();
+    let mut reader = BufReader::new(stream);
+    tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line))
+        .await
+        .ok()?
+        .ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+pub async fn write_reply(stream: &mut UnixStream, reply: &Reply) {
+    if let Ok(mut line) = serde_json::to_vec(reply) {
+        line.push(b'\n');
+        let _ = stream.write_all(&line).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let stop = Request::Stop {
+            timeout_ms: Some(5000),
+            force: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&stop).unwrap(),
+            r#"{"op":"stop","timeout_ms":5000,"force":false}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"op":"status"}"#
+        );
+    }
+}

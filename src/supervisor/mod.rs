@@ -1,0 +1,495 @@
+//! The running VM: one loop over QEMU's exit, QMP events, signals, the
+//! control socket and the stop schedule. Every way out of the loop ends in
+//! the same teardown, and the outcome says which way it was.
+
+pub mod control;
+mod pin;
+pub mod rundir;
+pub mod shutdown;
+pub mod state;
+pub mod vmfiles;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::plan::Plan;
+use crate::qemu::{process, swtpm};
+use crate::qmp::{self, QmpClient, QmpEvent, QmpEvents};
+use control::{Reply, Request, Status};
+use rundir::{Leftovers, RunDir};
+use shutdown::{Action, Escalation, Step};
+use state::VmState;
+
+/// How long QEMU gets to open its QMP socket after spawn.
+const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(transparent)]
+    RunDir(#[from] rundir::RunDirError),
+    #[error(transparent)]
+    VmFile(#[from] vmfiles::VmFileError),
+    #[error(transparent)]
+    Swtpm(#[from] swtpm::SwtpmError),
+    #[error(transparent)]
+    Spawn(#[from] process::SpawnError),
+    #[error("could not set up the tokio runtime or signal handlers: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// How the VM ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The guest powered itself off (or obeyed an ACPI powerdown).
+    GuestShutdown,
+    /// Stopped on request, but the guest ignored ACPI: `step` ended it.
+    ForcedStop { step: Step },
+    /// QEMU exited without being asked (`status` as the shell shows it).
+    Crashed { status: String },
+    /// QEMU never got to running.
+    StartFailed { reason: String },
+}
+
+/// The end of a supervised run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub leftovers_cleaned: bool,
+}
+
+/// How the supervisor talks to the person or script that started it.
+pub struct RunOptions {
+    /// Show QEMU's stderr and the serial console on the terminal.
+    pub foreground: bool,
+    /// Called once the guest runs (a detached start returns to its caller).
+    pub on_running: Option<Box<dyn FnOnce(&str)>>,
+}
+
+/// Runs the VM of `plan` to its end. Errors are returned only for failures
+/// before QEMU was spawned; after that, every path gives a `Report`.
+pub fn run(plan: &Plan, opts: RunOptions) -> Result<Report, SupervisorError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(SupervisorError::Runtime)?;
+    let report = runtime.block_on(supervise(plan, opts));
+    // A console relay may sit in a blocking stdin read: don't wait for it.
+    runtime.shutdown_background();
+    report
+}
+
+async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, SupervisorError> {
+    let name = plan.vm.name.as_str();
+    let (run_dir, leftovers) = RunDir::acquire(name, &plan.paths)?;
+    report_leftovers(name, &leftovers);
+    vmfiles::ensure_vars_copy(plan)?;
+    let mut tpm = match plan.vm.tpm {
+        true => Some(swtpm::start(&plan.paths, plan.qemu_user.as_deref())?),
+        false => None,
+    };
+    let control_path = plan.paths.run_dir.join("control.sock");
+    let control = UnixListener::bind(&control_path).map_err(SupervisorError::Runtime)?;
+    let signals = Signals::new().map_err(SupervisorError::Runtime)?;
+
+    let argv = crate::qemu::build_argv(plan);
+    let mut child = match process::spawn(plan, &argv) {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(t) = tpm.as_mut() {
+                t.stop();
+            }
+            run_dir.finish(&[]);
+            return Err(e.into());
+        }
+    };
+    let qemu_pid = child.id();
+    let stderr_task = child
+        .stderr
+        .take()
+        .map(|stderr| tokio::spawn(process::log_stderr(stderr)));
+    if opts.foreground && plan.vm.display == crate::config::Display::Serial {
+        tokio::spawn(console_to_terminal(plan.paths.console_socket.clone()));
+    }
+
+    let mut vm = Vm {
+        plan,
+        state: VmState::Starting,
+        started: Instant::now(),
+        qemu_pid,
+        qmp: None,
+        stopping: None,
+        shutdown_by_guest: None,
+    };
+    let mut events = vm.start(&mut child).await;
+    if vm.state == VmState::Running {
+        tracing::info!("{name} is running");
+        if let Some(notify) = opts.on_running.take() {
+            notify(name);
+        }
+    }
+    let status = vm
+        .run_loop(&mut child, &mut events, signals, &control)
+        .await;
+    if let Some(task) = stderr_task {
+        let _ = task.await;
+    }
+    if let Some(t) = tpm.as_mut() {
+        t.stop();
+    }
+    let outcome = vm.outcome(status);
+    run_dir.finish(&[]);
+    Ok(Report {
+        outcome,
+        leftovers_cleaned: leftovers != Leftovers::default(),
+    })
+}
+
+fn report_leftovers(name: &str, leftovers: &Leftovers) {
+    if let Some(pid) = leftovers.killed_qemu {
+        tracing::warn!("{name}: a QEMU (pid {pid}) was still running from a supervisor that died; it was stopped");
+    } else if leftovers.stale_files {
+        tracing::info!("{name}: removed a stale run dir left by a supervisor that died");
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP all mean "stop the VM properly".
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+struct Vm<'a> {
+    plan: &'a Plan,
+    state: VmState,
+    started: Instant,
+    qemu_pid: Option<u32>,
+    qmp: Option<QmpClient>,
+    stopping: Option<(Escalation, Instant)>,
+    /// QEMU's SHUTDOWN event, if one came: `Some(true)` when the guest
+    /// powered off, `Some(false)` for a host-side quit or signal.
+    shutdown_by_guest: Option<bool>,
+}
+
+impl Vm<'_> {
+    fn set_state(&mut self, next: VmState) {
+        if self.state != next && self.state.can_become(next) {
+            tracing::debug!("state {:?} -> {:?}", self.state, next);
+            self.state = next;
+        }
+    }
+
+    /// QMP, vCPU pinning, `cont`. A QEMU that dies meanwhile is left for
+    /// the loop to reap and report.
+    async fn start(&mut self, child: &mut tokio::process::Child) -> Option<QmpEvents> {
+        let deadline = tokio::time::Instant::now() + QMP_CONNECT_TIMEOUT;
+        let connect = qmp::connect_with_retry(&self.plan.paths.qmp_socket, deadline.into());
+        let (client, events) = tokio::select! {
+            res = connect => match res {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::error!("QMP: {e}");
+                    self.begin_stop(Some(Duration::ZERO)).await;
+                    return None;
+                }
+            },
+            _ = child.wait() => return None,
+        };
+        self.qmp = Some(client.clone());
+        if let Err(e) = pin::pin_vcpus(&client, &self.plan.vm.cpu.pin).await {
+            tracing::warn!("vCPU pinning failed, the guest runs unpinned: {e}");
+        }
+        match client.cont().await {
+            Ok(()) => self.set_state(VmState::Running),
+            Err(e) => tracing::error!("QMP cont: {e}"),
+        }
+        Some(events)
+    }
+
+    async fn run_loop(
+        &mut self,
+        child: &mut tokio::process::Child,
+        events: &mut Option<QmpEvents>,
+        mut signals: Signals,
+        control: &UnixListener,
+    ) -> std::io::Result<ExitStatus> {
+        loop {
+            let tick_at = self
+                .stopping
+                .as_ref()
+                .map(|(e, at)| *at + e.next_deadline());
+            tokio::select! {
+                status = child.wait() => return status,
+                ev = next_event(events) => match ev {
+                    Some(ev) => self.on_event(&ev),
+                    None => *events = None,
+                },
+                sig = signals.recv() => {
+                    tracing::info!("{sig}: stopping the VM");
+                    self.request_stop(None, self.stopping.is_some()).await;
+                }
+                conn = control.accept() => {
+                    if let Ok((mut stream, _)) = conn {
+                        self.on_control(&mut stream).await;
+                    }
+                }
+                _ = sleep_until(tick_at), if tick_at.is_some() => self.tick().await,
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: &QmpEvent) {
+        use qapi::qmp::Event;
+        match ev.known() {
+            Some(Event::SHUTDOWN { data, .. }) => {
+                tracing::info!(
+                    "QEMU shutdown: guest={} reason={:?}",
+                    data.guest,
+                    data.reason
+                );
+                self.shutdown_by_guest = Some(data.guest);
+                self.set_state(VmState::ShuttingDown);
+            }
+            Some(Event::RESET { data, .. }) => {
+                tracing::info!("guest reset (guest={}): the VM keeps running", data.guest);
+            }
+            Some(Event::POWERDOWN { .. }) => tracing::debug!("ACPI powerdown delivered"),
+            Some(Event::STOP { .. }) => self.set_state(VmState::Paused),
+            Some(Event::RESUME { .. }) => self.set_state(VmState::Running),
+            _ => tracing::debug!("QMP event {}", ev.name()),
+        }
+    }
+
+    /// Starts the stop schedule, or escalates one that runs (`force`).
+    async fn request_stop(&mut self, timeout: Option<Duration>, force: bool) {
+        match self.stopping.as_mut() {
+            Some((escalation, at)) if force => {
+                let action = escalation.escalate();
+                *at = Instant::now();
+                self.act(action).await;
+            }
+            Some(_) => {}
+            None => {
+                self.begin_stop(timeout).await;
+                if force {
+                    Box::pin(self.request_stop(None, true)).await;
+                }
+            }
+        }
+    }
+
+    async fn begin_stop(&mut self, timeout: Option<Duration>) {
+        let timeout = timeout.unwrap_or(self.plan.vm.shutdown_timeout.get());
+        let (escalation, first) = Escalation::begin(timeout);
+        self.stopping = Some((escalation, Instant::now()));
+        self.set_state(VmState::ShuttingDown);
+        self.act(first).await;
+    }
+
+    async fn tick(&mut self) {
+        let Some((escalation, at)) = self.stopping.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let action = escalation.tick(now - *at);
+        *at = now;
+        self.act(action).await;
+    }
+
+    async fn act(&mut self, action: Action) {
+        let Action::Send(step) = action else {
+            return;
+        };
+        let name = self.plan.vm.name.as_str();
+        match step {
+            Step::Powerdown => {
+                tracing::info!("{name}: ACPI powerdown sent to the guest");
+                if let Some(q) = &self.qmp {
+                    if let Err(e) = q.system_powerdown().await {
+                        tracing::warn!("system_powerdown: {e}");
+                    }
+                }
+            }
+            Step::Quit => {
+                tracing::warn!("{name}: the guest did not power off in time; QMP quit");
+                match &self.qmp {
+                    Some(q) => {
+                        if let Err(e) = q.quit().await {
+                            tracing::warn!("quit: {e}");
+                        }
+                    }
+                    None => self.signal(Signal::SIGTERM),
+                }
+            }
+            Step::Sigterm => {
+                tracing::warn!("{name}: QEMU still running after quit; SIGTERM");
+                self.signal(Signal::SIGTERM);
+            }
+            Step::Sigkill => {
+                tracing::warn!("{name}: QEMU still running after SIGTERM; SIGKILL");
+                self.signal(Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Signals QEMU's whole process group (it may have helper children).
+    fn signal(&self, sig: Signal) {
+        if let Some(pid) = self.qemu_pid {
+            let _ = killpg(Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    async fn on_control(&mut self, stream: &mut tokio::net::UnixStream) {
+        let reply = match control::read_request(stream).await {
+            Some(Request::Status) => Reply::Status(Box::new(self.status().await)),
+            Some(Request::Stop { timeout_ms, force }) => {
+                self.request_stop(timeout_ms.map(Duration::from_millis), force)
+                    .await;
+                Reply::Stopping {
+                    step: self
+                        .stopping
+                        .as_ref()
+                        .map_or(Step::Powerdown, |(e, _)| e.step()),
+                }
+            }
+            None => Reply::Error {
+                message: "unreadable request".into(),
+            },
+        };
+        control::write_reply(stream, &reply).await;
+    }
+
+    async fn status(&self) -> Status {
+        let qmp_status = match &self.qmp {
+            Some(q) => q
+                .query_status()
+                .await
+                .ok()
+                .map(|s| run_status_name(&s.status)),
+            None => None,
+        };
+        let paths = &self.plan.paths;
+        Status {
+            name: self.plan.vm.name.to_string(),
+            state: self.state,
+            supervisor_pid: std::process::id(),
+            qemu_pid: self.qemu_pid,
+            uptime_s: self.started.elapsed().as_secs(),
+            qmp_status,
+            stopping: self.stopping.as_ref().map(|(e, _)| e.step()),
+            devices: self
+                .plan
+                .hostdevs
+                .iter()
+                .map(|h| h.address.to_string())
+                .collect(),
+            qmp_socket: paths.qmp_ctl_socket.display().to_string(),
+            console_socket: paths.console_socket.display().to_string(),
+        }
+    }
+
+    fn outcome(&mut self, status: std::io::Result<ExitStatus>) -> Outcome {
+        let status_text = match &status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => format!("exit status {code}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => "unknown".into(),
+            },
+            Err(e) => format!("could not be waited for: {e}"),
+        };
+        let reached_running = self.state != VmState::Starting;
+        let exited_cleanly = matches!(&status, Ok(s) if s.success());
+        let outcome = match &self.stopping {
+            _ if self.shutdown_by_guest == Some(true) => Outcome::GuestShutdown,
+            Some((e, _)) if e.step() == Step::Powerdown => Outcome::GuestShutdown,
+            Some((e, _)) if reached_running => Outcome::ForcedStop { step: e.step() },
+            _ if !reached_running => Outcome::StartFailed {
+                reason: format!(
+                    "QEMU ended before the guest ran ({status_text}); see {}",
+                    self.plan.paths.log.display()
+                ),
+            },
+            // Someone else's QMP `quit` (e.g. `vmrun qmp NAME quit`).
+            None if self.shutdown_by_guest == Some(false) && exited_cleanly => {
+                Outcome::ForcedStop { step: Step::Quit }
+            }
+            _ => Outcome::Crashed {
+                status: status_text,
+            },
+        };
+        let final_state = match outcome {
+            Outcome::Crashed { .. } | Outcome::StartFailed { .. } => VmState::Crashed,
+            _ => VmState::Stopped,
+        };
+        self.set_state(final_state);
+        outcome
+    }
+}
+
+async fn next_event(events: &mut Option<QmpEvents>) -> Option<QmpEvent> {
+    match events.as_mut() {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Shows the serial console on the terminal in the foreground (`display =
+/// "serial"`), from the first byte: connects as soon as QEMU listens.
+async fn console_to_terminal(socket: std::path::PathBuf) {
+    let deadline = Instant::now() + QMP_CONNECT_TIMEOUT;
+    let stream = loop {
+        match tokio::net::UnixStream::connect(&socket).await {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(_) => return,
+        }
+    };
+    let (mut read, _write) = stream.into_split();
+    let _ = tokio::io::copy(&mut read, &mut tokio::io::stdout()).await;
+}
+
+/// QMP's wire name of a run state (`running`, `paused`, ...).
+fn run_status_name(status: &qmp::RunStatus) -> String {
+    match status {
+        qmp::RunStatus::Known(state) => serde_json::to_value(state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{state:?}")),
+        qmp::RunStatus::Other(name) => name.clone(),
+    }
+}

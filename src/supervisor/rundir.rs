@@ -1,0 +1,240 @@
+//! A VM's run dir and the lock that says a supervisor owns it. The lock is
+//! an flock(2) on `lock`: the kernel drops it when the supervisor dies, even
+//! by SIGKILL, so a run dir whose lock is free is stale whatever it holds.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::plan::VmPaths;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    #[error("VM {name} is already running (supervisor pid {pid}): `vmrun status {name}`, or `vmrun stop {name}` first")]
+    AlreadyRunning { name: String, pid: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunDirError + '_ {
+    move |source| RunDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a previous, dead supervisor left behind.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// A QEMU of this VM still running without its supervisor (now killed).
+    pub killed_qemu: Option<i32>,
+    /// Files of the old run (sockets, pidfiles) were found and removed.
+    pub stale_files: bool,
+}
+
+/// The run dir of a VM, locked by this process for as long as it lives.
+#[derive(Debug)]
+pub struct RunDir {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+fn lock_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("lock")
+}
+
+fn supervisor_pid_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("supervisor.pid")
+}
+
+/// Creates `dir` (and parents) with mode 0700: sockets inside give control
+/// of the VM, so only the owner may reach them.
+pub fn create_private_dir(dir: &Path) -> Result<(), RunDirError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
+}
+
+impl RunDir {
+    /// Locks the run dir of `paths`, cleaning up after a dead supervisor.
+    /// The journal, if any, is left for teardown to replay.
+    pub fn acquire(name: &str, paths: &VmPaths) -> Result<(Self, Leftovers), RunDirError> {
+        let dir = paths.run_dir.clone();
+        create_private_dir(&dir)?;
+        create_private_dir(&paths.state_dir)?;
+        let lock_file = lock_path(&dir);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_file)
+            .map_err(io_err(&lock_file))?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                let pid = fs::read_to_string(supervisor_pid_path(&dir)).unwrap_or_default();
+                return Err(RunDirError::AlreadyRunning {
+                    name: name.to_string(),
+                    pid: pid.trim().to_string(),
+                });
+            }
+            Err((_, e)) => return Err(io_err(&lock_file)(e.into())),
+        };
+        let leftovers = clean_stale(name, paths)?;
+        let pid_file = supervisor_pid_path(&dir);
+        let mut f = File::create(&pid_file).map_err(io_err(&pid_file))?;
+        writeln!(f, "{}", std::process::id()).map_err(io_err(&pid_file))?;
+        Ok((Self { dir, _lock: lock }, leftovers))
+    }
+
+    /// Removes the run dir's files but `keep` (the journal when teardown
+    /// was incomplete), then the dir itself if nothing is kept.
+    pub fn finish(self, keep: &[&Path]) {
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !keep.contains(&path.as_path()) && path != lock_path(&self.dir) {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        if keep.is_empty() {
+            let _ = fs::remove_file(lock_path(&self.dir));
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+/// Kills a QEMU the dead supervisor left running and removes stale sockets.
+fn clean_stale(name: &str, paths: &VmPaths) -> Result<Leftovers, RunDirError> {
+    let mut leftovers = Leftovers::default();
+    if let Some(pid) = live_qemu_of(name, &paths.pidfile) {
+        terminate(pid);
+        leftovers.killed_qemu = Some(pid.as_raw());
+    }
+    for file in [
+        &paths.qmp_socket,
+        &paths.qmp_ctl_socket,
+        &paths.console_socket,
+        &paths.swtpm_socket,
+        &paths.pidfile,
+        &paths.run_dir.join("control.sock"),
+    ] {
+        if fs::remove_file(file).is_ok() {
+            leftovers.stale_files = true;
+        }
+    }
+    Ok(leftovers)
+}
+
+/// The pid in `pidfile` if it is a live QEMU started for VM `name`
+/// (checked against its command line, so a reused pid is never killed).
+pub fn live_qemu_of(name: &str, pidfile: &Path) -> Option<Pid> {
+    let pid: i32 = fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let needle = format!("guest={name},");
+    let ours = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg.starts_with(needle.as_bytes()));
+    ours.then(|| Pid::from_raw(pid))
+}
+
+/// SIGTERM, then SIGKILL if it is still there after a grace period.
+fn terminate(pid: Pid) {
+    let _ = kill(pid, Signal::SIGTERM);
+    for _ in 0..100 {
+        if kill(pid, None).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+}
+
+/// Whether a supervisor holds the VM's run dir, read without taking the
+/// lock (a starting supervisor must never lose a race to `vmrun status`).
+pub fn supervisor_pid(paths: &VmPaths) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(supervisor_pid_path(&paths.run_dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "vmrun").then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::DirsEnv;
+
+    fn paths_in(dir: &Path) -> VmPaths {
+        let env = DirsEnv {
+            is_root: false,
+            uid: 1000,
+            xdg_runtime_dir: Some(dir.join("run")),
+            xdg_data_home: Some(dir.join("data")),
+            xdg_cache_home: None,
+            xdg_config_home: None,
+            home: None,
+        };
+        VmPaths::new(&"t1".parse().unwrap(), &env)
+    }
+
+    #[test]
+    fn second_acquire_is_refused_while_the_first_holds_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        let (first, _) = RunDir::acquire("t1", &paths).unwrap();
+        let err = RunDir::acquire("t1", &paths).unwrap_err();
+        assert!(matches!(err, RunDirError::AlreadyRunning { .. }), "{err}");
+        drop(first);
+        assert!(RunDir::acquire("t1", &paths).is_ok());
+    }
+
+    #[test]
+    fn stale_sockets_are_removed_and_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        create_private_dir(&paths.run_dir).unwrap();
+        fs::write(&paths.qmp_socket, "").unwrap();
+        let (_dir, leftovers) = RunDir::acquire("t1", &paths).unwrap();
+        assert!(leftovers.stale_files);
+        assert!(!paths.qmp_socket.exists());
+    }
+
+    #[test]
+    fn finish_removes_the_dir_unless_something_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        let (dir, _) = RunDir::acquire("t1", &paths).unwrap();
+        dir.finish(&[]);
+        assert!(!paths.run_dir.exists());
+        let (dir, _) = RunDir::acquire("t1", &paths).unwrap();
+        let journal = paths.run_dir.join("journal");
+        fs::write(&journal, "x").unwrap();
+        dir.finish(&[&journal]);
+        assert!(journal.exists());
+    }
+
+    #[test]
+    fn a_pid_of_another_program_is_not_taken_for_qemu() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pidfile = tmp.path().join("qemu.pid");
+        fs::write(&pidfile, std::process::id().to_string()).unwrap();
+        assert_eq!(live_qemu_of("t1", &pidfile), None);
+    }
+}
