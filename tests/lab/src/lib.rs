@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 pub use cache::{find_program, target_dir, GuestImage, Tools, KERNEL_ENV};
 pub use error::{FailedRun, FailureKind, LabError, INSTALL_HINT};
 pub use qemu::{Firmware, Topology, UnknownName};
+/// The JSON library of [`LabRun::results`], for tests.
+pub use serde_json;
 
 /// Helpers every scenario can source as `$LAB_LIB`.
 const GUEST_LIB: &str = include_str!("../guest/lib.sh");
