@@ -57,6 +57,8 @@ chroot $R /usr/bin/env -i \
 	>$R/lab/scenario.out 2>&1
 rc=$?
 echo "$rc" >/scratch/exit_code
+# "quiet" keeps the console short; the full kernel log goes with a failure report.
+dmesg >/scratch/dmesg.log 2>&1
 sync
 say "scenario exit $rc"
 poweroff -f

@@ -515,6 +515,14 @@ mod tests {
     }
 
     #[test]
+    fn missing_program_names_the_install_command() {
+        let err = find_program("vmrun-lab-no-such-program").unwrap_err();
+
+        assert!(matches!(err, LabError::MissingPrerequisite { .. }));
+        assert!(err.to_string().contains(crate::INSTALL_HINT), "{err}");
+    }
+
+    #[test]
     fn host_busybox_check_rejects_dynamic_binaries() {
         let sh = fs::read("/bin/sh").expect("/bin/sh");
         assert!(!is_static_elf(&sh));

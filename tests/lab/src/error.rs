@@ -109,6 +109,8 @@ pub struct FailedRun {
     pub result_text: Option<String>,
     /// The guest's whole serial console.
     pub serial_log: String,
+    /// The guest kernel's log after the scenario, if it got that far.
+    pub dmesg: Option<String>,
     /// The run's scratch folder (kept on failure).
     pub scratch: PathBuf,
 }
@@ -131,6 +133,9 @@ impl fmt::Display for FailedRun {
             "----- scenario output -----\n{}",
             self.scenario_output.trim_end()
         )?;
+        if let Some(dmesg) = &self.dmesg {
+            writeln!(f, "----- guest dmesg -----\n{}", dmesg.trim_end())?;
+        }
         write!(
             f,
             "----- guest serial log -----\n{}",

@@ -423,6 +423,7 @@ impl Lab {
                 scenario_output,
                 result_text,
                 serial_log: boot.serial_log,
+                dmesg: read("dmesg.log"),
                 scratch,
             })));
         }
