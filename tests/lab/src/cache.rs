@@ -41,6 +41,13 @@ impl Tools {
         for tool in ["apt-get", "apt-cache", "dpkg", "dpkg-deb"] {
             find_program(tool)?;
         }
+        // The guest's PATH is the system one, so a python3 only in pyenv or
+        // a virtualenv does not count.
+        if !Path::new("/usr/bin/python3").is_file() {
+            return Err(LabError::MissingPrerequisite {
+                what: "/usr/bin/python3 (package python3)".into(),
+            });
+        }
         let busybox = PathBuf::from("/bin/busybox");
         let bytes = fs::read(&busybox).map_err(|_| LabError::MissingPrerequisite {
             what: "a static busybox at /bin/busybox (package busybox-static)".into(),
@@ -162,6 +169,7 @@ pub fn prepare(cache: &Path, tools: &Tools) -> Result<GuestImage, LabError> {
     let lock = File::create(&lock_path).map_err(LabError::io("create", &lock_path))?;
     lock.lock().map_err(LabError::io("lock", &lock_path))?;
 
+    remove_stale_builds(cache);
     let source = kernel_source(cache)?;
     let kernel_dir = ensure_kernel(cache, tools, &source)?;
     let version = kernel_dir
@@ -178,6 +186,20 @@ pub fn prepare(cache: &Path, tools: &Tools) -> Result<GuestImage, LabError> {
         modules,
         version,
     })
+}
+
+/// Removes what builders killed mid-way left behind. Only called under the
+/// build lock, which every builder holds while building.
+fn remove_stale_builds(cache: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().contains(".tmp-") {
+            let path = entry.path();
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        }
+    }
 }
 
 fn kernel_source(cache: &Path) -> Result<KernelSource, LabError> {

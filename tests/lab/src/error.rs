@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// What a developer runs to get every host tool the lab needs.
-pub const INSTALL_HINT: &str = "apt-get install -y qemu-system-x86 ovmf busybox-static kmod";
+/// (python3 is the guest scenarios' QMP client; the guest runs the host's own.)
+pub const INSTALL_HINT: &str =
+    "apt-get install -y qemu-system-x86 ovmf busybox-static kmod python3";
 
 /// Anything that stops the lab from producing a run.
 #[derive(Debug, thiserror::Error)]

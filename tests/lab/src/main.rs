@@ -14,14 +14,17 @@ use vmrun_lab::{target_dir, Firmware, Lab, LabError, Scenario, Topology};
 const USAGE: &str = "\
 usage: vmrun-lab --script FILE [--topology gpu|gpu4|dual] [--firmware bios|uefi]
                  [--vmrun BIN] [--timeout SECONDS] [--quiet]
+       vmrun-lab --prepare
 
 Boots the lab guest (QEMU TCG, emulated IOMMU and GPU), runs FILE (a busybox sh
 script) as root inside it and prints the JSON it recorded. The guest's serial
 console is echoed to stderr unless --quiet. --vmrun defaults to
-target/debug/vmrun when it exists. See tests/lab/README.md.";
+target/debug/vmrun when it exists. --prepare only fetches and builds the
+cached guest kernel and initramfs. See tests/lab/README.md.";
 
 struct Args {
-    scenario: Scenario,
+    /// None: --prepare.
+    scenario: Option<Scenario>,
 }
 
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -31,6 +34,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut vmrun = None;
     let mut timeout = None;
     let mut quiet = false;
+    let mut prepare = false;
     while let Some(arg) = argv.next() {
         let mut value = |name: &str| argv.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
@@ -45,9 +49,13 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                 timeout = Some(Duration::from_secs(secs));
             }
             "--quiet" => quiet = true,
+            "--prepare" => prepare = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unexpected argument `{other}`")),
         }
+    }
+    if prepare {
+        return Ok(Args { scenario: None });
     }
     let script = script.ok_or("--script is required")?;
     let vmrun = vmrun.or_else(|| Some(target_dir().join("debug/vmrun")).filter(|p| p.is_file()));
@@ -62,7 +70,9 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     if let Some(timeout) = timeout {
         scenario = scenario.timeout(timeout);
     }
-    Ok(Args { scenario })
+    Ok(Args {
+        scenario: Some(scenario),
+    })
 }
 
 fn main() -> ExitCode {
@@ -93,7 +103,13 @@ fn run(args: &Args) -> Result<(), LabError> {
         lab.image().version,
         lab.prepare_time().as_secs_f64()
     );
-    let run = lab.run(&args.scenario)?;
+    let Some(scenario) = &args.scenario else {
+        println!("kernel: {}", lab.image().kernel.display());
+        println!("initramfs: {}", lab.image().initramfs.display());
+        println!("modules: {}", lab.image().modules.display());
+        return Ok(());
+    };
+    let run = lab.run(scenario)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&run.results).unwrap_or_default()
