@@ -47,4 +47,5 @@ fn guest_outliving_its_timeout_is_killed_and_reported() {
         "{failed}"
     );
     assert!(failed.to_string().contains("QEMU was killed"), "{failed}");
+    let _ = std::fs::remove_dir_all(&failed.scratch);
 }
