@@ -35,6 +35,7 @@ fn failing_scenario_reports_exit_code_output_and_serial_log() {
         failed.scratch.join("serial.log").is_file(),
         "scratch not kept:\n{shown}"
     );
+    let _ = std::fs::remove_dir_all(&failed.scratch);
 }
 
 #[test]
