@@ -26,6 +26,8 @@ fn context(version: QemuVersion) -> PlanContext {
             xdg_cache_home: None,
             xdg_config_home: Some("/nonexistent-config".into()),
             home: Some("/root".into()),
+            run_base: None,
+            state_base: None,
         },
         qemu_version: Some(version),
     }

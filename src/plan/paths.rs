@@ -20,6 +20,10 @@ pub struct DirsEnv {
     pub xdg_cache_home: Option<PathBuf>,
     pub xdg_config_home: Option<PathBuf>,
     pub home: Option<PathBuf>,
+    /// `$VMRUN_RUN_DIR`: replaces the parent of every run dir.
+    pub run_base: Option<PathBuf>,
+    /// `$VMRUN_STATE_DIR`: replaces the parent of every state dir.
+    pub state_base: Option<PathBuf>,
 }
 
 impl DirsEnv {
@@ -38,12 +42,17 @@ impl DirsEnv {
             xdg_cache_home: var("XDG_CACHE_HOME"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
             home: var("HOME"),
+            run_base: var("VMRUN_RUN_DIR"),
+            state_base: var("VMRUN_STATE_DIR"),
         }
     }
 
     /// Parent of every VM's run dir: `/run/vmrun` for root, else
     /// `$XDG_RUNTIME_DIR/vmrun` (or `/tmp/vmrun-UID` without one).
     pub fn run_base(&self) -> PathBuf {
+        if let Some(dir) = &self.run_base {
+            return dir.clone();
+        }
         if self.is_root {
             return PathBuf::from("/run/vmrun");
         }
@@ -55,6 +64,9 @@ impl DirsEnv {
 
     /// Parent of every VM's state dir: `/var/lib/vmrun` or `$XDG_DATA_HOME/vmrun`.
     pub fn state_base(&self) -> PathBuf {
+        if let Some(dir) = &self.state_base {
+            return dir.clone();
+        }
         if self.is_root {
             return PathBuf::from("/var/lib/vmrun");
         }
@@ -152,6 +164,8 @@ mod tests {
             xdg_cache_home: None,
             xdg_config_home: None,
             home: Some("/home/u".into()),
+            run_base: None,
+            state_base: None,
         }
     }
 
@@ -177,6 +191,19 @@ mod tests {
             paths.state_dir,
             Path::new("/home/u/.local/share/vmrun/demo")
         );
+    }
+
+    #[test]
+    fn env_overrides_win_over_root_and_xdg() {
+        let env = DirsEnv {
+            is_root: true,
+            run_base: Some("/tmp/r".into()),
+            state_base: Some("/tmp/s".into()),
+            ..user_env()
+        };
+        let paths = VmPaths::new(&"x".parse().unwrap(), &env);
+        assert_eq!(paths.qmp_socket, Path::new("/tmp/r/x/qmp.sock"));
+        assert_eq!(paths.log, Path::new("/tmp/s/x/vmrun.log"));
     }
 
     #[test]

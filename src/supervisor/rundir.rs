@@ -190,6 +190,8 @@ mod tests {
             xdg_cache_home: None,
             xdg_config_home: None,
             home: None,
+            run_base: None,
+            state_base: None,
         };
         VmPaths::new(&"t1".parse().unwrap(), &env)
     }
