@@ -48,6 +48,17 @@ impl QmpEvent {
         }
     }
 
+    /// When QEMU emitted it, if the event carried a readable timestamp.
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        match self {
+            // `qapi::Timestamp` keeps its fields private but serializes them.
+            QmpEvent::Known(ev) => serde_json::to_value(ev.timestamp())
+                .ok()
+                .and_then(|v| Timestamp::deserialize(v).ok()),
+            QmpEvent::Unknown { timestamp, .. } => *timestamp,
+        }
+    }
+
     /// The typed event, if `qapi` could decode it.
     pub fn known(&self) -> Option<&qapi::qmp::Event> {
         match self {
@@ -144,6 +155,13 @@ mod tests {
             ev.known(),
             Some(qapi::qmp::Event::POWERDOWN { .. })
         ));
+        assert_eq!(
+            ev.timestamp(),
+            Some(Timestamp {
+                seconds: 1,
+                microseconds: 2
+            })
+        );
     }
 
     #[test]

@@ -78,7 +78,8 @@ struct Triple {
 
 type WriteRequest = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);
 
-/// A negotiated QMP connection. Clones share it.
+/// A negotiated QMP connection. Clones share it; dropping the last clone
+/// closes the connection and ends its `QmpEvents` stream.
 #[derive(Debug, Clone)]
 pub struct QmpClient {
     inner: Arc<Inner>,
