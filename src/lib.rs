@@ -9,9 +9,11 @@ pub mod cli;
 pub mod config;
 pub mod host;
 pub mod plan;
+pub mod prepare;
 pub mod qemu;
 pub mod qmp;
 pub mod supervisor;
+pub mod teardown;
 
 /// Runs the command line `args` and returns the process exit status.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {

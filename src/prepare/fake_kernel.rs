@@ -1,0 +1,134 @@
+//! A fake kernel over a fake sysfs tree (`host::pci::fake`): writes to
+//! driver_override, unbind and drivers_probe change the tree the way the
+//! PCI core does (drivers/pci/pci-driver.c, pci-sysfs.c), after libvirt's
+//! virpcimock. Tests only.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use super::sysfs::{Kernel, WriteError};
+
+pub struct FakeKernel {
+    root: PathBuf,
+    /// The driver each device's ids match (what probing picks without an override).
+    native: HashMap<String, String>,
+    /// Drivers whose probe fails (the device stays unbound).
+    refusing: HashSet<String>,
+    /// Devices whose unbind hangs.
+    hanging: HashSet<String>,
+    pub writes: RefCell<Vec<(String, String)>>,
+}
+
+impl FakeKernel {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            native: HashMap::new(),
+            refusing: HashSet::new(),
+            hanging: HashSet::new(),
+            writes: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn native(mut self, addr: &str, driver: &str) -> Self {
+        self.native.insert(addr.into(), driver.into());
+        self
+    }
+
+    pub fn refusing(mut self, driver: &str) -> Self {
+        self.refusing.insert(driver.into());
+        self
+    }
+
+    pub fn hanging_unbind(mut self, addr: &str) -> Self {
+        self.hanging.insert(addr.into());
+        self
+    }
+
+    fn dev(&self, addr: &str) -> PathBuf {
+        self.root.join("sys/bus/pci/devices").join(addr)
+    }
+
+    fn driver_dir(&self, driver: &str) -> PathBuf {
+        self.root.join("sys/bus/pci/drivers").join(driver)
+    }
+
+    fn group_of(&self, addr: &str) -> Option<String> {
+        let link = fs::read_link(self.dev(addr).join("iommu_group")).ok()?;
+        Some(link.file_name()?.to_string_lossy().into_owned())
+    }
+
+    fn unbind(&self, addr: &str) {
+        let link = self.dev(addr).join("driver");
+        let was_vfio = fs::read_link(&link)
+            .map(|t| t.ends_with("vfio-pci"))
+            .unwrap_or(false);
+        let _ = fs::remove_file(link);
+        if was_vfio {
+            if let Some(group) = self.group_of(addr) {
+                let _ = fs::remove_file(self.root.join("dev/vfio").join(group));
+            }
+        }
+    }
+
+    fn probe(&self, addr: &str) {
+        if self.dev(addr).join("driver").exists() {
+            return;
+        }
+        let over = fs::read_to_string(self.dev(addr).join("driver_override")).unwrap_or_default();
+        let driver = match over.trim() {
+            "(null)" | "" => self.native.get(addr).cloned(),
+            name => Some(name.to_string()),
+        };
+        let Some(driver) = driver else { return };
+        if !self.driver_dir(&driver).is_dir() || self.refusing.contains(&driver) {
+            return;
+        }
+        symlink(self.driver_dir(&driver), self.dev(addr).join("driver")).unwrap();
+        if driver == "vfio-pci" {
+            if let Some(group) = self.group_of(addr) {
+                fs::create_dir_all(self.root.join("dev/vfio")).unwrap();
+                fs::write(self.root.join("dev/vfio").join(group), "").unwrap();
+            }
+        }
+    }
+}
+
+impl Kernel for FakeKernel {
+    fn write(&self, path: &Path, value: &str) -> Result<(), WriteError> {
+        let rel = path.strip_prefix(&self.root).unwrap().to_string_lossy().into_owned();
+        self.writes.borrow_mut().push((rel.clone(), value.to_string()));
+        let v = value.trim_end_matches('\n');
+        if rel.ends_with("/driver_override") {
+            let text = if v.is_empty() { "(null)" } else { v };
+            fs::write(path, format!("{text}\n")).unwrap();
+        } else if rel.ends_with("/unbind") {
+            if self.hanging.contains(v) {
+                return Err(WriteError::Hung {
+                    path: path.to_path_buf(),
+                    value: value.into(),
+                    after: std::time::Duration::from_secs(10),
+                });
+            }
+            self.unbind(v);
+        } else if rel == "sys/bus/pci/drivers_probe" {
+            self.probe(v);
+        } else {
+            fs::write(path, value).map_err(|source| WriteError::Io {
+                path: path.to_path_buf(),
+                value: value.into(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn modprobe(&self, name: &str) -> io::Result<bool> {
+        fs::create_dir_all(self.driver_dir(name))?;
+        Ok(true)
+    }
+}

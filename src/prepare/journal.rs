@@ -1,0 +1,149 @@
+//! The journal: every host change is appended here, and fsync'd, *before*
+//! it is made, with what is needed to undo it. A `kill -9` at any moment
+//! leaves enough on disk for `vmrun restore` to put the host back. Undo
+//! steps are "make it as it was", so replaying a step whose change never
+//! happened is harmless.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::PciAddress;
+
+/// One change to the host, with the state it replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// A PCI function moved to vfio-pci.
+    BindVfio {
+        address: PciAddress,
+        /// Its driver before (`None`: it was unbound).
+        driver: Option<String>,
+        /// Its `driver_override` before (`None`: the kernel's `(null)`).
+        driver_override: Option<String>,
+    },
+    /// `/dev/vfio/GROUP` handed to the QEMU user.
+    ChownVfioGroup { group: u32, uid: u32, gid: u32 },
+    /// The persistent huge page pool was grown by `reserved` pages.
+    Hugepages { size_kb: u64, reserved: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("journal {path}: {source}")]
+pub struct JournalError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// An open journal, appended to by `prepare`.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    /// Opens (creating) the journal at `path` for appending.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| JournalError {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records `step` durably: the change may be made once this returns.
+    pub fn record(&mut self, step: &Step) -> Result<(), JournalError> {
+        let err = |source| JournalError {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(step).map_err(|e| err(e.into()))?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(err)?;
+        self.file.sync_data().map_err(err)
+    }
+}
+
+/// The steps recorded at `path`, oldest first. A torn last line (a crash
+/// mid-append, before fsync returned) was never acted on and is skipped.
+pub fn read(path: &Path) -> Result<Vec<Step>, JournalError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(JournalError {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    Ok(BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .collect())
+}
+
+/// Removes a fully replayed journal.
+pub fn remove(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind(addr: &str) -> Step {
+        Step::BindVfio {
+            address: addr.parse().unwrap(),
+            driver: Some("snd_hda_intel".into()),
+            driver_override: None,
+        }
+    }
+
+    #[test]
+    fn recorded_steps_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut j = Journal::open(&path).unwrap();
+        j.record(&bind("01:00.0")).unwrap();
+        j.record(&Step::Hugepages { size_kb: 2048, reserved: 8 }).unwrap();
+        drop(j);
+        let mut j = Journal::open(&path).unwrap();
+        j.record(&bind("01:00.1")).unwrap();
+        assert_eq!(
+            read(&path).unwrap(),
+            vec![bind("01:00.0"), Step::Hugepages { size_kb: 2048, reserved: 8 }, bind("01:00.1")]
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut j = Journal::open(&path).unwrap();
+        j.record(&bind("01:00.0")).unwrap();
+        fs::write(&path, format!("{}{{\"step\":\"bind-vf", fs::read_to_string(&path).unwrap())).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![bind("01:00.0")]);
+    }
+
+    #[test]
+    fn a_missing_journal_is_empty() {
+        assert!(read(Path::new("/nonexistent/journal")).unwrap().is_empty());
+    }
+}

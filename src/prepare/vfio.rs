@@ -1,0 +1,322 @@
+//! Moving PCI functions to vfio-pci and back, through `driver_override`
+//! and `drivers_probe` as libvirt (virPCIDeviceBindWithDriverOverride) and
+//! driverctl do, never `new_id`: new_id binds every matching card, now and
+//! on every later probe.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::journal::{Journal, JournalError, Step};
+use super::sysfs::{Kernel, WriteError};
+use crate::config::PciAddress;
+use crate::host::pci::read_device;
+use crate::host::HostRoot;
+
+pub const VFIO_DRIVER: &str = "vfio-pci";
+/// How long a probe may take to show in the `driver` link (some drivers
+/// probe asynchronously).
+const PROBE_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum VfioError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("{address} is not on this host")]
+    NoDevice { address: PciAddress },
+    #[error("could not load the vfio-pci module: {0}. Is it built for this kernel? (modinfo vfio-pci)")]
+    NoModule(String),
+    #[error("{address} did not bind to vfio-pci: its driver is {found}")]
+    NotBound { address: PciAddress, found: String },
+    #[error("{path} did not appear after binding {address} to vfio-pci")]
+    NoGroupNode { address: PciAddress, path: PathBuf },
+}
+
+/// The host as prepare and teardown see it: where it is, how to write to it.
+pub struct Host<'a> {
+    pub root: &'a HostRoot,
+    pub kernel: &'a dyn Kernel,
+}
+
+impl Host<'_> {
+    fn sys(&self, rel: &str) -> PathBuf {
+        self.root.path(format!("/sys/bus/pci/{rel}"))
+    }
+
+    fn driver_of(&self, address: PciAddress) -> Option<String> {
+        read_device(self.root, address).and_then(|d| d.driver)
+    }
+
+    /// Polls the `driver` link until `want` holds or `PROBE_WAIT` passes.
+    fn wait_driver(&self, address: PciAddress, want: impl Fn(Option<&str>) -> bool) -> Option<String> {
+        let deadline = Instant::now() + PROBE_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let driver = self.driver_of(address);
+            if want(driver.as_deref()) || Instant::now() >= deadline {
+                return driver;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Loads vfio-pci if its driver is not registered yet.
+pub fn ensure_vfio_module(host: &Host) -> Result<(), VfioError> {
+    if host.sys("drivers/vfio-pci").is_dir() {
+        return Ok(());
+    }
+    match host.kernel.modprobe(VFIO_DRIVER) {
+        Ok(true) if host.sys("drivers/vfio-pci").is_dir() => Ok(()),
+        Ok(_) => Err(VfioError::NoModule("modprobe vfio-pci failed".into())),
+        Err(e) => Err(VfioError::NoModule(e.to_string())),
+    }
+}
+
+/// Binds `address` to vfio-pci, journaling its original driver and override
+/// first. Returns its IOMMU group. A device already on vfio-pci is left
+/// alone and not journaled (it was not ours to give back).
+pub fn bind(host: &Host, journal: &mut Journal, address: PciAddress) -> Result<Option<u32>, VfioError> {
+    let dev = read_device(host.root, address).ok_or(VfioError::NoDevice { address })?;
+    if dev.driver.as_deref() != Some(VFIO_DRIVER) {
+        journal.record(&Step::BindVfio {
+            address,
+            driver: dev.driver.clone(),
+            driver_override: dev.driver_override.clone(),
+        })?;
+        let dir = host.root.pci_device(&address);
+        // driver_override only decides the next probe; it unbinds nothing.
+        host.kernel.write(&dir.join("driver_override"), VFIO_DRIVER)?;
+        if dev.driver.is_some() {
+            host.kernel.write(&dir.join("driver/unbind"), &address.to_string())?;
+        }
+        // "drivers_probe" runs driver matching for one device, and the core
+        // honours driver_override (Documentation/ABI/testing/sysfs-bus-pci).
+        host.kernel.write(&host.sys("drivers_probe"), &address.to_string())?;
+        let now = host.wait_driver(address, |d| d == Some(VFIO_DRIVER));
+        if now.as_deref() != Some(VFIO_DRIVER) {
+            return Err(VfioError::NotBound {
+                address,
+                found: now.unwrap_or_else(|| "none".into()),
+            });
+        }
+    }
+    if let Some(group) = dev.iommu_group {
+        let node = host.root.path(format!("/dev/vfio/{group}"));
+        let deadline = Instant::now() + PROBE_WAIT;
+        while !node.exists() {
+            if Instant::now() >= deadline {
+                return Err(VfioError::NoGroupNode { address, path: node });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    Ok(dev.iommu_group)
+}
+
+/// How one device came back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRestore {
+    pub address: PciAddress,
+    pub wanted: Option<String>,
+    /// The driver it has now.
+    pub driver: Option<String>,
+    /// Why it is not as it was, when it isn't.
+    pub problem: Option<String>,
+}
+
+impl DeviceRestore {
+    pub fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Gives `address` back: unbind from vfio-pci, the old `driver_override`
+/// (or "\n", which clears it), `drivers_probe`, then verify. Every step is
+/// tried even if one before it failed.
+pub fn restore(
+    host: &Host,
+    address: PciAddress,
+    driver: Option<&str>,
+    driver_override: Option<&str>,
+) -> DeviceRestore {
+    let mut problems = Vec::new();
+    let dir = host.root.pci_device(&address);
+    if !dir.exists() {
+        return DeviceRestore {
+            address,
+            wanted: driver.map(str::to_owned),
+            driver: None,
+            problem: Some("the device is gone from the bus: `echo 1 > /sys/bus/pci/rescan` may bring it back".into()),
+        };
+    }
+    let mut note = |r: Result<(), WriteError>| {
+        if let Err(e) = r {
+            problems.push(e.to_string());
+        }
+    };
+    let override_value = match driver_override {
+        Some(o) => format!("{o}\n"),
+        None => "\n".to_string(),
+    };
+    note(host.kernel.write(&dir.join("driver_override"), &override_value));
+    if host.driver_of(address).as_deref() == Some(VFIO_DRIVER) {
+        note(host.kernel.write(&host.sys("drivers/vfio-pci/unbind"), &address.to_string()));
+    }
+    if driver.is_some() {
+        note(host.kernel.write(&host.sys("drivers_probe"), &address.to_string()));
+    }
+    let now = host.wait_driver(address, |d| d == driver);
+    if now.as_deref() != driver {
+        problems.push(format!(
+            "its driver is {} instead of {}",
+            now.as_deref().unwrap_or("none"),
+            driver.unwrap_or("none")
+        ));
+    }
+    DeviceRestore {
+        address,
+        wanted: driver.map(str::to_owned),
+        driver: now,
+        problem: (!problems.is_empty()).then(|| problems.join("; ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::pci::fake::add_device;
+    use crate::prepare::fake_kernel::FakeKernel;
+    use crate::teardown;
+
+    const GPU: &str = "0000:01:00.0";
+    const AUDIO: &str = "0000:01:00.1";
+
+    fn gpu_host() -> (tempfile::TempDir, FakeKernel) {
+        let dir = tempfile::tempdir().unwrap();
+        add_device(dir.path(), GPU, (0x1234, 0x1111), 0x030000, Some("bochs-drm"), Some(7));
+        add_device(dir.path(), AUDIO, (0x8086, 0x2668), 0x040300, Some("snd_hda_intel"), Some(7));
+        let kernel = FakeKernel::new(dir.path())
+            .native(GPU, "bochs-drm")
+            .native(AUDIO, "snd_hda_intel");
+        (dir, kernel)
+    }
+
+    fn driver(root: &HostRoot, addr: &str) -> Option<String> {
+        read_device(root, addr.parse().unwrap()).unwrap().driver
+    }
+
+    #[test]
+    fn bind_then_replay_restores_both_functions() {
+        let (dir, kernel) = gpu_host();
+        let root = HostRoot::new(dir.path());
+        let host = Host { root: &root, kernel: &kernel };
+        let path = dir.path().join("journal");
+        let mut journal = Journal::open(&path).unwrap();
+        ensure_vfio_module(&host).unwrap();
+        for a in [GPU, AUDIO] {
+            assert_eq!(bind(&host, &mut journal, a.parse().unwrap()).unwrap(), Some(7));
+            assert_eq!(driver(&root, a).as_deref(), Some("vfio-pci"));
+        }
+        assert!(dir.path().join("dev/vfio/7").exists());
+        let report = teardown::replay(&path, &host);
+        assert!(report.complete(), "{report:?}");
+        assert_eq!(driver(&root, GPU).as_deref(), Some("bochs-drm"));
+        assert_eq!(driver(&root, AUDIO).as_deref(), Some("snd_hda_intel"));
+        let dev = read_device(&root, GPU.parse().unwrap()).unwrap();
+        assert_eq!(dev.driver_override, None);
+        assert!(!path.exists(), "a fully replayed journal is removed");
+    }
+
+    #[test]
+    fn writes_follow_the_driver_override_sequence() {
+        let (dir, kernel) = gpu_host();
+        let root = HostRoot::new(dir.path());
+        let host = Host { root: &root, kernel: &kernel };
+        kernel.modprobe("vfio-pci").unwrap();
+        let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
+        bind(&host, &mut journal, GPU.parse().unwrap()).unwrap();
+        let writes: Vec<String> = kernel.writes.borrow().iter().map(|(p, v)| format!("{p} <- {v}")).collect();
+        assert_eq!(
+            writes,
+            [
+                format!("sys/bus/pci/devices/{GPU}/driver_override <- vfio-pci"),
+                format!("sys/bus/pci/devices/{GPU}/driver/unbind <- {GPU}"),
+                format!("sys/bus/pci/drivers_probe <- {GPU}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_device_already_on_vfio_is_not_journaled() {
+        let (dir, kernel) = gpu_host();
+        let root = HostRoot::new(dir.path());
+        let host = Host { root: &root, kernel: &kernel };
+        kernel.modprobe("vfio-pci").unwrap();
+        let path = dir.path().join("journal");
+        let mut journal = Journal::open(&path).unwrap();
+        bind(&host, &mut journal, GPU.parse().unwrap()).unwrap();
+        let mut second = Journal::open(&dir.path().join("journal2")).unwrap();
+        bind(&host, &mut second, GPU.parse().unwrap()).unwrap();
+        assert!(journal::read(&dir.path().join("journal2")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bind_refused_by_vfio_is_reported_and_rolls_back() {
+        let (dir, kernel) = gpu_host();
+        let kernel = kernel.refusing("vfio-pci");
+        let root = HostRoot::new(dir.path());
+        let host = Host { root: &root, kernel: &kernel };
+        kernel.modprobe("vfio-pci").unwrap();
+        let path = dir.path().join("journal");
+        let mut journal = Journal::open(&path).unwrap();
+        let err = bind(&host, &mut journal, GPU.parse().unwrap()).unwrap_err();
+        assert!(matches!(err, VfioError::NotBound { .. }), "{err}");
+        assert!(teardown::replay(&path, &host).complete());
+        assert_eq!(driver(&root, GPU).as_deref(), Some("bochs-drm"));
+    }
+
+    #[test]
+    fn a_hung_unbind_is_an_error_naming_the_path() {
+        let (dir, kernel) = gpu_host();
+        let kernel = kernel.hanging_unbind(AUDIO);
+        let root = HostRoot::new(dir.path());
+        let host = Host { root: &root, kernel: &kernel };
+        kernel.modprobe("vfio-pci").unwrap();
+        let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
+        let err = bind(&host, &mut journal, AUDIO.parse().unwrap()).unwrap_err();
+        assert!(matches!(err, VfioError::Write(WriteError::Hung { .. })), "{err}");
+        assert!(err.to_string().contains("unbind"));
+    }
+
+    #[test]
+    fn restore_of_a_vanished_device_says_how_to_rescan() {
+        let (dir, kernel) = gpu_host();
+        let root = HostRoot::new(dir.path());
+        let host = Host { root: &root, kernel: &kernel };
+        let r = restore(&host, "0000:09:00.0".parse().unwrap(), Some("nvidia"), None);
+        assert!(r.problem.unwrap().contains("rescan"));
+    }
+
+    #[test]
+    fn restore_keeps_a_previous_override() {
+        let (dir, kernel) = gpu_host();
+        let root = HostRoot::new(dir.path());
+        let host = Host { root: &root, kernel: &kernel };
+        kernel.modprobe("vfio-pci").unwrap();
+        fs::write(dir.path().join(format!("sys/bus/pci/devices/{AUDIO}/driver_override")), "snd_hda_intel\n").unwrap();
+        let path = dir.path().join("journal");
+        let mut journal = Journal::open(&path).unwrap();
+        bind(&host, &mut journal, AUDIO.parse().unwrap()).unwrap();
+        assert!(teardown::replay(&path, &host).complete());
+        let dev = read_device(&root, AUDIO.parse().unwrap()).unwrap();
+        assert_eq!(dev.driver_override.as_deref(), Some("snd_hda_intel"));
+    }
+
+    use crate::prepare::journal;
+    use std::fs;
+}
