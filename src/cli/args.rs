@@ -65,6 +65,15 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Give back what a crashed or killed vmrun left changed on the host.
+    Restore {
+        /// VM name or config path.
+        #[arg(required_unless_present = "all")]
+        vm: Option<String>,
+        /// Every VM with a run dir.
+        #[arg(long, conflicts_with = "vm")]
+        all: bool,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]

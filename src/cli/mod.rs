@@ -6,6 +6,7 @@ mod console;
 mod dry_run;
 pub mod exit;
 mod logging;
+mod restore;
 mod shell;
 mod start;
 mod vm_ops;
@@ -41,6 +42,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             command,
             arguments,
         } => with_logs(|| vm_ops::qmp(&vm, &command, arguments.as_deref())),
+        Command::Restore { vm, all } => with_logs(|| restore::restore(vm.as_deref(), all)),
         Command::Console { vm } => with_logs(|| console::console(&vm)),
         Command::Logs {
             vm,

@@ -1,0 +1,87 @@
+//! `vmrun restore [NAME|--all]`: after a crash or a `kill -9` of vmrun,
+//! stops a QEMU left running and replays the VM's journal. Works from a
+//! text console or over SSH: it needs nothing but the run dir.
+
+use std::path::PathBuf;
+
+use super::exit::Exit;
+use super::vm_ops::vm_paths;
+use crate::host::HostRoot;
+use crate::plan::{DirsEnv, VmPaths};
+use crate::prepare::sysfs::RealKernel;
+use crate::prepare::Host;
+use crate::supervisor::rundir::{supervisor_pid, RunDir};
+use crate::teardown;
+
+pub fn restore(vm: Option<&str>, all: bool) -> Exit {
+    let targets: Vec<(String, VmPaths)> = if all {
+        let dirs = DirsEnv::from_process();
+        let names = std::fs::read_dir(dirs.run_base())
+            .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_else(|_| Vec::new());
+        names
+            .into_iter()
+            .filter_map(|n| n.parse::<crate::config::VmName>().ok())
+            .map(|name| (name.to_string(), VmPaths::new(&name, &dirs)))
+            .collect()
+    } else {
+        match vm.map(vm_paths) {
+            Some(Ok((name, paths))) => vec![(name.to_string(), paths)],
+            Some(Err(exit)) => return exit,
+            None => {
+                eprintln!("vmrun: name a VM, or --all");
+                return Exit::Usage;
+            }
+        }
+    };
+    let mut worst = Exit::Ok;
+    for (name, paths) in &targets {
+        let exit = restore_one(name, paths);
+        if exit.code() > worst.code() {
+            worst = exit;
+        }
+    }
+    if targets.is_empty() {
+        println!("nothing to restore");
+    }
+    worst
+}
+
+fn restore_one(name: &str, paths: &VmPaths) -> Exit {
+    if let Some(pid) = supervisor_pid(paths) {
+        eprintln!("vmrun: {name} is running (supervisor pid {pid}); `vmrun stop {name}` restores the host when it ends");
+        return Exit::HostProblems;
+    }
+    let (run_dir, leftovers) = match RunDir::acquire(name, paths) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vmrun: {name}: {e}");
+            return Exit::HostProblems;
+        }
+    };
+    if let Some(pid) = leftovers.killed_qemu {
+        println!("{name}: stopped the QEMU (pid {pid}) its dead supervisor left running");
+    }
+    let root = HostRoot::from_env();
+    let kernel = RealKernel::default();
+    let journal: PathBuf = paths.run_dir.join("journal");
+    let report = teardown::replay(&journal, &Host { root: &root, kernel: &kernel });
+    for step in &report.steps {
+        match &step.problem {
+            None => println!("{name}: {}: ok", step.what),
+            Some(p) => println!("{name}: {}: FAILED: {p}", step.what),
+        }
+    }
+    if report.complete() {
+        run_dir.finish(&[]);
+        println!("{name}: host restored");
+        Exit::Ok
+    } else {
+        for p in report.problems() {
+            eprintln!("vmrun: {name}: not restored: {p}");
+        }
+        eprintln!("vmrun: {name}: the journal is kept in {}; fix the above and run `vmrun restore {name}` again", journal.display());
+        run_dir.finish(&[journal.as_path()]);
+        Exit::RestoreIncomplete
+    }
+}
