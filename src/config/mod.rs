@@ -60,7 +60,18 @@ pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigE
         .iter()
         .map(|e| scope(&e.path.to_string()).to_string())
         .collect();
-    problems.extend(wire_errors.into_iter().map(|e| Problem {
+    // After a syntax error the parser's recovery can misplace keys (the
+    // keys of a broken `[cpu` header land at the top level); type errors
+    // are trusted only before the first syntax error.
+    let trusted_until = problems
+        .iter()
+        .map(|p| p.span.start)
+        .min()
+        .unwrap_or(usize::MAX);
+    let wire_errors = wire_errors
+        .into_iter()
+        .filter(|e| e.span.start < trusted_until);
+    problems.extend(wire_errors.map(|e| Problem {
         key: e.path.to_string(),
         kind: suggest::classify(&e.message),
         span: e.span,
