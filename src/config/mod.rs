@@ -131,7 +131,10 @@ fn first_line(text: &str, span: Range<usize>) -> Range<usize> {
     while !text.is_char_boundary(start) {
         start -= 1;
     }
-    let end = span.end.clamp(start, text.len());
+    let mut end = span.end.clamp(start, text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
     let end = text[start..end].find('\n').map_or(end, |nl| start + nl);
     start..end
 }
@@ -145,6 +148,7 @@ mod tests {
         let text = "[[hostdev]]\naddress = 1\n";
         assert_eq!(first_line(text, 0..20), 0..11);
         assert_eq!(first_line(text, 30..40), text.len()..text.len());
+        assert_eq!(first_line("é\n", 1..3), 0..2);
     }
 
     #[test]
