@@ -170,8 +170,16 @@ fn probe<'i, T: DeserializeOwned>(
         let before = errors.len();
         let mut inner_ctx = ctx.to_vec();
         inner_ctx.push(Step::Key(key.clone(), table_span.clone()));
+        // Descend only if the key itself is accepted with a value of this
+        // shape; otherwise the key (an unknown section, say) is the error.
+        let shape_ok = |shell: DeValue<'i>| {
+            let mut one = DeTable::new();
+            one.insert(key.clone(), Spanned::new(value.span(), shell));
+            let (doc, doc_span) = wrap(ctx, one, table_span.clone());
+            try_de::<T>(doc, doc_span).is_ok()
+        };
         match value.get_ref() {
-            DeValue::Table(sub) if !sub.is_empty() => {
+            DeValue::Table(sub) if !sub.is_empty() && shape_ok(DeValue::Table(DeTable::new())) => {
                 let kept = probe::<T>(&inner_ctx, sub, &value.span(), &key_path, errors);
                 if errors.len() > before {
                     good.insert(
@@ -180,7 +188,7 @@ fn probe<'i, T: DeserializeOwned>(
                     );
                 }
             }
-            DeValue::Array(items) if is_tables(items) => {
+            DeValue::Array(items) if is_tables(items) && shape_ok(empty_table_array()) => {
                 inner_ctx.push(Step::Elem(value.span()));
                 let mut kept = DeArray::new();
                 for (i, item) in items.iter().enumerate() {
@@ -211,6 +219,12 @@ fn probe<'i, T: DeserializeOwned>(
     good
 }
 
+fn empty_table_array<'i>() -> DeValue<'i> {
+    let mut array = DeArray::new();
+    array.push(Spanned::new(0..0, DeValue::Table(DeTable::new())));
+    DeValue::Array(array)
+}
+
 fn is_tables(items: &DeArray<'_>) -> bool {
     !items.is_empty() && items.iter().all(|v| v.get_ref().is_table())
 }
@@ -220,6 +234,8 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
+    // Fields are read only through `Debug`; their types are what is tested.
+    #[allow(dead_code)]
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Doc {
@@ -229,6 +245,7 @@ mod tests {
         item: Option<Vec<Sub>>,
     }
 
+    #[allow(dead_code)]
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Sub {
@@ -282,6 +299,16 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path.to_string(), "sub");
         assert_eq!(at(text, &errors[0]), "5");
+    }
+
+    #[test]
+    fn unknown_table_is_one_error_at_its_name() {
+        let text = "a = 1\n[nope]\nx = 1\ny = 2\n";
+        let (doc, errors) = run(text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path.to_string(), "nope");
+        assert_eq!(at(text, &errors[0]), "nope");
+        assert!(doc.is_some());
     }
 
     #[test]

@@ -60,7 +60,18 @@ pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigE
         .iter()
         .map(|e| scope(&e.path.to_string()).to_string())
         .collect();
-    problems.extend(wire_errors.into_iter().map(|e| Problem {
+    // After a syntax error the parser's recovery can misplace keys (the
+    // keys of a broken `[cpu` header land at the top level); type errors
+    // are trusted only before the first syntax error.
+    let trusted_until = problems
+        .iter()
+        .map(|p| p.span.start)
+        .min()
+        .unwrap_or(usize::MAX);
+    let wire_errors = wire_errors
+        .into_iter()
+        .filter(|e| e.span.start < trusted_until);
+    problems.extend(wire_errors.map(|e| Problem {
         key: e.path.to_string(),
         kind: suggest::classify(&e.message),
         span: e.span,
@@ -120,7 +131,10 @@ fn first_line(text: &str, span: Range<usize>) -> Range<usize> {
     while !text.is_char_boundary(start) {
         start -= 1;
     }
-    let end = span.end.clamp(start, text.len());
+    let mut end = span.end.clamp(start, text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
     let end = text[start..end].find('\n').map_or(end, |nl| start + nl);
     start..end
 }
@@ -134,6 +148,7 @@ mod tests {
         let text = "[[hostdev]]\naddress = 1\n";
         assert_eq!(first_line(text, 0..20), 0..11);
         assert_eq!(first_line(text, 30..40), text.len()..text.len());
+        assert_eq!(first_line("é\n", 1..3), 0..2);
     }
 
     #[test]

@@ -823,3 +823,401 @@ fn is_user_name(u: &str) -> bool {
         && u.len() <= 32
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Validates `memory = "4G"` plus `rest`; files exist unless their path
+    /// contains `missing`.
+    fn check(rest: &str) -> Result<VmConfig, Vec<K>> {
+        check_with(&format!("memory = \"4G\"\n{rest}"), &|p: &Path| {
+            !p.to_string_lossy().contains("missing")
+        })
+    }
+
+    fn check_with(text: &str, exists: &dyn Fn(&Path) -> bool) -> Result<VmConfig, Vec<K>> {
+        let wire: WireVm = toml::from_str(text).expect("test TOML deserializes");
+        let cx = Context {
+            name: "t".parse().expect("valid name"),
+            source: PathBuf::from("/cfg/vms/t.toml"),
+            exists,
+        };
+        validate(wire, &cx).map_err(|ps| ps.into_iter().map(|p| p.kind).collect())
+    }
+
+    fn errors(rest: &str) -> Vec<K> {
+        check(rest).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = check("").expect("valid");
+        assert_eq!(c.machine, "q35");
+        assert_eq!(c.cpu.model, "host");
+        assert_eq!(c.cpu.topology.vcpus(), 1);
+        assert_eq!(c.display, Display::Serial);
+        assert_eq!(c.network.mode, NetworkMode::User { forward: vec![] });
+        assert_eq!(c.network.model, "virtio-net-pci");
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(60));
+        assert_eq!(c.qemu.binary, PathBuf::from("qemu-system-x86_64"));
+        assert_eq!(c.qemu.accel, Accel::Kvm);
+        assert_eq!(c.qemu.user, QemuUser::Auto);
+        assert!(c.input.is_none() && c.takeover.is_none());
+    }
+
+    #[test]
+    fn missing_memory_is_rejected() {
+        let e = check_with("", &|_| true).unwrap_err();
+        assert_eq!(e, [K::Missing("memory")]);
+    }
+
+    #[test]
+    fn memory_table_form_carries_size_and_hugepages() {
+        let c = check_with("[memory]\nsize = \"4G\"\nhugepages = \"1G\"\n", &|_| true);
+        let c = c.expect("valid");
+        assert_eq!(c.memory.bytes(), 4 << 30);
+        assert_eq!(c.hugepages, Some(HugePageSize::Size1G));
+    }
+
+    #[test]
+    fn memory_table_without_size_is_rejected() {
+        let e = check_with("[memory]\nhugepages = \"2M\"\n", &|_| true).unwrap_err();
+        assert_eq!(e, [K::Missing("memory.size")]);
+    }
+
+    #[test]
+    fn misaligned_hugepages_are_rejected() {
+        let e = check_with("memory = { size = \"1536M\", hugepages = \"1G\" }", &|_| {
+            true
+        });
+        assert!(matches!(
+            e.unwrap_err()[..],
+            [K::HugepagesMisaligned { page: "1G", .. }]
+        ));
+    }
+
+    #[test]
+    fn zero_cores_is_rejected() {
+        assert_eq!(errors("[cpu]\ncores = 0\n"), [K::ZeroCount]);
+    }
+
+    #[test]
+    fn huge_topology_is_rejected_without_overflow() {
+        let e = errors("[cpu]\nsockets = 4000000000\ncores = 4000000000\n");
+        assert!(matches!(e[..], [K::TooManyVcpus(_)]));
+    }
+
+    #[test]
+    fn pin_length_must_match_vcpus() {
+        let e = errors("[cpu]\ncores = 2\nthreads = 2\npin = [1, 2, 3]\n");
+        assert_eq!(e, [K::PinCount { got: 3, vcpus: 4 }]);
+    }
+
+    #[test]
+    fn duplicate_pin_is_rejected() {
+        assert_eq!(
+            errors("[cpu]\ncores = 2\npin = [3, 3]\n"),
+            [K::DuplicatePin(3)]
+        );
+    }
+
+    #[test]
+    fn dies_count_into_vcpus() {
+        let c = check("[cpu]\nsockets = 2\ndies = 2\ncores = 2\npin = [0,1,2,3,4,5,6,7]\n");
+        assert_eq!(c.expect("valid").cpu.topology.vcpus(), 8);
+    }
+
+    #[test]
+    fn long_vendor_id_is_rejected() {
+        let e = errors("[cpu]\nhyperv = true\nvendor_id = \"0123456789abc\"\n");
+        assert_eq!(e, [K::VendorIdTooLong(13)]);
+    }
+
+    #[test]
+    fn vendor_id_without_hiding_is_rejected() {
+        assert_eq!(errors("[cpu]\nvendor_id = \"abc\"\n"), [K::VendorIdUnused]);
+    }
+
+    #[test]
+    fn secure_boot_with_bios_is_rejected() {
+        let e = errors("[firmware]\ntype = \"bios\"\nsecure_boot = true\n");
+        assert_eq!(e, [K::SecureBootWithBios]);
+    }
+
+    #[test]
+    fn firmware_code_without_vars_is_rejected() {
+        let e = errors("[firmware]\ncode = \"/fw/CODE.fd\"\n");
+        assert_eq!(
+            e,
+            [K::FirmwarePair {
+                given: "code",
+                missing: "vars"
+            }]
+        );
+    }
+
+    #[test]
+    fn missing_firmware_file_is_rejected() {
+        let e = errors("[firmware]\ncode = \"/missing/C.fd\"\nvars = \"/fw/V.fd\"\n");
+        assert!(matches!(e[..], [K::FileNotFound { .. }]));
+    }
+
+    #[test]
+    fn two_x_vga_is_rejected() {
+        let e = errors(
+            "[[hostdev]]\naddress = \"01:00.0\"\nx_vga = true\n\
+             [[hostdev]]\naddress = \"02:00.0\"\nx_vga = true\n",
+        );
+        assert_eq!(e, [K::MultipleXVga]);
+    }
+
+    #[test]
+    fn duplicate_hostdev_address_is_rejected() {
+        let e =
+            errors("[[hostdev]]\naddress = \"01:00.0\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n");
+        assert_eq!(e, [K::DuplicateHostdev("0000:01:00.0".into())]);
+    }
+
+    #[test]
+    fn duplicate_hostdev_ids_and_index_is_rejected() {
+        let e = errors(
+            "[[hostdev]]\nids = \"10de:25a1\"\n[[hostdev]]\nids = \"10de:25a1\"\nindex = 0\n",
+        );
+        assert!(matches!(e[..], [K::DuplicateHostdev(_)]));
+    }
+
+    #[test]
+    fn hostdev_without_selector_is_rejected() {
+        assert_eq!(errors("[[hostdev]]\nx_vga = true\n"), [K::NoSelector]);
+    }
+
+    #[test]
+    fn hostdev_with_both_selectors_is_rejected() {
+        let e = errors("[[hostdev]]\naddress = \"01:00.0\"\nids = \"10de:25a1\"\n");
+        assert_eq!(e, [K::BothSelectors]);
+    }
+
+    #[test]
+    fn index_without_ids_is_rejected() {
+        let e = errors("[[hostdev]]\naddress = \"01:00.0\"\nindex = 1\n");
+        assert_eq!(e, [K::IndexWithoutIds]);
+    }
+
+    #[test]
+    fn hostdev_makes_display_default_to_none() {
+        let c = check("[[hostdev]]\nids = \"10de:25a1\"\nindex = 1\n").expect("valid");
+        assert_eq!(c.display, Display::None);
+        let ids = "10de:25a1".parse().expect("ids");
+        assert_eq!(
+            c.hostdevs[0].selector,
+            HostdevSelector::Ids { ids, index: 1 }
+        );
+    }
+
+    #[test]
+    fn bare_romfile_is_found_in_sibling_firmware_dir() {
+        let text = "memory = \"1G\"\n[[hostdev]]\naddress = \"01:00.0\"\nromfile = \"gpu.rom\"\n";
+        let c = check_with(text, &|p: &Path| p == Path::new("/cfg/firmware/gpu.rom"));
+        let rom = c.expect("valid").hostdevs[0].romfile.clone();
+        assert_eq!(rom, Some(PathBuf::from("/cfg/firmware/gpu.rom")));
+    }
+
+    #[test]
+    fn missing_bare_romfile_lists_every_place_searched() {
+        let text = "memory = \"1G\"\n[[hostdev]]\naddress = \"01:00.0\"\nromfile = \"gpu.rom\"\n";
+        let e = check_with(text, &|_| false).unwrap_err();
+        let K::FileNotFound { searched } = &e[0] else {
+            panic!("expected FileNotFound, got {e:?}");
+        };
+        assert_eq!(
+            searched,
+            &[
+                PathBuf::from("/cfg/vms/gpu.rom"),
+                PathBuf::from("/cfg/firmware/gpu.rom"),
+                PathBuf::from("/cfg/vms/firmware/gpu.rom"),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_disk_suggests_qemu_img() {
+        let e = errors("[[disk]]\npath = \"missing.qcow2\"\n");
+        assert_eq!(e, [K::DiskNotFound("/cfg/vms/missing.qcow2".into())]);
+    }
+
+    #[test]
+    fn disk_defaults_follow_media_and_extension() {
+        let c =
+            check("[[disk]]\npath = \"d.qcow2\"\n[[disk]]\npath = \"i.iso\"\nmedia = \"cdrom\"\n");
+        let disks = c.expect("valid").disks;
+        assert_eq!(disks[0].path, PathBuf::from("/cfg/vms/d.qcow2"));
+        assert_eq!(
+            (disks[0].format, disks[0].readonly, disks[0].interface),
+            (DiskFormat::Qcow2, false, DiskInterface::Virtio)
+        );
+        assert_eq!(
+            (disks[1].format, disks[1].readonly, disks[1].interface),
+            (DiskFormat::Raw, true, DiskInterface::Sata)
+        );
+    }
+
+    #[test]
+    fn virtio_cdrom_is_rejected() {
+        let e = errors("[[disk]]\npath = \"i.iso\"\nmedia = \"cdrom\"\ninterface = \"virtio\"\n");
+        assert_eq!(e, [K::CdromInterface]);
+    }
+
+    #[test]
+    fn forward_parses_and_rejects() {
+        assert_eq!(
+            parse_forward("udp:5000:53"),
+            Ok(Forward {
+                protocol: Protocol::Udp,
+                host_port: 5000,
+                guest_port: 53
+            })
+        );
+        for bad in [
+            "tcp:0:1",
+            "tcp:1:65536",
+            "sctp:1:1",
+            "tcp:1",
+            "tcp:+1:1",
+            "",
+        ] {
+            assert!(parse_forward(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn duplicate_forward_host_port_is_rejected() {
+        let e = errors("[network]\nforward = [\"tcp:80:80\", \"tcp:80:8080\"]\n");
+        assert!(matches!(e[..], [K::BadForward { .. }]));
+    }
+
+    #[test]
+    fn forward_outside_user_mode_is_rejected() {
+        let e = errors("[network]\nmode = \"none\"\nforward = [\"tcp:1:1\"]\n");
+        assert_eq!(e, [K::OnlyWithMode { mode: "user" }]);
+    }
+
+    #[test]
+    fn mac_checks() {
+        assert_eq!(check_mac("52:54:00:AB:cd:ef"), Ok(()));
+        assert!(matches!(check_mac("52:54:00:ab:cd"), Err(K::BadMac(_))));
+        assert!(matches!(check_mac("52:54:00:ab:cd:eg"), Err(K::BadMac(_))));
+        assert!(matches!(
+            check_mac("01:00:5e:00:00:01"),
+            Err(K::MulticastMac(_))
+        ));
+    }
+
+    #[test]
+    fn bridge_mode_needs_bridge() {
+        let e = errors("[network]\nmode = \"bridge\"\n");
+        assert_eq!(
+            e,
+            [K::ModeNeeds {
+                mode: "bridge",
+                key: "bridge"
+            }]
+        );
+    }
+
+    #[test]
+    fn tap_mode_needs_a_valid_ifname() {
+        assert!(matches!(
+            errors("[network]\nmode = \"tap\"\n")[..],
+            [K::ModeNeeds { mode: "tap", .. }]
+        ));
+        assert!(matches!(
+            errors("[network]\nmode = \"tap\"\nifname = \"a/b\"\n")[..],
+            [K::BadIfname(_)]
+        ));
+    }
+
+    #[test]
+    fn toggle_rules_depend_on_mode() {
+        assert_eq!(
+            check_toggle("LeftCtrl+RightCtrl", InputMode::Router),
+            Ok(())
+        );
+        assert_eq!(check_toggle("scrolllock", InputMode::Qemu), Ok(()));
+        assert_eq!(check_toggle("f12+leftalt", InputMode::Router), Ok(()));
+        assert!(matches!(
+            check_toggle("LeftCtrl+RightCtrl", InputMode::Qemu),
+            Err(K::BadQemuToggle(_))
+        ));
+        assert_eq!(
+            check_toggle("LeftCtrl+Hyper", InputMode::Router),
+            Err(K::BadToggleKey("Hyper".into()))
+        );
+        assert!(check_toggle("F0", InputMode::Router).is_err());
+    }
+
+    #[test]
+    fn input_without_devices_is_rejected() {
+        assert_eq!(
+            errors("[input]\nmode = \"qemu\"\n"),
+            [K::InputWithoutDevices]
+        );
+    }
+
+    #[test]
+    fn takeover_without_hostdev_is_rejected() {
+        assert_eq!(
+            errors("[takeover]\nenabled = true\n"),
+            [K::TakeoverWithoutHostdev]
+        );
+    }
+
+    #[test]
+    fn disabled_takeover_is_none() {
+        assert_eq!(
+            check("[takeover]\nenabled = false\n")
+                .expect("valid")
+                .takeover,
+            None
+        );
+    }
+
+    #[test]
+    fn takeover_must_be_enabled_explicitly() {
+        assert_eq!(
+            errors("[takeover]\nstop_units = [\"x\"]\n"),
+            [K::Missing("enabled")]
+        );
+    }
+
+    #[test]
+    fn unload_modules_word_other_than_auto_is_rejected() {
+        let e = errors("[[hostdev]]\naddress = \"01:00.0\"\n[takeover]\nenabled = true\nunload_modules = \"all\"\n");
+        assert!(matches!(e[..], [K::UnknownValue { .. }]));
+    }
+
+    #[test]
+    fn zero_shutdown_timeout_is_rejected() {
+        assert_eq!(errors("[shutdown]\ntimeout = \"0s\"\n"), [K::ZeroTimeout]);
+    }
+
+    #[test]
+    fn machine_types() {
+        assert!(check("machine = \"pc-q35-8.2\"\n").is_ok());
+        assert!(check("machine = \"pc\"\n").is_ok());
+        assert_eq!(
+            errors("machine = \"pc-q35-\"\n"),
+            [K::BadMachine("pc-q35-".into())]
+        );
+    }
+
+    #[test]
+    fn bad_qemu_user_is_rejected() {
+        assert_eq!(
+            errors("[qemu]\nuser = \"Bad User\"\n"),
+            [K::BadUser("Bad User".into())]
+        );
+        let c = check("[qemu]\nuser = \"root\"\n").expect("valid");
+        assert_eq!(c.qemu.user, QemuUser::Root);
+    }
+}
