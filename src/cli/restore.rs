@@ -17,7 +17,11 @@ pub fn restore(vm: Option<&str>, all: bool) -> Exit {
     let targets: Vec<(String, VmPaths)> = if all {
         let dirs = DirsEnv::from_process();
         let names = std::fs::read_dir(dirs.run_base())
-            .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
             .unwrap_or_else(|_| Vec::new());
         names
             .into_iter()
@@ -65,7 +69,13 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
     let root = HostRoot::from_env();
     let kernel = RealKernel::default();
     let journal: PathBuf = paths.run_dir.join("journal");
-    let report = teardown::replay(&journal, &Host { root: &root, kernel: &kernel });
+    let report = teardown::replay(
+        &journal,
+        &Host {
+            root: &root,
+            kernel: &kernel,
+        },
+    );
     for step in &report.steps {
         match &step.problem {
             None => println!("{name}: {}: ok", step.what),

@@ -171,8 +171,6 @@ pub enum ProblemKind {
     },
     #[error("file not found: {}", searched.first().map(|p| p.display().to_string()).unwrap_or_default())]
     FileNotFound { searched: Vec<PathBuf> },
-    #[error("disk image not found: {}", .0.display())]
-    DiskNotFound(PathBuf),
     #[error("bad port forward `{value}`: {reason}")]
     BadForward { value: String, reason: String },
     #[error("bad MAC address `{0}`")]
@@ -269,10 +267,6 @@ impl ProblemKind {
                     .collect();
                 format!("looked in:\n{}", list.join("\n"))
             }
-            Self::DiskNotFound(path) => format!(
-                "create it with `qemu-img create -f qcow2 {} 64G`",
-                path.display()
-            ),
             Self::BadForward { .. } => {
                 "write `tcp:HOSTPORT:GUESTPORT` or `udp:HOSTPORT:GUESTPORT`, ports 1-65535".into()
             }

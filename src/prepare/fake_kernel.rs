@@ -100,8 +100,14 @@ impl FakeKernel {
 
 impl Kernel for FakeKernel {
     fn write(&self, path: &Path, value: &str) -> Result<(), WriteError> {
-        let rel = path.strip_prefix(&self.root).unwrap().to_string_lossy().into_owned();
-        self.writes.borrow_mut().push((rel.clone(), value.to_string()));
+        let rel = path
+            .strip_prefix(&self.root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        self.writes
+            .borrow_mut()
+            .push((rel.clone(), value.to_string()));
         let v = value.trim_end_matches('\n');
         if rel.ends_with("/driver_override") {
             let text = if v.is_empty() { "(null)" } else { v };

@@ -29,7 +29,8 @@ pub fn size_kb(size: HugePageSize) -> u64 {
 }
 
 fn pool_dir(host: &Host, size_kb: u64) -> PathBuf {
-    host.root.path(format!("/sys/kernel/mm/hugepages/hugepages-{size_kb}kB"))
+    host.root
+        .path(format!("/sys/kernel/mm/hugepages/hugepages-{size_kb}kB"))
 }
 
 fn read_count(path: PathBuf) -> Result<u64, HugepageError> {
@@ -41,7 +42,12 @@ fn read_count(path: PathBuf) -> Result<u64, HugepageError> {
 
 /// Makes `pages` huge pages of `size` free for the VM, journaled.
 /// Returns how many were reserved.
-pub fn reserve(host: &Host, journal: &mut Journal, size: HugePageSize, pages: u64) -> Result<u64, HugepageError> {
+pub fn reserve(
+    host: &Host,
+    journal: &mut Journal,
+    size: HugePageSize,
+    pages: u64,
+) -> Result<u64, HugepageError> {
     let kb = size_kb(size);
     let dir = pool_dir(host, kb);
     let free = read_count(dir.join("free_hugepages"))?;
@@ -54,14 +60,20 @@ pub fn reserve(host: &Host, journal: &mut Journal, size: HugePageSize, pages: u6
         size_kb: kb,
         reserved: missing,
     })?;
-    host.kernel.write(&dir.join("nr_hugepages"), &(total + missing).to_string())?;
+    host.kernel
+        .write(&dir.join("nr_hugepages"), &(total + missing).to_string())?;
     let mut got = read_count(dir.join("nr_hugepages"))?.saturating_sub(total);
     if got < missing {
         // Free page cache and defragment, then ask again
         // (Documentation/admin-guide/sysctl/vm.rst: drop_caches, compact_memory).
-        let _ = host.kernel.write(&host.root.path("/proc/sys/vm/drop_caches"), "3");
-        let _ = host.kernel.write(&host.root.path("/proc/sys/vm/compact_memory"), "1");
-        host.kernel.write(&dir.join("nr_hugepages"), &(total + missing).to_string())?;
+        let _ = host
+            .kernel
+            .write(&host.root.path("/proc/sys/vm/drop_caches"), "3");
+        let _ = host
+            .kernel
+            .write(&host.root.path("/proc/sys/vm/compact_memory"), "1");
+        host.kernel
+            .write(&dir.join("nr_hugepages"), &(total + missing).to_string())?;
         got = read_count(dir.join("nr_hugepages"))?.saturating_sub(total);
     }
     tracing::info!("reserved {got} of {missing} missing huge pages of {kb} kB");

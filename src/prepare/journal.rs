@@ -122,13 +122,24 @@ mod tests {
         let path = dir.path().join("journal");
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.0")).unwrap();
-        j.record(&Step::Hugepages { size_kb: 2048, reserved: 8 }).unwrap();
+        j.record(&Step::Hugepages {
+            size_kb: 2048,
+            reserved: 8,
+        })
+        .unwrap();
         drop(j);
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.1")).unwrap();
         assert_eq!(
             read(&path).unwrap(),
-            vec![bind("01:00.0"), Step::Hugepages { size_kb: 2048, reserved: 8 }, bind("01:00.1")]
+            vec![
+                bind("01:00.0"),
+                Step::Hugepages {
+                    size_kb: 2048,
+                    reserved: 8
+                },
+                bind("01:00.1")
+            ]
         );
     }
 
@@ -138,7 +149,11 @@ mod tests {
         let path = dir.path().join("journal");
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.0")).unwrap();
-        fs::write(&path, format!("{}{{\"step\":\"bind-vf", fs::read_to_string(&path).unwrap())).unwrap();
+        fs::write(
+            &path,
+            format!("{}{{\"step\":\"bind-vf", fs::read_to_string(&path).unwrap()),
+        )
+        .unwrap();
         assert_eq!(read(&path).unwrap(), vec![bind("01:00.0")]);
     }
 

@@ -67,7 +67,11 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
     if plan.hostdevs.is_empty() {
         return Ok(());
     }
-    let addresses: Vec<String> = plan.hostdevs.iter().map(|h| h.address.to_string()).collect();
+    let addresses: Vec<String> = plan
+        .hostdevs
+        .iter()
+        .map(|h| h.address.to_string())
+        .collect();
     // Not a host change: our own claim, read by other VMs' plans.
     let _ = std::fs::write(devices_path(plan), addresses.join("\n") + "\n");
     vfio::ensure_vfio_module(host)?;
@@ -88,7 +92,12 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
 
 /// `/dev/vfio/N` is created root-only (0600); a QEMU that dropped root
 /// needs it for hotplug and reset paths after start.
-fn give_groups(host: &Host, journal: &mut Journal, groups: &[u32], name: &str) -> Result<(), PrepareError> {
+fn give_groups(
+    host: &Host,
+    journal: &mut Journal,
+    groups: &[u32],
+    name: &str,
+) -> Result<(), PrepareError> {
     let Ok(Some(user)) = User::from_name(name) else {
         return Ok(());
     };

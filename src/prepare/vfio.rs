@@ -27,7 +27,9 @@ pub enum VfioError {
     Write(#[from] WriteError),
     #[error("{address} is not on this host")]
     NoDevice { address: PciAddress },
-    #[error("could not load the vfio-pci module: {0}. Is it built for this kernel? (modinfo vfio-pci)")]
+    #[error(
+        "could not load the vfio-pci module: {0}. Is it built for this kernel? (modinfo vfio-pci)"
+    )]
     NoModule(String),
     #[error("{address} did not bind to vfio-pci: its driver is {found}")]
     NotBound { address: PciAddress, found: String },
@@ -51,7 +53,11 @@ impl Host<'_> {
     }
 
     /// Polls the `driver` link until `want` holds or `PROBE_WAIT` passes.
-    fn wait_driver(&self, address: PciAddress, want: impl Fn(Option<&str>) -> bool) -> Option<String> {
+    fn wait_driver(
+        &self,
+        address: PciAddress,
+        want: impl Fn(Option<&str>) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + PROBE_WAIT;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -80,7 +86,11 @@ pub fn ensure_vfio_module(host: &Host) -> Result<(), VfioError> {
 /// Binds `address` to vfio-pci, journaling its original driver and override
 /// first. Returns its IOMMU group. A device already on vfio-pci is left
 /// alone and not journaled (it was not ours to give back).
-pub fn bind(host: &Host, journal: &mut Journal, address: PciAddress) -> Result<Option<u32>, VfioError> {
+pub fn bind(
+    host: &Host,
+    journal: &mut Journal,
+    address: PciAddress,
+) -> Result<Option<u32>, VfioError> {
     let dev = read_device(host.root, address).ok_or(VfioError::NoDevice { address })?;
     if dev.driver.as_deref() != Some(VFIO_DRIVER) {
         journal.record(&Step::BindVfio {
@@ -90,13 +100,16 @@ pub fn bind(host: &Host, journal: &mut Journal, address: PciAddress) -> Result<O
         })?;
         let dir = host.root.pci_device(&address);
         // driver_override only decides the next probe; it unbinds nothing.
-        host.kernel.write(&dir.join("driver_override"), VFIO_DRIVER)?;
+        host.kernel
+            .write(&dir.join("driver_override"), VFIO_DRIVER)?;
         if dev.driver.is_some() {
-            host.kernel.write(&dir.join("driver/unbind"), &address.to_string())?;
+            host.kernel
+                .write(&dir.join("driver/unbind"), &address.to_string())?;
         }
         // "drivers_probe" runs driver matching for one device, and the core
         // honours driver_override (Documentation/ABI/testing/sysfs-bus-pci).
-        host.kernel.write(&host.sys("drivers_probe"), &address.to_string())?;
+        host.kernel
+            .write(&host.sys("drivers_probe"), &address.to_string())?;
         let now = host.wait_driver(address, |d| d == Some(VFIO_DRIVER));
         if now.as_deref() != Some(VFIO_DRIVER) {
             return Err(VfioError::NotBound {
@@ -110,7 +123,10 @@ pub fn bind(host: &Host, journal: &mut Journal, address: PciAddress) -> Result<O
         let deadline = Instant::now() + PROBE_WAIT;
         while !node.exists() {
             if Instant::now() >= deadline {
-                return Err(VfioError::NoGroupNode { address, path: node });
+                return Err(VfioError::NoGroupNode {
+                    address,
+                    path: node,
+                });
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -151,7 +167,10 @@ pub fn restore(
             address,
             wanted: driver.map(str::to_owned),
             driver: None,
-            problem: Some("the device is gone from the bus: `echo 1 > /sys/bus/pci/rescan` may bring it back".into()),
+            problem: Some(
+                "the device is gone from the bus: `echo 1 > /sys/bus/pci/rescan` may bring it back"
+                    .into(),
+            ),
         };
     }
     let mut note = |r: Result<(), WriteError>| {
@@ -163,12 +182,21 @@ pub fn restore(
         Some(o) => format!("{o}\n"),
         None => "\n".to_string(),
     };
-    note(host.kernel.write(&dir.join("driver_override"), &override_value));
+    note(
+        host.kernel
+            .write(&dir.join("driver_override"), &override_value),
+    );
     if host.driver_of(address).as_deref() == Some(VFIO_DRIVER) {
-        note(host.kernel.write(&host.sys("drivers/vfio-pci/unbind"), &address.to_string()));
+        note(
+            host.kernel
+                .write(&host.sys("drivers/vfio-pci/unbind"), &address.to_string()),
+        );
     }
     if driver.is_some() {
-        note(host.kernel.write(&host.sys("drivers_probe"), &address.to_string()));
+        note(
+            host.kernel
+                .write(&host.sys("drivers_probe"), &address.to_string()),
+        );
     }
     let now = host.wait_driver(address, |d| d == driver);
     if now.as_deref() != driver {
@@ -198,8 +226,22 @@ mod tests {
 
     fn gpu_host() -> (tempfile::TempDir, FakeKernel) {
         let dir = tempfile::tempdir().unwrap();
-        add_device(dir.path(), GPU, (0x1234, 0x1111), 0x030000, Some("bochs-drm"), Some(7));
-        add_device(dir.path(), AUDIO, (0x8086, 0x2668), 0x040300, Some("snd_hda_intel"), Some(7));
+        add_device(
+            dir.path(),
+            GPU,
+            (0x1234, 0x1111),
+            0x030000,
+            Some("bochs-drm"),
+            Some(7),
+        );
+        add_device(
+            dir.path(),
+            AUDIO,
+            (0x8086, 0x2668),
+            0x040300,
+            Some("snd_hda_intel"),
+            Some(7),
+        );
         let kernel = FakeKernel::new(dir.path())
             .native(GPU, "bochs-drm")
             .native(AUDIO, "snd_hda_intel");
@@ -214,12 +256,18 @@ mod tests {
     fn bind_then_replay_restores_both_functions() {
         let (dir, kernel) = gpu_host();
         let root = HostRoot::new(dir.path());
-        let host = Host { root: &root, kernel: &kernel };
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
         let path = dir.path().join("journal");
         let mut journal = Journal::open(&path).unwrap();
         ensure_vfio_module(&host).unwrap();
         for a in [GPU, AUDIO] {
-            assert_eq!(bind(&host, &mut journal, a.parse().unwrap()).unwrap(), Some(7));
+            assert_eq!(
+                bind(&host, &mut journal, a.parse().unwrap()).unwrap(),
+                Some(7)
+            );
             assert_eq!(driver(&root, a).as_deref(), Some("vfio-pci"));
         }
         assert!(dir.path().join("dev/vfio/7").exists());
@@ -236,11 +284,19 @@ mod tests {
     fn writes_follow_the_driver_override_sequence() {
         let (dir, kernel) = gpu_host();
         let root = HostRoot::new(dir.path());
-        let host = Host { root: &root, kernel: &kernel };
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
         kernel.modprobe("vfio-pci").unwrap();
         let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
         bind(&host, &mut journal, GPU.parse().unwrap()).unwrap();
-        let writes: Vec<String> = kernel.writes.borrow().iter().map(|(p, v)| format!("{p} <- {v}")).collect();
+        let writes: Vec<String> = kernel
+            .writes
+            .borrow()
+            .iter()
+            .map(|(p, v)| format!("{p} <- {v}"))
+            .collect();
         assert_eq!(
             writes,
             [
@@ -255,14 +311,19 @@ mod tests {
     fn a_device_already_on_vfio_is_not_journaled() {
         let (dir, kernel) = gpu_host();
         let root = HostRoot::new(dir.path());
-        let host = Host { root: &root, kernel: &kernel };
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
         kernel.modprobe("vfio-pci").unwrap();
         let path = dir.path().join("journal");
         let mut journal = Journal::open(&path).unwrap();
         bind(&host, &mut journal, GPU.parse().unwrap()).unwrap();
         let mut second = Journal::open(&dir.path().join("journal2")).unwrap();
         bind(&host, &mut second, GPU.parse().unwrap()).unwrap();
-        assert!(journal::read(&dir.path().join("journal2")).unwrap().is_empty());
+        assert!(journal::read(&dir.path().join("journal2"))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -270,7 +331,10 @@ mod tests {
         let (dir, kernel) = gpu_host();
         let kernel = kernel.refusing("vfio-pci");
         let root = HostRoot::new(dir.path());
-        let host = Host { root: &root, kernel: &kernel };
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
         kernel.modprobe("vfio-pci").unwrap();
         let path = dir.path().join("journal");
         let mut journal = Journal::open(&path).unwrap();
@@ -285,11 +349,17 @@ mod tests {
         let (dir, kernel) = gpu_host();
         let kernel = kernel.hanging_unbind(AUDIO);
         let root = HostRoot::new(dir.path());
-        let host = Host { root: &root, kernel: &kernel };
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
         kernel.modprobe("vfio-pci").unwrap();
         let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
         let err = bind(&host, &mut journal, AUDIO.parse().unwrap()).unwrap_err();
-        assert!(matches!(err, VfioError::Write(WriteError::Hung { .. })), "{err}");
+        assert!(
+            matches!(err, VfioError::Write(WriteError::Hung { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("unbind"));
     }
 
@@ -297,7 +367,10 @@ mod tests {
     fn restore_of_a_vanished_device_says_how_to_rescan() {
         let (dir, kernel) = gpu_host();
         let root = HostRoot::new(dir.path());
-        let host = Host { root: &root, kernel: &kernel };
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
         let r = restore(&host, "0000:09:00.0".parse().unwrap(), Some("nvidia"), None);
         assert!(r.problem.unwrap().contains("rescan"));
     }
@@ -306,9 +379,17 @@ mod tests {
     fn restore_keeps_a_previous_override() {
         let (dir, kernel) = gpu_host();
         let root = HostRoot::new(dir.path());
-        let host = Host { root: &root, kernel: &kernel };
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
         kernel.modprobe("vfio-pci").unwrap();
-        fs::write(dir.path().join(format!("sys/bus/pci/devices/{AUDIO}/driver_override")), "snd_hda_intel\n").unwrap();
+        fs::write(
+            dir.path()
+                .join(format!("sys/bus/pci/devices/{AUDIO}/driver_override")),
+            "snd_hda_intel\n",
+        )
+        .unwrap();
         let path = dir.path().join("journal");
         let mut journal = Journal::open(&path).unwrap();
         bind(&host, &mut journal, AUDIO.parse().unwrap()).unwrap();

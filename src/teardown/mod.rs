@@ -69,12 +69,23 @@ fn undo(step: &Step, host: &Host) -> StepReport {
             driver,
             driver_override,
         } => {
-            let r = vfio::restore(host, *address, driver.as_deref(), driver_override.as_deref());
+            let r = vfio::restore(
+                host,
+                *address,
+                driver.as_deref(),
+                driver_override.as_deref(),
+            );
             if r.ok() {
-                tracing::info!("{address} back on {}", driver.as_deref().unwrap_or("no driver"));
+                tracing::info!(
+                    "{address} back on {}",
+                    driver.as_deref().unwrap_or("no driver")
+                );
             }
             StepReport {
-                what: format!("{address} back to {}", driver.as_deref().unwrap_or("no driver")),
+                what: format!(
+                    "{address} back to {}",
+                    driver.as_deref().unwrap_or("no driver")
+                ),
                 problem: r.problem,
             }
         }
