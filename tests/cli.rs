@@ -1,0 +1,190 @@
+//! The real binary's command line: dry-run, exit statuses, generated docs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn vmrun() -> assert_cmd::Command {
+    let mut cmd = cargo_bin_cmd!("vmrun");
+    cmd.current_dir(repo()).env_remove("VMRUN_HOST_ROOT");
+    cmd
+}
+
+#[test]
+fn the_win11_example_asks_for_its_romfile() {
+    // The repository ships no VBIOS: the example must say where to put one.
+    let out = vmrun()
+        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .args(["start", "vms/win11.toml", "--dry-run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("firmware/rtx3050.rom"), "{err}");
+}
+
+#[test]
+fn dry_run_against_the_fixture_host_exits_0_and_shows_the_plan() {
+    let out = vmrun()
+        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .args([
+            "tests/fixtures/bundle/vms/gpu4.toml",
+            "--dry-run",
+            "--qemu-version",
+            "9.2",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("# devices to bind to vfio-pci:"));
+    assert!(text.contains("0000:0b:00.3"));
+    assert!(
+        text.contains("# firmware: /usr/share/OVMF/OVMF_CODE_4M.ms.fd"),
+        "{text}"
+    );
+    assert!(text.contains("romfile="), "{text}");
+}
+
+#[test]
+fn dry_run_on_a_host_without_the_devices_exits_1_but_prints_the_command() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = vmrun()
+        .env("VMRUN_HOST_ROOT", empty.path())
+        .args([
+            "tests/fixtures/bundle/vms/gpu4.toml",
+            "--dry-run",
+            "--qemu-version",
+            "7.2",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no such PCI device"), "{text}");
+    assert!(text.contains("vfio-pci,host=0000:0b:00.0"), "{text}");
+}
+
+#[test]
+fn dry_run_json_is_json_with_the_argv() {
+    let out = vmrun()
+        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .args([
+            "start",
+            "vms/demo.toml",
+            "--dry-run",
+            "--json",
+            "--qemu-version",
+            "7.2",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["argv"][0], "qemu-system-x86_64");
+    assert_eq!(v["plan"]["machine"], "pc-q35-7.2");
+    assert_eq!(v["plan"]["vm"]["name"], "demo");
+}
+
+#[test]
+fn an_invalid_config_exits_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "memory = \"4G\"\n[cpu]\ncores = 2\npin = [1]\n").unwrap();
+    let out = vmrun().arg(&file).arg("--dry-run").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.toml:4"), "{err}");
+    assert!(err.contains("cpu.pin"), "{err}");
+}
+
+#[test]
+fn an_unknown_vm_name_lists_where_it_looked() {
+    let home = tempfile::tempdir().unwrap();
+    let out = vmrun()
+        .env("VMRUN_HOME", home.path())
+        .args(["no-such-vm", "--dry-run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains(&home.path().join("vms").display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = vmrun().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("vmrun"));
+    }
+    let out = vmrun().arg("man").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH vmrun"));
+}
+
+/// The dry-run's text, pasted into a shell, starts the QEMU vmrun would:
+/// run it and ask the QEMU that comes up for its status over QMP.
+#[test]
+fn the_printed_command_pasted_into_a_shell_starts_qemu() {
+    let dirs = tempfile::tempdir().unwrap();
+    let out = vmrun()
+        .env("VMRUN_RUN_DIR", dirs.path().join("run"))
+        .env("VMRUN_STATE_DIR", dirs.path().join("state"))
+        .args(["vms/demo.toml", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let script = dirs.path().join("paste.sh");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let mut shell = Command::new("bash")
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let qmp = dirs.path().join("run/demo/qmp.sock");
+    let status = query_status(&qmp, Instant::now() + Duration::from_secs(30));
+    let _ = shell.kill();
+    let _ = Command::new("pkill")
+        .arg("-f")
+        .arg(qmp.to_str().unwrap())
+        .status();
+    let _ = shell.wait();
+    assert_eq!(
+        status.as_deref(),
+        Some("running"),
+        "QEMU from the pasted command did not answer"
+    );
+}
+
+fn query_status(socket: &Path, deadline: Instant) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let (qmp, _events) = vmrun::qmp::connect_with_retry(socket, deadline.into())
+            .await
+            .ok()?;
+        let v = qmp.execute_raw("query-status", None).await.ok()?;
+        let _ = qmp.quit().await;
+        v["status"].as_str().map(str::to_owned)
+    })
+}
