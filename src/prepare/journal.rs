@@ -43,7 +43,15 @@ pub struct JournalError {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    recorded: usize,
+    /// Fault injection for crash tests: `VMRUN_FAULT_ABORT_AT_STEP=N` makes
+    /// the process abort right after step N is recorded, before the change
+    /// is made: the moment a `kill -9` hurts most.
+    abort_at: Option<usize>,
 }
+
+/// The fault-injection variable (see `Journal::abort_at`).
+pub const ABORT_AT_STEP_ENV: &str = "VMRUN_FAULT_ABORT_AT_STEP";
 
 impl Journal {
     /// Opens (creating) the journal at `path` for appending.
@@ -59,6 +67,8 @@ impl Journal {
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            recorded: 0,
+            abort_at: std::env::var(ABORT_AT_STEP_ENV).ok().and_then(|v| v.parse().ok()),
         })
     }
 
@@ -75,7 +85,12 @@ impl Journal {
         let mut line = serde_json::to_vec(step).map_err(|e| err(e.into()))?;
         line.push(b'\n');
         self.file.write_all(&line).map_err(err)?;
-        self.file.sync_data().map_err(err)
+        self.file.sync_data().map_err(err)?;
+        self.recorded += 1;
+        if self.abort_at == Some(self.recorded) {
+            std::process::abort();
+        }
+        Ok(())
     }
 }
 

@@ -10,8 +10,12 @@ pub mod vfio;
 #[cfg(test)]
 pub(crate) mod fake_kernel;
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::PathBuf;
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{chown, Gid, Uid, User};
 
 use crate::plan::Plan;
@@ -26,6 +30,14 @@ pub enum PrepareError {
     Vfio(#[from] vfio::VfioError),
     #[error(transparent)]
     Hugepages(#[from] hugepages::HugepageError),
+    #[error("{address} is held by VM {holder}: stop it first (`vmrun stop {holder}`)")]
+    DeviceBusy { address: String, holder: String },
+    #[error("device lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("giving {path} to user {user}: {source}")]
     Chown {
         path: PathBuf,
@@ -44,6 +56,54 @@ pub fn journal_path(plan: &Plan) -> PathBuf {
 /// other VMs' plans).
 pub fn devices_path(plan: &Plan) -> PathBuf {
     plan.paths.run_dir.join("devices")
+}
+
+/// Exclusive claims on PCI devices, held for as long as the VM has them:
+/// flock(2)s on `RUN_BASE/.devices/ADDRESS.lock`, which the kernel drops
+/// when the holder dies.
+#[derive(Debug, Default)]
+pub struct DeviceLocks(Vec<Flock<File>>);
+
+/// Claims every hostdev of `plan`, or names the VM that holds one.
+pub fn lock_devices(plan: &Plan) -> Result<DeviceLocks, PrepareError> {
+    let Some(base) = plan.paths.run_dir.parent() else {
+        return Ok(DeviceLocks::default());
+    };
+    let dir = base.join(".devices");
+    crate::supervisor::rundir::create_private_dir(&dir).map_err(|e| PrepareError::Lock {
+        path: dir.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut locks = DeviceLocks::default();
+    for hd in &plan.hostdevs {
+        let path = dir.join(format!("{}.lock", hd.address));
+        let io = |source| PrepareError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(PrepareError::DeviceBusy {
+                    address: hd.address.to_string(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err((_, e)) => return Err(io(e.into())),
+        };
+        let _ = lock.set_len(0);
+        let _ = writeln!(*lock, "{}", plan.vm.name);
+        locks.0.push(lock);
+    }
+    Ok(locks)
 }
 
 /// Prepares the host for `plan`. On error, everything already changed has
