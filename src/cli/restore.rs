@@ -83,7 +83,7 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
         }
     }
     if report.complete() {
-        run_dir.finish(&[]);
+        run_dir.finish(None);
         println!("{name}: host restored");
         Exit::Ok
     } else {
@@ -91,7 +91,7 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
             eprintln!("vmrun: {name}: not restored: {p}");
         }
         eprintln!("vmrun: {name}: the journal is kept in {}; fix the above and run `vmrun restore {name}` again", journal.display());
-        run_dir.finish(&[journal.as_path()]);
+        run_dir.finish(Some(&journal));
         Exit::RestoreIncomplete
     }
 }

@@ -83,10 +83,10 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
         foreground: !detached_child,
         on_running: Some(on_running),
     };
+    let name = &plan.vm.name;
     match supervisor::run(plan, opts) {
         Ok(report) => {
-            let name = &plan.vm.name;
-            match &report.outcome {
+            let exit = match &report.outcome {
                 Outcome::GuestShutdown => {
                     tracing::info!("{name} powered off");
                     Exit::Ok
@@ -106,12 +106,27 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
                     tracing::error!("{name} failed to start: {reason}");
                     Exit::VmFailed
                 }
+            };
+            if report.teardown.complete() {
+                if !report.teardown.steps.is_empty() {
+                    tracing::info!("{name}: host restored");
+                }
+                exit
+            } else {
+                for problem in report.teardown.problems() {
+                    tracing::error!("{name}: not restored: {problem}");
+                }
+                tracing::error!("{name}: the host is not fully restored; fix the above, then `vmrun restore {name}`");
+                Exit::RestoreIncomplete
             }
         }
         Err(e) => {
-            tracing::error!("{}: {e}", plan.vm.name);
-            eprintln!("vmrun: {}: {e}", plan.vm.name);
-            Exit::HostProblems
+            tracing::error!("{name}: {e}");
+            if e.host_left_changed() {
+                Exit::RestoreIncomplete
+            } else {
+                Exit::HostProblems
+            }
         }
     }
 }

@@ -95,6 +95,8 @@ struct NotRunning<'a> {
     state: &'static str,
     /// A dead supervisor's run dir is still there (cleaned at next start).
     stale_run_dir: bool,
+    /// Host changes of a dead supervisor are still in place.
+    needs_restore: bool,
 }
 
 pub fn status(vm: &str, json: bool) -> Exit {
@@ -104,16 +106,26 @@ pub fn status(vm: &str, json: bool) -> Exit {
     };
     if supervisor_pid(&paths).is_none() {
         let stale = paths.run_dir.exists();
+        let needs_restore = !crate::prepare::journal::read(&paths.run_dir.join("journal"))
+            .unwrap_or_default()
+            .is_empty();
         let not = NotRunning {
             name: name.as_str(),
-            state: "stopped",
+            state: if needs_restore {
+                "needs-restore"
+            } else {
+                "stopped"
+            },
             stale_run_dir: stale,
+            needs_restore,
         };
         if json {
             println!("{}", serde_json::to_string_pretty(&not).unwrap_or_default());
         } else {
             println!("{name}: stopped");
-            if stale {
+            if needs_restore {
+                println!("  the host still has changes of a run that died: `vmrun restore {name}` (or the next start) gives them back");
+            } else if stale {
                 println!(
                     "  a supervisor died and left {}; the next start cleans it up",
                     paths.run_dir.display()

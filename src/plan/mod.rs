@@ -48,6 +48,9 @@ pub struct Plan {
     /// The user QEMU drops privileges to, when vmrun runs as root.
     pub qemu_user: Option<String>,
     pub findings: Vec<Finding>,
+    /// The host the plan was made against, where prepare will write.
+    #[serde(skip)]
+    pub root: HostRoot,
 }
 
 impl Plan {
@@ -100,6 +103,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         paths,
         qemu_user,
         findings,
+        root: ctx.root.clone(),
     }
 }
 

@@ -68,7 +68,9 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             recorded: 0,
-            abort_at: std::env::var(ABORT_AT_STEP_ENV).ok().and_then(|v| v.parse().ok()),
+            abort_at: std::env::var(ABORT_AT_STEP_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok()),
         })
     }
 

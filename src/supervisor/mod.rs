@@ -20,8 +20,10 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::plan::Plan;
+use crate::prepare::{self, sysfs::RealKernel, Host};
 use crate::qemu::{process, swtpm};
 use crate::qmp::{self, QmpClient, QmpEvent, QmpEvents};
+use crate::teardown;
 use control::{Reply, Request, Status};
 use rundir::{Leftovers, RunDir};
 use shutdown::{Action, Escalation, Step};
@@ -42,6 +44,33 @@ pub enum SupervisorError {
     Spawn(#[from] process::SpawnError),
     #[error("could not set up the tokio runtime or signal handlers: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("a previous run of this VM left the host changed and it could not be restored: {}; fix that and run `vmrun restore NAME`", .0.join("; "))]
+    StaleRestore(Vec<String>),
+    #[error("{error}; {}", undo_summary(.undo))]
+    Prepare {
+        error: crate::prepare::PrepareError,
+        undo: crate::teardown::Report,
+    },
+}
+
+fn undo_summary(undo: &crate::teardown::Report) -> String {
+    if undo.complete() {
+        "everything already changed was undone".into()
+    } else {
+        let problems: Vec<String> = undo.problems().collect();
+        format!("NOT everything could be undone: {}", problems.join("; "))
+    }
+}
+
+impl SupervisorError {
+    /// Whether the host was left changed (the error needs `vmrun restore`).
+    pub fn host_left_changed(&self) -> bool {
+        match self {
+            Self::StaleRestore(_) => true,
+            Self::Prepare { undo, .. } => !undo.complete(),
+            _ => false,
+        }
+    }
 }
 
 /// How the VM ended.
@@ -63,6 +92,8 @@ pub enum Outcome {
 pub struct Report {
     pub outcome: Outcome,
     pub leftovers_cleaned: bool,
+    /// How the host was put back after QEMU exited.
+    pub teardown: crate::teardown::Report,
 }
 
 /// How the supervisor talks to the person or script that started it.
@@ -99,14 +130,51 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let control = UnixListener::bind(&control_path).map_err(SupervisorError::Runtime)?;
     let signals = Signals::new().map_err(SupervisorError::Runtime)?;
 
-    let argv = crate::qemu::build_argv(plan);
+    let kernel = RealKernel::default();
+    let host = Host {
+        root: &plan.root,
+        kernel: &kernel,
+    };
+    let journal = prepare::journal_path(plan);
+    let stop_tpm = |tpm: &mut Option<swtpm::Swtpm>| {
+        if let Some(t) = tpm.as_mut() {
+            t.stop();
+        }
+    };
+    // A dead supervisor's journal: its changes go back before ours start.
+    if journal.exists() {
+        tracing::warn!("{name}: restoring what a previous run left changed");
+        let stale = teardown::replay(&journal, &host);
+        if !stale.complete() {
+            stop_tpm(&mut tpm);
+            run_dir.finish(Some(&journal));
+            return Err(SupervisorError::StaleRestore(stale.problems().collect()));
+        }
+    }
+    let _device_locks = match prepare::lock_devices(plan) {
+        Ok(locks) => locks,
+        Err(error) => {
+            stop_tpm(&mut tpm);
+            run_dir.finish(None);
+            let undo = teardown::Report::default();
+            return Err(SupervisorError::Prepare { error, undo });
+        }
+    };
+    if let Err((error, undo)) = prepare::prepare(plan, &host) {
+        stop_tpm(&mut tpm);
+        run_dir.finish((!undo.complete()).then_some(journal.as_path()));
+        return Err(SupervisorError::Prepare { error, undo });
+    }
+
+    let mut argv = crate::qemu::build_argv(plan);
+    // Started paused: vCPUs are pinned before they run a single instruction.
+    argv.push("-S".into());
     let mut child = match process::spawn(plan, &argv) {
         Ok(child) => child,
         Err(e) => {
-            if let Some(t) = tpm.as_mut() {
-                t.stop();
-            }
-            run_dir.finish(&[]);
+            stop_tpm(&mut tpm);
+            let undo = teardown::replay(&journal, &host);
+            run_dir.finish((!undo.complete()).then_some(journal.as_path()));
             return Err(e.into());
         }
     };
@@ -141,14 +209,15 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     if let Some(task) = stderr_task {
         let _ = task.await;
     }
-    if let Some(t) = tpm.as_mut() {
-        t.stop();
-    }
+    stop_tpm(&mut tpm);
     let outcome = vm.outcome(status);
-    run_dir.finish(&[]);
+    // QEMU is reaped: its devices are free to go back.
+    let teardown = teardown::replay(&journal, &host);
+    run_dir.finish((!teardown.complete()).then_some(journal.as_path()));
     Ok(Report {
         outcome,
         leftovers_cleaned: leftovers != Leftovers::default(),
+        teardown,
     })
 }
 

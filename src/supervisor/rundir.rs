@@ -102,16 +102,16 @@ impl RunDir {
 
     /// Removes the run dir's files but `keep` (the journal when teardown
     /// was incomplete), then the dir itself if nothing is kept.
-    pub fn finish(self, keep: &[&Path]) {
+    pub fn finish(self, keep: Option<&Path>) {
         if let Ok(entries) = fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let path = entry.path();
-                if !keep.contains(&path.as_path()) && path != lock_path(&self.dir) {
+                if keep != Some(path.as_path()) && path != lock_path(&self.dir) {
                     let _ = fs::remove_file(&path);
                 }
             }
         }
-        if keep.is_empty() {
+        if keep.is_none() {
             let _ = fs::remove_file(lock_path(&self.dir));
             let _ = fs::remove_dir(&self.dir);
         }
@@ -223,12 +223,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let paths = paths_in(tmp.path());
         let (dir, _) = RunDir::acquire("t1", &paths).unwrap();
-        dir.finish(&[]);
+        dir.finish(None);
         assert!(!paths.run_dir.exists());
         let (dir, _) = RunDir::acquire("t1", &paths).unwrap();
         let journal = paths.run_dir.join("journal");
         fs::write(&journal, "x").unwrap();
-        dir.finish(&[&journal]);
+        dir.finish(Some(&journal));
         assert!(journal.exists());
     }
 
