@@ -87,3 +87,32 @@ fn without_iommu_groups_it_says_how_to_turn_the_iommu_on() {
     assert_eq!(json["iommu"], false);
     assert_eq!(json["groups"][0]["group"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_dry_run_missing_the_audio_function_or_taking_a_held_device_exits_1_naming_them() {
+    // The plan runs viability and safety: the GPU without its HDMI audio
+    // and the USB controller VM `nas` holds are both refused, before any change.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("partial.toml");
+    std::fs::write(
+        &config,
+        "memory = \"4G\"\n\n[[hostdev]]\naddress = \"0000:01:00.0\"\n\n\
+         [[hostdev]]\naddress = \"0000:05:00.0\"\n\n\
+         [[disk]]\npath = \"/var/lib/vmrun/win11/disk.qcow2\"\n\n[qemu]\nuser = \"root\"\n",
+    )
+    .unwrap();
+    let out = vmrun_on(&fixture())
+        .args(["start", "--dry-run", "--qemu-version", "9.2"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("IOMMU group 12 is not viable"), "{all}");
+    assert!(all.contains("address = \"0000:01:00.1\""), "{all}");
+    assert!(all.contains("0000:05:00.0: is held by VM nas"), "{all}");
+}

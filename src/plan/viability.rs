@@ -87,9 +87,8 @@ fn not_viable(root: &HostRoot, group: u32, subject: PciAddress, blocking: &[PciD
     Finding::error(
         subject,
         format!(
-            "IOMMU group {group} is not viable: the kernel gives a VM whole groups, and {} of it {} still on a host driver:\n    {}",
-            if blocking.len() == 1 { "this device" } else { "these devices" },
-            if blocking.len() == 1 { "is" } else { "are" },
+            "IOMMU group {group} is not viable: a VM gets whole groups, and {} still on a host driver:\n    {}",
+            if blocking.len() == 1 { "this other member is" } else { "these other members are" },
             list.join("\n    ")
         ),
     )
