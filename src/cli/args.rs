@@ -65,6 +65,15 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// List the host's PCI devices by IOMMU group: ids, names, driver, reset, holder.
+    Devices {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also show groups of only bridges and chipset functions.
+        #[arg(long)]
+        all: bool,
+    },
     /// Give back what a crashed or killed vmrun left changed on the host.
     Restore {
         /// VM name or config path.
@@ -169,6 +178,18 @@ mod tests {
     fn qemu_version_is_validated() {
         assert!(parse_strs(&["vmrun", "x", "--dry-run", "--qemu-version", "ten"]).is_err());
         assert!(parse_strs(&["vmrun", "x", "--dry-run", "--qemu-version", "10.0"]).is_ok());
+    }
+
+    #[test]
+    fn devices_is_a_verb_not_a_vm_name() {
+        let cli = parse_strs(&["vmrun", "devices", "--json", "--all"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Devices {
+                json: true,
+                all: true
+            }
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod args;
 mod console;
+mod devices;
 mod dry_run;
 pub mod exit;
 mod logging;
@@ -42,6 +43,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             command,
             arguments,
         } => with_logs(|| vm_ops::qmp(&vm, &command, arguments.as_deref())),
+        Command::Devices { json, all } => devices::devices(json, all).code(),
         Command::Restore { vm, all } => with_logs(|| restore::restore(vm.as_deref(), all)),
         Command::Console { vm } => with_logs(|| console::console(&vm)),
         Command::Logs {

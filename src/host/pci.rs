@@ -25,6 +25,15 @@ pub struct PciDevice {
     pub iommu_group: Option<u32>,
     /// `boot_vga` exists only for VGA-class devices.
     pub boot_vga: Option<bool>,
+    /// `subsystem_vendor`, `subsystem_device`: the board maker's ids.
+    pub subsystem: Option<(u16, u16)>,
+    /// `reset_method` (Linux 5.15+): the enabled methods in order, e.g.
+    /// `["flr", "bus"]`; empty when reset is disabled; `None` when the file
+    /// is absent (older kernel, or no method at all).
+    pub reset_method: Option<Vec<String>>,
+    /// Whether the `reset` file exists: "only if some reset method is
+    /// available" (sysfs-bus-pci), the answer kernels before 5.15 give.
+    pub has_reset: bool,
 }
 
 impl PciDevice {
@@ -41,6 +50,65 @@ impl PciDevice {
     /// PCI-to-PCI bridge (0x0604): may share a group with vfio devices.
     pub fn is_bridge(&self) -> bool {
         self.class >> 8 == 0x0604
+    }
+
+    /// Whether the kernel can reset this function between two VM starts.
+    pub fn can_reset(&self) -> bool {
+        match &self.reset_method {
+            Some(methods) => !methods.is_empty(),
+            None => self.has_reset,
+        }
+    }
+}
+
+/// A readable name for common classes (pci.ids' `C` section, abridged).
+pub fn class_name(class: u32) -> &'static str {
+    match class >> 8 {
+        0x0100 => "SCSI storage controller",
+        0x0101 => "IDE interface",
+        0x0104 => "RAID bus controller",
+        0x0106 => "SATA controller",
+        0x0107 => "Serial Attached SCSI controller",
+        0x0108 => "Non-Volatile memory controller",
+        0x0200 => "Ethernet controller",
+        0x0280 => "Network controller",
+        0x0300 => "VGA compatible controller",
+        0x0302 => "3D controller",
+        0x0380 => "Display controller",
+        0x0401 => "Multimedia audio controller",
+        0x0403 => "Audio device",
+        0x0500 => "RAM memory",
+        0x0600 => "Host bridge",
+        0x0601 => "ISA bridge",
+        0x0604 => "PCI bridge",
+        0x0700 => "Serial controller",
+        0x0806 => "IOMMU",
+        0x0880 => "System peripheral",
+        0x0c00 => "FireWire (IEEE 1394)",
+        0x0c03 => "USB controller",
+        0x0c05 => "SMBus",
+        0x0c80 => "Serial bus controller",
+        0x0d11 => "Bluetooth",
+        0x0d80 => "Wireless controller",
+        0x1180 => "Signal processing controller",
+        _ => match class >> 16 {
+            0x01 => "Mass storage controller",
+            0x02 => "Network controller",
+            0x03 => "Display controller",
+            0x04 => "Multimedia controller",
+            0x05 => "Memory controller",
+            0x06 => "Bridge",
+            0x07 => "Communication controller",
+            0x08 => "Generic system peripheral",
+            0x09 => "Input device controller",
+            0x0b => "Processor",
+            0x0c => "Serial bus controller",
+            0x0d => "Wireless controller",
+            0x10 => "Encryption controller",
+            0x11 => "Signal processing controller",
+            0x12 => "Processing accelerators",
+            _ => "Unclassified device",
+        },
     }
 }
 
@@ -71,6 +139,12 @@ pub fn read_device(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
             .filter(|s| s != "(null)" && !s.is_empty()),
         iommu_group: link_name(&dir.join("iommu_group")).and_then(|g| g.parse().ok()),
         boot_vga: read_trimmed(&dir.join("boot_vga")).map(|s| s == "1"),
+        subsystem: read_hex(&dir.join("subsystem_vendor"))
+            .zip(read_hex(&dir.join("subsystem_device")))
+            .map(|(v, d)| (v as u16, d as u16)),
+        reset_method: read_trimmed(&dir.join("reset_method"))
+            .map(|s| s.split_whitespace().map(str::to_string).collect()),
+        has_reset: dir.join("reset").exists(),
     })
 }
 
@@ -124,6 +198,67 @@ pub(crate) mod fake {
             fs::create_dir_all(gdir.join("devices")).unwrap();
             symlink(&gdir, dev.join("iommu_group")).unwrap();
             symlink(&dev, gdir.join("devices").join(addr)).unwrap();
+        }
+    }
+
+    /// Writes `value` to the device's sysfs attribute `name` (e.g. `boot_vga`).
+    pub fn set_attr(root: &Path, addr: &str, name: &str, value: &str) {
+        let dev = root.join("sys/bus/pci/devices").join(addr);
+        fs::write(dev.join(name), format!("{value}\n")).unwrap();
+    }
+
+    /// Writes a host file such as `/proc/cmdline` under the fake root.
+    pub fn write(root: &Path, abs: &str, contents: &str) {
+        let path = root.join(abs.trim_start_matches('/'));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
+
+    /// An NVMe-style disk behind the PCI device, as `/sys/block/DISK` with
+    /// its `device` link and one directory per partition.
+    pub fn add_disk(root: &Path, addr: &str, disk: &str, partitions: &[&str]) {
+        let ctrl = root
+            .join("sys/bus/pci/devices")
+            .join(addr)
+            .join("nvme/nvme0");
+        let dir = ctrl.join(disk);
+        fs::create_dir_all(&dir).unwrap();
+        for part in partitions {
+            fs::create_dir_all(dir.join(part)).unwrap();
+            fs::write(dir.join(part).join("partition"), "1\n").unwrap();
+        }
+        symlink(&ctrl, dir.join("device")).unwrap();
+        fs::create_dir_all(root.join("sys/block")).unwrap();
+        symlink(&dir, root.join("sys/block").join(disk)).unwrap();
+    }
+
+    /// A device-mapper device `dm` named `name`, stacked on `under`
+    /// (`disk` or `disk/partition` under `/sys/block`).
+    pub fn add_dm(root: &Path, dm: &str, name: &str, under: &str) {
+        let dir = root.join("sys/devices/virtual/block").join(dm);
+        fs::create_dir_all(dir.join("dm")).unwrap();
+        fs::write(dir.join("dm/name"), format!("{name}\n")).unwrap();
+        symlink(&dir, root.join("sys/block").join(dm)).unwrap();
+        let holders = root.join("sys/block").join(under).join("holders");
+        fs::create_dir_all(&holders).unwrap();
+        symlink(&dir, holders.join(dm)).unwrap();
+    }
+
+    /// DRM nodes (`card1`, `renderD128`) of a PCI device.
+    pub fn add_drm(root: &Path, addr: &str, nodes: &[&str]) {
+        let drm = root.join("sys/bus/pci/devices").join(addr).join("drm");
+        for node in nodes {
+            fs::create_dir_all(drm.join(node)).unwrap();
+        }
+    }
+
+    /// A process `pid` named `comm` with open files at host paths `fds`.
+    pub fn add_process(root: &Path, pid: u32, comm: &str, fds: &[&str]) {
+        let dir = root.join("proc").join(pid.to_string());
+        fs::create_dir_all(dir.join("fd")).unwrap();
+        fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+        for (n, target) in fds.iter().enumerate() {
+            symlink(target, dir.join("fd").join(n.to_string())).unwrap();
         }
     }
 }

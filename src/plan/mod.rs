@@ -8,7 +8,9 @@ pub mod finding;
 pub mod firmware;
 pub mod hostdev;
 pub mod paths;
+pub mod safety;
 pub mod user;
+pub mod viability;
 
 use serde::Serialize;
 
@@ -87,6 +89,14 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
     }
     files::check_host_files(&vm, &ctx.root, &mut findings);
     let hostdevs = hostdev::plan_hostdevs(&vm.hostdevs, &ctx.root, &mut findings);
+    viability::check(&hostdevs, &ctx.root, &mut findings);
+    let safety = safety::SafetyContext {
+        root: &ctx.root,
+        run_base: &ctx.dirs.run_base(),
+        vm_name: vm.name.as_str(),
+        takeover: vm.takeover.is_some(),
+    };
+    safety::check(&hostdevs, &safety, &mut findings);
     let qemu_user = user::qemu_user(&vm.qemu.user, ctx.dirs.is_root, &ctx.root, &mut findings);
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
         findings.push(

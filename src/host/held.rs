@@ -1,0 +1,56 @@
+//! Which VM holds which PCI device. Prepare writes a `devices` file (one
+//! address per line) into each VM's run dir once its devices are bound, and
+//! removes it with the run dir; a device named there is taken.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use super::HostRoot;
+use crate::config::PciAddress;
+
+/// The file in a run dir that names the VM's devices.
+pub const DEVICES_FILE: &str = "devices";
+
+/// Every device named by a `devices` file under `run_base` (the parent of
+/// the VM run dirs), mapped to the VM (run dir name) holding it. Lines that
+/// are not addresses are ignored; an unreadable run base holds nothing.
+pub fn held_by(root: &HostRoot, run_base: &Path) -> HashMap<PciAddress, String> {
+    let mut held = HashMap::new();
+    let Ok(vms) = fs::read_dir(root.path(run_base)) else {
+        return held;
+    };
+    for vm in vms.flatten() {
+        let Ok(text) = fs::read_to_string(vm.path().join(DEVICES_FILE)) else {
+            continue;
+        };
+        let name = vm.file_name().to_string_lossy().into_owned();
+        for line in text.lines() {
+            if let Ok(address) = line.trim().parse::<PciAddress>() {
+                held.insert(address, name.clone());
+            }
+        }
+    }
+    held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::pci::fake::write;
+
+    #[test]
+    fn devices_files_name_their_vm() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "/run/vmrun/win11/devices",
+            "0000:01:00.0\n0000:01:00.1\n\n",
+        );
+        write(dir.path(), "/run/vmrun/other/qemu.pid", "123\n");
+        let held = held_by(&HostRoot::new(dir.path()), Path::new("/run/vmrun"));
+        assert_eq!(held.len(), 2);
+        assert_eq!(held[&"01:00.1".parse().unwrap()], "win11");
+        assert!(held_by(&HostRoot::new(dir.path()), Path::new("/nowhere")).is_empty());
+    }
+}
