@@ -55,7 +55,7 @@ pub fn journal_path(plan: &Plan) -> PathBuf {
 /// The file naming the devices a VM holds (read by `vmrun devices` and by
 /// other VMs' plans).
 pub fn devices_path(plan: &Plan) -> PathBuf {
-    plan.paths.run_dir.join("devices")
+    plan.paths.run_dir.join(crate::host::held::DEVICES_FILE)
 }
 
 /// Exclusive claims on PCI devices, held for as long as the VM has them:
