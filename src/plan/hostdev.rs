@@ -26,6 +26,9 @@ pub fn plan_hostdevs(
     root: &HostRoot,
     findings: &mut Vec<Finding>,
 ) -> Vec<PlannedHostdev> {
+    if hostdevs.is_empty() {
+        return Vec::new();
+    }
     let all = pci::list_devices(root);
     let mut planned: Vec<PlannedHostdev> = hostdevs
         .iter()
