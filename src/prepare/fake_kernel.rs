@@ -20,6 +20,8 @@ pub struct FakeKernel {
     refusing: HashSet<String>,
     /// Devices whose unbind hangs.
     hanging: HashSet<String>,
+    /// The most huge pages the fake kernel can find (fragmented memory).
+    hugepage_limit: Option<u64>,
     pub writes: RefCell<Vec<(String, String)>>,
 }
 
@@ -30,6 +32,7 @@ impl FakeKernel {
             native: HashMap::new(),
             refusing: HashSet::new(),
             hanging: HashSet::new(),
+            hugepage_limit: None,
             writes: RefCell::new(Vec::new()),
         }
     }
@@ -41,6 +44,11 @@ impl FakeKernel {
 
     pub fn refusing(mut self, driver: &str) -> Self {
         self.refusing.insert(driver.into());
+        self
+    }
+
+    pub fn hugepage_limit(mut self, pages: u64) -> Self {
+        self.hugepage_limit = Some(pages);
         self
     }
 
@@ -123,6 +131,20 @@ impl Kernel for FakeKernel {
             self.unbind(v);
         } else if rel == "sys/bus/pci/drivers_probe" {
             self.probe(v);
+        } else if rel.ends_with("/nr_hugepages") {
+            // The pool grows as far as the kernel finds pages; free pages
+            // follow the total.
+            let old: u64 = fs::read_to_string(path).unwrap().trim().parse().unwrap();
+            let free_path = path.with_file_name("free_hugepages");
+            let free: u64 = fs::read_to_string(&free_path)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let want: u64 = v.parse().unwrap();
+            let new = self.hugepage_limit.map_or(want, |l| want.min(l));
+            fs::write(path, format!("{new}\n")).unwrap();
+            fs::write(free_path, format!("{}\n", (free + new).saturating_sub(old))).unwrap();
         } else {
             fs::write(path, value).map_err(|source| WriteError::Io {
                 path: path.to_path_buf(),

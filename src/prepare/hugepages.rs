@@ -58,6 +58,7 @@ pub fn reserve(
     let total = read_count(dir.join("nr_hugepages"))?;
     journal.record(&Step::Hugepages {
         size_kb: kb,
+        before: total,
         reserved: missing,
     })?;
     host.kernel
@@ -87,11 +88,132 @@ pub fn reserve(
     Ok(got)
 }
 
-/// Shrinks the pool by what vmrun reserved (never below zero).
-pub fn release(host: &Host, size_kb: u64, reserved: u64) -> Result<(), String> {
+/// Shrinks the pool by what vmrun reserved, never below what it was
+/// before (the kernel may have found fewer pages than asked for).
+pub fn release(host: &Host, size_kb: u64, before: u64, reserved: u64) -> Result<(), String> {
     let file = pool_dir(host, size_kb).join("nr_hugepages");
     let total = read_count(file.clone()).map_err(|e| e.to_string())?;
+    let target = total.saturating_sub(reserved).max(before);
+    if target == total {
+        return Ok(());
+    }
     host.kernel
-        .write(&file, &total.saturating_sub(reserved).to_string())
+        .write(&file, &target.to_string())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostRoot;
+    use crate::prepare::fake_kernel::FakeKernel;
+    use crate::prepare::journal;
+
+    /// A 2 MiB pool with `total` pages of which `free` are free.
+    fn pool(total: u64, free: u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sys/kernel/mm/hugepages/hugepages-2048kB");
+        fs::create_dir_all(&p).unwrap();
+        fs::write(p.join("nr_hugepages"), format!("{total}\n")).unwrap();
+        fs::write(p.join("free_hugepages"), format!("{free}\n")).unwrap();
+        fs::create_dir_all(dir.path().join("proc/sys/vm")).unwrap();
+        dir
+    }
+
+    fn nr(dir: &tempfile::TempDir) -> u64 {
+        let p = dir
+            .path()
+            .join("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages");
+        fs::read_to_string(p).unwrap().trim().parse().unwrap()
+    }
+
+    #[test]
+    fn only_the_missing_pages_are_reserved_and_given_back() {
+        let dir = pool(4, 2);
+        let kernel = FakeKernel::new(dir.path());
+        let root = HostRoot::new(dir.path());
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
+        let path = dir.path().join("journal");
+        let mut j = Journal::open(&path).unwrap();
+        assert_eq!(reserve(&host, &mut j, HugePageSize::Size2M, 8).unwrap(), 6);
+        assert_eq!(nr(&dir), 10);
+        assert_eq!(
+            journal::read(&path).unwrap(),
+            [Step::Hugepages {
+                size_kb: 2048,
+                before: 4,
+                reserved: 6
+            }]
+        );
+        assert!(crate::teardown::replay(&path, &host).complete());
+        assert_eq!(nr(&dir), 4);
+    }
+
+    #[test]
+    fn enough_free_pages_reserve_nothing() {
+        let dir = pool(16, 16);
+        let kernel = FakeKernel::new(dir.path());
+        let root = HostRoot::new(dir.path());
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
+        let mut j = Journal::open(&dir.path().join("journal")).unwrap();
+        assert_eq!(reserve(&host, &mut j, HugePageSize::Size2M, 8).unwrap(), 0);
+        assert!(kernel.writes.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_short_pool_compacts_retries_and_reports_what_it_got() {
+        let dir = pool(0, 0);
+        let kernel = FakeKernel::new(dir.path()).hugepage_limit(3);
+        let root = HostRoot::new(dir.path());
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
+        let path = dir.path().join("journal");
+        let mut j = Journal::open(&path).unwrap();
+        let err = reserve(&host, &mut j, HugePageSize::Size2M, 8).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HugepageError::Short {
+                    needed: 8,
+                    got: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let written: Vec<String> = kernel
+            .writes
+            .borrow()
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect();
+        assert!(written.contains(&"proc/sys/vm/compact_memory".to_string()));
+        assert!(crate::teardown::replay(&path, &host).complete());
+        assert_eq!(nr(&dir), 0);
+    }
+
+    #[test]
+    fn release_never_takes_pages_that_were_there_before() {
+        let dir = pool(4, 0);
+        let kernel = FakeKernel::new(dir.path()).hugepage_limit(7);
+        let root = HostRoot::new(dir.path());
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
+        let path = dir.path().join("journal");
+        let mut j = Journal::open(&path).unwrap();
+        assert!(reserve(&host, &mut j, HugePageSize::Size2M, 8).is_err());
+        assert_eq!(nr(&dir), 7);
+        assert!(crate::teardown::replay(&path, &host).complete());
+        assert_eq!(nr(&dir), 4);
+    }
 }

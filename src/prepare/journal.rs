@@ -26,8 +26,13 @@ pub enum Step {
     },
     /// `/dev/vfio/GROUP` handed to the QEMU user.
     ChownVfioGroup { group: u32, uid: u32, gid: u32 },
-    /// The persistent huge page pool was grown by `reserved` pages.
-    Hugepages { size_kb: u64, reserved: u64 },
+    /// The persistent huge page pool, `before` pages, was grown by up to
+    /// `reserved` pages.
+    Hugepages {
+        size_kb: u64,
+        before: u64,
+        reserved: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +146,7 @@ mod tests {
         j.record(&bind("01:00.0")).unwrap();
         j.record(&Step::Hugepages {
             size_kb: 2048,
+            before: 0,
             reserved: 8,
         })
         .unwrap();
@@ -153,6 +159,7 @@ mod tests {
                 bind("01:00.0"),
                 Step::Hugepages {
                     size_kb: 2048,
+                    before: 0,
                     reserved: 8
                 },
                 bind("01:00.1")

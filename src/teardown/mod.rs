@@ -93,9 +93,13 @@ fn undo(step: &Step, host: &Host) -> StepReport {
             what: format!("/dev/vfio/{group} back to root"),
             problem: crate::prepare::return_group(host, *group).err(),
         },
-        Step::Hugepages { size_kb, reserved } => StepReport {
-            what: format!("{reserved} huge pages of {size_kb} kB released"),
-            problem: hugepages::release(host, *size_kb, *reserved).err(),
+        Step::Hugepages {
+            size_kb,
+            before,
+            reserved,
+        } => StepReport {
+            what: format!("up to {reserved} huge pages of {size_kb} kB released"),
+            problem: hugepages::release(host, *size_kb, *before, *reserved).err(),
         },
     }
 }
