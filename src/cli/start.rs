@@ -83,7 +83,7 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
         foreground: !detached_child,
         on_running: Some(on_running),
     };
-    match supervisor::run(plan, opts) {
+    let exit = match supervisor::run(plan, opts) {
         Ok(report) => {
             let name = &plan.vm.name;
             match &report.outcome {
@@ -113,7 +113,10 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
             eprintln!("vmrun: {}: {e}", plan.vm.name);
             Exit::HostProblems
         }
-    }
+    };
+    // A detached supervisor's exit status reaches nobody: the log keeps it.
+    tracing::info!("{}: vmrun exit status {}", plan.vm.name, exit.code());
+    exit
 }
 
 /// Starts `vmrun start --detached-child` and waits for its "running" line.
