@@ -84,7 +84,7 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
         on_running: Some(on_running),
     };
     let name = &plan.vm.name;
-    match supervisor::run(plan, opts) {
+    let exit = match supervisor::run(plan, opts) {
         Ok(report) => {
             let exit = match &report.outcome {
                 Outcome::GuestShutdown => {
@@ -128,7 +128,10 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
                 Exit::HostProblems
             }
         }
-    }
+    };
+    // A detached supervisor's exit status reaches nobody: the log keeps it.
+    tracing::info!("{}: vmrun exit status {}", plan.vm.name, exit.code());
+    exit
 }
 
 /// Starts `vmrun start --detached-child` and waits for its "running" line.

@@ -11,7 +11,7 @@ use super::StopArgs;
 use crate::config::{self, VmName};
 use crate::plan::{DirsEnv, VmPaths};
 use crate::supervisor::control::{self, Reply, Request, Status};
-use crate::supervisor::rundir::supervisor_pid;
+use crate::supervisor::rundir::{is_running, supervisor_pid};
 use crate::supervisor::shutdown::GRACE;
 
 /// A VM's name and paths from its config's location, without validating
@@ -78,7 +78,8 @@ pub fn stop(args: &StopArgs) -> Exit {
     let budget = timeout.unwrap_or(Duration::from_secs(600)) + GRACE * 4 + Duration::from_secs(30);
     let deadline = Instant::now() + budget;
     while Instant::now() < deadline {
-        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        // An exited supervisor may linger as a zombie until init reaps it.
+        if !is_running(pid) {
             println!("{name} stopped");
             return Exit::Ok;
         }

@@ -46,10 +46,14 @@ pub fn raise_memlock_for_vfio(plan: &Plan) -> Result<(), SpawnError> {
         .map_err(|source| SpawnError::Memlock { wanted, source })
 }
 
-/// Starts QEMU with `argv`; its stderr is returned piped for `tee_stderr`.
+/// Starts QEMU with `argv`, paused (`-S`): the supervisor pins the vCPU
+/// threads before the guest runs a single instruction, then sends `cont`.
+/// `-S` belongs to this start protocol rather than to the VM, so it is
+/// added here. Its stderr is returned piped for `log_stderr`.
 pub fn spawn(plan: &Plan, argv: &[OsString]) -> Result<Child, SpawnError> {
     raise_memlock_for_vfio(plan)?;
     Command::new(&plan.qemu.binary)
+        .arg("-S")
         .args(argv)
         .process_group(0)
         .stdin(Stdio::null())

@@ -169,9 +169,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         return Err(SupervisorError::Prepare { error, undo });
     }
 
-    let mut argv = crate::qemu::build_argv(plan);
-    // Started paused: vCPUs are pinned before they run a single instruction.
-    argv.push("-S".into());
+    let argv = crate::qemu::build_argv(plan);
     let mut child = match process::spawn(plan, &argv) {
         Ok(child) => child,
         Err(e) => {
@@ -197,6 +195,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         qemu_pid,
         qmp: None,
         stopping: None,
+        ran: false,
         shutdown_by_guest: None,
     };
     let mut events = vm.start(&mut child).await;
@@ -209,6 +208,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let status = vm
         .run_loop(&mut child, &mut events, signals, &control)
         .await;
+    vm.drain_events(&mut events).await;
     if let Some(task) = stderr_task {
         let _ = task.await;
     }
@@ -264,6 +264,9 @@ struct Vm<'a> {
     qemu_pid: Option<u32>,
     qmp: Option<QmpClient>,
     stopping: Option<(Escalation, Instant)>,
+    /// Whether the guest ever ran: a stop begun while starting (QMP never
+    /// answered) is a failed start, not a forced stop.
+    ran: bool,
     /// QEMU's SHUTDOWN event, if one came: `Some(true)` when the guest
     /// powered off, `Some(false)` for a host-side quit or signal.
     shutdown_by_guest: Option<bool>,
@@ -274,6 +277,7 @@ impl Vm<'_> {
         if self.state != next && self.state.can_become(next) {
             tracing::debug!("state {:?} -> {:?}", self.state, next);
             self.state = next;
+            self.ran |= next == VmState::Running;
         }
     }
 
@@ -299,7 +303,11 @@ impl Vm<'_> {
         }
         match client.cont().await {
             Ok(()) => self.set_state(VmState::Running),
-            Err(e) => tracing::error!("QMP cont: {e}"),
+            Err(e) => {
+                // A QEMU left paused would hold a detached start forever.
+                tracing::error!("QMP cont: {e}");
+                self.begin_stop(Some(Duration::ZERO)).await;
+            }
         }
         Some(events)
     }
@@ -334,6 +342,22 @@ impl Vm<'_> {
                 _ = sleep_until(tick_at), if tick_at.is_some() => self.tick().await,
             }
         }
+    }
+
+    /// QEMU sends SHUTDOWN before it exits, but `select!` may see the exit
+    /// first: the events still in flight say whether the guest powered off.
+    /// The stream ends with QEMU's socket; the bound is for a QEMU whose
+    /// children keep the socket open.
+    async fn drain_events(&mut self, events: &mut Option<QmpEvents>) {
+        let Some(stream) = events.as_mut() else {
+            return;
+        };
+        let drain = async {
+            while let Some(ev) = stream.next().await {
+                self.on_event(&ev);
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
     }
 
     fn on_event(&mut self, ev: &QmpEvent) {
@@ -495,22 +519,24 @@ impl Vm<'_> {
             },
             Err(e) => format!("could not be waited for: {e}"),
         };
-        let reached_running = self.state != VmState::Starting;
         let exited_cleanly = matches!(&status, Ok(s) if s.success());
+        // QEMU exits 0 after a SHUTDOWN; any other end is QEMU failing.
+        let guest_off = self.shutdown_by_guest == Some(true) && exited_cleanly;
+        let host_quit = self.shutdown_by_guest == Some(false) && exited_cleanly;
         let outcome = match &self.stopping {
-            _ if self.shutdown_by_guest == Some(true) => Outcome::GuestShutdown,
-            Some((e, _)) if e.step() == Step::Powerdown => Outcome::GuestShutdown,
-            Some((e, _)) if reached_running => Outcome::ForcedStop { step: e.step() },
-            _ if !reached_running => Outcome::StartFailed {
+            _ if !self.ran => Outcome::StartFailed {
                 reason: format!(
                     "QEMU ended before the guest ran ({status_text}); see {}",
                     self.plan.paths.log.display()
                 ),
             },
+            _ if guest_off => Outcome::GuestShutdown,
+            // Ended by the step we sent (quit, SIGTERM or SIGKILL).
+            Some((e, _)) if e.step() != Step::Powerdown => Outcome::ForcedStop { step: e.step() },
             // Someone else's QMP `quit` (e.g. `vmrun qmp NAME quit`).
-            None if self.shutdown_by_guest == Some(false) && exited_cleanly => {
-                Outcome::ForcedStop { step: Step::Quit }
-            }
+            _ if host_quit => Outcome::ForcedStop { step: Step::Quit },
+            // Powered off after our powerdown, its SHUTDOWN event unseen.
+            Some(_) if exited_cleanly => Outcome::GuestShutdown,
             _ => Outcome::Crashed {
                 status: status_text,
             },

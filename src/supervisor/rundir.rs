@@ -152,16 +152,47 @@ pub fn live_qemu_of(name: &str, pidfile: &Path) -> Option<Pid> {
     ours.then(|| Pid::from_raw(pid))
 }
 
-/// SIGTERM, then SIGKILL if it is still there after a grace period.
+/// Whether `pid` is a process that still runs. A zombie does not: it has
+/// exited and only waits for its parent (init, for an orphaned QEMU or a
+/// killed detached supervisor) to reap it, and some inits (containers,
+/// firecracker's) reap late or never.
+pub fn is_running(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X'))
+}
+
+/// Waits up to `within` for `pid` to stop running.
+fn gone_within(pid: Pid, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if !is_running(pid.as_raw()) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SIGTERM, then SIGKILL if it is still there after a grace period; waits
+/// for the end either way: the old QEMU holds locks on the VARS file and
+/// disk images that the next QEMU needs.
 fn terminate(pid: Pid) {
     let _ = kill(pid, Signal::SIGTERM);
-    for _ in 0..100 {
-        if kill(pid, None).is_err() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if gone_within(pid, Duration::from_secs(2)) {
+        return;
     }
     let _ = kill(pid, Signal::SIGKILL);
+    if !gone_within(pid, Duration::from_secs(2)) {
+        tracing::warn!("the old QEMU (pid {pid}) survived SIGKILL");
+    }
 }
 
 /// Whether a supervisor holds the VM's run dir, read without taking the
@@ -173,7 +204,7 @@ pub fn supervisor_pid(paths: &VmPaths) -> Option<i32> {
         .parse()
         .ok()?;
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "vmrun").then_some(pid)
+    (comm.trim() == "vmrun" && is_running(pid)).then_some(pid)
 }
 
 #[cfg(test)]
@@ -230,6 +261,17 @@ mod tests {
         fs::write(&journal, "x").unwrap();
         dir.finish(Some(&journal));
         assert!(journal.exists());
+    }
+
+    #[test]
+    fn a_zombie_is_not_running() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Not reaped yet: a zombie until `wait`.
+        assert!(gone_within(Pid::from_raw(pid), Duration::from_secs(5)));
+        assert!(nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok());
+        child.wait().unwrap();
+        assert!(is_running(std::process::id() as i32));
     }
 
     #[test]

@@ -1,0 +1,518 @@
+//! Running VMs for real: the `vmrun` binary against QEMU (TCG) with OVMF,
+//! SeaBIOS and swtpm, each test in its own run/state/config dirs. These are
+//! issue 3's "done means": detach, status, raw QMP, every way a VM ends
+//! (guest power-off, escalation to quit, crash, signals), the run-dir lock,
+//! stale run dirs, TPM and QEMU's privilege drop.
+
+mod support;
+
+use std::io::Read;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use support::*;
+
+/// `quit` after the timeout, then QEMU gets GRACE before SIGTERM: a stop
+/// that takes longer than timeout + GRACE did not end by `quit`.
+const GRACE: Duration = Duration::from_secs(3);
+
+fn qmp(world: &World, name: &str, command: &str) -> Value {
+    let out = world.run(&["qmp", name, command]);
+    assert_ok(&out, &format!("vmrun qmp {name} {command}"));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{command}: {e}: {}", text(&out)))
+}
+
+fn qemu_pid(world: &World, name: &str) -> i32 {
+    let (_, st) = world.status(name);
+    st["qemu_pid"]
+        .as_i64()
+        .expect("a running VM has a QEMU pid") as i32
+}
+
+/// Waits for `child` to exit and returns its exit code.
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    wait_for("vmrun to exit", within, || child.try_wait().unwrap()).code()
+}
+
+/// Waits until the supervisor and QEMU are gone and the run dir removed.
+fn assert_torn_down(world: &World, name: &str, supervisor: i32, qemu: i32) {
+    wait_for("the supervisor to exit", WAIT, || {
+        (!alive(supervisor)).then_some(())
+    });
+    assert!(!alive(qemu), "QEMU {qemu} outlived its supervisor");
+    assert!(
+        !world.run_dir(name).exists(),
+        "teardown left the run dir {}",
+        world.run_dir(name).display()
+    );
+    let (code, st) = world.status(name);
+    assert_eq!(code, Some(1), "status of a stopped VM exits 1");
+    assert_eq!(st["state"], "stopped");
+    assert_eq!(st["stale_run_dir"], false);
+}
+
+#[test]
+fn detached_vm_answers_status_qmp_list_logs_and_stop_escalates_past_ignored_acpi() {
+    let w = World::new();
+    let name = w.vm(
+        "esc",
+        &VmSpec {
+            firmware: Firmware::Uefi,
+            ..VmSpec::default()
+        },
+    );
+    let out = w.start_detached(&name);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("esc is running"),
+        "{}",
+        text(&out)
+    );
+
+    let (code, st) = w.status(&name);
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["qmp_status"], "running");
+    let supervisor = st["supervisor_pid"].as_i64().unwrap() as i32;
+    let qemu = st["qemu_pid"].as_i64().unwrap() as i32;
+    assert!(alive(supervisor) && alive(qemu));
+    // Spawned paused, so vCPUs are pinned before the guest runs; then `cont`.
+    let cmdline = std::fs::read(format!("/proc/{qemu}/cmdline")).unwrap();
+    assert!(
+        cmdline.split(|b| *b == 0).any(|a| a == b"-S"),
+        "QEMU not started with -S"
+    );
+
+    let reply = qmp(&w, &name, "query-status");
+    assert_eq!(reply["status"], "running", "{reply}");
+    assert_eq!(reply["running"], true);
+
+    let list = w.run(&["list", "--json"]);
+    assert_ok(&list, "vmrun list --json");
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "esc")
+        .unwrap_or_else(|| panic!("esc missing from {list}"));
+    assert_eq!(entry["running"], true);
+    assert_eq!(entry["supervisor_pid"], supervisor);
+
+    let logs = w.run(&["logs", &name]);
+    assert_ok(&logs, "vmrun logs");
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("esc is running"));
+
+    // OVMF without an OS ignores the powerdown: after the 2 s timeout the
+    // supervisor sends `quit`, and QEMU exits at once.
+    let began = Instant::now();
+    let stop = w.run(&["stop", &name]);
+    let took = began.elapsed();
+    assert_ok(&stop, "vmrun stop");
+    assert!(String::from_utf8_lossy(&stop.stderr).contains("stopping (Powerdown)"));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(2) + GRACE,
+        "stop took {took:?}: expected the 2 s timeout, then quit"
+    );
+    assert_torn_down(&w, &name, supervisor, qemu);
+    let log = w.log(&name);
+    assert!(log.contains("ACPI powerdown sent"), "{log}");
+    assert!(log.contains("did not power off in time; QMP quit"), "{log}");
+    assert!(log.contains("stopped by Quit"), "{log}");
+    assert!(log.contains("exit status 5"), "{log}");
+    assert!(!log.contains("SIGTERM"), "{log}");
+}
+
+#[test]
+fn stop_of_a_guest_that_honours_acpi_is_a_clean_power_off() {
+    let w = World::new();
+    let name = w.vm(
+        "acpi",
+        &VmSpec {
+            firmware: Firmware::BiosPowerButton,
+            timeout: "60s",
+            ..VmSpec::default()
+        },
+    );
+    w.start_detached(&name);
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    let qemu = qemu_pid(&w, &name);
+    let began = Instant::now();
+    let stop = w.run(&["stop", &name]);
+    assert_ok(&stop, "vmrun stop");
+    // Powerdown is re-sent every 5 s for guests that miss the first one
+    // while they boot; far below the 60 s timeout either way.
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_torn_down(&w, &name, supervisor, qemu);
+    let log = w.log(&name);
+    assert!(log.contains("guest=true"), "{log}");
+    assert!(log.contains("acpi powered off"), "{log}");
+    assert!(log.contains("exit status 0"), "{log}");
+    assert!(!log.contains("QMP quit"), "{log}");
+}
+
+#[test]
+fn a_guest_that_powers_off_by_itself_ends_the_run_with_exit_0() {
+    let w = World::new();
+    let name = w.vm(
+        "self-off",
+        &VmSpec {
+            firmware: Firmware::BiosPowerButton,
+            timeout: "60s",
+            ..VmSpec::default()
+        },
+    );
+    let mut child = w.spawn_foreground(&name);
+    let supervisor = child.id() as i32;
+    wait_for("the VM to run", WAIT, || {
+        (w.status(&name).1["state"] == "running").then_some(())
+    });
+    let qemu = qemu_pid(&w, &name);
+    // Pressed behind the supervisor's back: from its side the guest simply
+    // powers off. Pressed until the guest has armed its power button.
+    wait_for("the guest to power off", WAIT, || {
+        let out = w.run(&["qmp", &name, "system_powerdown"]);
+        (!out.status.success() || child.try_wait().unwrap().is_some()).then_some(())
+    });
+    let code = wait_exit(&mut child, WAIT);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("self-off powered off"), "{stderr}");
+    assert_torn_down(&w, &name, supervisor, qemu);
+}
+
+#[test]
+fn a_qemu_that_fails_at_start_is_a_failed_start_not_a_stop() {
+    let w = World::new();
+    // virtio-blk without a drive: QEMU fails while creating devices, after
+    // its QMP socket exists.
+    let name = w.vm(
+        "broken",
+        &VmSpec {
+            extra_args: r#"["-device", "virtio-blk-pci"]"#,
+            ..VmSpec::default()
+        },
+    );
+    let out = w.run(&["start", &name, "--detach"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken did not start"), "{stderr}");
+    let log = w.log(&name);
+    assert!(log.contains("broken failed to start"), "{log}");
+    assert!(log.contains("exit status 3"), "{log}");
+    assert!(!w.run_dir(&name).exists());
+}
+
+#[test]
+fn sigterm_to_a_foreground_supervisor_shuts_the_guest_down_and_exits_0() {
+    let w = World::new();
+    let name = w.vm(
+        "term",
+        &VmSpec {
+            firmware: Firmware::BiosPowerButton,
+            timeout: "60s",
+            ..VmSpec::default()
+        },
+    );
+    let mut child = w.spawn_foreground(&name);
+    let supervisor = child.id() as i32;
+    wait_for("the VM to run", WAIT, || {
+        (w.status(&name).1["state"] == "running").then_some(())
+    });
+    let qemu = qemu_pid(&w, &name);
+    kill(Pid::from_raw(supervisor), Signal::SIGTERM).unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(15));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("SIGTERM: stopping the VM"), "{stderr}");
+    assert!(stderr.contains("term powered off"), "{stderr}");
+    assert_torn_down(&w, &name, supervisor, qemu);
+}
+
+#[test]
+fn foreground_run_shows_the_firmware_console_and_sigint_stops_it() {
+    let w = World::new();
+    let name = w.vm(
+        "fg",
+        &VmSpec {
+            firmware: Firmware::Uefi,
+            timeout: "1s",
+            ..VmSpec::default()
+        },
+    );
+    let mut child = w.spawn_foreground(&name);
+    let supervisor = child.id() as i32;
+    let console = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = console.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    // OVMF's boot manager prints on the serial console.
+    wait_for("OVMF output on stdout", Duration::from_secs(60), || {
+        String::from_utf8_lossy(&console.lock().unwrap())
+            .contains("BdsDxe")
+            .then_some(())
+    });
+    let qemu = qemu_pid(&w, &name);
+    kill(Pid::from_raw(supervisor), Signal::SIGINT).unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(15));
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    // OVMF ignores the powerdown: quit after the 1 s timeout, exit 5.
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains("SIGINT: stopping the VM"), "{stderr}");
+    assert!(stderr.contains("stopped by Quit"), "{stderr}");
+    assert_torn_down(&w, &name, supervisor, qemu);
+}
+
+#[test]
+fn stop_force_quits_without_waiting_for_the_guest() {
+    let w = World::new();
+    let name = w.vm(
+        "force",
+        &VmSpec {
+            firmware: Firmware::Uefi,
+            timeout: "60s",
+            ..VmSpec::default()
+        },
+    );
+    w.start_detached(&name);
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    let qemu = qemu_pid(&w, &name);
+    let began = Instant::now();
+    let stop = w.run(&["stop", &name, "--force"]);
+    assert_ok(&stop, "vmrun stop --force");
+    assert!(String::from_utf8_lossy(&stop.stderr).contains("stopping (Quit)"));
+    assert!(began.elapsed() < GRACE, "{:?}", began.elapsed());
+    assert_torn_down(&w, &name, supervisor, qemu);
+    let log = w.log(&name);
+    assert!(log.contains("stopped by Quit"), "{log}");
+    assert!(!log.contains("SIGTERM"), "{log}");
+}
+
+#[test]
+fn qemu_killed_by_sigkill_is_reported_as_a_crash_and_torn_down() {
+    let w = World::new();
+    let name = w.vm("crash", &VmSpec::default());
+    w.start_detached(&name);
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    let qemu = qemu_pid(&w, &name);
+    kill(Pid::from_raw(qemu), Signal::SIGKILL).unwrap();
+    assert_torn_down(&w, &name, supervisor, qemu);
+    let log = w.log(&name);
+    assert!(log.contains("QEMU crashed (killed by signal 9)"), "{log}");
+    assert!(log.contains("exit status 3"), "{log}");
+}
+
+#[test]
+fn a_second_start_is_refused_and_the_first_vm_is_untouched() {
+    let w = World::new();
+    let name = w.vm("twice", &VmSpec::default());
+    w.start_detached(&name);
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    let qemu = qemu_pid(&w, &name);
+
+    for args in [&["start", "twice"][..], &["start", "twice", "--detach"]] {
+        let out = w.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "twice is already running (supervisor pid {supervisor})"
+            )),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let (code, st) = w.status(&name);
+    assert_eq!(code, Some(0));
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["qemu_pid"], qemu);
+    assert_eq!(st["supervisor_pid"], supervisor);
+    assert!(w.run_dir(&name).join("qmp.sock").exists());
+    assert_eq!(qmp(&w, &name, "query-status")["status"], "running");
+
+    assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop --force");
+    assert_torn_down(&w, &name, supervisor, qemu);
+}
+
+#[test]
+fn a_killed_supervisor_leaves_a_stale_run_dir_that_the_next_start_recovers() {
+    let w = World::new();
+    let name = w.vm("stale", &VmSpec::default());
+    w.start_detached(&name);
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    let old_qemu = qemu_pid(&w, &name);
+    kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+    wait_for("the supervisor to die", WAIT, || {
+        (!alive(supervisor)).then_some(())
+    });
+    assert!(alive(old_qemu), "QEMU runs on without its supervisor");
+
+    let (code, st) = w.status(&name);
+    assert_eq!(code, Some(1), "{st}");
+    assert_eq!(st["state"], "stopped");
+    assert_eq!(st["stale_run_dir"], true);
+
+    w.start_detached(&name);
+    wait_for("the old QEMU to be stopped", WAIT, || {
+        (!alive(old_qemu)).then_some(())
+    });
+    let (code, st) = w.status(&name);
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["state"], "running");
+    let new_qemu = st["qemu_pid"].as_i64().unwrap() as i32;
+    assert_ne!(new_qemu, old_qemu);
+    assert!(
+        w.log(&name)
+            .contains(&format!("a QEMU (pid {old_qemu}) was still running")),
+        "{}",
+        w.log(&name)
+    );
+    let new_supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop --force");
+    assert_torn_down(&w, &name, new_supervisor, new_qemu);
+}
+
+/// The pid of the process whose command line contains `needle`, if one.
+fn pid_with_arg(needle: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .any(|a| a.contains(needle))
+            .then_some(pid)
+    })
+}
+
+fn swtpm_pid(w: &World, name: &str) -> Option<i32> {
+    let state = w.state_dir(name).join("tpm");
+    pid_with_arg(&format!("dir={},", state.display()))
+}
+
+#[test]
+fn tpm_vm_runs_swtpm_and_qemu_has_the_tpm() {
+    let w = World::new();
+    let name = w.vm(
+        "tpm",
+        &VmSpec {
+            tpm: true,
+            ..VmSpec::default()
+        },
+    );
+    w.start_detached(&name);
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    let qemu = qemu_pid(&w, &name);
+    let swtpm = swtpm_pid(&w, &name).expect("swtpm runs beside QEMU");
+    let tpms = qmp(&w, &name, "query-tpm");
+    assert_eq!(tpms[0]["model"], "tpm-crb", "{tpms}");
+    assert_eq!(tpms[0]["options"]["type"], "emulator", "{tpms}");
+    assert!(w.state_dir(&name).join("tpm").is_dir());
+
+    assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop --force");
+    assert_torn_down(&w, &name, supervisor, qemu);
+    assert!(!alive(swtpm), "swtpm outlived the VM");
+}
+
+fn uid_of(user: &str) -> u32 {
+    nix::unistd::User::from_name(user)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {user}"))
+        .uid
+        .as_raw()
+}
+
+/// The real uid from a `/proc/PID/status` `Uid:` line (real, effective,
+/// saved, fs).
+fn uids(pid: i32) -> Vec<u32> {
+    proc_status_field(pid, "Uid")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|u| u.parse().unwrap())
+        .collect()
+}
+
+/// As root with `user = "auto"`, QEMU and swtpm drop to an unprivileged
+/// user. What QEMU still needs after the drop: it opened its sockets,
+/// pflash images, pidfile and console log as root; the OVMF VARS copy must
+/// be the user's (the guest writes it through the open fd, but QEMU reopens
+/// nothing); swtpm writes its state as that user, so the TPM state dir must
+/// be reachable and owned by it.
+#[test]
+fn as_root_qemu_runs_as_an_unprivileged_user_and_stays_controllable() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test checks QEMU's privilege drop and needs root (CI runs as root)"
+    );
+    let w = World::new();
+    // The world's root plays /var/lib and /run (0755); vmrun's own dirs
+    // below it are its business.
+    w.make_world_readable();
+    let name = w.vm(
+        "drop",
+        &VmSpec {
+            firmware: Firmware::Uefi,
+            tpm: true,
+            timeout: "1s",
+            user: "auto",
+            ..VmSpec::default()
+        },
+    );
+    w.start_detached(&name);
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    let qemu = qemu_pid(&w, &name);
+    let expected = ["vmrun", "qemu", "libvirt-qemu", "nobody"]
+        .into_iter()
+        .find(|u| nix::unistd::User::from_name(u).ok().flatten().is_some())
+        .unwrap();
+    let uid = uid_of(expected);
+    assert_ne!(uid, 0);
+    assert_eq!(uids(qemu), vec![uid; 4], "QEMU's uids");
+    let swtpm = swtpm_pid(&w, &name).expect("swtpm runs");
+    assert_eq!(uids(swtpm), vec![uid; 4], "swtpm's uids");
+
+    assert_eq!(qmp(&w, &name, "query-status")["status"], "running");
+    assert_eq!(qmp(&w, &name, "query-tpm")[0]["model"], "tpm-crb");
+    let (_, st) = w.status(&name);
+    assert_eq!(st["state"], "running");
+
+    let stop = w.run(&["stop", &name]);
+    assert_ok(&stop, "vmrun stop");
+    assert_torn_down(&w, &name, supervisor, qemu);
+    assert!(!alive(swtpm), "swtpm outlived the VM");
+    let log = w.log(&name);
+    assert!(log.contains("stopped by Quit"), "{log}");
+}
