@@ -195,6 +195,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         qmp: None,
         stopping: None,
         shutdown_by_guest: None,
+        ran: false,
     };
     let mut events = vm.start(&mut child).await;
     if vm.state == VmState::Running {
@@ -264,6 +265,8 @@ struct Vm<'a> {
     /// QEMU's SHUTDOWN event, if one came: `Some(true)` when the guest
     /// powered off, `Some(false)` for a host-side quit or signal.
     shutdown_by_guest: Option<bool>,
+    /// The guest got to run (`cont` succeeded) at least once.
+    ran: bool,
 }
 
 impl Vm<'_> {
@@ -271,6 +274,7 @@ impl Vm<'_> {
         if self.state != next && self.state.can_become(next) {
             tracing::debug!("state {:?} -> {:?}", self.state, next);
             self.state = next;
+            self.ran |= next == VmState::Running;
         }
     }
 
@@ -492,7 +496,9 @@ impl Vm<'_> {
             },
             Err(e) => format!("could not be waited for: {e}"),
         };
-        let reached_running = self.state != VmState::Starting;
+        // Not `state != Starting`: a QEMU that dies before QMP answers is
+        // stopped (state ShuttingDown) without ever having run.
+        let reached_running = self.ran;
         let exited_cleanly = matches!(&status, Ok(s) if s.success());
         let outcome = match &self.stopping {
             _ if self.shutdown_by_guest == Some(true) => Outcome::GuestShutdown,
