@@ -14,17 +14,17 @@ rec_devices host $VGA $HDA
 # would leave it) right after journal step STEP is recorded, before the
 # change; then status and restore.
 crash_at() {
-	k=$1
-	vm_cfg "$k" $VGA $HDA
-	VMRUN_FAULT_ABORT_AT_STEP=$2 "$VMRUN" start "$k" >"/tmp/$k.start" 2>&1
-	lab_num "${k}_start_exit" $?
-	rec_devices "${k}_crashed" $VGA $HDA
-	lab_str "${k}_journal" "$(cat "/run/vmrun/$k/journal" 2>/dev/null)"
-	lab_str "${k}_state" "$(vm_state "$k")"
-	run_vmrun "${k}_restore" restore "$k"
+	c=$1
+	vm_cfg "$c" $VGA $HDA
+	VMRUN_FAULT_ABORT_AT_STEP=$2 "$VMRUN" start "$c" >"/tmp/$c.start" 2>&1
+	lab_num "${c}_start_exit" $?
+	rec_devices "${c}_crashed" $VGA $HDA
+	lab_str "${c}_journal" "$(cat "/run/vmrun/$c/journal" 2>/dev/null)"
+	lab_str "${c}_state" "$(vm_state "$c")"
+	run_vmrun "${c}_restore" restore "$c"
 	lab_wait 10 drivers_are bochs-drm snd_hda_intel
-	rec_devices "${k}_restored" $VGA $HDA
-	lab_bool "${k}_run_dir_gone" test ! -e "/run/vmrun/$k"
+	rec_devices "${c}_restored" $VGA $HDA
+	lab_bool "${c}_run_dir_gone" test ! -e "/run/vmrun/$c"
 }
 
 # ---- aborted after step 1 (the VGA's bind recorded, not made)

@@ -103,7 +103,8 @@ drivers_are() {
 }
 
 # run_vmrun KEY ARGS...: runs vmrun, records KEY_exit and KEY_out (the first
-# 3000 bytes of stdout+stderr).
+# 3000 bytes of stdout+stderr). Sets $k (busybox sh has no locals: callers
+# keep their own names elsewhere).
 run_vmrun() {
 	k=$1
 	shift
