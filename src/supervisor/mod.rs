@@ -96,12 +96,15 @@ pub struct Report {
     pub teardown: crate::teardown::Report,
 }
 
+/// Called with the VM's name once the guest runs.
+pub type OnRunning = Box<dyn FnOnce(&str)>;
+
 /// How the supervisor talks to the person or script that started it.
 pub struct RunOptions {
     /// Show QEMU's stderr and the serial console on the terminal.
     pub foreground: bool,
     /// Called once the guest runs (a detached start returns to its caller).
-    pub on_running: Option<Box<dyn FnOnce(&str)>>,
+    pub on_running: Option<OnRunning>,
 }
 
 /// Runs the VM of `plan` to its end. Errors are returned only for failures
@@ -282,7 +285,7 @@ impl Vm<'_> {
     /// the loop to reap and report.
     async fn start(&mut self, child: &mut tokio::process::Child) -> Option<QmpEvents> {
         let deadline = tokio::time::Instant::now() + QMP_CONNECT_TIMEOUT;
-        let connect = qmp::connect_with_retry(&self.plan.paths.qmp_socket, deadline.into());
+        let connect = qmp::connect_with_retry(&self.plan.paths.qmp_socket, deadline);
         let (client, events) = tokio::select! {
             res = connect => match res {
                 Ok(pair) => pair,
