@@ -11,7 +11,6 @@ use serde::Serialize;
 use super::journal::{Journal, JournalError, Step};
 use super::sysfs::{Kernel, WriteError};
 use crate::config::PciAddress;
-use crate::host::pci::read_device;
 use crate::host::HostRoot;
 
 pub const VFIO_DRIVER: &str = "vfio-pci";
@@ -48,8 +47,10 @@ impl Host<'_> {
         self.root.path(format!("/sys/bus/pci/{rel}"))
     }
 
+    /// One readlink, not `read_device`'s seven sysfs reads: this runs in
+    /// the verify loops, and each sysfs read costs (the lab's bench).
     fn driver_of(&self, address: PciAddress) -> Option<String> {
-        read_device(self.root, address).and_then(|d| d.driver)
+        link_name(&self.root.pci_device(&address).join("driver"))
     }
 
     /// Polls the `driver` link until `want` holds or `PROBE_WAIT` passes.
@@ -83,6 +84,37 @@ pub fn ensure_vfio_module(host: &Host) -> Result<(), VfioError> {
     }
 }
 
+fn link_name(path: &std::path::Path) -> Option<String> {
+    let target = std::fs::read_link(path).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+/// What `bind` needs to know of a device (three reads; `read_device` also
+/// reads ids, class and boot_vga, which binding does not use).
+struct DeviceState {
+    driver: Option<String>,
+    driver_override: Option<String>,
+    iommu_group: Option<u32>,
+}
+
+impl DeviceState {
+    /// `None` when the host has no such device.
+    fn read(host: &Host, address: PciAddress) -> Option<Self> {
+        let dir = host.root.pci_device(&address);
+        let driver_override = match std::fs::read_to_string(dir.join("driver_override")) {
+            Ok(s) => Some(s.trim().to_string()).filter(|s| s != "(null)" && !s.is_empty()),
+            // Every PCI device has the file (since 3.16): no file, no device.
+            Err(_) if !dir.is_dir() => return None,
+            Err(_) => None,
+        };
+        Some(Self {
+            driver: link_name(&dir.join("driver")),
+            driver_override,
+            iommu_group: link_name(&dir.join("iommu_group")).and_then(|g| g.parse().ok()),
+        })
+    }
+}
+
 /// Binds `address` to vfio-pci, journaling its original driver and override
 /// first. Returns its IOMMU group. A device already on vfio-pci is left
 /// alone and not journaled (it was not ours to give back).
@@ -91,7 +123,7 @@ pub fn bind(
     journal: &mut Journal,
     address: PciAddress,
 ) -> Result<Option<u32>, VfioError> {
-    let dev = read_device(host.root, address).ok_or(VfioError::NoDevice { address })?;
+    let dev = DeviceState::read(host, address).ok_or(VfioError::NoDevice { address })?;
     if dev.driver.as_deref() != Some(VFIO_DRIVER) {
         journal.record(&Step::BindVfio {
             address,
@@ -218,6 +250,7 @@ pub fn restore(
 mod tests {
     use super::*;
     use crate::host::pci::fake::add_device;
+    use crate::host::pci::read_device;
     use crate::prepare::fake_kernel::FakeKernel;
     use crate::teardown;
 

@@ -1,0 +1,55 @@
+# gpu topology, (c) of issue 5: vmrun killed at several points of prepare and
+# while the VM runs; `vmrun status` says the host needs a restore and
+# `vmrun restore` gives every function its exact driver and driver_override
+# back (also an override that was set before), stopping a leftover QEMU.
+. "$LAB_LIB"
+. "$LAB_SCENARIO_DIR/vfio_lib.sh"
+
+modprobe bochs
+modprobe snd-hda-intel
+lab_wait 10 drivers_are bochs-drm snd_hda_intel
+rec_devices host $VGA $HDA
+
+# crash_at KEY STEP: a foreground start that aborts (SIGABRT, as a kill -9
+# would leave it) right after journal step STEP is recorded, before the
+# change; then status and restore.
+crash_at() {
+	c=$1
+	vm_cfg "$c" $VGA $HDA
+	VMRUN_FAULT_ABORT_AT_STEP=$2 "$VMRUN" start "$c" >"/tmp/$c.start" 2>&1
+	lab_num "${c}_start_exit" $?
+	rec_devices "${c}_crashed" $VGA $HDA
+	lab_str "${c}_journal" "$(cat "/run/vmrun/$c/journal" 2>/dev/null)"
+	lab_str "${c}_state" "$(vm_state "$c")"
+	run_vmrun "${c}_restore" restore "$c"
+	lab_wait 10 drivers_are bochs-drm snd_hda_intel
+	rec_devices "${c}_restored" $VGA $HDA
+	lab_bool "${c}_run_dir_gone" test ! -e "/run/vmrun/$c"
+}
+
+# ---- aborted after step 1 (the VGA's bind recorded, not made)
+crash_at c1 1
+
+# ---- aborted after step 2 (the VGA on vfio-pci, the HDA's bind recorded);
+# the HDA had a driver_override of its own before.
+echo snd_hda_intel >"$(pci_dev $HDA)/driver_override"
+crash_at c2 2
+
+# ---- kill -9 of a running VM's supervisor; the VGA has an override too.
+echo bochs-drm >"$(pci_dev $VGA)/driver_override"
+vm_cfg c3 $VGA $HDA
+run_vmrun c3_start start c3 --detach
+rec_devices c3_running $VGA $HDA
+"$VMRUN" status c3 --json >/tmp/c3.status 2>&1
+spid=$(field supervisor_pid </tmp/c3.status)
+qpid=$(field qemu_pid </tmp/c3.status)
+lab_str c3_pids "$spid $qpid"
+[ -n "$spid" ] && kill -9 "$spid"
+lab_bool c3_supervisor_ended lab_wait 30 gone "$spid"
+lab_bool c3_qemu_left_running alive "$qpid"
+lab_str c3_state "$(vm_state c3)"
+run_vmrun c3_restore restore c3
+lab_bool c3_qemu_stopped gone "$qpid"
+lab_wait 10 drivers_are bochs-drm snd_hda_intel
+rec_devices c3_restored $VGA $HDA
+lab_bool c3_run_dir_gone test ! -e /run/vmrun/c3
