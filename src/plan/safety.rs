@@ -56,13 +56,16 @@ pub fn check(hostdevs: &[PlannedHostdev], ctx: &SafetyContext<'_>, findings: &mu
     let cmdline_ids = vfio_pci_cmdline_ids(ctx.root);
     for dev in &devices {
         storage_in_use(ctx.root, dev, findings);
+        // The boot GPU alone is no reason to refuse (a headless host's only
+        // GPU is one): a desktop on it is, and shows as processes holding
+        // its DRM nodes, which `gpus_in_use` refuses.
         if dev.boot_vga == Some(true) && !ctx.takeover {
             findings.push(
-                Finding::error(
+                Finding::warning(
                     dev.address,
-                    "is the boot VGA: the host's console and desktop run on it",
+                    "is the boot VGA: the host's console on it goes dark while the VM runs",
                 )
-                .fix("enable [takeover] to stop the host display for the VM's lifetime, or pass a GPU the host did not boot on"),
+                .fix("if a desktop runs on it, enable [takeover] to stop it for the VM's lifetime and bring it back after"),
             );
         }
         if let Some(vm) = held.get(&dev.address).filter(|vm| *vm != ctx.vm_name) {
@@ -210,9 +213,11 @@ fn gpus_in_use(root: &HostRoot, devices: &[&PciDevice], findings: &mut Vec<Findi
     let gpus: Vec<(&PciDevice, Nodes)> = devices
         .iter()
         .filter(|d| {
-            d.driver
-                .as_deref()
-                .is_some_and(|drv| GPU_DRIVERS.contains(&drv))
+            d.driver.is_some()
+                && (d.is_display()
+                    || d.driver
+                        .as_deref()
+                        .is_some_and(|drv| GPU_DRIVERS.contains(&drv)))
         })
         .map(|d| (*d, Nodes::of(root, d)))
         .collect();
@@ -367,11 +372,12 @@ mod tests {
     }
 
     #[test]
-    fn boot_vga_is_refused_without_takeover_and_allowed_with_it() {
+    fn an_idle_boot_vga_is_a_warning_without_takeover_and_silent_with_it() {
         let dir = host();
         set_attr(dir.path(), GPU, "boot_vga", "1");
         let findings = run(&dir, &[GPU], false);
-        assert_eq!(errors(&findings).len(), 1);
+        assert_eq!(errors(&findings).len(), 0);
+        assert_eq!(findings[0].severity, Severity::Warning);
         assert!(findings[0].message.contains("boot VGA"));
         assert!(findings[0].fix.as_deref().unwrap().contains("[takeover]"));
         assert_eq!(run(&dir, &[GPU], true), []);
@@ -434,6 +440,28 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("Xorg (pid 1234"));
         assert!(!errs[0].message.contains("(pid 5"));
+    }
+
+    #[test]
+    fn any_display_driver_in_use_names_the_holder() {
+        let dir = host();
+        add_device(
+            dir.path(),
+            "0000:00:0a.0",
+            (0x1234, 0x1111),
+            0x030000,
+            Some("bochs-drm"),
+            Some(3),
+        );
+        set_attr(dir.path(), "0000:00:0a.0", "reset_method", "bus");
+        add_drm(dir.path(), "0000:00:0a.0", &["card0"]);
+        add_process(dir.path(), 77, "sddm", &["/dev/dri/card0"]);
+        let findings = run(&dir, &["0000:00:0a.0"], false);
+        let errs = errors(&findings);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0]
+            .message
+            .contains("bochs-drm and in use by sddm (pid 77"));
     }
 
     #[test]
