@@ -261,10 +261,11 @@ pub fn logs(vm: &str, console: bool, follow: bool) -> Exit {
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        if f.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
-            if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
-                return Exit::Ok;
-            }
+        if f.read_to_end(&mut buf).is_ok()
+            && !buf.is_empty()
+            && out.write_all(&buf).and_then(|()| out.flush()).is_err()
+        {
+            return Exit::Ok;
         }
         if !follow {
             return Exit::Ok;

@@ -220,6 +220,8 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
+    // Fields exist to be deserialized (unknown keys are the point).
+    #[allow(dead_code)]
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Doc {
@@ -229,6 +231,7 @@ mod tests {
         item: Option<Vec<Sub>>,
     }
 
+    #[allow(dead_code)]
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Sub {

@@ -65,12 +65,15 @@ pub struct Report {
     pub leftovers_cleaned: bool,
 }
 
+/// Told the VM's name once the guest runs.
+pub type OnRunning = Box<dyn FnOnce(&str)>;
+
 /// How the supervisor talks to the person or script that started it.
 pub struct RunOptions {
     /// Show QEMU's stderr and the serial console on the terminal.
     pub foreground: bool,
     /// Called once the guest runs (a detached start returns to its caller).
-    pub on_running: Option<Box<dyn FnOnce(&str)>>,
+    pub on_running: Option<OnRunning>,
 }
 
 /// Runs the VM of `plan` to its end. Errors are returned only for failures
