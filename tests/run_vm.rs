@@ -81,7 +81,10 @@ fn detached_vm_answers_status_qmp_list_logs_and_stop_escalates_past_ignored_acpi
     assert!(alive(supervisor) && alive(qemu));
     // Spawned paused, so vCPUs are pinned before the guest runs; then `cont`.
     let cmdline = std::fs::read(format!("/proc/{qemu}/cmdline")).unwrap();
-    assert!(cmdline.split(|b| *b == 0).any(|a| a == b"-S"), "QEMU not started with -S");
+    assert!(
+        cmdline.split(|b| *b == 0).any(|a| a == b"-S"),
+        "QEMU not started with -S"
+    );
 
     let reply = qmp(&w, &name, "query-status");
     assert_eq!(reply["status"], "running", "{reply}");
