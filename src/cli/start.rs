@@ -12,6 +12,11 @@ use crate::plan::{self, DirsEnv, Plan, PlanContext, Severity};
 use crate::supervisor::{self, Outcome, RunOptions};
 
 pub fn start(args: &StartArgs) -> Exit {
+    if args.detach {
+        // The supervisor loads and plans the VM itself; doing it here too
+        // would only delay it (a third of vmrun's start overhead).
+        return detach(args);
+    }
     let search = config::SearchEnv::from_process();
     let vm = match config::locate(&args.vm, &search).and_then(|path| config::load(&path)) {
         Ok(vm) => vm,
@@ -40,14 +45,13 @@ pub fn start(args: &StartArgs) -> Exit {
             Exit::Ok
         };
     }
-    if !args.detached_child {
-        for f in plan
-            .findings
-            .iter()
-            .filter(|f| f.severity >= Severity::Warning)
-        {
-            eprintln!("{f}");
-        }
+    // A detached child's stderr is forwarded by `vmrun start --detach`.
+    for f in plan
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+    {
+        eprintln!("{f}");
     }
     if plan.has_errors() {
         eprintln!(
@@ -55,9 +59,6 @@ pub fn start(args: &StartArgs) -> Exit {
             plan.vm.name
         );
         return Exit::HostProblems;
-    }
-    if args.detach {
-        return detach(&plan);
     }
     supervise(&plan, args.detached_child)
 }
@@ -69,12 +70,24 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
         // child of `vmrun start --detach` never is.
         let _ = nix::unistd::setsid();
     }
+    // The log lives in the state dir: without it, a first run logs nothing.
+    if let Err(e) = supervisor::rundir::create_private_dir(&plan.paths.state_dir) {
+        eprintln!("vmrun: {e}");
+        return Exit::HostProblems;
+    }
     logging::init_vm(&plan.paths.log, !detached_child);
     let on_running: Box<dyn FnOnce(&str)> = if detached_child {
         Box::new(|_| {
             let mut out = std::io::stdout();
             let _ = writeln!(out, "running");
             let _ = out.flush();
+            let _ = std::io::stderr().flush();
+            // `vmrun start --detach` exits now and closes both pipes; a
+            // later write (eprintln! panics on EPIPE) must go nowhere.
+            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdout(&null);
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
         })
     } else {
         Box::new(|_| {})
@@ -134,9 +147,13 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
     exit
 }
 
-/// Starts `vmrun start --detached-child` and waits for its "running" line.
-fn detach(plan: &Plan) -> Exit {
-    let name = &plan.vm.name;
+/// Starts `vmrun start VM --detached-child`, forwards its stderr (plan
+/// findings, errors) and waits for its "running" line.
+fn detach(args: &StartArgs) -> Exit {
+    let (name, paths) = match super::vm_ops::vm_paths(&args.vm) {
+        Ok(v) => v,
+        Err(exit) => return exit,
+    };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -144,19 +161,14 @@ fn detach(plan: &Plan) -> Exit {
             return Exit::HostProblems;
         }
     };
-    if let Err(e) = supervisor::rundir::create_private_dir(&plan.paths.state_dir) {
-        eprintln!("vmrun: {e}");
-        return Exit::HostProblems;
-    }
     let mut cmd = Command::new(exe);
-    cmd.arg("start")
-        .arg(&plan.vm.source)
-        .arg("--detached-child")
-        .arg("--qemu-version")
-        .arg(plan.qemu.version.to_string())
-        .stdin(Stdio::null())
+    cmd.arg("start").arg(&args.vm).arg("--detached-child");
+    if let Some(version) = &args.qemu_version {
+        cmd.arg("--qemu-version").arg(version.to_string());
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -164,6 +176,15 @@ fn detach(plan: &Plan) -> Exit {
             return Exit::HostProblems;
         }
     };
+    // In a thread: a child blocked on a full stderr pipe would never print
+    // "running".
+    let forward = child.stderr.take().map(|err| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+            }
+        })
+    });
     let ready = child
         .stdout
         .take()
@@ -178,11 +199,20 @@ fn detach(plan: &Plan) -> Exit {
         return Exit::Ok;
     }
     let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(3);
+    if let Some(forward) = forward {
+        let _ = forward.join();
+    }
+    match code {
+        // Config or usage errors: the child printed them, no log was written.
+        2 => return Exit::Usage,
+        1 => return Exit::HostProblems,
+        _ => {}
+    }
     eprintln!(
         "vmrun: {name} did not start; its log ({}):",
-        plan.paths.log.display()
+        paths.log.display()
     );
-    let log = std::fs::read_to_string(&plan.paths.log).unwrap_or_default();
+    let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
     for line in log
         .lines()
         .rev()
@@ -193,9 +223,5 @@ fn detach(plan: &Plan) -> Exit {
     {
         eprintln!("  {line}");
     }
-    match code {
-        1 => Exit::HostProblems,
-        2 => Exit::Usage,
-        _ => Exit::VmFailed,
-    }
+    Exit::VmFailed
 }

@@ -77,13 +77,21 @@ pub fn stop(args: &StopArgs) -> Exit {
     // then quit, SIGTERM and SIGKILL, each with its grace, then teardown.
     let budget = timeout.unwrap_or(Duration::from_secs(600)) + GRACE * 4 + Duration::from_secs(30);
     let deadline = Instant::now() + budget;
+    let began = Instant::now();
     while Instant::now() < deadline {
         // An exited supervisor may linger as a zombie until init reaps it.
         if !is_running(pid) {
             println!("{name} stopped");
             return Exit::Ok;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // A forced stop ends in milliseconds: poll finely at first, then
+        // at a pace fit for a guest taking its time to power off.
+        let pause = if began.elapsed() < Duration::from_secs(1) {
+            1
+        } else {
+            20
+        };
+        std::thread::sleep(Duration::from_millis(pause));
     }
     eprintln!("vmrun: {name}: the supervisor (pid {pid}) is still running after {budget:?}");
     Exit::VmFailed

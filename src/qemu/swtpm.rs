@@ -102,6 +102,12 @@ pub fn start(paths: &VmPaths, user: Option<&str>) -> Result<Swtpm, SwtpmError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .process_group(0);
+    // swtpm reports startup failures on stderr, not in its log; the
+    // supervisor's stderr is a pipe that a detached start closes, and a
+    // write to it would kill swtpm with SIGPIPE.
+    if let Ok(copy) = log.try_clone() {
+        cmd.stderr(Stdio::from(copy));
+    }
     if let Some(u) = &user {
         cmd.arg("--runas").arg(&u.name);
     }
