@@ -17,6 +17,9 @@ pub const VFIO_DRIVER: &str = "vfio-pci";
 /// How long a probe may take to show in the `driver` link (some drivers
 /// probe asynchronously).
 const PROBE_WAIT: Duration = Duration::from_secs(3);
+/// How often a restore probes a device that did not come back.
+const PROBE_ATTEMPTS: u32 = 3;
+const PROBE_RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VfioError {
@@ -224,13 +227,28 @@ pub fn restore(
                 .write(&host.sys("drivers/vfio-pci/unbind"), &address.to_string()),
         );
     }
-    if driver.is_some() {
-        note(
-            host.kernel
+    // A device just released by a QEMU that was killed can fail its first
+    // probe (seen in the lab with snd_hda_intel: EINVAL from drivers_probe
+    // right after the nested QEMU died): probe again before giving up.
+    let mut now = None;
+    for attempt in 0..PROBE_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(PROBE_RETRY_PAUSE);
+        }
+        let probed = match driver {
+            Some(_) => host
+                .kernel
                 .write(&host.sys("drivers_probe"), &address.to_string()),
-        );
+            None => Ok(()),
+        };
+        now = host.wait_driver(address, |d| d == driver);
+        if now.as_deref() == driver {
+            break;
+        }
+        if attempt + 1 == PROBE_ATTEMPTS {
+            note(probed);
+        }
     }
-    let now = host.wait_driver(address, |d| d == driver);
     if now.as_deref() != driver {
         problems.push(format!(
             "its driver is {} instead of {}",
