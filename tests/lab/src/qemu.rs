@@ -191,10 +191,10 @@ pub fn qemu_args(cfg: &BootConfig<'_>) -> Vec<OsString> {
         "-no-reboot",
         "-serial",
         "stdio",
+        // no_timer_check: under TCG on a loaded host the IO-APIC timer check
+        // can fail and panic the guest at boot ("timer doesn't work through
+        // Interrupt-remapped IO-APIC"), seen once in a full suite run.
         "-append",
-        // no_timer_check: under TCG on a loaded host the IO-APIC timer check can
-        // miss its ticks and panic the guest ("timer doesn't work through
-        // Interrupt-remapped IO-APIC"); the check proves nothing here.
         "console=ttyS0 intel_iommu=on no_timer_check panic=-1 quiet",
         "-virtfs",
         "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
