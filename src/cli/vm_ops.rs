@@ -34,11 +34,16 @@ pub fn vm_paths(vm: &str) -> Result<(VmName, VmPaths), Exit> {
     Ok((name, paths))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A current-thread runtime; it fails only when the process is out of file
+/// descriptors (epoll, eventfd), which is reported, not panicked on.
+fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("a current-thread tokio runtime builds without system resources")
+        .map_err(|e| {
+            eprintln!("vmrun: could not set up an event loop: {e}");
+            Exit::VmFailed
+        })
 }
 
 fn control_socket(paths: &VmPaths) -> PathBuf {
@@ -54,7 +59,10 @@ pub fn stop(args: &StopArgs) -> Exit {
         println!("{name} is not running");
         return Exit::Ok;
     };
-    let rt = runtime();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(exit) => return exit,
+    };
     let timeout = args.timeout.map(|d| d.get());
     let mut reply = None;
     for i in 0..args.force.max(1) {
@@ -143,7 +151,11 @@ pub fn status(vm: &str, json: bool) -> Exit {
         }
         return Exit::HostProblems;
     }
-    match runtime().block_on(control::call(&control_socket(&paths), &Request::Status)) {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(exit) => return exit,
+    };
+    match rt.block_on(control::call(&control_socket(&paths), &Request::Status)) {
         Ok(Reply::Status(st)) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
@@ -236,7 +248,11 @@ pub fn qmp(vm: &str, command: &str, arguments: Option<&str>) -> Exit {
             return Exit::Usage;
         }
     };
-    let result = runtime().block_on(async {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(exit) => return exit,
+    };
+    let result = rt.block_on(async {
         let (client, _events) = crate::qmp::QmpClient::connect(&paths.qmp_ctl_socket).await?;
         client.execute_raw(command, args).await
     });
