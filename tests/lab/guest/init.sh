@@ -43,6 +43,21 @@ mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
 mount -t tmpfs tmpfs $R/tmp
 mount -t tmpfs tmpfs $R/run
+# A checkout under the host's /tmp or /run (CI clones anywhere) would vanish
+# under those tmpfs mounts: bind the host's top-level folder of every path
+# the scenario needs back in, from the read-only lower layer.
+for p in "$LAB_MODULES" "$LAB_SCRIPT" "$VMRUN"; do
+	case "$p" in
+	/tmp/?* | /run/?*)
+		top=${p#/}; base=${top%%/*}; rest=${top#*/}; first=${rest%%/*}
+		if [ ! -e "$R/$base/$first" ]; then
+			mkdir -p "$R/$base/$first"
+			mount --bind "/lower/$base/$first" "$R/$base/$first" ||
+				die "cannot bind /$base/$first from the host"
+		fi
+		;;
+	esac
+done
 # The guest kernel's modules, extracted on the host, replace the host's own.
 mkdir -p $R/lib/modules
 mount --bind "$R$LAB_MODULES" $R/lib/modules || die "cannot bind $LAB_MODULES"
