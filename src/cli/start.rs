@@ -135,6 +135,11 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
         }
         Err(e) => {
             tracing::error!("{name}: {e}");
+            if detached_child {
+                // The log is not on a terminal: the waiting parent forwards
+                // this to the person who ran `start --detach`.
+                eprintln!("vmrun: {name}: {e}");
+            }
             if e.host_left_changed() {
                 Exit::RestoreIncomplete
             } else {
