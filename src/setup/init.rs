@@ -239,7 +239,10 @@ fn hostdevs(t: &mut String, root: &HostRoot, gpu: &PciDevice) {
             "\n# The IOMMU is off (`vmrun check`): these are the GPU's slot functions."
         ),
     };
-    for dev in &functions {
+    for (i, dev) in functions.iter().enumerate() {
+        if i > 0 {
+            t.push('\n');
+        }
         let _ = writeln!(
             t,
             "[[hostdev]]\naddress = \"{}\"   # {:04x}:{:04x} {}",
@@ -258,7 +261,6 @@ fn hostdevs(t: &mut String, root: &HostRoot, gpu: &PciDevice) {
                 dev.vendor, dev.device, dev.address
             );
         }
-        t.push('\n');
     }
 }
 
