@@ -126,5 +126,9 @@ fn check_rom_dump_and_init_on_the_lab_gpu() {
             && text("kargs_out").contains("video=efifb:off"),
         "kernel-args: the group's ids and efifb off for the boot GPU",
     );
+    that(
+        text("kargs_out").contains("modprobe.blacklist=bochs "),
+        "kernel-args: bochs-drm blacklisted by its module's name, bochs",
+    );
     assert!(wrong.is_empty(), "failed: {wrong:#?}\n{run}");
 }

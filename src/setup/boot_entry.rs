@@ -206,7 +206,7 @@ pub fn plan(
     } else {
         existing.into_iter().cloned().collect()
     };
-    remove.sort_by(|a, b| b.index.cmp(&a.index));
+    remove.sort_by_key(|e| std::cmp::Reverse(e.index));
     let add = (!current).then(|| {
         let mut a = vec![format!("--add-kernel={}", base.kernel)];
         if let Some(initrd) = &base.initrd {

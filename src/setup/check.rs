@@ -577,12 +577,7 @@ mod tests {
     fn hugepages_short_of_free_warn_and_without_memory_fail() {
         let host = fixtures::build(Fixture::AmdTwoGpus);
         let root = HostRoot::new(host.path());
-        let vm = crate::config::load_str(
-            "big",
-            std::path::Path::new("/cfg/vms/big.toml"),
-            "[memory]\nsize = \"8G\"\nhugepages = \"1G\"\n",
-        )
-        .unwrap();
+        let vm = fixtures::vm("[memory]\nsize = \"8G\"\nhugepages = \"1G\"\n");
         let warn = hugepage_check(&root, &vm, ByteSize::from_bytes(ByteSize::GIB));
         assert_eq!(warn.status, Status::Warn, "{warn:?}");
         assert!(warn.fix.unwrap().contains("hugepagesz=1G hugepages=8"));

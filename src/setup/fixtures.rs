@@ -82,6 +82,12 @@ fn common(root: &Path, cpu: String, cmdline: &str, mem_gib: u64) {
     }
 }
 
+/// A validated VM `vm1` from config text (its file would be `/cfg/vms/vm1.toml`).
+pub fn vm(text: &str) -> crate::config::VmConfig {
+    crate::config::load_str("vm1", Path::new("/cfg/vms/vm1.toml"), text)
+        .unwrap_or_else(|e| panic!("{}", crate::config::render(&e)))
+}
+
 /// Builds `fixture` in a new temporary directory.
 pub fn build(fixture: Fixture) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -37,6 +37,17 @@ fn vendor_gpu_drivers(vendor: u16) -> &'static [&'static str] {
     }
 }
 
+/// The module behind a PCI driver, for `modprobe.blacklist=` (which takes
+/// module names: driver `bochs-drm` is module `bochs`): the driver's
+/// `module` link in sysfs, else the driver name with `-` as `_`, as
+/// modprobe treats them alike.
+fn module_of(root: &HostRoot, driver: &str) -> String {
+    std::fs::read_link(root.path(format!("/sys/bus/pci/drivers/{driver}/module")))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| driver.replace('-', "_"))
+}
+
 /// The arguments for `devices` (the VM's hostdevs, empty without a VM).
 pub fn kernel_args(root: &HostRoot, devices: &[PciDevice], vm: Option<&VmConfig>) -> KernelArgs {
     let mut out = KernelArgs {
@@ -100,7 +111,7 @@ pub fn kernel_args(root: &HostRoot, devices: &[PciDevice], vm: Option<&VmConfig>
         .filter(|d| d.is_display())
         .map(|d| d.vendor)
         .collect();
-    let mut blacklist: Vec<&str> = Vec::new();
+    let mut blacklist: Vec<String> = Vec::new();
     for d in devices.iter().filter(|d| d.is_display()) {
         let bound = d.driver.as_deref().into_iter();
         let vendor = match kept_gpu_vendors.contains(&d.vendor) {
@@ -108,8 +119,9 @@ pub fn kernel_args(root: &HostRoot, devices: &[PciDevice], vm: Option<&VmConfig>
             false => vendor_gpu_drivers(d.vendor),
         };
         for drv in bound.chain(vendor.iter().copied()) {
-            if drv != "vfio-pci" && !kept.contains(drv) && !blacklist.contains(&drv) {
-                blacklist.push(drv);
+            let module = module_of(root, drv);
+            if drv != "vfio-pci" && !kept.contains(drv) && !blacklist.contains(&module) {
+                blacklist.push(module);
             }
         }
     }
@@ -186,6 +198,25 @@ mod tests {
     }
 
     #[test]
+    fn a_driver_is_blacklisted_by_its_module_name() {
+        let host = fixtures::build(Fixture::IntelNvidiaLaptop);
+        let module = host.path().join("sys/module/bochs");
+        std::fs::create_dir_all(&module).unwrap();
+        std::os::unix::fs::symlink(
+            &module,
+            host.path().join("sys/bus/pci/drivers/nvidia/module"),
+        )
+        .unwrap();
+        let root = HostRoot::new(host.path());
+        let args = kernel_args(&root, &devices(&root, &["0000:01:00.0"]), None);
+        assert!(
+            args.line().contains("modprobe.blacklist=bochs,nouveau,"),
+            "{}",
+            args.line()
+        );
+    }
+
+    #[test]
     fn amdgpu_is_not_blacklisted_while_the_host_gpu_needs_it() {
         let host = fixtures::build(Fixture::AmdTwoGpus);
         let root = HostRoot::new(host.path());
@@ -202,12 +233,7 @@ mod tests {
     fn the_single_boot_gpu_gets_efifb_off_and_1g_pages() {
         let host = fixtures::build(Fixture::SingleGpu);
         let root = HostRoot::new(host.path());
-        let vm = crate::config::load_str(
-            "w",
-            std::path::Path::new("/cfg/vms/w.toml"),
-            "[memory]\nsize = \"16G\"\nhugepages = \"1G\"\n",
-        )
-        .unwrap();
+        let vm = fixtures::vm("[memory]\nsize = \"16G\"\nhugepages = \"1G\"\n");
         let args = kernel_args(
             &root,
             &devices(&root, &["0000:01:00.0", "0000:01:00.1"]),
