@@ -391,6 +391,7 @@ pub fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
             ),
         ));
     }
+    out.extend(takeover_check(plan));
     if let Some(size) = vm.hugepages {
         out.push(hugepage_check(&ctx.root, vm, size.size()));
     }
@@ -408,6 +409,26 @@ pub fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
         );
     }
     out
+}
+
+/// Boot GPU vs passed GPU: `[takeover]` is what frees the host's boot GPU,
+/// and only that; on a secondary GPU it would stop the desktop for nothing.
+fn takeover_check(plan: &Plan) -> Option<Check> {
+    let gpus: Vec<&pci::PciDevice> = plan
+        .hostdevs
+        .iter()
+        .filter_map(|h| h.device.as_ref())
+        .filter(|d| d.is_display())
+        .collect();
+    let boot = gpus.iter().any(|d| d.boot_vga == Some(true));
+    match (boot, plan.vm.takeover.is_some()) {
+        (true, true) => Some(Check::new(Status::Pass, "takeover", "the VM takes the boot GPU and [takeover] hands it over")),
+        (false, true) if !gpus.is_empty() => Some(
+            Check::new(Status::Warn, "takeover", "[takeover] is enabled but the passed GPU is not the boot GPU: the desktop would be stopped for nothing")
+                .fix("remove [takeover] (or set enabled = false)"),
+        ),
+        _ => None,
+    }
 }
 
 fn hugepage_check(root: &HostRoot, vm: &VmConfig, page: ByteSize) -> Check {
@@ -571,6 +592,70 @@ mod tests {
         let check = memlock_check(&c, Some(ByteSize::from_bytes(8 * ByteSize::GIB)));
         assert_eq!(check.status, Status::Fail);
         assert!(check.fix.unwrap().contains("limits.conf"));
+    }
+
+    fn plan_on(host: &std::path::Path, text: &str) -> Plan {
+        let ctx = crate::plan::PlanContext {
+            root: HostRoot::new(host),
+            dirs: crate::plan::DirsEnv {
+                is_root: true,
+                uid: 0,
+                xdg_runtime_dir: None,
+                xdg_data_home: None,
+                xdg_cache_home: None,
+                xdg_config_home: None,
+                home: None,
+                run_base: Some(host.join("run/vmrun")),
+                state_base: Some(host.join("state")),
+            },
+            qemu_version: Some(QemuVersion::new(8, 2, 0)),
+        };
+        crate::plan::plan(fixtures::vm(text), &ctx)
+    }
+
+    const GPU_PAIR: &str = "memory = \"4G\"\n[firmware]\ntype = \"bios\"\n[qemu]\nuser = \"root\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n[[hostdev]]\naddress = \"0000:01:00.1\"\n";
+
+    #[test]
+    fn takeover_is_confirmed_for_the_boot_gpu_and_questioned_for_a_secondary_one() {
+        let single = fixtures::build(Fixture::SingleGpu);
+        let plan = plan_on(
+            single.path(),
+            &format!("{GPU_PAIR}[takeover]\nenabled = true\n"),
+        );
+        let checks = vm_checks(&plan, &ctx(single.path()));
+        assert_eq!(find(&checks, "takeover").status, Status::Pass);
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.name == "devices" && c.status == Status::Pass),
+            "{checks:#?}"
+        );
+        let laptop = fixtures::build(Fixture::IntelNvidiaLaptop);
+        let plan = plan_on(
+            laptop.path(),
+            &format!("{GPU_PAIR}[takeover]\nenabled = true\n"),
+        );
+        assert_eq!(
+            find(&vm_checks(&plan, &ctx(laptop.path())), "takeover").status,
+            Status::Warn
+        );
+    }
+
+    #[test]
+    fn a_vm_missing_a_group_member_fails_with_the_plans_fix() {
+        let laptop = fixtures::build(Fixture::IntelNvidiaLaptop);
+        let plan = plan_on(
+            laptop.path(),
+            "memory = \"4G\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n",
+        );
+        let checks = vm_checks(&plan, &ctx(laptop.path()));
+        let c = checks
+            .iter()
+            .find(|c| c.message.contains("not viable"))
+            .unwrap_or_else(|| panic!("{checks:#?}"));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.as_deref().unwrap().contains("0000:01:00.1"));
+        assert_eq!(worst(&checks), Status::Fail);
     }
 
     #[test]
