@@ -142,18 +142,14 @@ pub fn host_checks(ctx: &CheckContext) -> Vec<Check> {
     out.push(vfio_module_check(root));
     out.push(qemu_check(&ctx.qemu));
     out.push(ovmf_check(ctx));
+    // swtpm matters only to VMs with [tpm]; `vm_checks` fails those.
     out.push(match &ctx.swtpm {
-        Some(p) => Check::new(
+        Some(p) => Check::new(Status::Pass, "swtpm", format!("{} (for [tpm])", p.display())),
+        None => Check::new(
             Status::Pass,
             "swtpm",
-            format!("{} (for [tpm])", p.display()),
+            "not installed: needed only by VMs with [tpm] enabled (Windows 11); `vmrun check NAME` says",
         ),
-        None => Check::new(
-            Status::Warn,
-            "swtpm",
-            "not found in PATH: a VM with [tpm] enabled (Windows 11) cannot start",
-        )
-        .fix("install swtpm (apt install swtpm / dnf install swtpm / pacman -S swtpm)"),
     });
     out.push(memlock_check(ctx, None));
     gpu_checks(root, &mut out);
@@ -639,6 +635,18 @@ mod tests {
             find(&vm_checks(&plan, &ctx(laptop.path())), "takeover").status,
             Status::Warn
         );
+    }
+
+    #[test]
+    fn swtpm_missing_passes_for_the_host_and_fails_for_a_tpm_vm() {
+        let host = fixtures::build(Fixture::SingleGpu);
+        let mut c = ctx(host.path());
+        c.swtpm = None;
+        assert_eq!(find(&host_checks(&c), "swtpm").status, Status::Pass);
+        let plan = plan_on(host.path(), "memory = \"4G\"\n[tpm]\nenabled = true\n");
+        let tpm = find(&vm_checks(&plan, &c), "swtpm").clone();
+        assert_eq!(tpm.status, Status::Fail);
+        assert!(tpm.fix.unwrap().contains("install swtpm"));
     }
 
     #[test]
