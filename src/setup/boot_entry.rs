@@ -298,7 +298,13 @@ pub fn manual_steps(root: &HostRoot, args: &str) -> String {
             return steps;
         }
     }
-    grub_steps(root, args)
+    let grub = ["/etc/default/grub", "/boot/grub", "/boot/grub2"];
+    if grub.iter().any(|p| root.path(p).exists()) {
+        return grub_steps(root, args);
+    }
+    format!(
+        "No grubby, GRUB or systemd-boot config found: add these to your boot loader's kernel command line:\n    {args}\n"
+    )
 }
 
 fn systemd_boot_steps(root: &HostRoot, dir: &str, args: &str) -> Option<String> {
@@ -500,6 +506,16 @@ mod tests {
         );
         assert!(
             s.contains("    options root=UUID=ab rw amd_iommu=on iommu=pt"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn without_a_known_boot_loader_the_arguments_are_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = manual_steps(&HostRoot::new(dir.path()), "amd_iommu=on");
+        assert!(
+            s.starts_with("No grubby, GRUB or systemd-boot") && s.contains("    amd_iommu=on"),
             "{s}"
         );
     }
