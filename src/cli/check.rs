@@ -41,7 +41,7 @@ pub fn check(vm: Option<&str>, json: bool) -> i32 {
         };
         let plan = plan::plan(vm, &pctx);
         // The plan repeats some host lines (a GPU's missing reset, memlock).
-        for c in check::vm_checks(&plan, &ctx) {
+        for c in crate::setup::check_vm::vm_checks(&plan, &ctx) {
             if !checks.contains(&c) {
                 checks.push(c);
             }

@@ -12,6 +12,7 @@ use crate::host::pci::PciDevice;
 use crate::host::HostRoot;
 use crate::plan::hostdev;
 use crate::setup::boot_entry::{self, Grubby};
+use crate::setup::boot_steps;
 use crate::setup::kernel_args::{kernel_args, KernelArgs};
 use crate::setup::{backup, initramfs};
 
@@ -60,7 +61,7 @@ fn args_for(root: &HostRoot, vm: Option<&str>) -> Result<KernelArgs, Exit> {
 
 fn boot_entry(root: &HostRoot, args: &KernelArgs, apply: bool) -> Exit {
     let Some(grubby) = Grubby::find() else {
-        print!("{}", boot_entry::manual_steps(root, &args.line()));
+        print!("{}", boot_steps::manual_steps(root, &args.line()));
         if apply {
             eprintln!("vmrun: nothing applied: without grubby the steps above are yours to make");
             return Exit::HostProblems;

@@ -7,7 +7,9 @@
 
 pub mod backup;
 pub mod boot_entry;
+pub mod boot_steps;
 pub mod check;
+pub mod check_vm;
 pub mod init;
 pub mod initramfs;
 pub mod kernel_args;
