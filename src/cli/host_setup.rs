@@ -68,6 +68,13 @@ fn boot_entry(root: &HostRoot, args: &KernelArgs, apply: bool) -> Exit {
         }
         return Exit::Ok;
     };
+    if apply && !root.is_real() {
+        eprintln!(
+            "vmrun: note: {} acts on this machine's /boot, whatever {} says",
+            grubby.binary.display(),
+            HostRoot::ENV
+        );
+    }
     let result = grubby.state().and_then(|(entries, default)| {
         boot_entry::plan(&entries, default, &args.args).map(|p| (p, default))
     });

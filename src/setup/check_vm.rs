@@ -50,6 +50,23 @@ pub fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
     out
 }
 
+/// Host lines that don't apply to this VM: a TCG guest needs no /dev/kvm.
+pub fn relax_host_checks(vm: &VmConfig, host: &mut [Check]) {
+    if vm.qemu.accel != crate::config::Accel::Tcg {
+        return;
+    }
+    for c in host
+        .iter_mut()
+        .filter(|c| c.name == "kvm" && c.status == Status::Fail)
+    {
+        *c = Check::new(
+            Status::Pass,
+            "kvm",
+            format!("/dev/kvm is missing; {} runs under TCG without it", vm.name),
+        );
+    }
+}
+
 /// Boot GPU vs passed GPU: `[takeover]` is what frees the host's boot GPU,
 /// and only that; on a secondary GPU it would stop the desktop for nothing.
 fn takeover_check(plan: &Plan) -> Option<Check> {
@@ -167,6 +184,24 @@ mod tests {
             find(&vm_checks(&plan, &ctx(laptop.path())), "takeover").status,
             Status::Warn
         );
+    }
+
+    #[test]
+    fn a_tcg_vm_does_not_fail_on_a_missing_kvm() {
+        let host = fixtures::build(Fixture::SingleGpu);
+        fs::remove_file(host.path().join("dev/kvm")).unwrap();
+        let mut checks = host_checks(&ctx(host.path()));
+        assert_eq!(find(&checks, "kvm").status, Status::Fail);
+        relax_host_checks(
+            &fixtures::vm("memory = \"1G\"\n[qemu]\naccel = \"kvm\"\n"),
+            &mut checks,
+        );
+        assert_eq!(find(&checks, "kvm").status, Status::Fail);
+        relax_host_checks(
+            &fixtures::vm("memory = \"1G\"\n[qemu]\naccel = \"tcg\"\n"),
+            &mut checks,
+        );
+        assert_eq!(find(&checks, "kvm").status, Status::Pass);
     }
 
     #[test]
