@@ -4,6 +4,7 @@
 
 pub mod hugepages;
 pub mod journal;
+pub mod rom;
 pub mod sysfs;
 pub mod vfio;
 
