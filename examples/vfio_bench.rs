@@ -42,7 +42,7 @@ fn main() {
         let t = Instant::now();
         let mut journal = Journal::open(&path).unwrap_or_else(|e| panic!("{e}"));
         for &a in &addresses {
-            vfio::bind(&host, &mut journal, a).unwrap_or_else(|e| panic!("{e}"));
+            vfio::bind(&host, &mut journal, a, false).unwrap_or_else(|e| panic!("{e}"));
         }
         drop(journal);
         bind_ms.push(ms(t));

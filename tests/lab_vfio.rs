@@ -243,6 +243,25 @@ fn vfio_crash_of_vmrun_in_prepare_and_while_running_is_restored() {
         text(&run, "c3_restore_out").contains("stopped the QEMU"),
         "restore must say it stopped the leftover QEMU",
     );
+    // (c) with `rescan_fallback`: a function that fell off the bus after
+    // the crash is found again by a rescan and gets its driver back.
+    c.fields(&fields(&[
+        ("c4_start_exit", json!(0)),
+        ("c4_both_dead", json!(true)),
+        ("c4_hda_gone", json!(true)),
+        ("c4_restore_exit", json!(0)),
+        ("c4_run_dir_gone", json!(true)),
+    ]));
+    c.fields(&devices("c4_restored", &[VGA_HOST, HDA_HOST]));
+    c.that(
+        text(&run, "c4_journal").contains("\"rescan_fallback\":true"),
+        "the journal must carry rescan_fallback for `vmrun restore`",
+    );
+    c.that(
+        text(&run, "c4_restore_out")
+            .contains("0000:00:0a.1 back to snd_hda_intel (after remove + rescan): ok"),
+        "restore must say the HDA came back through a rescan",
+    );
     c.done();
 }
 

@@ -117,6 +117,23 @@ pub struct Hostdev {
     pub rombar: Option<bool>,
     /// `None`: on for function 0 when the config also passes its siblings.
     pub multifunction: Option<bool>,
+    /// When the device won't go back to its driver after the VM: remove it
+    /// from the bus and rescan (seed 001's last resort).
+    pub rescan_fallback: bool,
+}
+
+impl Hostdev {
+    /// The device at `address`, every option at its default.
+    pub fn at(address: PciAddress) -> Self {
+        Self {
+            selector: HostdevSelector::Address(address),
+            x_vga: false,
+            romfile: None,
+            rombar: None,
+            multifunction: None,
+            rescan_fallback: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -385,6 +385,7 @@ impl Validator<'_> {
                 romfile,
                 rombar: h.rombar,
                 multifunction: h.multifunction,
+                rescan_fallback: h.rescan_fallback.unwrap_or(false),
             });
         }
         out

@@ -110,6 +110,7 @@ pub struct WireHostdev {
     pub romfile: S<String>,
     pub rombar: Option<bool>,
     pub multifunction: Option<bool>,
+    pub rescan_fallback: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -130,10 +130,7 @@ mod tests {
     fn hostdev(selector: HostdevSelector) -> Hostdev {
         Hostdev {
             selector,
-            x_vga: false,
-            romfile: None,
-            rombar: None,
-            multifunction: None,
+            ..Hostdev::at("0000:00:00.0".parse().unwrap())
         }
     }
 

@@ -270,7 +270,7 @@ fn gpus_in_use(root: &HostRoot, devices: &[&PciDevice], findings: &mut Vec<Findi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Hostdev, HostdevSelector};
+    use crate::config::Hostdev;
     use crate::host::pci::fake::{add_device, add_disk, add_drm, add_process, set_attr, write};
     use crate::host::pci::read_device;
     use crate::plan::Severity;
@@ -294,13 +294,7 @@ mod tests {
         let address: PciAddress = addr.parse().unwrap();
         PlannedHostdev {
             address,
-            config: Hostdev {
-                selector: HostdevSelector::Address(address),
-                x_vga: false,
-                romfile: None,
-                rombar: None,
-                multifunction: None,
-            },
+            config: Hostdev::at(address),
             multifunction: false,
             device: read_device(root, address),
         }

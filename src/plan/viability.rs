@@ -102,7 +102,7 @@ fn not_viable(root: &HostRoot, group: u32, subject: PciAddress, blocking: &[PciD
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Hostdev, HostdevSelector};
+    use crate::config::Hostdev;
     use crate::host::pci::fake::{add_device, write};
     use crate::plan::Severity;
 
@@ -110,13 +110,7 @@ mod tests {
         let address: PciAddress = addr.parse().unwrap();
         PlannedHostdev {
             address,
-            config: Hostdev {
-                selector: HostdevSelector::Address(address),
-                x_vga: false,
-                romfile: None,
-                rombar: None,
-                multifunction: None,
-            },
+            config: Hostdev::at(address),
             multifunction: false,
             device: pci::read_device(root, address),
         }

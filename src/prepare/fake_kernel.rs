@@ -20,6 +20,9 @@ pub struct FakeKernel {
     refusing: HashSet<String>,
     /// Devices whose unbind hangs.
     hanging: HashSet<String>,
+    /// Devices no probe binds until they are removed and rescanned (a
+    /// driver's state for them went bad).
+    wedged: RefCell<HashSet<String>>,
     /// The most huge pages the fake kernel can find (fragmented memory).
     hugepage_limit: Option<u64>,
     pub writes: RefCell<Vec<(String, String)>>,
@@ -32,6 +35,7 @@ impl FakeKernel {
             native: HashMap::new(),
             refusing: HashSet::new(),
             hanging: HashSet::new(),
+            wedged: RefCell::new(HashSet::new()),
             hugepage_limit: None,
             writes: RefCell::new(Vec::new()),
         }
@@ -50,6 +54,37 @@ impl FakeKernel {
     pub fn hugepage_limit(mut self, pages: u64) -> Self {
         self.hugepage_limit = Some(pages);
         self
+    }
+
+    /// From now on `addr` is wedged (a VM left it in a bad state).
+    pub fn wedge(&self, addr: &str) {
+        self.wedged.borrow_mut().insert(addr.into());
+    }
+
+    /// Where `remove` keeps a device until `rescan` brings it back.
+    fn removed(&self, addr: &str) -> PathBuf {
+        self.root.join("removed").join(addr)
+    }
+
+    fn remove(&self, addr: &str) {
+        self.unbind(addr);
+        fs::create_dir_all(self.root.join("removed")).unwrap();
+        fs::rename(self.dev(addr), self.removed(addr)).unwrap();
+    }
+
+    /// Each removed device comes back as new: no override, no bad state,
+    /// and its first probe.
+    fn rescan(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join("removed")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let addr = entry.file_name().to_string_lossy().into_owned();
+            fs::rename(entry.path(), self.dev(&addr)).unwrap();
+            fs::write(self.dev(&addr).join("driver_override"), "(null)\n").unwrap();
+            self.wedged.borrow_mut().remove(&addr);
+            self.probe(&addr);
+        }
     }
 
     pub fn hanging_unbind(mut self, addr: &str) -> Self {
@@ -84,7 +119,7 @@ impl FakeKernel {
     }
 
     fn probe(&self, addr: &str) {
-        if self.dev(addr).join("driver").exists() {
+        if self.dev(addr).join("driver").exists() || self.wedged.borrow().contains(addr) {
             return;
         }
         let over = fs::read_to_string(self.dev(addr).join("driver_override")).unwrap_or_default();
@@ -131,6 +166,13 @@ impl Kernel for FakeKernel {
             self.unbind(v);
         } else if rel == "sys/bus/pci/drivers_probe" {
             self.probe(v);
+        } else if rel == "sys/bus/pci/rescan" {
+            self.rescan();
+        } else if let Some(dev) = rel
+            .strip_prefix("sys/bus/pci/devices/")
+            .and_then(|r| r.strip_suffix("/remove"))
+        {
+            self.remove(dev);
         } else if rel.ends_with("/nr_hugepages") {
             // The pool grows as far as the kernel finds pages; free pages
             // follow the total.

@@ -23,6 +23,10 @@ pub enum Step {
         driver: Option<String>,
         /// Its `driver_override` before (`None`: the kernel's `(null)`).
         driver_override: Option<String>,
+        /// `[[hostdev]] rescan_fallback`: kept here because `vmrun restore`
+        /// has only the journal. Absent in journals of older vmruns.
+        #[serde(default)]
+        rescan_fallback: bool,
     },
     /// `/dev/vfio/GROUP` handed to the QEMU user.
     ChownVfioGroup { group: u32, uid: u32, gid: u32 },
@@ -135,6 +139,7 @@ mod tests {
             address: addr.parse().unwrap(),
             driver: Some("snd_hda_intel".into()),
             driver_override: None,
+            rescan_fallback: false,
         }
     }
 

@@ -138,7 +138,7 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
     vfio::ensure_vfio_module(host)?;
     let mut groups = Vec::new();
     for hd in &plan.hostdevs {
-        if let Some(group) = vfio::bind(host, journal, hd.address)? {
+        if let Some(group) = vfio::bind(host, journal, hd.address, hd.config.rescan_fallback)? {
             if !groups.contains(&group) {
                 groups.push(group);
             }

@@ -125,6 +125,7 @@ pub fn bind(
     host: &Host,
     journal: &mut Journal,
     address: PciAddress,
+    rescan_fallback: bool,
 ) -> Result<Option<u32>, VfioError> {
     let dev = DeviceState::read(host, address).ok_or(VfioError::NoDevice { address })?;
     if dev.driver.as_deref() != Some(VFIO_DRIVER) {
@@ -132,6 +133,7 @@ pub fn bind(
             address,
             driver: dev.driver.clone(),
             driver_override: dev.driver_override.clone(),
+            rescan_fallback,
         })?;
         let dir = host.root.pci_device(&address);
         // driver_override only decides the next probe; it unbinds nothing.
@@ -176,6 +178,8 @@ pub struct DeviceRestore {
     pub wanted: Option<String>,
     /// The driver it has now.
     pub driver: Option<String>,
+    /// It came back only after being removed from the bus and rescanned.
+    pub rescanned: bool,
     /// Why it is not as it was, when it isn't.
     pub problem: Option<String>,
 }
@@ -186,10 +190,42 @@ impl DeviceRestore {
     }
 }
 
-/// Gives `address` back: unbind from vfio-pci, the old `driver_override`
-/// (or "\n", which clears it), `drivers_probe`, then verify. Every step is
-/// tried even if one before it failed.
+/// How long a removed device may take to come back after a rescan.
+const RESCAN_WAIT: Duration = Duration::from_secs(5);
+
+/// Gives `address` back: the old `driver_override` (or "\n", which clears
+/// it), unbind from vfio-pci, `drivers_probe`, then verify. Every step is
+/// tried even if one before it failed. With `rescan_fallback`, a device
+/// that did not come back is removed from the bus and found again by a
+/// rescan, which gives it a fresh `struct pci_dev` and a first probe, then
+/// the same steps run once more (seed 001's manual remedy).
 pub fn restore(
+    host: &Host,
+    address: PciAddress,
+    driver: Option<&str>,
+    driver_override: Option<&str>,
+    rescan_fallback: bool,
+) -> DeviceRestore {
+    let first = restore_in_place(host, address, driver, driver_override);
+    let Some(problem) = first.problem.clone().filter(|_| rescan_fallback) else {
+        return first;
+    };
+    tracing::warn!("{address}: {problem}; removing it from the bus and rescanning");
+    let mut second = match remove_and_rescan(host, address) {
+        Ok(()) => restore_in_place(host, address, driver, driver_override),
+        Err(why) => DeviceRestore {
+            problem: Some(why),
+            ..first
+        },
+    };
+    second.rescanned = true;
+    second.problem = second
+        .problem
+        .map(|p| format!("{problem}; after remove + rescan: {p}"));
+    second
+}
+
+fn restore_in_place(
     host: &Host,
     address: PciAddress,
     driver: Option<&str>,
@@ -202,8 +238,10 @@ pub fn restore(
             address,
             wanted: driver.map(str::to_owned),
             driver: None,
+            rescanned: false,
             problem: Some(
-                "the device is gone from the bus: `echo 1 > /sys/bus/pci/rescan` may bring it back"
+                "the device is gone from the bus: `echo 1 > /sys/bus/pci/rescan` may bring it back \
+                 (`rescan_fallback = true` in its [[hostdev]] makes vmrun try that)"
                     .into(),
             ),
         };
@@ -221,11 +259,15 @@ pub fn restore(
         host.kernel
             .write(&dir.join("driver_override"), &override_value),
     );
-    if host.driver_of(address).as_deref() == Some(VFIO_DRIVER) {
-        note(
-            host.kernel
-                .write(&host.sys("drivers/vfio-pci/unbind"), &address.to_string()),
-        );
+    // vfio-pci here; after a rescan, whatever the first probe picked.
+    if let Some(current) = host
+        .driver_of(address)
+        .filter(|d| Some(d.as_str()) != driver)
+    {
+        note(host.kernel.write(
+            &host.sys(&format!("drivers/{current}/unbind")),
+            &address.to_string(),
+        ));
     }
     // A device just released by a QEMU that was killed can fail its first
     // probe (seen in the lab with snd_hda_intel: EINVAL from drivers_probe
@@ -260,8 +302,35 @@ pub fn restore(
         address,
         wanted: driver.map(str::to_owned),
         driver: now,
+        rescanned: false,
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
     }
+}
+
+/// `remove` hot-unplugs the device (and its children) from the kernel;
+/// `/sys/bus/pci/rescan` rediscovers every device missing from the buses
+/// (Documentation/ABI/testing/sysfs-bus-pci). Both are plain writes of "1".
+fn remove_and_rescan(host: &Host, address: PciAddress) -> Result<(), String> {
+    let dir = host.root.pci_device(&address);
+    if dir.exists() {
+        host.kernel
+            .write(&dir.join("remove"), "1")
+            .map_err(|e| e.to_string())?;
+    }
+    host.kernel
+        .write(&host.sys("rescan"), "1")
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + RESCAN_WAIT;
+    while !dir.exists() {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "it did not come back within {}s of a rescan",
+                RESCAN_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -316,7 +385,7 @@ mod tests {
         ensure_vfio_module(&host).unwrap();
         for a in [GPU, AUDIO] {
             assert_eq!(
-                bind(&host, &mut journal, a.parse().unwrap()).unwrap(),
+                bind(&host, &mut journal, a.parse().unwrap(), false).unwrap(),
                 Some(7)
             );
             assert_eq!(driver(&root, a).as_deref(), Some("vfio-pci"));
@@ -341,7 +410,7 @@ mod tests {
         };
         kernel.modprobe("vfio-pci").unwrap();
         let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
-        bind(&host, &mut journal, GPU.parse().unwrap()).unwrap();
+        bind(&host, &mut journal, GPU.parse().unwrap(), false).unwrap();
         let writes: Vec<String> = kernel
             .writes
             .borrow()
@@ -369,9 +438,9 @@ mod tests {
         kernel.modprobe("vfio-pci").unwrap();
         let path = dir.path().join("journal");
         let mut journal = Journal::open(&path).unwrap();
-        bind(&host, &mut journal, GPU.parse().unwrap()).unwrap();
+        bind(&host, &mut journal, GPU.parse().unwrap(), false).unwrap();
         let mut second = Journal::open(&dir.path().join("journal2")).unwrap();
-        bind(&host, &mut second, GPU.parse().unwrap()).unwrap();
+        bind(&host, &mut second, GPU.parse().unwrap(), false).unwrap();
         assert!(journal::read(&dir.path().join("journal2"))
             .unwrap()
             .is_empty());
@@ -389,7 +458,7 @@ mod tests {
         kernel.modprobe("vfio-pci").unwrap();
         let path = dir.path().join("journal");
         let mut journal = Journal::open(&path).unwrap();
-        let err = bind(&host, &mut journal, GPU.parse().unwrap()).unwrap_err();
+        let err = bind(&host, &mut journal, GPU.parse().unwrap(), false).unwrap_err();
         assert!(matches!(err, VfioError::NotBound { .. }), "{err}");
         assert!(teardown::replay(&path, &host).complete());
         assert_eq!(driver(&root, GPU).as_deref(), Some("bochs-drm"));
@@ -406,7 +475,7 @@ mod tests {
         };
         kernel.modprobe("vfio-pci").unwrap();
         let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
-        let err = bind(&host, &mut journal, AUDIO.parse().unwrap()).unwrap_err();
+        let err = bind(&host, &mut journal, AUDIO.parse().unwrap(), false).unwrap_err();
         assert!(
             matches!(err, VfioError::Write(WriteError::Hung { .. })),
             "{err}"
@@ -422,7 +491,13 @@ mod tests {
             root: &root,
             kernel: &kernel,
         };
-        let r = restore(&host, "0000:09:00.0".parse().unwrap(), Some("nvidia"), None);
+        let r = restore(
+            &host,
+            "0000:09:00.0".parse().unwrap(),
+            Some("nvidia"),
+            None,
+            false,
+        );
         assert!(r.problem.unwrap().contains("rescan"));
     }
 
@@ -443,10 +518,93 @@ mod tests {
         .unwrap();
         let path = dir.path().join("journal");
         let mut journal = Journal::open(&path).unwrap();
-        bind(&host, &mut journal, AUDIO.parse().unwrap()).unwrap();
+        bind(&host, &mut journal, AUDIO.parse().unwrap(), false).unwrap();
         assert!(teardown::replay(&path, &host).complete());
         let dev = read_device(&root, AUDIO.parse().unwrap()).unwrap();
         assert_eq!(dev.driver_override.as_deref(), Some("snd_hda_intel"));
+    }
+
+    /// Binds AUDIO (with `rescan_fallback`), wedges it as a VM might, and
+    /// replays the journal.
+    fn wedged_audio_restore(
+        rescan_fallback: bool,
+        original_override: Option<&str>,
+    ) -> (tempfile::TempDir, FakeKernel, crate::teardown::Report) {
+        let (dir, kernel) = gpu_host();
+        let root = HostRoot::new(dir.path());
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
+        kernel.modprobe("vfio-pci").unwrap();
+        if let Some(o) = original_override {
+            let path = format!("sys/bus/pci/devices/{AUDIO}/driver_override");
+            fs::write(dir.path().join(path), format!("{o}\n")).unwrap();
+        }
+        let path = dir.path().join("journal");
+        let mut journal = Journal::open(&path).unwrap();
+        bind(&host, &mut journal, AUDIO.parse().unwrap(), rescan_fallback).unwrap();
+        kernel.wedge(AUDIO);
+        let report = teardown::replay(&path, &host);
+        (dir, kernel, report)
+    }
+
+    fn wrote(kernel: &FakeKernel, rel: &str) -> bool {
+        kernel.writes.borrow().iter().any(|(path, _)| path == rel)
+    }
+
+    #[test]
+    fn a_wedged_device_comes_back_after_remove_and_rescan_when_configured() {
+        let (dir, kernel, report) = wedged_audio_restore(true, Some("snd_hda_intel"));
+        assert!(report.complete(), "{report:?}");
+        let root = HostRoot::new(dir.path());
+        let dev = read_device(&root, AUDIO.parse().unwrap()).unwrap();
+        assert_eq!(dev.driver.as_deref(), Some("snd_hda_intel"));
+        // The rescanned device starts with no override: the old one is set again.
+        assert_eq!(dev.driver_override.as_deref(), Some("snd_hda_intel"));
+        assert!(wrote(
+            &kernel,
+            &format!("sys/bus/pci/devices/{AUDIO}/remove")
+        ));
+        assert!(wrote(&kernel, "sys/bus/pci/rescan"));
+    }
+
+    #[test]
+    fn without_the_fallback_a_wedged_device_is_reported_and_left_on_the_bus() {
+        let (dir, kernel, report) = wedged_audio_restore(false, None);
+        let problems: Vec<String> = report.problems().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("instead of snd_hda_intel"),
+            "{problems:?}"
+        );
+        assert!(!wrote(&kernel, "sys/bus/pci/rescan"));
+        // The journal stays for `vmrun restore`.
+        assert!(dir.path().join("journal").exists());
+    }
+
+    #[test]
+    fn a_device_that_fell_off_the_bus_is_rescanned_when_configured() {
+        let (dir, kernel) = gpu_host();
+        let root = HostRoot::new(dir.path());
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
+        kernel.modprobe("vfio-pci").unwrap();
+        let path = dir.path().join("journal");
+        let mut journal = Journal::open(&path).unwrap();
+        bind(&host, &mut journal, AUDIO.parse().unwrap(), true).unwrap();
+        kernel
+            .write(
+                &dir.path()
+                    .join(format!("sys/bus/pci/devices/{AUDIO}/remove")),
+                "1",
+            )
+            .unwrap();
+        let report = teardown::replay(&path, &host);
+        assert!(report.complete(), "{report:?}");
+        assert_eq!(driver(&root, AUDIO).as_deref(), Some("snd_hda_intel"));
     }
 
     use crate::prepare::journal;

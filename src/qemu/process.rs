@@ -14,6 +14,7 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 
+use crate::host::qemu::find_in_path;
 use crate::plan::Plan;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +88,10 @@ pub fn spawn(
     qmp_listener: UnixListener,
 ) -> Result<Child, SpawnError> {
     raise_memlock_for_vfio(plan)?;
-    Command::new(&plan.qemu.binary)
+    // A few stat calls here instead of posix_spawnp's failed execve in
+    // every PATH directory before QEMU's.
+    let binary = find_in_path(&plan.qemu.binary).unwrap_or_else(|| plan.qemu.binary.clone());
+    Command::new(binary)
         .arg("-S")
         .args(argv)
         .process_group(0)

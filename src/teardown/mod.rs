@@ -68,24 +68,29 @@ fn undo(step: &Step, host: &Host) -> StepReport {
             address,
             driver,
             driver_override,
+            rescan_fallback,
         } => {
             let r = vfio::restore(
                 host,
                 *address,
                 driver.as_deref(),
                 driver_override.as_deref(),
+                *rescan_fallback,
+            );
+            let what = format!(
+                "{address} back to {}{}",
+                driver.as_deref().unwrap_or("no driver"),
+                if r.rescanned {
+                    " (after remove + rescan)"
+                } else {
+                    ""
+                }
             );
             if r.ok() {
-                tracing::info!(
-                    "{address} back on {}",
-                    driver.as_deref().unwrap_or("no driver")
-                );
+                tracing::info!("{what}");
             }
             StepReport {
-                what: format!(
-                    "{address} back to {}",
-                    driver.as_deref().unwrap_or("no driver")
-                ),
+                what,
                 problem: r.problem,
             }
         }

@@ -53,3 +53,25 @@ lab_bool c3_qemu_stopped gone "$qpid"
 lab_wait 10 drivers_are bochs-drm snd_hda_intel
 rec_devices c3_restored $VGA $HDA
 lab_bool c3_run_dir_gone test ! -e /run/vmrun/c3
+
+# ---- rescan_fallback: vmrun and QEMU killed, then the HDA falls off the bus
+# (as a card that failed its reset does); `vmrun restore` rescans the bus,
+# then gives each function its driver and override back.
+echo >"$(pci_dev $VGA)/driver_override"
+echo >"$(pci_dev $HDA)/driver_override"
+vm_cfg c4 $VGA $HDA
+echo 'rescan_fallback = true' >>"$VMRUN_HOME/vms/c4.toml"
+run_vmrun c4_start start c4 --detach
+lab_str c4_journal "$(cat /run/vmrun/c4/journal 2>/dev/null)"
+"$VMRUN" status c4 --json >/tmp/c4.status 2>&1
+spid=$(field supervisor_pid </tmp/c4.status)
+qpid=$(field qemu_pid </tmp/c4.status)
+[ -n "$spid" ] && kill -9 "$spid"
+[ -n "$qpid" ] && kill -9 "$qpid"
+lab_bool c4_both_dead lab_wait 30 eval 'gone "$spid" && gone "$qpid"'
+echo 1 >"$(pci_dev $HDA)/remove"
+lab_bool c4_hda_gone test ! -e "$(pci_dev $HDA)"
+run_vmrun c4_restore restore c4
+lab_wait 10 drivers_are bochs-drm snd_hda_intel
+rec_devices c4_restored $VGA $HDA
+lab_bool c4_run_dir_gone test ! -e /run/vmrun/c4
