@@ -339,79 +339,132 @@ mod tests {
     use crate::host::pci::fake::add_device;
     use crate::host::pci::read_device;
     use crate::prepare::fake_kernel::FakeKernel;
+    use crate::prepare::journal;
+    use crate::prepare::sysfs::Kernel as _;
     use crate::teardown;
+    use std::fs;
 
     const GPU: &str = "0000:01:00.0";
     const AUDIO: &str = "0000:01:00.1";
 
-    fn gpu_host() -> (tempfile::TempDir, FakeKernel) {
-        let dir = tempfile::tempdir().unwrap();
-        add_device(
-            dir.path(),
-            GPU,
-            (0x1234, 0x1111),
-            0x030000,
-            Some("bochs-drm"),
-            Some(7),
-        );
-        add_device(
-            dir.path(),
-            AUDIO,
-            (0x8086, 0x2668),
-            0x040300,
-            Some("snd_hda_intel"),
-            Some(7),
-        );
-        let kernel = FakeKernel::new(dir.path())
-            .native(GPU, "bochs-drm")
-            .native(AUDIO, "snd_hda_intel");
-        (dir, kernel)
+    /// A GPU (bochs-drm) and its audio function (snd_hda_intel) in IOMMU
+    /// group 7, vfio-pci loaded, a journal at `journal`.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        kernel: FakeKernel,
+        root: HostRoot,
+        journal: PathBuf,
     }
 
-    fn driver(root: &HostRoot, addr: &str) -> Option<String> {
-        read_device(root, addr.parse().unwrap()).unwrap().driver
+    impl Fixture {
+        fn new() -> Self {
+            Self::with(|k| k)
+        }
+
+        fn with(tweak: impl FnOnce(FakeKernel) -> FakeKernel) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            for (addr, ids, class, driver) in [
+                (GPU, (0x1234, 0x1111), 0x030000, "bochs-drm"),
+                (AUDIO, (0x8086, 0x2668), 0x040300, "snd_hda_intel"),
+            ] {
+                add_device(dir.path(), addr, ids, class, Some(driver), Some(7));
+            }
+            let kernel = tweak(
+                FakeKernel::new(dir.path())
+                    .native(GPU, "bochs-drm")
+                    .native(AUDIO, "snd_hda_intel"),
+            );
+            kernel.modprobe(VFIO_DRIVER).unwrap();
+            Self {
+                root: HostRoot::new(dir.path()),
+                journal: dir.path().join("journal"),
+                dir,
+                kernel,
+            }
+        }
+
+        fn host(&self) -> Host<'_> {
+            Host {
+                root: &self.root,
+                kernel: &self.kernel,
+            }
+        }
+
+        fn bind(&self, addr: &str, rescan_fallback: bool) -> Result<Option<u32>, VfioError> {
+            let mut journal = Journal::open(&self.journal).unwrap();
+            bind(
+                &self.host(),
+                &mut journal,
+                addr.parse().unwrap(),
+                rescan_fallback,
+            )
+        }
+
+        fn replay(&self) -> teardown::Report {
+            teardown::replay(&self.journal, &self.host())
+        }
+
+        fn driver(&self, addr: &str) -> Option<String> {
+            read_device(&self.root, addr.parse().unwrap())
+                .unwrap()
+                .driver
+        }
+
+        fn driver_override(&self, addr: &str) -> Option<String> {
+            read_device(&self.root, addr.parse().unwrap())
+                .unwrap()
+                .driver_override
+        }
+
+        fn set_override(&self, addr: &str, value: &str) {
+            let path = format!("sys/bus/pci/devices/{addr}/driver_override");
+            fs::write(self.dir.path().join(path), format!("{value}\n")).unwrap();
+        }
+
+        fn wrote(&self, rel: &str) -> bool {
+            self.kernel
+                .writes
+                .borrow()
+                .iter()
+                .any(|(path, _)| path == rel)
+        }
     }
 
     #[test]
     fn bind_then_replay_restores_both_functions() {
-        let (dir, kernel) = gpu_host();
+        let f = Fixture::new();
+        for a in [GPU, AUDIO] {
+            assert_eq!(f.bind(a, false).unwrap(), Some(7));
+            assert_eq!(f.driver(a).as_deref(), Some("vfio-pci"));
+        }
+        assert!(f.dir.path().join("dev/vfio/7").exists());
+        let report = f.replay();
+        assert!(report.complete(), "{report:?}");
+        assert_eq!(f.driver(GPU).as_deref(), Some("bochs-drm"));
+        assert_eq!(f.driver(AUDIO).as_deref(), Some("snd_hda_intel"));
+        assert_eq!(f.driver_override(GPU), None);
+        assert!(!f.journal.exists(), "a fully replayed journal is removed");
+    }
+
+    #[test]
+    fn the_vfio_module_is_loaded_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = FakeKernel::new(dir.path());
         let root = HostRoot::new(dir.path());
         let host = Host {
             root: &root,
             kernel: &kernel,
         };
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).unwrap();
         ensure_vfio_module(&host).unwrap();
-        for a in [GPU, AUDIO] {
-            assert_eq!(
-                bind(&host, &mut journal, a.parse().unwrap(), false).unwrap(),
-                Some(7)
-            );
-            assert_eq!(driver(&root, a).as_deref(), Some("vfio-pci"));
-        }
-        assert!(dir.path().join("dev/vfio/7").exists());
-        let report = teardown::replay(&path, &host);
-        assert!(report.complete(), "{report:?}");
-        assert_eq!(driver(&root, GPU).as_deref(), Some("bochs-drm"));
-        assert_eq!(driver(&root, AUDIO).as_deref(), Some("snd_hda_intel"));
-        let dev = read_device(&root, GPU.parse().unwrap()).unwrap();
-        assert_eq!(dev.driver_override, None);
-        assert!(!path.exists(), "a fully replayed journal is removed");
+        assert!(dir.path().join("sys/bus/pci/drivers/vfio-pci").is_dir());
     }
 
     #[test]
     fn writes_follow_the_driver_override_sequence() {
-        let (dir, kernel) = gpu_host();
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        kernel.modprobe("vfio-pci").unwrap();
-        let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
-        bind(&host, &mut journal, GPU.parse().unwrap(), false).unwrap();
-        let writes: Vec<String> = kernel
+        let f = Fixture::new();
+        f.bind(GPU, false).unwrap();
+        let writes: Vec<String> = f
+            .kernel
             .writes
             .borrow()
             .iter()
@@ -429,53 +482,28 @@ mod tests {
 
     #[test]
     fn a_device_already_on_vfio_is_not_journaled() {
-        let (dir, kernel) = gpu_host();
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        kernel.modprobe("vfio-pci").unwrap();
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).unwrap();
-        bind(&host, &mut journal, GPU.parse().unwrap(), false).unwrap();
-        let mut second = Journal::open(&dir.path().join("journal2")).unwrap();
-        bind(&host, &mut second, GPU.parse().unwrap(), false).unwrap();
-        assert!(journal::read(&dir.path().join("journal2"))
+        let f = Fixture::new();
+        f.bind(GPU, false).unwrap();
+        let mut second = Journal::open(&f.dir.path().join("journal2")).unwrap();
+        bind(&f.host(), &mut second, GPU.parse().unwrap(), false).unwrap();
+        assert!(journal::read(&f.dir.path().join("journal2"))
             .unwrap()
             .is_empty());
     }
 
     #[test]
     fn bind_refused_by_vfio_is_reported_and_rolls_back() {
-        let (dir, kernel) = gpu_host();
-        let kernel = kernel.refusing("vfio-pci");
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        kernel.modprobe("vfio-pci").unwrap();
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).unwrap();
-        let err = bind(&host, &mut journal, GPU.parse().unwrap(), false).unwrap_err();
+        let f = Fixture::with(|k| k.refusing("vfio-pci"));
+        let err = f.bind(GPU, false).unwrap_err();
         assert!(matches!(err, VfioError::NotBound { .. }), "{err}");
-        assert!(teardown::replay(&path, &host).complete());
-        assert_eq!(driver(&root, GPU).as_deref(), Some("bochs-drm"));
+        assert!(f.replay().complete());
+        assert_eq!(f.driver(GPU).as_deref(), Some("bochs-drm"));
     }
 
     #[test]
     fn a_hung_unbind_is_an_error_naming_the_path() {
-        let (dir, kernel) = gpu_host();
-        let kernel = kernel.hanging_unbind(AUDIO);
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        kernel.modprobe("vfio-pci").unwrap();
-        let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
-        let err = bind(&host, &mut journal, AUDIO.parse().unwrap(), false).unwrap_err();
+        let f = Fixture::with(|k| k.hanging_unbind(AUDIO));
+        let err = f.bind(AUDIO, false).unwrap_err();
         assert!(
             matches!(err, VfioError::Write(WriteError::Hung { .. })),
             "{err}"
@@ -485,128 +513,61 @@ mod tests {
 
     #[test]
     fn restore_of_a_vanished_device_says_how_to_rescan() {
-        let (dir, kernel) = gpu_host();
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        let r = restore(
-            &host,
-            "0000:09:00.0".parse().unwrap(),
-            Some("nvidia"),
-            None,
-            false,
-        );
+        let f = Fixture::new();
+        let gone = "0000:09:00.0".parse().unwrap();
+        let r = restore(&f.host(), gone, Some("nvidia"), None, false);
         assert!(r.problem.unwrap().contains("rescan"));
     }
 
     #[test]
     fn restore_keeps_a_previous_override() {
-        let (dir, kernel) = gpu_host();
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        kernel.modprobe("vfio-pci").unwrap();
-        fs::write(
-            dir.path()
-                .join(format!("sys/bus/pci/devices/{AUDIO}/driver_override")),
-            "snd_hda_intel\n",
-        )
-        .unwrap();
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).unwrap();
-        bind(&host, &mut journal, AUDIO.parse().unwrap(), false).unwrap();
-        assert!(teardown::replay(&path, &host).complete());
-        let dev = read_device(&root, AUDIO.parse().unwrap()).unwrap();
-        assert_eq!(dev.driver_override.as_deref(), Some("snd_hda_intel"));
-    }
-
-    /// Binds AUDIO (with `rescan_fallback`), wedges it as a VM might, and
-    /// replays the journal.
-    fn wedged_audio_restore(
-        rescan_fallback: bool,
-        original_override: Option<&str>,
-    ) -> (tempfile::TempDir, FakeKernel, crate::teardown::Report) {
-        let (dir, kernel) = gpu_host();
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        kernel.modprobe("vfio-pci").unwrap();
-        if let Some(o) = original_override {
-            let path = format!("sys/bus/pci/devices/{AUDIO}/driver_override");
-            fs::write(dir.path().join(path), format!("{o}\n")).unwrap();
-        }
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).unwrap();
-        bind(&host, &mut journal, AUDIO.parse().unwrap(), rescan_fallback).unwrap();
-        kernel.wedge(AUDIO);
-        let report = teardown::replay(&path, &host);
-        (dir, kernel, report)
-    }
-
-    fn wrote(kernel: &FakeKernel, rel: &str) -> bool {
-        kernel.writes.borrow().iter().any(|(path, _)| path == rel)
+        let f = Fixture::new();
+        f.set_override(AUDIO, "snd_hda_intel");
+        f.bind(AUDIO, false).unwrap();
+        assert!(f.replay().complete());
+        assert_eq!(f.driver_override(AUDIO).as_deref(), Some("snd_hda_intel"));
     }
 
     #[test]
     fn a_wedged_device_comes_back_after_remove_and_rescan_when_configured() {
-        let (dir, kernel, report) = wedged_audio_restore(true, Some("snd_hda_intel"));
+        let f = Fixture::new();
+        f.set_override(AUDIO, "snd_hda_intel");
+        f.bind(AUDIO, true).unwrap();
+        f.kernel.wedge(AUDIO);
+        let report = f.replay();
         assert!(report.complete(), "{report:?}");
-        let root = HostRoot::new(dir.path());
-        let dev = read_device(&root, AUDIO.parse().unwrap()).unwrap();
-        assert_eq!(dev.driver.as_deref(), Some("snd_hda_intel"));
+        assert!(report.steps[0].what.contains("after remove + rescan"));
+        assert_eq!(f.driver(AUDIO).as_deref(), Some("snd_hda_intel"));
         // The rescanned device starts with no override: the old one is set again.
-        assert_eq!(dev.driver_override.as_deref(), Some("snd_hda_intel"));
-        assert!(wrote(
-            &kernel,
-            &format!("sys/bus/pci/devices/{AUDIO}/remove")
-        ));
-        assert!(wrote(&kernel, "sys/bus/pci/rescan"));
+        assert_eq!(f.driver_override(AUDIO).as_deref(), Some("snd_hda_intel"));
+        assert!(f.wrote(&format!("sys/bus/pci/devices/{AUDIO}/remove")));
+        assert!(f.wrote("sys/bus/pci/rescan"));
     }
 
     #[test]
     fn without_the_fallback_a_wedged_device_is_reported_and_left_on_the_bus() {
-        let (dir, kernel, report) = wedged_audio_restore(false, None);
-        let problems: Vec<String> = report.problems().collect();
+        let f = Fixture::new();
+        f.bind(AUDIO, false).unwrap();
+        f.kernel.wedge(AUDIO);
+        let problems: Vec<String> = f.replay().problems().collect();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].contains("instead of snd_hda_intel"),
             "{problems:?}"
         );
-        assert!(!wrote(&kernel, "sys/bus/pci/rescan"));
+        assert!(!f.wrote("sys/bus/pci/rescan"));
         // The journal stays for `vmrun restore`.
-        assert!(dir.path().join("journal").exists());
+        assert!(f.journal.exists());
     }
 
     #[test]
     fn a_device_that_fell_off_the_bus_is_rescanned_when_configured() {
-        let (dir, kernel) = gpu_host();
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        kernel.modprobe("vfio-pci").unwrap();
-        let path = dir.path().join("journal");
-        let mut journal = Journal::open(&path).unwrap();
-        bind(&host, &mut journal, AUDIO.parse().unwrap(), true).unwrap();
-        kernel
-            .write(
-                &dir.path()
-                    .join(format!("sys/bus/pci/devices/{AUDIO}/remove")),
-                "1",
-            )
-            .unwrap();
-        let report = teardown::replay(&path, &host);
+        let f = Fixture::new();
+        f.bind(AUDIO, true).unwrap();
+        let remove = format!("sys/bus/pci/devices/{AUDIO}/remove");
+        f.kernel.write(&f.dir.path().join(remove), "1").unwrap();
+        let report = f.replay();
         assert!(report.complete(), "{report:?}");
-        assert_eq!(driver(&root, AUDIO).as_deref(), Some("snd_hda_intel"));
+        assert_eq!(f.driver(AUDIO).as_deref(), Some("snd_hda_intel"));
     }
-
-    use crate::prepare::journal;
-    use std::fs;
 }
