@@ -340,7 +340,6 @@ mod tests {
     use crate::host::pci::read_device;
     use crate::prepare::fake_kernel::FakeKernel;
     use crate::prepare::journal;
-    use crate::prepare::sysfs::Kernel as _;
     use crate::teardown;
     use std::fs;
 
