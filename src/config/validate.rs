@@ -631,6 +631,7 @@ impl Validator<'_> {
             display_manager,
             stop_units: t.stop_units.unwrap_or_default(),
             user_units: t.user_units.unwrap_or_default(),
+            stop_processes: t.stop_processes.unwrap_or_default(),
             unload_modules,
         })
     }
