@@ -165,6 +165,9 @@ pub fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -> Takeo
                     }
                 }
             }
+            if why.is_empty() {
+                why.push("no display device of the VM is on this host".into());
+            }
             (order, why.join("; "))
         }
     };
@@ -234,15 +237,19 @@ impl TakeoverPlan {
                 )
             })
             .collect();
-        out.push(format!(
-            "wait for the GPU's holders to go: {}; holding now: {}",
-            gpus.join(", "),
-            if self.holders.is_empty() {
-                "none".into()
-            } else {
-                self.holders.join(", ")
-            }
-        ));
+        if gpus.is_empty() {
+            out.push("no display device of the VM is on this host: nothing holds it".into());
+        } else {
+            out.push(format!(
+                "wait for the GPU's holders to go: {}; holding now: {}",
+                gpus.join(", "),
+                if self.holders.is_empty() {
+                    "none".into()
+                } else {
+                    self.holders.join(", ")
+                }
+            ));
+        }
         out.push(if self.stop_processes.is_empty() {
             "refuse (and undo) if any process still holds it".into()
         } else {

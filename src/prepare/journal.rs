@@ -44,8 +44,9 @@ pub enum Step {
     /// Takeover: a process still holding the GPU, stopped. Not restarted:
     /// whatever started it owns it.
     StopProcess { pid: u32, comm: String },
-    /// Takeover: `/sys/class/vtconsole/vtconN` unbound from its framebuffer.
-    UnbindVtcon { index: u32 },
+    /// Takeover: `/sys/class/vtconsole/vtconN`, named `name`, unbound
+    /// from its framebuffer.
+    UnbindVtcon { index: u32, name: String },
     /// Takeover: a firmware framebuffer on `gpu` unbound from its platform
     /// driver.
     UnbindFramebuffer {
@@ -222,7 +223,10 @@ mod tests {
                 stop: vec!["dm-stop".into()],
                 start: vec!["dm-start".into()],
             },
-            Step::UnbindVtcon { index: 1 },
+            Step::UnbindVtcon {
+                index: 1,
+                name: "(M) frame buffer device".into(),
+            },
             Step::UnloadModule {
                 module: "bochs".into(),
                 devices: vec![ModuleDevice {

@@ -269,7 +269,10 @@ fn unbind_consoles(
         if !now.iter().any(|n| n.index == v.index && n.bound) {
             continue;
         }
-        journal.record(&Step::UnbindVtcon { index: v.index })?;
+        journal.record(&Step::UnbindVtcon {
+            index: v.index,
+            name: v.name.clone(),
+        })?;
         // "echo 0 > bind" detaches the console driver from the VTs
         // (Documentation/driver-api/console.rst).
         host.kernel.write(
@@ -607,7 +610,10 @@ mod tests {
         assert_eq!(
             journal::read(&path).unwrap(),
             [
-                Step::UnbindVtcon { index: 1 },
+                Step::UnbindVtcon {
+                    index: 1,
+                    name: "(M) frame buffer device".into()
+                },
                 Step::UnbindFramebuffer {
                     driver: "efi-framebuffer".into(),
                     device: "efi-framebuffer.0".into(),
@@ -647,5 +653,6 @@ mod tests {
         let report = teardown::replay(&path, &host);
         assert!(report.complete(), "{report:?}");
         assert!(report.steps[0].what.contains("the kernel removed it"));
+        assert!(report.steps[0].problem.is_none());
     }
 }

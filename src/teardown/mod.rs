@@ -106,7 +106,7 @@ fn undo(step: &Step, host: &Host) -> StepReport {
         Step::StopUnit { unit, user } => takeover::start_unit(host, unit, user.as_deref()),
         Step::StopCommand { start, .. } => takeover::start_command(host, start),
         Step::StopProcess { pid, comm } => takeover::stopped_process(*pid, comm),
-        Step::UnbindVtcon { index } => takeover::bind_vtcon(host, *index),
+        Step::UnbindVtcon { index, name } => takeover::bind_vtcon(host, *index, name),
         Step::UnbindFramebuffer {
             driver,
             device,

@@ -10,7 +10,25 @@ use crate::prepare::takeover::{systemctl, MODULE_TIMEOUT, UNIT_TIMEOUT};
 use crate::prepare::Host;
 
 fn report(what: String, problem: Option<String>) -> StepReport {
+    match &problem {
+        None => tracing::info!("{what}"),
+        Some(p) => tracing::warn!("{what}: {p}"),
+    }
     StepReport { what, problem }
+}
+
+/// Whether any framebuffer is registered (`/sys/class/graphics/fbN`).
+fn any_framebuffer(host: &Host) -> bool {
+    std::fs::read_dir(host.root.path("/sys/class/graphics"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("fb"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 fn run(host: &Host, argv: &[String], timeout: std::time::Duration) -> Option<String> {
@@ -49,23 +67,47 @@ pub fn stopped_process(pid: u32, comm: &str) -> StepReport {
     )
 }
 
-pub fn bind_vtcon(host: &Host, index: u32) -> StepReport {
+pub fn bind_vtcon(host: &Host, index: u32, name: &str) -> StepReport {
+    // fbcon unregisters its console driver when the last framebuffer goes
+    // and registers it again, maybe in another slot, when one comes back
+    // (fbcon.c `fbcon_fb_unregistered`/`do_fbcon_takeover`): look it up
+    // by name.
+    let all = crate::host::display::vtconsoles(host.root);
+    let found = all
+        .iter()
+        .find(|v| v.index == index && v.name == name)
+        .or_else(|| all.iter().find(|v| v.name == name));
+    let Some(v) = found else {
+        if !any_framebuffer(host) {
+            // Nothing to bind to: the firmware framebuffer is gone for good
+            // (see bind_framebuffer) and no GPU driver brought its own.
+            return report(
+                format!("vtcon{index} ({name}) left unbound: no framebuffer is registered (the firmware's was removed by the kernel; a GPU driver with fbdev brings the text console back)"),
+                None,
+            );
+        }
+        return report(
+            format!("vtcon{index} ({name}) bound again"),
+            Some(format!(
+                "a framebuffer is registered but no vtconsole is named {name:?}"
+            )),
+        );
+    };
+    let what = format!("vtcon{} ({name}) bound again", v.index);
+    if v.bound {
+        return report(what, None);
+    }
     let path = host
         .root
-        .path(format!("/sys/class/vtconsole/vtcon{index}/bind"));
-    let bound = || std::fs::read_to_string(&path).is_ok_and(|b| b.trim() == "1");
-    let mut problem = None;
-    if !bound() {
-        if let Err(e) = host.kernel.write(&path, "1") {
-            problem = Some(e.to_string());
-        } else if !bound() {
-            problem = Some(format!(
-                "{} still reads 0 (no framebuffer for the console?)",
-                path.display()
-            ));
+        .path(format!("/sys/class/vtconsole/vtcon{}/bind", v.index));
+    let problem = match host.kernel.write(&path, "1") {
+        Err(e) => Some(e.to_string()),
+        Ok(()) if !std::fs::read_to_string(&path).is_ok_and(|b| b.trim() == "1") => {
+            Some(format!("{} still reads 0", path.display()))
         }
-    }
-    report(format!("vtcon{index} bound again"), problem)
+        Ok(()) => None,
+    };
+    report(what, problem)
 }
 
 pub fn bind_framebuffer(host: &Host, driver: &str, device: &str, gpu: PciAddress) -> StepReport {
@@ -75,11 +117,12 @@ pub fn bind_framebuffer(host: &Host, driver: &str, device: &str, gpu: PciAddress
         .path(format!("/sys/bus/platform/devices/{device}"))
         .exists()
     {
-        // drm_aperture_remove_conflicting_framebuffers() unregisters the
-        // firmware framebuffer's platform device for good when a DRM
-        // driver takes the GPU: there is nothing left to bind.
+        // aperture_remove_conflicting_pci_devices() unregisters the
+        // firmware framebuffer's platform device for good (sysfb_disable)
+        // when a DRM driver, or since Linux 6.0 vfio-pci ("vfio/pci: Remove
+        // console drivers"), takes the VGA: there is nothing left to bind.
         return report(
-            format!("{device}: the kernel removed it (a GPU driver took over the display); nothing to rebind"),
+            format!("{device} not bound again: the kernel removed it when a driver took the VGA (vfio-pci or a DRM driver); it comes back only with a reboot"),
             None,
         );
     }
