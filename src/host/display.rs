@@ -306,6 +306,28 @@ pub(crate) mod fake {
         }
     }
 
+    /// The lab's single-GPU desktop: bochs-drm (module bochs, with two
+    /// helpers) on the boot VGA `addr` with card0, fbcon bound on vtcon1.
+    pub fn bochs_desktop(root: &Path, addr: &str) {
+        use crate::host::pci::fake::{add_device, add_drm, set_attr};
+        add_device(
+            root,
+            addr,
+            (0x1234, 0x1111),
+            0x030000,
+            Some("bochs-drm"),
+            Some(3),
+        );
+        set_attr(root, addr, "boot_vga", "1");
+        add_drm(root, addr, &["card0"]);
+        add_module(root, "bochs", &[]);
+        add_module(root, "drm_kms_helper", &["bochs"]);
+        add_module(root, "drm", &["bochs", "drm_kms_helper"]);
+        set_driver_module(root, "bochs-drm", "bochs");
+        add_vtcon(root, 0, "(S) dummy device", false);
+        add_vtcon(root, 1, "(M) frame buffer device", true);
+    }
+
     /// Makes `module` the module of PCI driver `driver`.
     pub fn set_driver_module(root: &Path, driver: &str, module: &str) {
         let drv = root.join("sys/bus/pci/drivers").join(driver);
@@ -472,16 +494,7 @@ mod tests {
     fn the_driver_module_comes_from_the_driver_link() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
-        add_device(
-            p,
-            GPU,
-            (0x1234, 0x1111),
-            0x030000,
-            Some("bochs-drm"),
-            Some(1),
-        );
-        add_module(p, "bochs", &[]);
-        set_driver_module(p, "bochs-drm", "bochs");
+        bochs_desktop(p, GPU);
         let root = HostRoot::new(p);
         assert_eq!(
             driver_module(&root, GPU.parse().unwrap()).as_deref(),

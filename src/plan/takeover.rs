@@ -305,7 +305,7 @@ impl TakeoverPlan {
 mod tests {
     use super::*;
     use crate::host::display::fake::*;
-    use crate::host::pci::fake::{add_device, add_drm, add_process, set_attr};
+    use crate::host::pci::fake::add_process;
 
     const GPU: &str = "0000:00:0a.0";
 
@@ -323,27 +323,11 @@ mod tests {
         }
     }
 
-    /// The lab's bochs case: bochs-drm on the GPU, fbcon on its fb.
+    /// The lab's bochs case, with Xorg holding card0.
     fn bochs_host() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        add_device(
-            p,
-            GPU,
-            (0x1234, 0x1111),
-            0x030000,
-            Some("bochs-drm"),
-            Some(3),
-        );
-        set_attr(p, GPU, "boot_vga", "1");
-        add_drm(p, GPU, &["card0"]);
-        add_module(p, "bochs", &[]);
-        add_module(p, "drm_kms_helper", &["bochs"]);
-        add_module(p, "drm", &["bochs", "drm_kms_helper"]);
-        set_driver_module(p, "bochs-drm", "bochs");
-        add_vtcon(p, 0, "(S) dummy device", false);
-        add_vtcon(p, 1, "(M) frame buffer device", true);
-        add_process(p, 400, "Xorg", &["/dev/dri/card0"]);
+        bochs_desktop(dir.path(), GPU);
+        add_process(dir.path(), 400, "Xorg", &["/dev/dri/card0"]);
         dir
     }
 

@@ -331,6 +331,26 @@ fn unload_modules(
         run_ok(host, &argv, MODULE_TIMEOUT)?;
         tracing::info!("takeover: unloaded {module}");
     }
+    // `modprobe -r` removes dependencies only when they are unused at the
+    // moment it reaches them (kmod tries them in modules.dep order), so a
+    // helper held by another helper stays: unload what is left unused.
+    for helper in &plan.helpers {
+        let refcnt =
+            std::fs::read_to_string(host.root.path(format!("/sys/module/{helper}/refcnt")));
+        if !refcnt.is_ok_and(|r| r.trim() == "0") {
+            continue;
+        }
+        journal.record(&Step::UnloadModule {
+            module: helper.clone(),
+            devices: vec![],
+        })?;
+        let argv = ["modprobe", "-r", helper.as_str()].map(String::from);
+        match run_ok(host, &argv, MODULE_TIMEOUT) {
+            Ok(()) => tracing::info!("takeover: unloaded the now-unused {helper}"),
+            // A helper left loaded holds no GPU: not worth undoing for.
+            Err(e) => tracing::warn!("takeover: {e}"),
+        }
+    }
     Ok(())
 }
 
@@ -358,7 +378,7 @@ mod tests {
     use super::*;
     use crate::config::{DisplayManager, Takeover, UnloadModules};
     use crate::host::display::fake::*;
-    use crate::host::pci::fake::{add_device, add_drm, add_process, set_attr};
+    use crate::host::pci::fake::{add_device, add_process, set_attr};
     use crate::host::HostRoot;
     use crate::plan::hostdev::fake::planned;
     use crate::prepare::fake_kernel::FakeKernel;
@@ -374,14 +394,7 @@ mod tests {
     fn bochs_host() -> (tempfile::TempDir, FakeKernel) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
-        add_device(
-            p,
-            GPU,
-            (0x1234, 0x1111),
-            0x030000,
-            Some("bochs-drm"),
-            Some(3),
-        );
+        bochs_desktop(p, GPU);
         add_device(
             p,
             HDA,
@@ -390,14 +403,6 @@ mod tests {
             Some("snd_hda_intel"),
             Some(3),
         );
-        set_attr(p, GPU, "boot_vga", "1");
-        add_drm(p, GPU, &["card0"]);
-        add_module(p, "bochs", &[]);
-        add_module(p, "drm_kms_helper", &["bochs"]);
-        add_module(p, "drm", &["bochs", "drm_kms_helper"]);
-        set_driver_module(p, "bochs-drm", "bochs");
-        add_vtcon(p, 0, "(S) dummy device", false);
-        add_vtcon(p, 1, "(M) frame buffer device", true);
         add_process(p, 400, "Xorg", &["/dev/dri/card0"]);
         add_process(p, 500, "gpuhold", &["/dev/dri/card0"]);
         let kernel = FakeKernel::new(p)

@@ -14,8 +14,8 @@
 . "$LAB_SCENARIO_DIR/takeover_lib.sh"
 
 # Copies of sleep, so that /proc/PID/comm names them.
-cp "$(command -v sleep)" /tmp/standin-dm
-cp "$(command -v sleep)" /tmp/gpuhold
+cp /usr/bin/sleep /tmp/standin-dm
+cp /usr/bin/sleep /tmp/gpuhold
 cat >/tmp/dm-start <<-'EOF'
 	#!/bin/sh
 	# Idempotent: replaying a journal may start it when it already runs.
@@ -39,16 +39,25 @@ start_holder() {
 	/tmp/gpuhold 100000 </dev/dri/card0 >/dev/null 2>&1 &
 	hold=$!
 }
+# rec_desktop PREFIX [NAME]: waits for the host drivers to be back, then
+# records the devices, the display stack, the display manager, and that
+# VM NAME's run dir is gone.
+rec_desktop() {
+	lab_wait 10 drivers_are bochs-drm snd_hda_intel
+	lab_wait 10 test -e /dev/dri/card0
+	rec_devices "$1" $VGA $HDA
+	rec_display "$1"
+	lab_bool "${1}_dm" dm_runs
+	[ -n "$2" ] && lab_bool "${1%_*}_run_dir_gone" test ! -e "/run/vmrun/$2"
+	return 0
+}
 
 modprobe bochs
 modprobe snd-hda-intel
-lab_wait 10 drivers_are bochs-drm snd_hda_intel
 lab_wait 10 test -e /dev/dri/card0
 /tmp/dm-start
 start_holder
-rec_devices host $VGA $HDA
-rec_display host
-lab_bool host_dm dm_runs
+rec_desktop host
 lab_bool host_holder alive $hold
 
 DM='display_manager = { stop = ["/tmp/dm-stop"], start = ["/tmp/dm-start"] }'
@@ -61,27 +70,17 @@ rec_devices b_running $VGA $HDA
 rec_display b_running
 lab_bool b_running_dm dm_runs
 lab_bool b_running_holder_gone gone $hold
-lab_str b_pci_ids "$("$VMRUN" qmp tb query-pci 2>/dev/null | pci_ids)"
+lab_str b_pci_ids "$(nested_pci_ids tb)"
 lab_str b_journal "$(cat /run/vmrun/tb/journal 2>/dev/null)"
 run_vmrun b_stop stop tb
-lab_wait 10 drivers_are bochs-drm snd_hda_intel
-lab_wait 10 test -e /dev/dri/card0
-rec_devices b_after $VGA $HDA
-rec_display b_after
-lab_bool b_after_dm dm_runs
-lab_bool b_run_dir_gone test ! -e /run/vmrun/tb
+rec_desktop b_after tb
 lab_str b_log "$(tail -c 4000 /tmp/vmstate/tb/*.log 2>/dev/null)"
 
 # ---- (c) a module that won't unload
 start_holder
 takeover_cfg tc "$DM" 'stop_processes = ["gpuhold"]' 'unload_modules = ["bochs", "9pnet_virtio"]'
 run_vmrun c_start start tc --detach
-lab_wait 10 drivers_are bochs-drm snd_hda_intel
-lab_wait 10 test -e /dev/dri/card0
-rec_devices c_after $VGA $HDA
-rec_display c_after
-lab_bool c_after_dm dm_runs
-lab_bool c_run_dir_gone test ! -e /run/vmrun/tc
+rec_desktop c_after tc
 
 # ---- (d) kill -9 of the supervisor while the VM runs, then restore
 start_holder
@@ -97,12 +96,7 @@ lab_bool d_supervisor_ended lab_wait 30 gone "$spid"
 lab_str d_state "$(vm_state td)"
 run_vmrun d_restore restore td
 lab_bool d_qemu_stopped gone "$qpid"
-lab_wait 10 drivers_are bochs-drm snd_hda_intel
-lab_wait 10 test -e /dev/dri/card0
-rec_devices d_restored $VGA $HDA
-rec_display d_restored
-lab_bool d_restored_dm dm_runs
-lab_bool d_run_dir_gone test ! -e /run/vmrun/td
+rec_desktop d_restored td
 
 # ---- (d2) abort right after journal step 4 is recorded (step 1 the
 # display manager, 2 the holder, 3 vtcon1, 4 bochs): the console is
@@ -115,7 +109,4 @@ lab_bool d2_crashed_dm dm_runs
 lab_str d2_state "$(vm_state td)"
 lab_str d2_journal "$(cat /run/vmrun/td/journal 2>/dev/null)"
 run_vmrun d2_restore restore td
-rec_devices d2_restored $VGA $HDA
-rec_display d2_restored
-lab_bool d2_restored_dm dm_runs
-lab_bool d2_run_dir_gone test ! -e /run/vmrun/td
+rec_desktop d2_restored td

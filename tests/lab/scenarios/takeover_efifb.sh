@@ -19,7 +19,7 @@ rec_display a_running
 # Since Linux 6.0 vfio-pci removes the firmware framebuffer of a VGA it
 # takes (aperture_remove_conflicting_pci_devices): the device itself goes.
 lab_bool a_running_efifb_device test -e /sys/bus/platform/devices/efi-framebuffer.0
-lab_str a_pci_ids "$("$VMRUN" qmp ta query-pci 2>/dev/null | pci_ids)"
+lab_str a_pci_ids "$(nested_pci_ids ta)"
 lab_str a_journal "$(cat /run/vmrun/ta/journal 2>/dev/null)"
 run_vmrun a_stop stop ta
 lab_wait 10 drivers_are none snd_hda_intel
