@@ -104,6 +104,9 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         .takeover
         .as_ref()
         .map(|t| takeover::plan(t, &hostdevs, &ctx.root));
+    if takeover.is_some() {
+        findings.extend(takeover::session_finding(&ctx.root));
+    }
     let qemu_user = user::qemu_user(&vm.qemu.user, ctx.dirs.is_root, &ctx.root, &mut findings);
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
         findings.push(

@@ -79,6 +79,34 @@ pub fn matches_any(patterns: &[String], comm: &str) -> bool {
     })
 }
 
+/// The graphical login session vmrun itself runs in, as `N (wayland)`:
+/// `session-N.scope` in `/proc/self/cgroup`, and systemd-logind's
+/// `/run/systemd/sessions/N` saying `TYPE=x11` or `TYPE=wayland`.
+/// Stopping the display manager ends that session and every process in
+/// its scope, vmrun included, half way through the takeover.
+pub fn graphical_session(root: &HostRoot) -> Option<String> {
+    let cgroup = std::fs::read_to_string(root.path("/proc/self/cgroup")).ok()?;
+    let id = cgroup.lines().find_map(|l| {
+        let scope = l.rsplit('/').next()?;
+        scope.strip_prefix("session-")?.strip_suffix(".scope")
+    })?;
+    let info = std::fs::read_to_string(root.path(format!("/run/systemd/sessions/{id}"))).ok()?;
+    let kind = info.lines().find_map(|l| l.strip_prefix("TYPE="))?;
+    matches!(kind, "x11" | "wayland" | "mir").then(|| format!("{id} ({kind})"))
+}
+
+/// The error finding for a takeover started from the desktop it stops.
+pub fn session_finding(root: &HostRoot) -> Option<super::Finding> {
+    let session = graphical_session(root)?;
+    Some(
+        super::Finding::error(
+            "takeover",
+            format!("vmrun runs inside graphical session {session}: stopping the display manager ends that session and vmrun with it, half way through"),
+        )
+        .fix("start the VM outside the desktop: `systemctl start vmrun@NAME` (docs/systemd.md), or from a text console or SSH"),
+    )
+}
+
 /// Plans the takeover of the GPUs among `hostdevs`.
 pub fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -> TakeoverPlan {
     let display_manager = match &t.display_manager {
@@ -305,7 +333,7 @@ impl TakeoverPlan {
 mod tests {
     use super::*;
     use crate::host::display::fake::*;
-    use crate::host::pci::fake::add_process;
+    use crate::host::pci::fake::{add_process, write};
 
     const GPU: &str = "0000:00:0a.0";
 
@@ -358,6 +386,35 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn a_start_from_inside_a_graphical_session_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let root = HostRoot::new(p);
+        write(
+            p,
+            "/proc/self/cgroup",
+            "0::/user.slice/user-1000.slice/session-3.scope\n",
+        );
+        write(
+            p,
+            "/run/systemd/sessions/3",
+            "UID=1000\nTYPE=wayland\nCLASS=user\n",
+        );
+        let f = session_finding(&root).expect("refused");
+        assert!(f.to_string().contains("session 3 (wayland)"), "{f}");
+        // An SSH or text-console login is a tty session: stopping the
+        // display manager leaves it alone.
+        write(p, "/run/systemd/sessions/3", "UID=1000\nTYPE=tty\n");
+        assert!(session_finding(&root).is_none());
+        write(
+            p,
+            "/proc/self/cgroup",
+            "0::/system.slice/system-vmrun.slice/vmrun@win11.service\n",
+        );
+        assert!(graphical_session(&root).is_none());
     }
 
     #[test]
