@@ -272,20 +272,50 @@ impl Kernel for FakeKernel {
         if self.failing.contains(&line) {
             return Ok(Ran::failed("refused (fake)"));
         }
-        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        // A user manager's units are keyed `USER@:UNIT`.
+        let mut user = String::new();
+        if let ["systemctl", "--user", "-M", u, ..] = args.as_slice() {
+            user = format!("{u}:");
+            args.drain(1..4);
+        }
+        let key = |unit: &str| format!("{user}{unit}");
         match args.as_slice() {
             ["systemctl", "is-active", "--quiet", unit] => Ok(Ran {
-                success: self.units.borrow().get(*unit).copied().unwrap_or(false),
+                success: self
+                    .units
+                    .borrow()
+                    .get(&key(unit))
+                    .copied()
+                    .unwrap_or(false),
                 output: String::new(),
             }),
             ["systemctl", verb @ ("stop" | "start"), unit] => {
-                self.units
-                    .borrow_mut()
-                    .insert((*unit).into(), *verb == "start");
+                self.units.borrow_mut().insert(key(unit), *verb == "start");
                 if *verb == "stop" {
-                    self.kill(self.stops.get(*unit).map_or(&[], Vec::as_slice));
+                    self.kill(self.stops.get(&key(unit)).map_or(&[], Vec::as_slice));
                 }
                 Ok(Ran::ok(""))
+            }
+            ["systemctl", "list-units", "--state=active", "--plain", "--no-legend", patterns @ ..] =>
+            {
+                let units = self.units.borrow();
+                let mut active: Vec<&str> = units
+                    .iter()
+                    .filter(|(k, on)| **on && k.starts_with(&user) && !user.is_empty())
+                    .map(|(k, _)| &k[user.len()..])
+                    .filter(|u| {
+                        patterns
+                            .iter()
+                            .any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(u)))
+                    })
+                    .collect();
+                active.sort();
+                let lines: Vec<String> = active
+                    .iter()
+                    .map(|u| format!("{u} loaded active running {u}"))
+                    .collect();
+                Ok(Ran::ok(&lines.join("\n")))
             }
             ["modprobe", "-r", module] => {
                 self.unload(module);

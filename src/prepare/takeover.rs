@@ -555,6 +555,61 @@ mod tests {
         assert!(journal::read(&path).unwrap().is_empty());
     }
 
+    /// Configured system units and the user units matching a pattern, in
+    /// every running user manager (root's here: /run/user/0), are stopped
+    /// and started again.
+    #[test]
+    fn units_and_user_units_are_stopped_and_started_again() {
+        let (dir, kernel) = bochs_host();
+        let p = dir.path();
+        fs::create_dir_all(p.join("run/user/0")).unwrap();
+        add_process(p, 600, "kwin_wayland", &["/dev/dri/card0"]);
+        let kernel = kernel
+            .unit("sunshine.service", &[])
+            .unit("root@:plasma-kwin_wayland.service", &[600])
+            .unit("root@:plasma-foo.service", &[])
+            .unit("root@:pipewire.service", &[]);
+        let root = HostRoot::new(p);
+        let host = Host {
+            root: &root,
+            kernel: &kernel,
+        };
+        let mut plan = takeover_plan(&root, &["gpuhold"]);
+        plan.units = vec!["sunshine.service".into(), "inactive.service".into()];
+        plan.user_units = vec!["plasma-*".into()];
+        let path = p.join("journal");
+        let mut j = Journal::open(&path).unwrap();
+        release(&host, &mut j, &plan).unwrap();
+        let stopped: Vec<Step> = journal::read(&path)
+            .unwrap()
+            .into_iter()
+            .filter(|s| matches!(s, Step::StopUnit { .. }))
+            .collect();
+        let unit = |u: &str, user: Option<&str>| Step::StopUnit {
+            unit: u.into(),
+            user: user.map(str::to_owned),
+        };
+        assert_eq!(
+            stopped,
+            [
+                unit("gdm.service", None),
+                unit("sunshine.service", None),
+                unit("plasma-foo.service", Some("root")),
+                unit("plasma-kwin_wayland.service", Some("root")),
+            ]
+        );
+        assert!(!p.join("proc/600").exists());
+        assert!(kernel.units.borrow()["root@:pipewire.service"]);
+        assert!(teardown::replay(&path, &host).complete());
+        for u in [
+            "sunshine.service",
+            "root@:plasma-kwin_wayland.service",
+            "root@:plasma-foo.service",
+        ] {
+            assert!(kernel.units.borrow()[u], "{u} not started again");
+        }
+    }
+
     #[test]
     fn a_holder_ignoring_sigterm_gets_sigkill() {
         let (dir, kernel) = bochs_host();
