@@ -12,6 +12,7 @@ pub mod plan;
 pub mod prepare;
 pub mod qemu;
 pub mod qmp;
+pub mod setup;
 pub mod supervisor;
 pub mod teardown;
 

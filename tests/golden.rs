@@ -96,3 +96,27 @@ fn newer_qemu_changes_only_what_it_must() {
 fn four_function_gpu_with_romfile() {
     snapshot("tests/fixtures/bundle/vms", "gpu4.toml", "9.2");
 }
+
+/// What the supervisor spawns differs from the dry run in one place: its
+/// own monitor is the listening socket vmrun hands QEMU as stdin.
+#[test]
+fn spawned_qemu_differs_only_in_the_supervisor_monitor() {
+    use vmrun::qemu::{build_argv, build_argv_with, QmpListener};
+    let text = std::fs::read_to_string(repo().join("vms/demo.toml")).unwrap();
+    let vm = config::load_str("demo", &repo().join("vms/demo.toml"), &text).unwrap();
+    let plan = plan::plan(vm, &context("7.2.0".parse().unwrap()));
+    let shown = build_argv(&plan);
+    let spawned = build_argv_with(&plan, QmpListener::Stdin);
+    assert_eq!(shown.len(), spawned.len());
+    let differing: Vec<_> = shown.iter().zip(&spawned).filter(|(a, b)| a != b).collect();
+    assert_eq!(differing.len(), 1, "{differing:?}");
+    let (path_form, fd_form) = differing[0];
+    assert_eq!(
+        path_form.to_str().unwrap(),
+        format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            plan.paths.qmp_socket.display()
+        )
+    );
+    assert_eq!(fd_form, "socket,id=qmp,fd=0,server=on,wait=off");
+}

@@ -15,7 +15,8 @@ use crate::host::qemu::QemuVersion;
         A VM is one TOML file (vms/NAME.toml). `vmrun NAME` reads it, checks it against this host, \
         binds its PCI devices to vfio-pci, runs QEMU and gives everything back when QEMU exits.",
     after_help = "Exit status: 0 ok; 1 host problems found, nothing changed; 2 bad config or usage, \
-        nothing changed; 3 the VM failed, host restored; 4 host not fully restored (run `vmrun restore NAME`)."
+        nothing changed; 3 the VM failed, host restored; 4 host not fully restored (run `vmrun restore NAME`). \
+        `vmrun check`: 0 all passed, 1 warnings, 2 failures."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -83,6 +84,27 @@ pub enum Command {
         #[arg(long, conflicts_with = "vm")]
         all: bool,
     },
+    /// Check this host (and a VM) for passthrough: PASS, WARN or FAIL with the fix.
+    /// Exit 0 all passed, 1 warnings, 2 failures.
+    Check {
+        /// Also check this VM: its devices' groups, firmware, huge pages, memlock.
+        vm: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a commented vms/NAME.toml for this host (never overwrites).
+    Init(InitArgs),
+    /// Boot-time host setup: kernel arguments, a passthrough boot entry, the initramfs.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+    /// GPU option ROMs (VBIOS).
+    Rom {
+        #[command(subcommand)]
+        command: RomCommand,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -123,6 +145,64 @@ pub struct StopArgs {
     /// Don't wait for the guest: QMP quit at once (twice: SIGTERM; thrice: SIGKILL).
     #[arg(long, action = clap::ArgAction::Count)]
     pub force: u8,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The VM's name: the file becomes vms/NAME.toml in the first config directory.
+    pub name: String,
+    /// The GPU to pass: a PCI address, `auto` (a secondary GPU, else the only one) or `none`.
+    /// Default: auto, none for the headless template.
+    #[arg(long, value_name = "ADDRESS|auto|none")]
+    pub gpu: Option<String>,
+    /// What the guest is.
+    #[arg(long, value_enum, default_value = "windows")]
+    pub template: TemplateArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TemplateArg {
+    Windows,
+    Linux,
+    Headless,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Print the kernel arguments that isolate a VM's devices at boot.
+    KernelArgs {
+        /// The VM whose devices go to vfio-pci at boot (without: only the IOMMU).
+        vm: Option<String>,
+    },
+    /// Manage a separate "passthrough" boot entry (grubby), or print the steps.
+    BootEntry {
+        /// The VM whose devices the entry isolates.
+        vm: Option<String>,
+        /// Make the change (default: show it). Every changed file is backed up first.
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Put the vfio modules into the initramfs (dracut, mkinitcpio, initramfs-tools).
+    Initramfs {
+        /// Make the change (default: show it). The changed file is backed up first.
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RomCommand {
+    /// Read a device's option ROM through sysfs, validate it and write it to a file.
+    Dump {
+        /// The device, e.g. 0000:01:00.0 or 01:00.0.
+        address: crate::config::PciAddress,
+        /// Where to write (default: firmware/VVVV-DDDD.rom beside the vms/ directory).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// Strip a header before the 55 AA signature (some NVIDIA dumps carry one).
+        #[arg(long)]
+        patch: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -189,6 +269,34 @@ mod tests {
                 json: true,
                 all: true
             }
+        ));
+    }
+
+    #[test]
+    fn setup_verbs_parse() {
+        let cli = parse_strs(&["vmrun", "check", "win11", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Check {
+                vm: Some(_),
+                json: true
+            }
+        ));
+        let cli = parse_strs(&["vmrun", "host", "boot-entry", "win11", "--apply"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Host {
+                command: HostCommand::BootEntry { apply: true, .. }
+            }
+        ));
+        assert!(parse_strs(&["vmrun", "rom", "dump", "not-an-address"]).is_err());
+        let cli = parse_strs(&["vmrun", "init", "w", "--template", "headless"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Init(InitArgs {
+                template: TemplateArg::Headless,
+                ..
+            })
         ));
     }
 

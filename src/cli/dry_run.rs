@@ -102,6 +102,10 @@ pub fn render_text(plan: &Plan, argv: &[OsString]) -> String {
     }
     let _ = writeln!(out, "# run dir: {}", plan.paths.run_dir.display());
     let _ = writeln!(out, "# state dir: {}", plan.paths.state_dir.display());
+    let _ = writeln!(
+        out,
+        "# (vmrun binds qmp.sock itself and hands it to QEMU as stdin, fd=0, started with -S)"
+    );
     if let Some(user) = &plan.qemu_user {
         let _ = writeln!(out, "# QEMU drops privileges to user {user}");
     }

@@ -2,12 +2,16 @@
 //! and turns the outcome into an exit status.
 
 mod args;
+mod check;
 mod console;
 mod devices;
 mod dry_run;
 pub mod exit;
+mod host_setup;
+mod init;
 mod logging;
 mod restore;
+mod rom;
 mod shell;
 mod start;
 mod vm_ops;
@@ -51,6 +55,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             console,
             follow,
         } => with_logs(|| vm_ops::logs(&vm, console, follow)),
+        Command::Check { vm, json } => check::check(vm.as_deref(), json),
+        Command::Init(args) => init::init(&args).code(),
+        Command::Host { command } => host_setup::host(command).code(),
+        Command::Rom {
+            command:
+                args::RomCommand::Dump {
+                    address,
+                    output,
+                    patch,
+                },
+        } => rom::dump(address, output.as_deref(), patch).code(),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let shell = match shell {
@@ -75,6 +90,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             }
         }
     }
+}
+
+/// Finds and validates a VM's config; every error is printed here (exit 2).
+fn load_vm(name_or_path: &str) -> Result<crate::config::VmConfig, Exit> {
+    use crate::config;
+    let search = config::SearchEnv::from_process();
+    config::locate(name_or_path, &search)
+        .and_then(|path| config::load(&path))
+        .map_err(|e| {
+            eprint!("{}", config::render(&e));
+            Exit::Usage
+        })
 }
 
 fn with_logs(verb: impl FnOnce() -> Exit) -> i32 {

@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 
 use super::exit::Exit;
 use super::{dry_run, logging, StartArgs};
-use crate::config;
 use crate::host::HostRoot;
 use crate::plan::{self, DirsEnv, Plan, PlanContext, Severity};
 use crate::supervisor::{self, Outcome, RunOptions};
@@ -17,13 +16,9 @@ pub fn start(args: &StartArgs) -> Exit {
         // would only delay it (a third of vmrun's start overhead).
         return detach(args);
     }
-    let search = config::SearchEnv::from_process();
-    let vm = match config::locate(&args.vm, &search).and_then(|path| config::load(&path)) {
+    let vm = match super::load_vm(&args.vm) {
         Ok(vm) => vm,
-        Err(e) => {
-            eprint!("{}", config::render(&e));
-            return Exit::Usage;
-        }
+        Err(exit) => return exit,
     };
     let ctx = PlanContext {
         root: HostRoot::from_env(),

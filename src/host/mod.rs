@@ -2,6 +2,7 @@
 //! here writes; all writes live in `prepare`.
 
 pub mod block;
+pub mod cpu;
 pub mod display;
 pub mod held;
 pub mod inventory;

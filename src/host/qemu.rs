@@ -152,7 +152,8 @@ fn cache_key(path: &Path) -> Option<String> {
     Some(format!("{hash:016x}"))
 }
 
-fn find_in_path(binary: &Path) -> Option<PathBuf> {
+/// `binary` as `Command` would find it: a path as given, a name in `PATH`.
+pub fn find_in_path(binary: &Path) -> Option<PathBuf> {
     if binary.components().count() > 1 {
         return Some(binary.to_path_buf());
     }

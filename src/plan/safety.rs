@@ -117,7 +117,7 @@ fn storage_in_use(root: &HostRoot, dev: &PciDevice, findings: &mut Vec<Finding>)
     );
 }
 
-fn reset_warning(dev: &PciDevice, findings: &mut Vec<Finding>) {
+pub(crate) fn reset_warning(dev: &PciDevice, findings: &mut Vec<Finding>) {
     if dev.can_reset() {
         return;
     }
@@ -141,7 +141,7 @@ fn reset_warning(dev: &PciDevice, findings: &mut Vec<Finding>) {
 
 /// `(vendor, device)` pairs of `vfio-pci.ids=` (or `vfio_pci.ids=`) in
 /// `/proc/cmdline`: `vendor:device[:subvendor[:subdevice[:class[:mask]]]]`, comma separated.
-fn vfio_pci_cmdline_ids(root: &HostRoot) -> Vec<(u16, u16)> {
+pub(crate) fn vfio_pci_cmdline_ids(root: &HostRoot) -> Vec<(u16, u16)> {
     let cmdline = fs::read_to_string(root.path("/proc/cmdline")).unwrap_or_default();
     cmdline
         .split_whitespace()

@@ -5,6 +5,7 @@
 pub mod command;
 pub mod hugepages;
 pub mod journal;
+pub mod rom;
 pub mod sysfs;
 pub mod takeover;
 pub mod vfio;

@@ -39,11 +39,22 @@ pub trait Kernel {
     fn modprobe(&self, name: &str) -> io::Result<bool>;
 
     /// Runs `argv` (no shell) to its end or `timeout`: `systemctl`,
-    /// `modprobe -r`, a configured display manager command.
-    fn run(&self, argv: &[String], timeout: Duration) -> io::Result<Ran>;
+    /// `modprobe -r`, a configured display manager command. The default
+    /// (for test kernels that never run commands) refuses.
+    fn run(&self, argv: &[String], _timeout: Duration) -> io::Result<Ran> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this kernel runs no commands ({})", argv.join(" ")),
+        ))
+    }
 
-    /// Sends `signal` to process `pid`.
-    fn signal(&self, pid: u32, signal: nix::sys::signal::Signal) -> io::Result<()>;
+    /// Sends `signal` to process `pid`. The default refuses, as `run`.
+    fn signal(&self, pid: u32, _signal: nix::sys::signal::Signal) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this kernel signals no process ({pid})"),
+        ))
+    }
 }
 
 /// How a command ended.

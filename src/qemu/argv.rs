@@ -43,8 +43,28 @@ const HYPERV_FLAGS: [&str; 12] = [
 /// Used for `hv-vendor-id` when `hide_hypervisor` is set without `vendor_id`.
 pub const DEFAULT_VENDOR_ID: &str = "0123456789ab";
 
-/// Builds the full argv (without the binary itself) for `plan`.
+/// Where the supervisor's QMP monitor listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QmpListener {
+    /// QEMU binds `qmp.sock` itself (what `--dry-run` prints: pasteable).
+    Path,
+    /// vmrun binds and listens on `qmp.sock` and hands the listening socket
+    /// to QEMU as its stdin (`fd=0`), having connected already: no polling
+    /// for the socket to appear, and the first QMP byte arrives the moment
+    /// QEMU's main loop accepts. QEMU's socket chardev takes a pre-opened
+    /// listening socket (`socket_listen()`, SOCKET_ADDRESS_TYPE_FD: "If the
+    /// socket is already listening then this updates the backlog").
+    Stdin,
+}
+
+/// Builds the full argv (without the binary itself) for `plan`, as
+/// `--dry-run` shows it.
 pub fn build_argv(plan: &Plan) -> Vec<OsString> {
+    build_argv_with(plan, QmpListener::Path)
+}
+
+/// `build_argv`, with the supervisor's monitor on `listener`.
+pub fn build_argv_with(plan: &Plan, listener: QmpListener) -> Vec<OsString> {
     let vm = &plan.vm;
     let paths = &plan.paths;
     let mut a = Argv::default();
@@ -75,7 +95,7 @@ pub fn build_argv(plan: &Plan) -> Vec<OsString> {
     devices::display(&mut a, plan);
     devices::input(&mut a, plan);
     devices::tpm(&mut a, plan);
-    monitors(&mut a, plan);
+    monitors(&mut a, plan, listener);
     a.opt("-pidfile", &paths.pidfile);
     if vm.cpu.hyperv {
         // Windows keeps the RTC in local time unless told otherwise.
@@ -225,14 +245,22 @@ fn firmware(a: &mut Argv, plan: &Plan) {
 
 /// Two QMP monitors (the supervisor's and `vmrun qmp`'s) and the serial
 /// console, all unix sockets in the run dir. `wait=off`: QEMU must not block
-/// on a client; the supervisor connects with retry.
-fn monitors(a: &mut Argv, plan: &Plan) {
+/// on a client.
+fn monitors(a: &mut Argv, plan: &Plan, listener: QmpListener) {
     let paths = &plan.paths;
-    for (id, path) in [
-        ("qmp", &paths.qmp_socket),
-        ("qmp-ctl", &paths.qmp_ctl_socket),
+    let supervisor = match listener {
+        QmpListener::Path => socket_chardev("qmp", &paths.qmp_socket),
+        QmpListener::Stdin => Opts::new("socket")
+            .set("id", "qmp")
+            .set("fd", "0")
+            .switch("server", true)
+            .switch("wait", false),
+    };
+    for (id, chardev) in [
+        ("qmp", supervisor),
+        ("qmp-ctl", socket_chardev("qmp-ctl", &paths.qmp_ctl_socket)),
     ] {
-        a.opt("-chardev", socket_chardev(id, path));
+        a.opt("-chardev", chardev);
         a.opt(
             "-mon",
             Opts::empty().set("chardev", id).set("mode", "control"),

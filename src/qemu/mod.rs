@@ -6,4 +6,4 @@ pub mod opts;
 pub mod process;
 pub mod swtpm;
 
-pub use argv::build_argv;
+pub use argv::{build_argv, build_argv_with, QmpListener};

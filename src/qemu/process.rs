@@ -4,7 +4,10 @@
 //! must reach only vmrun, which shuts the guest down properly.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -18,6 +21,12 @@ pub enum SpawnError {
     #[error("could not start {binary}: {source}")]
     Spawn {
         binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not set up QEMU's QMP socket {path}: {source}")]
+    QmpSocket {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -46,17 +55,43 @@ pub fn raise_memlock_for_vfio(plan: &Plan) -> Result<(), SpawnError> {
         .map_err(|source| SpawnError::Memlock { wanted, source })
 }
 
+/// Binds the supervisor's QMP socket (mode 0600) and connects to it at
+/// once: the connection waits in the listen backlog until QEMU, handed the
+/// listener as its stdin (`QmpListener::Stdin`), accepts it. If QEMU dies
+/// first, the last listener closes and the read sees the end.
+pub fn qmp_listen(path: &Path) -> Result<(UnixListener, UnixStream), SpawnError> {
+    let err = |source| SpawnError::QmpSocket {
+        path: path.to_owned(),
+        source,
+    };
+    // A dead run's socket file would make bind fail with EADDRINUSE.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    let stream = UnixStream::connect(path).map_err(err)?;
+    // The supervisor reads it from its tokio runtime.
+    stream.set_nonblocking(true).map_err(err)?;
+    Ok((listener, stream))
+}
+
 /// Starts QEMU with `argv`, paused (`-S`): the supervisor pins the vCPU
 /// threads before the guest runs a single instruction, then sends `cont`.
 /// `-S` belongs to this start protocol rather than to the VM, so it is
 /// added here. Its stderr is returned piped for `log_stderr`.
-pub fn spawn(plan: &Plan, argv: &[OsString]) -> Result<Child, SpawnError> {
+/// `qmp_listener` becomes QEMU's stdin: the monitor of
+/// `QmpListener::Stdin` (QEMU reads nothing else from stdin: no `stdio`
+/// chardev is ever configured).
+pub fn spawn(
+    plan: &Plan,
+    argv: &[OsString],
+    qmp_listener: UnixListener,
+) -> Result<Child, SpawnError> {
     raise_memlock_for_vfio(plan)?;
     Command::new(&plan.qemu.binary)
         .arg("-S")
         .args(argv)
         .process_group(0)
-        .stdin(Stdio::null())
+        .stdin(OwnedFd::from(qmp_listener))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

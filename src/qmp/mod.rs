@@ -119,8 +119,10 @@ impl QmpClient {
         Self::handshake(stream, path, Instant::now() + DEFAULT_TIMEOUT).await
     }
 
-    /// Greeting and negotiation, both bounded by `deadline`.
-    async fn handshake(
+    /// Greeting and negotiation on a stream already connected to `path`
+    /// (e.g. queued on a listening socket QEMU was handed), both bounded by
+    /// `deadline`.
+    pub async fn handshake(
         stream: UnixStream,
         path: &Path,
         deadline: Instant,

@@ -21,7 +21,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::plan::Plan;
 use crate::prepare::{self, sysfs::RealKernel, Host};
-use crate::qemu::{process, swtpm};
+use crate::qemu::{process, swtpm, QmpListener};
 use crate::qmp::{self, QmpClient, QmpEvent, QmpEvents};
 use crate::teardown;
 use control::{Reply, Request, Status};
@@ -169,9 +169,13 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         return Err(SupervisorError::Prepare { error, undo });
     }
 
-    let argv = crate::qemu::build_argv(plan);
-    let mut child = match process::spawn(plan, &argv) {
-        Ok(child) => child,
+    let argv = crate::qemu::build_argv_with(plan, QmpListener::Stdin);
+    let spawned = process::qmp_listen(&plan.paths.qmp_socket).and_then(|(listener, stream)| {
+        let child = process::spawn(plan, &argv, listener)?;
+        Ok((child, stream))
+    });
+    let (mut child, qmp_stream) = match spawned {
+        Ok(pair) => pair,
         Err(e) => {
             stop_tpm(&mut tpm);
             let undo = teardown::replay(&journal, &host);
@@ -198,7 +202,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         ran: false,
         shutdown_by_guest: None,
     };
-    let mut events = vm.start(&mut child).await;
+    let mut events = vm.start(&mut child, qmp_stream).await;
     if vm.state == VmState::Running {
         tracing::info!("{name} is running");
         if let Some(notify) = opts.on_running.take() {
@@ -283,15 +287,24 @@ impl Vm<'_> {
 
     /// QMP, vCPU pinning, `cont`. A QEMU that dies meanwhile is left for
     /// the loop to reap and report.
-    async fn start(&mut self, child: &mut tokio::process::Child) -> Option<QmpEvents> {
+    async fn start(
+        &mut self,
+        child: &mut tokio::process::Child,
+        qmp_stream: std::os::unix::net::UnixStream,
+    ) -> Option<QmpEvents> {
         let deadline = tokio::time::Instant::now() + QMP_CONNECT_TIMEOUT;
         let socket = &self.plan.paths.qmp_socket;
-        let connect = async {
-            wait_for_socket_file(socket, deadline).await;
-            qmp::connect_with_retry(socket, deadline).await
+        let handshake = async {
+            let stream = tokio::net::UnixStream::from_std(qmp_stream).map_err(|source| {
+                qmp::QmpError::Connect {
+                    path: socket.clone(),
+                    source,
+                }
+            })?;
+            QmpClient::handshake(stream, socket, deadline).await
         };
         let (client, events) = tokio::select! {
-            res = connect => match res {
+            res = handshake => match res {
                 Ok(pair) => pair,
                 Err(e) => {
                     tracing::error!("QMP: {e}");
@@ -548,17 +561,6 @@ impl Vm<'_> {
         };
         self.set_state(final_state);
         outcome
-    }
-}
-
-/// QEMU binds its QMP socket some 40 ms after exec, on its main thread
-/// (under TCG too). `connect_with_retry` backs off to 5 ms between tries;
-/// watching for the file every 0.5 ms first cuts ~2 ms off every start
-/// for a few dozen stat calls. It returns at the deadline too, and
-/// `connect_with_retry` then reports the timeout.
-async fn wait_for_socket_file(socket: &std::path::Path, deadline: tokio::time::Instant) {
-    while !socket.exists() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_micros(500)).await;
     }
 }
 

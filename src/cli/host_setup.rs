@@ -1,0 +1,202 @@
+//! `vmrun host kernel-args | boot-entry | initramfs`: boot-time isolation.
+//! Dry by default; `--apply` backs up every file it changes first and
+//! prints how to undo.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::args::HostCommand;
+use super::exit::Exit;
+use crate::host::pci::PciDevice;
+use crate::host::HostRoot;
+use crate::plan::hostdev;
+use crate::setup::boot_entry::{self, Grubby};
+use crate::setup::boot_steps;
+use crate::setup::kernel_args::{kernel_args, KernelArgs};
+use crate::setup::{backup, initramfs};
+
+pub fn host(command: HostCommand) -> Exit {
+    let root = HostRoot::from_env();
+    match command {
+        HostCommand::KernelArgs { vm } => match args_for(&root, vm.as_deref()) {
+            Ok(args) => {
+                println!("{}", args.line());
+                for note in &args.notes {
+                    eprintln!("# {note}");
+                }
+                Exit::Ok
+            }
+            Err(exit) => exit,
+        },
+        HostCommand::BootEntry { vm, apply } => match args_for(&root, vm.as_deref()) {
+            Ok(args) => boot_entry(&root, &args, apply),
+            Err(exit) => exit,
+        },
+        HostCommand::Initramfs { apply } => initramfs(&root, apply),
+    }
+}
+
+/// The kernel arguments for the VM's devices (or the IOMMU alone).
+fn args_for(root: &HostRoot, vm: Option<&str>) -> Result<KernelArgs, Exit> {
+    let Some(name) = vm else {
+        return Ok(kernel_args(root, &[], None));
+    };
+    let vm = super::load_vm(name)?;
+    let mut findings = Vec::new();
+    let planned = hostdev::plan_hostdevs(&vm.hostdevs, root, &mut findings);
+    let devices: Vec<PciDevice> = planned.into_iter().filter_map(|h| h.device).collect();
+    if devices.len() < vm.hostdevs.len() {
+        for f in &findings {
+            eprintln!("{f}");
+        }
+        eprintln!(
+            "vmrun: not every [[hostdev]] of {} is on this host",
+            vm.name
+        );
+        return Err(Exit::HostProblems);
+    }
+    Ok(kernel_args(root, &devices, Some(&vm)))
+}
+
+fn boot_entry(root: &HostRoot, args: &KernelArgs, apply: bool) -> Exit {
+    let Some(grubby) = Grubby::find() else {
+        print!("{}", boot_steps::manual_steps(root, &args.line()));
+        if apply {
+            eprintln!("vmrun: nothing applied: without grubby the steps above are yours to make");
+            return Exit::HostProblems;
+        }
+        return Exit::Ok;
+    };
+    if apply && !root.is_real() {
+        eprintln!(
+            "vmrun: note: {} acts on this machine's /boot, whatever {} says",
+            grubby.binary.display(),
+            HostRoot::ENV
+        );
+    }
+    let result = grubby.state().and_then(|(entries, default)| {
+        boot_entry::plan(&entries, default, &args.args).map(|p| (p, default))
+    });
+    let (plan, default) = match result {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vmrun: {e}");
+            return Exit::HostProblems;
+        }
+    };
+    if plan.add.is_none() {
+        println!(
+            "the passthrough entry \"{}\" is current: nothing to do",
+            plan.title
+        );
+        return Exit::Ok;
+    }
+    for stale in &plan.remove {
+        println!(
+            "remove the stale entry {}: \"{}\" ({})",
+            stale.index, stale.title, stale.kernel
+        );
+    }
+    println!(
+        "add \"{}\": {} with\n    {}",
+        plan.title, plan.base.kernel, plan.args
+    );
+    println!(
+        "the default boot stays {}",
+        if plan.default_is_ours {
+            "the passthrough entry"
+        } else {
+            "the normal entry"
+        }
+    );
+    if !apply {
+        println!("(dry run: --apply makes the change)");
+        return Exit::Ok;
+    }
+    let backup_dir = match snapshot(root, &boot_entry::files_grubby_changes(root)) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("vmrun: backing up the boot files: {e}; nothing changed");
+            return Exit::HostProblems;
+        }
+    };
+    match boot_entry::apply(&grubby, &plan) {
+        Ok(ran) => {
+            for cmd in ran {
+                println!("ran: {cmd}");
+            }
+            println!("backup of the boot entries: {}", backup_dir.display());
+            println!(
+                "undo: grubby --info=ALL, then grubby --remove-kernel=INDEX for \"{}\" and grubby --set-default-index={default}",
+                plan.title
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!(
+                "vmrun: {e}; the boot files before the change are in {}",
+                backup_dir.display()
+            );
+            Exit::HostProblems
+        }
+    }
+}
+
+/// Copies `files` (under `root`) into a new dated backup folder.
+fn snapshot(root: &HostRoot, files: &[PathBuf]) -> std::io::Result<PathBuf> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let dir = root.path(format!("/var/lib/vmrun/backup/boot-entry-{stamp}"));
+    for file in files {
+        let rel = file.strip_prefix(root.dir()).unwrap_or(file);
+        let to = dir.join(rel.strip_prefix("/").unwrap_or(rel));
+        fs::create_dir_all(to.parent().unwrap_or(&dir))?;
+        fs::copy(file, &to)?;
+    }
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn initramfs(root: &HostRoot, apply: bool) -> Exit {
+    let edit = match initramfs::plan(root) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("vmrun: {e}");
+            return Exit::HostProblems;
+        }
+    };
+    let Some(contents) = edit.contents else {
+        println!(
+            "{} already loads {}: nothing to do",
+            edit.file.display(),
+            initramfs::MODULES.join(", ")
+        );
+        return Exit::Ok;
+    };
+    println!("{} becomes:\n", edit.file.display());
+    for line in contents.lines() {
+        println!("    {line}");
+    }
+    if !apply {
+        println!(
+            "\nthen: {}\n(dry run: --apply writes the file, backing up the old one)",
+            edit.generator.rebuild()
+        );
+        return Exit::Ok;
+    }
+    match backup::write_with_backup(&root.path(&edit.file), &contents) {
+        Ok(change) => {
+            println!("\nwrote {}", change.path.display());
+            println!("now rebuild the initramfs: {}", edit.generator.rebuild());
+            println!("undo: {}, then the same rebuild", change.undo());
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("vmrun: {e}");
+            Exit::HostProblems
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The checks of `vmrun check NAME` that depend on the VM: the plan's own
+//! findings (group viability, firmware, boot GPU, reset, `vfio-pci.ids`),
+//! whether `[takeover]` fits the GPU, huge pages, memlock and swtpm.
+
+use std::fs;
+
+use super::check::{memlock_check, Check, CheckContext, Status};
+use crate::config::{ByteSize, VmConfig};
+use crate::host::cpu;
+use crate::host::{pci, HostRoot};
+use crate::plan::{Plan, Severity};
+
+/// Checks that depend on the VM: the plan's findings, huge pages, memlock,
+/// swtpm for `[tpm]`.
+pub fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
+    let vm = &plan.vm;
+    let mut out: Vec<Check> = plan.findings.iter().map(Check::from).collect();
+    if !plan.hostdevs.is_empty() && !plan.findings.iter().any(|f| f.severity == Severity::Error) {
+        let list: Vec<String> = plan
+            .hostdevs
+            .iter()
+            .map(|h| h.address.to_string())
+            .collect();
+        out.push(Check::new(
+            Status::Pass,
+            "devices",
+            format!(
+                "{} present, their IOMMU groups complete and viable",
+                list.join(", ")
+            ),
+        ));
+    }
+    out.extend(takeover_check(plan));
+    if let Some(size) = vm.hugepages {
+        out.push(hugepage_check(&ctx.root, vm, size.size()));
+    }
+    if !vm.hostdevs.is_empty() {
+        out.push(memlock_check(ctx, Some(vm.memory)));
+    }
+    if vm.tpm && ctx.swtpm.is_none() {
+        out.push(
+            Check::new(
+                Status::Fail,
+                "swtpm",
+                format!("{} has [tpm] enabled but swtpm is not installed", vm.name),
+            )
+            .fix("install swtpm (apt install swtpm / dnf install swtpm / pacman -S swtpm)"),
+        );
+    }
+    out
+}
+
+/// Host lines that don't apply to this VM: a TCG guest needs no /dev/kvm.
+pub fn relax_host_checks(vm: &VmConfig, host: &mut [Check]) {
+    if vm.qemu.accel != crate::config::Accel::Tcg {
+        return;
+    }
+    for c in host
+        .iter_mut()
+        .filter(|c| c.name == "kvm" && c.status == Status::Fail)
+    {
+        *c = Check::new(
+            Status::Pass,
+            "kvm",
+            format!("/dev/kvm is missing; {} runs under TCG without it", vm.name),
+        );
+    }
+}
+
+/// Boot GPU vs passed GPU: `[takeover]` is what frees the host's boot GPU,
+/// and only that; on a secondary GPU it would stop the desktop for nothing.
+fn takeover_check(plan: &Plan) -> Option<Check> {
+    let gpus: Vec<&pci::PciDevice> = plan
+        .hostdevs
+        .iter()
+        .filter_map(|h| h.device.as_ref())
+        .filter(|d| d.is_display())
+        .collect();
+    let boot = gpus.iter().any(|d| d.boot_vga == Some(true));
+    match (boot, plan.vm.takeover.is_some()) {
+        (true, true) => Some(Check::new(Status::Pass, "takeover", "the VM takes the boot GPU and [takeover] hands it over")),
+        (false, true) if !gpus.is_empty() => Some(
+            Check::new(Status::Warn, "takeover", "[takeover] is enabled but the passed GPU is not the boot GPU: the desktop would be stopped for nothing")
+                .fix("remove [takeover] (or set enabled = false)"),
+        ),
+        _ => None,
+    }
+}
+
+fn hugepage_check(root: &HostRoot, vm: &VmConfig, page: ByteSize) -> Check {
+    let kb = page.bytes() / 1024;
+    let needed = vm.memory.bytes().div_ceil(page.bytes());
+    let dir = root.path(format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB"));
+    let read = |f: &str| {
+        fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    let boot = format!(
+        "reserve them at boot: hugepagesz={} hugepages={needed}",
+        if kb == 1048576 { "1G" } else { "2M" }
+    );
+    let Some(free) = read("free_hugepages") else {
+        return Check::new(
+            Status::Fail,
+            "hugepages",
+            format!("the kernel has no {kb} kB huge pages"),
+        )
+        .fix(if kb == 1048576 {
+            "1 GiB pages need the pdpe1gb CPU flag; use hugepages = \"2M\""
+        } else {
+            "use a kernel with CONFIG_HUGETLBFS"
+        });
+    };
+    if free >= needed {
+        return Check::new(
+            Status::Pass,
+            "hugepages",
+            format!("{free} free {kb} kB pages, {needed} needed"),
+        );
+    }
+    let missing = needed - free;
+    let available = cpu::meminfo_kb(root, "MemAvailable").unwrap_or(0);
+    if available < missing * kb {
+        return Check::new(Status::Fail, "hugepages", format!("{needed} pages of {kb} kB needed, {free} free, and only {} MiB of memory available to reserve more", available / 1024))
+            .fix(format!("free memory, lower `memory`, or {boot}"));
+    }
+    Check::new(Status::Warn, "hugepages", format!("{free} of {needed} {kb} kB pages free: vmrun reserves the other {missing} at start, which fails once memory is fragmented"))
+        .fix(boot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::qemu::QemuVersion;
+    use crate::setup::check::tests::{ctx, find};
+    use crate::setup::check::{host_checks, worst};
+    use crate::setup::fixtures::{self, Fixture};
+
+    fn plan_on(host: &std::path::Path, text: &str) -> Plan {
+        let ctx = crate::plan::PlanContext {
+            root: HostRoot::new(host),
+            dirs: crate::plan::DirsEnv {
+                is_root: true,
+                uid: 0,
+                xdg_runtime_dir: None,
+                xdg_data_home: None,
+                xdg_cache_home: None,
+                xdg_config_home: None,
+                home: None,
+                run_base: Some(host.join("run/vmrun")),
+                state_base: Some(host.join("state")),
+            },
+            qemu_version: Some(QemuVersion::new(8, 2, 0)),
+        };
+        crate::plan::plan(fixtures::vm(text), &ctx)
+    }
+
+    const GPU_PAIR: &str = "memory = \"4G\"\n[firmware]\ntype = \"bios\"\n[qemu]\nuser = \"root\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n[[hostdev]]\naddress = \"0000:01:00.1\"\n";
+
+    #[test]
+    fn takeover_is_confirmed_for_the_boot_gpu_and_questioned_for_a_secondary_one() {
+        let single = fixtures::build(Fixture::SingleGpu);
+        let plan = plan_on(
+            single.path(),
+            &format!("{GPU_PAIR}[takeover]\nenabled = true\n"),
+        );
+        let checks = vm_checks(&plan, &ctx(single.path()));
+        assert_eq!(find(&checks, "takeover").status, Status::Pass);
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.name == "devices" && c.status == Status::Pass),
+            "{checks:#?}"
+        );
+        let laptop = fixtures::build(Fixture::IntelNvidiaLaptop);
+        let plan = plan_on(
+            laptop.path(),
+            &format!("{GPU_PAIR}[takeover]\nenabled = true\n"),
+        );
+        assert_eq!(
+            find(&vm_checks(&plan, &ctx(laptop.path())), "takeover").status,
+            Status::Warn
+        );
+    }
+
+    #[test]
+    fn a_tcg_vm_does_not_fail_on_a_missing_kvm() {
+        let host = fixtures::build(Fixture::SingleGpu);
+        fs::remove_file(host.path().join("dev/kvm")).unwrap();
+        let mut checks = host_checks(&ctx(host.path()));
+        assert_eq!(find(&checks, "kvm").status, Status::Fail);
+        relax_host_checks(
+            &fixtures::vm("memory = \"1G\"\n[qemu]\naccel = \"kvm\"\n"),
+            &mut checks,
+        );
+        assert_eq!(find(&checks, "kvm").status, Status::Fail);
+        relax_host_checks(
+            &fixtures::vm("memory = \"1G\"\n[qemu]\naccel = \"tcg\"\n"),
+            &mut checks,
+        );
+        assert_eq!(find(&checks, "kvm").status, Status::Pass);
+    }
+
+    #[test]
+    fn swtpm_missing_passes_for_the_host_and_fails_for_a_tpm_vm() {
+        let host = fixtures::build(Fixture::SingleGpu);
+        let mut c = ctx(host.path());
+        c.swtpm = None;
+        assert_eq!(find(&host_checks(&c), "swtpm").status, Status::Pass);
+        let plan = plan_on(host.path(), "memory = \"4G\"\n[tpm]\nenabled = true\n");
+        let tpm = find(&vm_checks(&plan, &c), "swtpm").clone();
+        assert_eq!(tpm.status, Status::Fail);
+        assert!(tpm.fix.unwrap().contains("install swtpm"));
+    }
+
+    #[test]
+    fn a_vm_missing_a_group_member_fails_with_the_plans_fix() {
+        let laptop = fixtures::build(Fixture::IntelNvidiaLaptop);
+        let plan = plan_on(
+            laptop.path(),
+            "memory = \"4G\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n",
+        );
+        let checks = vm_checks(&plan, &ctx(laptop.path()));
+        let c = checks
+            .iter()
+            .find(|c| c.message.contains("not viable"))
+            .unwrap_or_else(|| panic!("{checks:#?}"));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.as_deref().unwrap().contains("0000:01:00.1"));
+        assert_eq!(worst(&checks), Status::Fail);
+    }
+
+    #[test]
+    fn hugepages_short_of_free_warn_and_without_memory_fail() {
+        let host = fixtures::build(Fixture::AmdTwoGpus);
+        let root = HostRoot::new(host.path());
+        let vm = fixtures::vm("[memory]\nsize = \"8G\"\nhugepages = \"1G\"\n");
+        let warn = hugepage_check(&root, &vm, ByteSize::from_bytes(ByteSize::GIB));
+        assert_eq!(warn.status, Status::Warn, "{warn:?}");
+        assert!(warn.fix.unwrap().contains("hugepagesz=1G hugepages=8"));
+        fixtures::write(
+            host.path(),
+            "/proc/meminfo",
+            "MemTotal: 4000000 kB\nMemAvailable: 1000000 kB\n",
+        );
+        let fail = hugepage_check(&root, &vm, ByteSize::from_bytes(ByteSize::GIB));
+        assert_eq!(fail.status, Status::Fail, "{fail:?}");
+    }
+}
