@@ -73,9 +73,10 @@ on_switch = ["ddcutil", "setvcp", "60", "0x0f"]
 
 [takeover]
 enabled = true
-display_manager = { stop = ["systemctl stop sddm"], start = ["systemctl start sddm"] }
+display_manager = { stop = ["rc-service", "sddm", "stop"], start = ["rc-service", "sddm", "start"] }
 stop_units = ["sunshine.service"]
 user_units = ["plasma-*"]
+stop_processes = ["nvidia-persistenced", "nvtop"]
 unload_modules = ["nvidia_drm", "nvidia"]
 
 [shutdown]
@@ -204,12 +205,13 @@ fn full_config_loads_field_by_field() {
     assert_eq!(
         t.display_manager,
         DisplayManager::Commands {
-            stop: vec!["systemctl stop sddm".into()],
-            start: vec!["systemctl start sddm".into()],
+            stop: vec!["rc-service".into(), "sddm".into(), "stop".into()],
+            start: vec!["rc-service".into(), "sddm".into(), "start".into()],
         }
     );
     assert_eq!(t.stop_units, ["sunshine.service"]);
     assert_eq!(t.user_units, ["plasma-*"]);
+    assert_eq!(t.stop_processes, ["nvidia-persistenced", "nvtop"]);
     assert_eq!(
         t.unload_modules,
         UnloadModules::List(vec!["nvidia_drm".into(), "nvidia".into()])

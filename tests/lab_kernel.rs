@@ -5,26 +5,11 @@
 //! qemu-system-x86, ovmf, busybox-static and kmod, plus apt access to a
 //! Debian 6.1 kernel package, and fail (never skip) without them.
 
-use std::time::Instant;
+mod lab_checks;
 
+use lab_checks::run;
 use vmrun_lab::serde_json::{json, Value};
-use vmrun_lab::{Firmware, Lab, LabRun, Scenario, Topology};
-
-/// Boots the scenario with this crate's vmrun binary and returns its run;
-/// any lab failure panics with the scenario output and serial log.
-fn run(scenario: Scenario) -> LabRun {
-    let start = Instant::now();
-    let lab = Lab::new().unwrap_or_else(|e| panic!("{e}"));
-    let scenario = scenario.vmrun(env!("CARGO_BIN_EXE_vmrun"));
-    let run = lab.run(&scenario).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!(
-        "lab timing: cache ready {:.1} s, guest {:.1} s, total {:.1} s",
-        lab.prepare_time().as_secs_f64(),
-        run.duration.as_secs_f64(),
-        start.elapsed().as_secs_f64()
-    );
-    run
-}
+use vmrun_lab::{Firmware, LabRun, Scenario, Topology};
 
 /// Checks every expected value, then fails once listing all mismatches,
 /// followed by the whole run (results, scenario output, serial log).

@@ -87,6 +87,19 @@ pub fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             let _ = writeln!(out, "#   {} ({state})", hd.address);
         }
     }
+    if let Some(t) = &plan.takeover {
+        let _ = writeln!(out, "# takeover (the host display gives up the GPU first):");
+        for (i, step) in t.describe(&plan.root).iter().enumerate() {
+            match step.strip_prefix("  ") {
+                Some(detail) => {
+                    let _ = writeln!(out, "#      {detail}");
+                }
+                None => {
+                    let _ = writeln!(out, "#   {}. {step}", i + 1);
+                }
+            }
+        }
+    }
     let _ = writeln!(out, "# run dir: {}", plan.paths.run_dir.display());
     let _ = writeln!(out, "# state dir: {}", plan.paths.state_dir.display());
     let _ = writeln!(

@@ -255,6 +255,9 @@ pub struct Takeover {
     pub display_manager: DisplayManager,
     pub stop_units: Vec<String>,
     pub user_units: Vec<String>,
+    /// Names (`/proc/PID/comm`, globs allowed) of processes that may be
+    /// stopped when they still hold the GPU; any other holder is refused.
+    pub stop_processes: Vec<String>,
     pub unload_modules: UnloadModules,
 }
 

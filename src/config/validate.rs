@@ -596,7 +596,7 @@ impl Validator<'_> {
             }
         }
         if !has_hostdev {
-            self.err("takeover.enabled", span, K::TakeoverWithoutHostdev);
+            self.err("takeover.enabled", span.clone(), K::TakeoverWithoutHostdev);
         }
         let display_manager = match t.display_manager.map(parts) {
             None => DisplayManager::Auto,
@@ -628,10 +628,27 @@ impl Validator<'_> {
             }
             Some((_, WireUnloadModules::List(l))) => UnloadModules::List(l),
         };
+        for (key, list) in [
+            ("takeover.user_units", &t.user_units),
+            ("takeover.stop_processes", &t.stop_processes),
+        ] {
+            for p in list.iter().flatten() {
+                if p.trim().is_empty() {
+                    self.err(key, span.clone(), K::Empty);
+                } else if let Err(e) = glob::Pattern::new(p) {
+                    self.err(
+                        key,
+                        span.clone(),
+                        K::Invalid(format!("{p:?} is not a valid pattern: {e}")),
+                    );
+                }
+            }
+        }
         Some(Takeover {
             display_manager,
             stop_units: t.stop_units.unwrap_or_default(),
             user_units: t.user_units.unwrap_or_default(),
+            stop_processes: t.stop_processes.unwrap_or_default(),
             unload_modules,
         })
     }
@@ -1159,6 +1176,12 @@ mod tests {
             errors("[input]\nmode = \"qemu\"\n"),
             [K::InputWithoutDevices]
         );
+    }
+
+    #[test]
+    fn takeover_process_patterns_are_checked() {
+        let e = errors("[[hostdev]]\naddress = \"01:00.0\"\n[takeover]\nenabled = true\nstop_processes = [\"\", \"nv[\"]\n");
+        assert_eq!(e, [K::Empty, K::Invalid("\"nv[\" is not a valid pattern: Pattern syntax error near position 2: invalid range pattern".into())]);
     }
 
     #[test]

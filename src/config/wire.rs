@@ -247,6 +247,7 @@ pub struct WireTakeover {
     pub display_manager: S<WireDisplayManager>,
     pub stop_units: Option<Vec<String>>,
     pub user_units: Option<Vec<String>>,
+    pub stop_processes: Option<Vec<String>>,
     pub unload_modules: S<WireUnloadModules>,
 }
 

@@ -3,6 +3,7 @@
 
 pub mod block;
 pub mod cpu;
+pub mod display;
 pub mod held;
 pub mod inventory;
 pub mod iommu;

@@ -5,7 +5,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::pci::PciDevice;
 use super::HostRoot;
+use crate::config::PciAddress;
 
 /// A process holding one of the wanted paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,58 @@ pub fn holders(root: &HostRoot, wanted: impl Fn(&Path) -> bool) -> Scan {
     }
     scan.holders.sort_by_key(|h| h.pid);
     scan
+}
+
+/// The device nodes through which a process uses a GPU.
+#[derive(Debug, Default)]
+pub struct GpuNodes {
+    pub exact: Vec<PathBuf>,
+    /// The NVIDIA minor is unknown: any `/dev/nvidiaN` may be this GPU.
+    pub any_nvidia: bool,
+}
+
+impl GpuNodes {
+    /// The DRM nodes of `dev`, and its `/dev/nvidiaN` when NVIDIA drives it.
+    pub fn of(root: &HostRoot, dev: &PciDevice) -> Self {
+        let mut nodes = Self::default();
+        // `/sys/bus/pci/devices/ADDR/drm/{cardN,renderDN}` are the DRM nodes
+        // `/dev/dri/cardN`, `/dev/dri/renderDN` of this device.
+        let drm = root.pci_device(&dev.address).join("drm");
+        for entry in fs::read_dir(drm).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("card") || name.starts_with("renderD") {
+                nodes.exact.push(PathBuf::from("/dev/dri").join(name));
+            }
+        }
+        if dev.driver.as_deref() == Some("nvidia") {
+            match nvidia_minor(root, dev.address) {
+                Some(minor) => nodes.exact.push(format!("/dev/nvidia{minor}").into()),
+                None => nodes.any_nvidia = true,
+            }
+        }
+        nodes
+    }
+
+    /// Whether `path` is one of these nodes.
+    pub fn matches(&self, path: &Path) -> bool {
+        self.exact.iter().any(|p| p == path)
+            || (self.any_nvidia
+                && path
+                    .to_str()
+                    .and_then(|p| p.strip_prefix("/dev/nvidia"))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+    }
+}
+
+/// `Device Minor:` of `/proc/driver/nvidia/gpus/ADDR/information`: the N
+/// of `/dev/nvidiaN`.
+fn nvidia_minor(root: &HostRoot, address: PciAddress) -> Option<u32> {
+    let info =
+        fs::read_to_string(root.path(format!("/proc/driver/nvidia/gpus/{address}/information")))
+            .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Device Minor:"))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 #[cfg(test)]

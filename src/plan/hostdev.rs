@@ -123,6 +123,25 @@ fn resolve_address(
 }
 
 #[cfg(test)]
+pub(crate) mod fake {
+    use super::*;
+
+    /// A hostdev planned by address against a fake tree.
+    pub fn planned(root: &HostRoot, addr: &str, x_vga: bool) -> PlannedHostdev {
+        let address: PciAddress = addr.parse().unwrap();
+        PlannedHostdev {
+            address,
+            config: Hostdev {
+                x_vga,
+                ..Hostdev::at(address)
+            },
+            multifunction: false,
+            device: crate::host::pci::read_device(root, address),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::pci::fake::add_device;

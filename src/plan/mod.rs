@@ -9,6 +9,7 @@ pub mod firmware;
 pub mod hostdev;
 pub mod paths;
 pub mod safety;
+pub mod takeover;
 pub mod user;
 pub mod viability;
 
@@ -49,6 +50,8 @@ pub struct Plan {
     pub paths: VmPaths,
     /// The user QEMU drops privileges to, when vmrun runs as root.
     pub qemu_user: Option<String>,
+    /// `[takeover]` on this host: what stops, in order.
+    pub takeover: Option<takeover::TakeoverPlan>,
     pub findings: Vec<Finding>,
     /// The host the plan was made against, where prepare will write.
     #[serde(skip)]
@@ -97,6 +100,13 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         takeover: vm.takeover.is_some(),
     };
     safety::check(&hostdevs, &safety, &mut findings);
+    let takeover = vm
+        .takeover
+        .as_ref()
+        .map(|t| takeover::plan(t, &hostdevs, &ctx.root));
+    if takeover.is_some() {
+        findings.extend(takeover::session_finding(&ctx.root));
+    }
     let qemu_user = user::qemu_user(&vm.qemu.user, ctx.dirs.is_root, &ctx.root, &mut findings);
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
         findings.push(
@@ -112,6 +122,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         hostdevs,
         paths,
         qemu_user,
+        takeover,
         findings,
         root: ctx.root.clone(),
     }

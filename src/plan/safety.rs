@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::finding::Finding;
 use super::hostdev::PlannedHostdev;
-use crate::config::PciAddress;
+
 use crate::host::pci::PciDevice;
 use crate::host::{block, held, procs, HostRoot};
 
@@ -159,58 +159,8 @@ pub(crate) fn vfio_pci_cmdline_ids(root: &HostRoot) -> Vec<(u16, u16)> {
         .collect()
 }
 
-/// The device nodes through which a process uses a GPU.
-#[derive(Debug, Default)]
-struct Nodes {
-    exact: Vec<PathBuf>,
-    /// The NVIDIA minor is unknown: any `/dev/nvidiaN` may be this GPU.
-    any_nvidia: bool,
-}
-
-impl Nodes {
-    fn of(root: &HostRoot, dev: &PciDevice) -> Self {
-        let mut nodes = Self::default();
-        // `/sys/bus/pci/devices/ADDR/drm/{cardN,renderDN}` are the DRM nodes
-        // `/dev/dri/cardN`, `/dev/dri/renderDN` of this device.
-        let drm = root.pci_device(&dev.address).join("drm");
-        for entry in fs::read_dir(drm).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("card") || name.starts_with("renderD") {
-                nodes.exact.push(PathBuf::from("/dev/dri").join(name));
-            }
-        }
-        if dev.driver.as_deref() == Some("nvidia") {
-            match nvidia_minor(root, dev.address) {
-                Some(minor) => nodes.exact.push(format!("/dev/nvidia{minor}").into()),
-                None => nodes.any_nvidia = true,
-            }
-        }
-        nodes
-    }
-
-    fn matches(&self, path: &Path) -> bool {
-        self.exact.iter().any(|p| p == path)
-            || (self.any_nvidia
-                && path
-                    .to_str()
-                    .and_then(|p| p.strip_prefix("/dev/nvidia"))
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
-    }
-}
-
-/// `Device Minor:` of `/proc/driver/nvidia/gpus/ADDR/information`: the N
-/// of `/dev/nvidiaN`.
-fn nvidia_minor(root: &HostRoot, address: PciAddress) -> Option<u32> {
-    let info =
-        fs::read_to_string(root.path(format!("/proc/driver/nvidia/gpus/{address}/information")))
-            .ok()?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("Device Minor:"))
-        .and_then(|n| n.trim().parse().ok())
-}
-
 fn gpus_in_use(root: &HostRoot, devices: &[&PciDevice], findings: &mut Vec<Finding>) {
-    let gpus: Vec<(&PciDevice, Nodes)> = devices
+    let gpus: Vec<(&PciDevice, procs::GpuNodes)> = devices
         .iter()
         .filter(|d| {
             d.driver.is_some()
@@ -219,7 +169,7 @@ fn gpus_in_use(root: &HostRoot, devices: &[&PciDevice], findings: &mut Vec<Findi
                         .as_deref()
                         .is_some_and(|drv| GPU_DRIVERS.contains(&drv)))
         })
-        .map(|d| (*d, Nodes::of(root, d)))
+        .map(|d| (*d, procs::GpuNodes::of(root, d)))
         .collect();
     if gpus.is_empty() {
         return;
@@ -270,9 +220,7 @@ fn gpus_in_use(root: &HostRoot, devices: &[&PciDevice], findings: &mut Vec<Findi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Hostdev;
     use crate::host::pci::fake::{add_device, add_disk, add_drm, add_process, set_attr, write};
-    use crate::host::pci::read_device;
     use crate::plan::Severity;
 
     const GPU: &str = "0000:01:00.0";
@@ -291,13 +239,7 @@ mod tests {
     }
 
     fn planned(root: &HostRoot, addr: &str) -> PlannedHostdev {
-        let address: PciAddress = addr.parse().unwrap();
-        PlannedHostdev {
-            address,
-            config: Hostdev::at(address),
-            multifunction: false,
-            device: read_device(root, address),
-        }
+        super::super::hostdev::fake::planned(root, addr, false)
     }
 
     fn run_as(dir: &tempfile::TempDir, addrs: &[&str], vm: &str, takeover: bool) -> Vec<Finding> {

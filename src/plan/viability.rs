@@ -102,18 +102,11 @@ fn not_viable(root: &HostRoot, group: u32, subject: PciAddress, blocking: &[PciD
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Hostdev;
     use crate::host::pci::fake::{add_device, write};
     use crate::plan::Severity;
 
     fn planned(root: &HostRoot, addr: &str) -> PlannedHostdev {
-        let address: PciAddress = addr.parse().unwrap();
-        PlannedHostdev {
-            address,
-            config: Hostdev::at(address),
-            multifunction: false,
-            device: pci::read_device(root, address),
-        }
+        crate::plan::hostdev::fake::planned(root, addr, false)
     }
 
     /// NVIDIA GPU + HDMI audio in group 12, behind a root port in the same

@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use super::sysfs::{Kernel, WriteError};
+use super::sysfs::{Kernel, Ran, WriteError};
 
 pub struct FakeKernel {
     root: PathBuf,
@@ -26,6 +26,19 @@ pub struct FakeKernel {
     /// The most huge pages the fake kernel can find (fragmented memory).
     hugepage_limit: Option<u64>,
     pub writes: RefCell<Vec<(String, String)>>,
+    /// Every command run, joined with spaces.
+    pub commands: RefCell<Vec<String>>,
+    /// systemd units and whether they are active.
+    pub units: RefCell<HashMap<String, bool>>,
+    /// Processes that go when a unit stops or a command runs (key: the
+    /// unit, or the command joined with spaces).
+    stops: HashMap<String, Vec<u32>>,
+    /// Commands that fail (joined with spaces), e.g. `modprobe -r bochs`.
+    failing: HashSet<String>,
+    /// PCI driver -> its module.
+    modules: HashMap<String, String>,
+    /// Processes that ignore SIGTERM.
+    stubborn: HashSet<u32>,
 }
 
 impl FakeKernel {
@@ -38,6 +51,86 @@ impl FakeKernel {
             wedged: RefCell::new(HashSet::new()),
             hugepage_limit: None,
             writes: RefCell::new(Vec::new()),
+            commands: RefCell::new(Vec::new()),
+            units: RefCell::new(HashMap::new()),
+            stops: HashMap::new(),
+            failing: HashSet::new(),
+            modules: HashMap::new(),
+            stubborn: HashSet::new(),
+        }
+    }
+
+    /// An active unit whose stop ends `pids`.
+    pub fn unit(self, name: &str, pids: &[u32]) -> Self {
+        self.units.borrow_mut().insert(name.into(), true);
+        self.on_command(name, pids)
+    }
+
+    /// Running `command` (or stopping unit `command`) ends `pids`.
+    pub fn on_command(mut self, command: &str, pids: &[u32]) -> Self {
+        self.stops.insert(command.into(), pids.to_vec());
+        self
+    }
+
+    pub fn failing_command(mut self, command: &str) -> Self {
+        self.failing.insert(command.into());
+        self
+    }
+
+    pub fn driver_module(mut self, driver: &str, module: &str) -> Self {
+        self.modules.insert(driver.into(), module.into());
+        self
+    }
+
+    pub fn stubborn(mut self, pid: u32) -> Self {
+        self.stubborn.insert(pid);
+        self
+    }
+
+    fn kill(&self, pids: &[u32]) {
+        for pid in pids {
+            let _ = fs::remove_dir_all(self.root.join("proc").join(pid.to_string()));
+        }
+    }
+
+    /// The PCI devices whose native driver comes from `module`.
+    fn devices_of(&self, module: &str) -> Vec<(String, String)> {
+        self.native
+            .iter()
+            .filter(|(_, drv)| self.modules.get(*drv).is_some_and(|m| m == module))
+            .map(|(a, d)| (a.clone(), d.clone()))
+            .collect()
+    }
+
+    /// `modprobe -r`: the module and the helpers only it used go; its
+    /// devices lose their driver and DRM nodes.
+    fn unload(&self, module: &str) {
+        let root = crate::host::HostRoot::new(&self.root);
+        let helpers = crate::host::display::unused_after(&root, &[module.to_string()]);
+        for m in std::iter::once(module.to_string()).chain(helpers) {
+            let _ = fs::remove_dir_all(self.root.join("sys/module").join(&m));
+        }
+        for (addr, drv) in self.devices_of(module) {
+            if fs::read_link(self.dev(&addr).join("driver")).is_ok_and(|t| t.ends_with(&drv)) {
+                self.unbind(&addr);
+                let _ = fs::remove_dir_all(self.dev(&addr).join("drm"));
+            }
+            let _ = fs::remove_dir_all(self.driver_dir(&drv));
+        }
+    }
+
+    /// `modprobe`: the module's drivers register and probe their devices.
+    fn load(&self, module: &str) {
+        let dir = self.root.join("sys/module").join(module);
+        fs::create_dir_all(dir.join("holders")).unwrap();
+        fs::write(dir.join("refcnt"), "0\n").unwrap();
+        for (addr, drv) in self.devices_of(module) {
+            fs::create_dir_all(self.driver_dir(&drv)).unwrap();
+            let _ = symlink(&dir, self.driver_dir(&drv).join("module"));
+            self.probe(&addr);
+            if fs::read_link(self.dev(&addr).join("driver")).is_ok_and(|t| t.ends_with(&drv)) {
+                fs::create_dir_all(self.dev(&addr).join("drm/card0")).unwrap();
+            }
         }
     }
 
@@ -152,7 +245,20 @@ impl Kernel for FakeKernel {
             .borrow_mut()
             .push((rel.clone(), value.to_string()));
         let v = value.trim_end_matches('\n');
-        if rel.ends_with("/driver_override") {
+        if let Some(drv) = rel
+            .strip_prefix("sys/bus/platform/drivers/")
+            .and_then(|r| r.strip_suffix("/unbind").or(r.strip_suffix("/bind")))
+        {
+            let drv_dir = self.root.join("sys/bus/platform/drivers").join(drv);
+            let dev = self.root.join("sys/devices/platform").join(v);
+            if rel.ends_with("/unbind") {
+                let _ = fs::remove_file(drv_dir.join(v));
+                let _ = fs::remove_file(dev.join("driver"));
+            } else {
+                symlink(&dev, drv_dir.join(v)).unwrap();
+                symlink(&drv_dir, dev.join("driver")).unwrap();
+            }
+        } else if rel.ends_with("/driver_override") {
             let text = if v.is_empty() { "(null)" } else { v };
             fs::write(path, format!("{text}\n")).unwrap();
         } else if rel.ends_with("/unbind") {
@@ -200,5 +306,81 @@ impl Kernel for FakeKernel {
     fn modprobe(&self, name: &str) -> io::Result<bool> {
         fs::create_dir_all(self.driver_dir(name))?;
         Ok(true)
+    }
+
+    fn run(&self, argv: &[String], _timeout: std::time::Duration) -> io::Result<Ran> {
+        let line = argv.join(" ");
+        self.commands.borrow_mut().push(line.clone());
+        if self.failing.contains(&line) {
+            return Ok(Ran::failed("refused (fake)"));
+        }
+        let mut args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        // A user manager's units are keyed `USER@:UNIT`.
+        let mut user = String::new();
+        if let ["systemctl", "--user", "-M", u, ..] = args.as_slice() {
+            user = format!("{u}:");
+            args.drain(1..4);
+        }
+        let key = |unit: &str| format!("{user}{unit}");
+        match args.as_slice() {
+            ["systemctl", "is-active", "--quiet", unit] => Ok(Ran {
+                success: self
+                    .units
+                    .borrow()
+                    .get(&key(unit))
+                    .copied()
+                    .unwrap_or(false),
+                output: String::new(),
+            }),
+            ["systemctl", verb @ ("stop" | "start"), unit] => {
+                self.units.borrow_mut().insert(key(unit), *verb == "start");
+                if *verb == "stop" {
+                    self.kill(self.stops.get(&key(unit)).map_or(&[], Vec::as_slice));
+                }
+                Ok(Ran::ok(""))
+            }
+            ["systemctl", "list-units", "--state=active", "--plain", "--no-legend", patterns @ ..] =>
+            {
+                let units = self.units.borrow();
+                let mut active: Vec<&str> = units
+                    .iter()
+                    .filter(|(k, on)| **on && k.starts_with(&user) && !user.is_empty())
+                    .map(|(k, _)| &k[user.len()..])
+                    .filter(|u| {
+                        patterns
+                            .iter()
+                            .any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(u)))
+                    })
+                    .collect();
+                active.sort();
+                let lines: Vec<String> = active
+                    .iter()
+                    .map(|u| format!("{u} loaded active running {u}"))
+                    .collect();
+                Ok(Ran::ok(&lines.join("\n")))
+            }
+            ["modprobe", "-r", module] => {
+                self.unload(module);
+                Ok(Ran::ok(""))
+            }
+            ["modprobe", module] => {
+                self.load(module);
+                Ok(Ran::ok(""))
+            }
+            _ => {
+                self.kill(self.stops.get(&line).map_or(&[], Vec::as_slice));
+                Ok(Ran::ok(""))
+            }
+        }
+    }
+
+    fn signal(&self, pid: u32, signal: nix::sys::signal::Signal) -> io::Result<()> {
+        self.commands
+            .borrow_mut()
+            .push(format!("kill -{} {pid}", signal.as_str()));
+        if signal == nix::sys::signal::Signal::SIGKILL || !self.stubborn.contains(&pid) {
+            self.kill(&[pid]);
+        }
+        Ok(())
     }
 }

@@ -37,6 +37,39 @@ pub enum Step {
         before: u64,
         reserved: u64,
     },
+    /// Takeover: a systemd unit stopped (`user`: in that user's manager).
+    StopUnit { unit: String, user: Option<String> },
+    /// Takeover: the display manager stopped by its configured `stop`
+    /// command; `start` brings it back.
+    StopCommand {
+        stop: Vec<String>,
+        start: Vec<String>,
+    },
+    /// Takeover: a process still holding the GPU, stopped. Not restarted:
+    /// whatever started it owns it.
+    StopProcess { pid: u32, comm: String },
+    /// Takeover: `/sys/class/vtconsole/vtconN`, named `name`, unbound
+    /// from its framebuffer.
+    UnbindVtcon { index: u32, name: String },
+    /// Takeover: a firmware framebuffer on `gpu` unbound from its platform
+    /// driver.
+    UnbindFramebuffer {
+        driver: String,
+        device: String,
+        gpu: PciAddress,
+    },
+    /// Takeover: a module unloaded; `devices` were bound to its drivers.
+    UnloadModule {
+        module: String,
+        devices: Vec<ModuleDevice>,
+    },
+}
+
+/// A PCI function and the driver it had from an unloaded module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleDevice {
+    pub address: PciAddress,
+    pub driver: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +217,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read(&path).unwrap(), vec![bind("01:00.0")]);
+    }
+
+    #[test]
+    fn takeover_steps_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let steps = vec![
+            Step::StopCommand {
+                stop: vec!["dm-stop".into()],
+                start: vec!["dm-start".into()],
+            },
+            Step::UnbindVtcon {
+                index: 1,
+                name: "(M) frame buffer device".into(),
+            },
+            Step::UnloadModule {
+                module: "bochs".into(),
+                devices: vec![ModuleDevice {
+                    address: "00:0a.0".parse().unwrap(),
+                    driver: "bochs-drm".into(),
+                }],
+            },
+        ];
+        let mut j = Journal::open(&path).unwrap();
+        for s in &steps {
+            j.record(s).unwrap();
+        }
+        assert_eq!(read(&path).unwrap(), steps);
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! first; a failure part way rolls back what was done, in reverse, before
 //! the error is returned. `teardown` replays the same journal.
 
+pub mod command;
 pub mod hugepages;
 pub mod journal;
 pub mod rom;
 pub mod sysfs;
+pub mod takeover;
 pub mod vfio;
 
 #[cfg(test)]
@@ -31,6 +33,8 @@ pub enum PrepareError {
     Vfio(#[from] vfio::VfioError),
     #[error(transparent)]
     Hugepages(#[from] hugepages::HugepageError),
+    #[error("takeover: {0}")]
+    Takeover(#[from] takeover::TakeoverError),
     #[error("{address} is held by VM {holder}: stop it first (`vmrun stop {holder}`)")]
     DeviceBusy { address: String, holder: String },
     #[error("device lock {path}: {source}")]
@@ -135,7 +139,11 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
         .collect();
     // Not a host change: our own claim, read by other VMs' plans.
     let _ = std::fs::write(devices_path(plan), addresses.join("\n") + "\n");
+    // vfio-pci first: a host that can't load it keeps its desktop.
     vfio::ensure_vfio_module(host)?;
+    if let Some(t) = &plan.takeover {
+        takeover::release(host, journal, t)?;
+    }
     let mut groups = Vec::new();
     for hd in &plan.hostdevs {
         if let Some(group) = vfio::bind(host, journal, hd.address, hd.config.rescan_fallback)? {

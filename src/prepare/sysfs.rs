@@ -37,6 +37,48 @@ pub trait Kernel {
 
     /// `modprobe NAME`; `Ok(false)` when the module does not exist.
     fn modprobe(&self, name: &str) -> io::Result<bool>;
+
+    /// Runs `argv` (no shell) to its end or `timeout`: `systemctl`,
+    /// `modprobe -r`, a configured display manager command. The default
+    /// (for test kernels that never run commands) refuses.
+    fn run(&self, argv: &[String], _timeout: Duration) -> io::Result<Ran> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this kernel runs no commands ({})", argv.join(" ")),
+        ))
+    }
+
+    /// Sends `signal` to process `pid`. The default refuses, as `run`.
+    fn signal(&self, pid: u32, _signal: nix::sys::signal::Signal) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this kernel signals no process ({pid})"),
+        ))
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    pub success: bool,
+    /// Its stdout and stderr, trimmed.
+    pub output: String,
+}
+
+impl Ran {
+    pub fn ok(output: &str) -> Self {
+        Self {
+            success: true,
+            output: output.into(),
+        }
+    }
+
+    pub fn failed(output: &str) -> Self {
+        Self {
+            success: false,
+            output: output.into(),
+        }
+    }
 }
 
 /// The running kernel.
@@ -88,6 +130,15 @@ impl Kernel for RealKernel {
             .stdout(std::process::Stdio::null())
             .status()?;
         Ok(status.success())
+    }
+
+    fn run(&self, argv: &[String], timeout: Duration) -> io::Result<Ran> {
+        super::command::run(argv, timeout)
+    }
+
+    fn signal(&self, pid: u32, signal: nix::sys::signal::Signal) -> io::Result<()> {
+        let pid = i32::try_from(pid).map_err(io::Error::other)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(io::Error::from)
     }
 }
 

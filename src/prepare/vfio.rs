@@ -46,18 +46,18 @@ pub struct Host<'a> {
 }
 
 impl Host<'_> {
-    fn sys(&self, rel: &str) -> PathBuf {
+    pub(crate) fn sys(&self, rel: &str) -> PathBuf {
         self.root.path(format!("/sys/bus/pci/{rel}"))
     }
 
     /// One readlink, not `read_device`'s seven sysfs reads: this runs in
     /// the verify loops, and each sysfs read costs (the lab's bench).
-    fn driver_of(&self, address: PciAddress) -> Option<String> {
+    pub(crate) fn driver_of(&self, address: PciAddress) -> Option<String> {
         link_name(&self.root.pci_device(&address).join("driver"))
     }
 
     /// Polls the `driver` link until `want` holds or `PROBE_WAIT` passes.
-    fn wait_driver(
+    pub(crate) fn wait_driver(
         &self,
         address: PciAddress,
         want: impl Fn(Option<&str>) -> bool,

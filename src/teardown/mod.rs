@@ -3,6 +3,8 @@
 //! `vmrun restore` after a crash. Every step is attempted even when an
 //! earlier one failed, and each is reported.
 
+mod takeover;
+
 use std::path::Path;
 
 use serde::Serialize;
@@ -106,5 +108,15 @@ fn undo(step: &Step, host: &Host) -> StepReport {
             what: format!("up to {reserved} huge pages of {size_kb} kB released"),
             problem: hugepages::release(host, *size_kb, *before, *reserved).err(),
         },
+        Step::StopUnit { unit, user } => takeover::start_unit(host, unit, user.as_deref()),
+        Step::StopCommand { start, .. } => takeover::start_command(host, start),
+        Step::StopProcess { pid, comm } => takeover::stopped_process(*pid, comm),
+        Step::UnbindVtcon { index, name } => takeover::bind_vtcon(host, *index, name),
+        Step::UnbindFramebuffer {
+            driver,
+            device,
+            gpu,
+        } => takeover::bind_framebuffer(host, driver, device, *gpu),
+        Step::UnloadModule { module, devices } => takeover::reload_module(host, module, devices),
     }
 }

@@ -1,0 +1,505 @@
+//! The host's display stack on a GPU, read-only: the display manager, the
+//! vtconsoles bound to a framebuffer, the firmware framebuffer sitting on
+//! the GPU, and the GPU driver's modules in the order they unload. What
+//! `[takeover]` stops, found instead of hardcoded (`vtcon1`,
+//! `efi-framebuffer.0`).
+
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::HostRoot;
+use crate::config::PciAddress;
+
+/// systemd's alias for the enabled display manager (`systemctl enable gdm`
+/// links it to `gdm.service`).
+pub const DISPLAY_MANAGER_LINK: &str = "/etc/systemd/system/display-manager.service";
+
+/// The display manager unit `display-manager.service` points to.
+pub fn display_manager_unit(root: &HostRoot) -> Option<String> {
+    let target = fs::read_link(root.path(DISPLAY_MANAGER_LINK)).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+/// A virtual console driver slot, `/sys/class/vtconsole/vtconN`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VtConsole {
+    pub index: u32,
+    /// Its `name`, e.g. `(M) frame buffer device` for fbcon.
+    pub name: String,
+    pub bound: bool,
+}
+
+impl VtConsole {
+    /// fbcon names itself "frame buffer device" (drivers/video/fbdev/core/
+    /// fbcon.c `fbcon_startup`); the VGA text console and the dummy console
+    /// hold no framebuffer.
+    pub fn on_framebuffer(&self) -> bool {
+        self.name.contains("frame buffer")
+    }
+}
+
+/// Every vtconsole, in index order.
+pub fn vtconsoles(root: &HostRoot) -> Vec<VtConsole> {
+    let dir = root.path("/sys/class/vtconsole");
+    let mut out: Vec<VtConsole> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let index = name.strip_prefix("vtcon")?.parse().ok()?;
+            let read = |f: &str| fs::read_to_string(e.path().join(f)).ok();
+            Some(VtConsole {
+                index,
+                name: read("name")?.trim().to_string(),
+                bound: read("bind").is_some_and(|b| b.trim() == "1"),
+            })
+        })
+        .collect();
+    out.sort_by_key(|v| v.index);
+    out
+}
+
+/// The platform drivers of firmware framebuffers. simpledrm registers as
+/// `simple-framebuffer` too (drivers/gpu/drm/tiny/simpledrm.c).
+pub const FRAMEBUFFER_DRIVERS: [&str; 3] =
+    ["efi-framebuffer", "simple-framebuffer", "vesa-framebuffer"];
+
+/// The names firmware framebuffers give their memory in `/proc/iomem`
+/// (efifb.c and vesafb.c `request_mem_region`, sysfb_simplefb.c `BOOTFB`).
+const IOMEM_NAMES: [&str; 5] = ["efifb", "vesafb", "BOOTFB", "simplefb", "simpledrm"];
+
+/// A firmware framebuffer device bound to its platform driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Framebuffer {
+    /// The platform driver, one of `FRAMEBUFFER_DRIVERS`.
+    pub driver: String,
+    /// The platform device, e.g. `efi-framebuffer.0`.
+    pub device: String,
+    /// What kind it is (`efifb`, `simpledrm`, `simplefb`, `vesafb`).
+    pub kind: String,
+    /// Why it is taken to sit on the GPU (or not).
+    pub why: String,
+    pub on_gpu: bool,
+}
+
+fn driver_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "module")
+        .collect();
+    names.sort();
+    names
+}
+
+fn parse_hex(s: &str) -> Option<u64> {
+    let s = s.trim();
+    u64::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()
+}
+
+/// The memory BARs of a PCI device: `(start, end)` from its `resource`
+/// file, one `start end flags` line per BAR (drivers/pci/pci-sysfs.c).
+pub fn memory_bars(root: &HostRoot, address: PciAddress) -> Vec<(usize, u64, u64)> {
+    let text = fs::read_to_string(root.pci_device(&address).join("resource")).unwrap_or_default();
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let mut f = l.split_whitespace().map(parse_hex);
+            let (start, end) = (f.next()??, f.next()??);
+            (end > start && start != 0).then_some((i, start, end))
+        })
+        .collect()
+}
+
+/// Start addresses of the framebuffer regions in `/proc/iomem` (all zero
+/// when read without CAP_SYS_ADMIN, and then useless).
+fn iomem_framebuffers(root: &HostRoot) -> Vec<u64> {
+    let text = fs::read_to_string(root.path("/proc/iomem")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (range, name) = l.trim().split_once(" : ")?;
+            IOMEM_NAMES.contains(&name.trim()).then_some(())?;
+            parse_hex(range.split('-').next()?)
+        })
+        .filter(|&a| a != 0)
+        .collect()
+}
+
+fn kind_of(root: &HostRoot, driver: &str) -> &'static str {
+    match driver {
+        "efi-framebuffer" => "efifb",
+        "vesa-framebuffer" => "vesafb",
+        _ if root.path("/sys/module/simpledrm").exists() => "simpledrm",
+        _ => "simplefb",
+    }
+}
+
+/// The firmware framebuffers bound now, each matched to `gpu` by its
+/// memory: efifb's `base` attribute or the framebuffer's region in
+/// `/proc/iomem`, against the GPU's BARs. When the address can't be read,
+/// a framebuffer counts as the boot VGA's (the firmware draws on that one).
+pub fn framebuffers(root: &HostRoot, gpu: PciAddress, boot_vga: bool) -> Vec<Framebuffer> {
+    let bars = memory_bars(root, gpu);
+    let regions = iomem_framebuffers(root);
+    let mut out = Vec::new();
+    for driver in FRAMEBUFFER_DRIVERS {
+        let dir = root.path(format!("/sys/bus/platform/drivers/{driver}"));
+        for device in driver_entries(&dir) {
+            let base = fs::read_to_string(dir.join(&device).join("base"))
+                .ok()
+                .and_then(|b| parse_hex(&b))
+                .filter(|&b| b != 0);
+            let addresses: Vec<u64> = base.map_or_else(|| regions.clone(), |b| vec![b]);
+            let hit = addresses.iter().find_map(|&a| {
+                bars.iter()
+                    .find(|(_, s, e)| (*s..=*e).contains(&a))
+                    .map(|(bar, _, _)| (a, *bar))
+            });
+            let (on_gpu, why) = match hit {
+                Some((a, bar)) => (
+                    true,
+                    format!("its memory at {a:#x} is in {gpu}'s BAR {bar}"),
+                ),
+                None if addresses.is_empty() || bars.is_empty() => (
+                    boot_vga,
+                    format!(
+                        "its memory address is unreadable; {gpu} {} the boot VGA",
+                        if boot_vga { "is" } else { "is not" }
+                    ),
+                ),
+                None => (false, format!("its memory is outside {gpu}'s BARs")),
+            };
+            out.push(Framebuffer {
+                driver: driver.to_string(),
+                kind: kind_of(root, driver).to_string(),
+                device,
+                why,
+                on_gpu,
+            });
+        }
+    }
+    out
+}
+
+/// The kernel module behind a device's driver (`driver/module`), if it is
+/// a module and not built in.
+pub fn driver_module(root: &HostRoot, address: PciAddress) -> Option<String> {
+    let link = fs::read_link(root.pci_device(&address).join("driver/module")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Whether `name` is a loaded module (built-in ones have no `refcnt`).
+pub fn module_loaded(root: &HostRoot, name: &str) -> bool {
+    root.path(format!("/sys/module/{name}/refcnt")).exists()
+}
+
+/// The modules using `name` (`/sys/module/NAME/holders`), sorted.
+pub fn module_holders(root: &HostRoot, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(root.path(format!("/sys/module/{name}/holders")))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `module` and everything stacked on it, in an order that unloads: each
+/// module after every module holding it (nvidia_drm before nvidia_modeset
+/// before nvidia). Modules are named as in /sys/module (underscores).
+pub fn unload_order(root: &HostRoot, module: &str) -> Vec<String> {
+    fn visit(root: &HostRoot, m: &str, out: &mut Vec<String>, depth: usize) {
+        if out.iter().any(|o| o == m) || depth > 32 {
+            return;
+        }
+        for h in module_holders(root, m) {
+            visit(root, &h, out, depth + 1);
+        }
+        if !out.iter().any(|o| o == m) {
+            out.push(m.to_string());
+        }
+    }
+    let mut out = Vec::new();
+    visit(root, module, &mut out, 0);
+    out
+}
+
+/// The modules that only `removed` use, which `modprobe -r` takes along
+/// (bochs's drm_vram_helper, ttm, drm_kms_helper, drm), in removal order.
+pub fn unused_after(root: &HostRoot, removed: &[String]) -> Vec<String> {
+    let mut gone: Vec<String> = removed.to_vec();
+    let mut helpers = Vec::new();
+    let all: Vec<String> = fs::read_dir(root.path("/sys/module"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|m| module_loaded(root, m))
+        .collect();
+    loop {
+        let next = all.iter().find(|m| {
+            let holders = module_holders(root, m);
+            !gone.contains(m)
+                && !holders.is_empty()
+                && holders.iter().all(|h| gone.contains(h))
+                && holders
+                    .iter()
+                    .any(|h| removed.contains(h) || helpers.contains(h))
+        });
+        match next {
+            Some(m) => {
+                gone.push(m.clone());
+                helpers.push(m.clone());
+            }
+            None => return helpers,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! Builders for the display side of a fake host tree.
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    pub fn add_vtcon(root: &Path, index: u32, name: &str, bound: bool) {
+        let dir = root.join(format!("sys/class/vtconsole/vtcon{index}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("name"), format!("{name}\n")).unwrap();
+        fs::write(dir.join("bind"), if bound { "1\n" } else { "0\n" }).unwrap();
+    }
+
+    /// A platform framebuffer device bound to `driver`, with efifb's
+    /// `base` attribute when given.
+    pub fn add_framebuffer(root: &Path, driver: &str, device: &str, base: Option<u64>) {
+        let dev = root.join("sys/devices/platform").join(device);
+        fs::create_dir_all(&dev).unwrap();
+        if let Some(b) = base {
+            fs::write(dev.join("base"), format!("0x{b:x}\n")).unwrap();
+        }
+        let drv = root.join("sys/bus/platform/drivers").join(driver);
+        fs::create_dir_all(&drv).unwrap();
+        symlink(&dev, drv.join(device)).unwrap();
+        symlink(&drv, dev.join("driver")).unwrap();
+        let devs = root.join("sys/bus/platform/devices");
+        fs::create_dir_all(&devs).unwrap();
+        let _ = symlink(&dev, devs.join(device));
+    }
+
+    /// A loaded module with the modules holding it.
+    pub fn add_module(root: &Path, name: &str, holders: &[&str]) {
+        let dir = root.join("sys/module").join(name);
+        fs::create_dir_all(dir.join("holders")).unwrap();
+        fs::write(dir.join("refcnt"), format!("{}\n", holders.len())).unwrap();
+        for h in holders {
+            let hdir = root.join("sys/module").join(h);
+            fs::create_dir_all(&hdir).unwrap();
+            let _ = symlink(&hdir, dir.join("holders").join(h));
+        }
+    }
+
+    /// The lab's single-GPU desktop: bochs-drm (module bochs, with two
+    /// helpers) on the boot VGA `addr` with card0, fbcon bound on vtcon1.
+    pub fn bochs_desktop(root: &Path, addr: &str) {
+        use crate::host::pci::fake::{add_device, add_drm, set_attr};
+        add_device(
+            root,
+            addr,
+            (0x1234, 0x1111),
+            0x030000,
+            Some("bochs-drm"),
+            Some(3),
+        );
+        set_attr(root, addr, "boot_vga", "1");
+        add_drm(root, addr, &["card0"]);
+        add_module(root, "bochs", &[]);
+        add_module(root, "drm_kms_helper", &["bochs"]);
+        add_module(root, "drm", &["bochs", "drm_kms_helper"]);
+        set_driver_module(root, "bochs-drm", "bochs");
+        add_vtcon(root, 0, "(S) dummy device", false);
+        add_vtcon(root, 1, "(M) frame buffer device", true);
+    }
+
+    /// Makes `module` the module of PCI driver `driver`.
+    pub fn set_driver_module(root: &Path, driver: &str, module: &str) {
+        let drv = root.join("sys/bus/pci/drivers").join(driver);
+        fs::create_dir_all(&drv).unwrap();
+        let _ = fs::remove_file(drv.join("module"));
+        symlink(root.join("sys/module").join(module), drv.join("module")).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::*;
+    use super::*;
+    use crate::host::pci::fake::{add_device, set_attr, write};
+
+    const GPU: &str = "0000:01:00.0";
+
+    fn gpu(dir: &Path) {
+        add_device(dir, GPU, (0x10de, 0x2507), 0x030000, None, Some(1));
+        set_attr(
+            dir,
+            GPU,
+            "resource",
+            "0x00000000f6000000 0x00000000f6ffffff 0x0000000000040200\n0x0000000000000000 0x0000000000000000 0x0000000000000000\n0x000000e000000000 0x000000efffffffff 0x000000000014220c",
+        );
+    }
+
+    #[test]
+    fn display_manager_comes_from_the_systemd_alias() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        assert_eq!(display_manager_unit(&root), None);
+        let link = root.path(DISPLAY_MANAGER_LINK);
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/usr/lib/systemd/system/sddm.service", &link).unwrap();
+        assert_eq!(display_manager_unit(&root).as_deref(), Some("sddm.service"));
+    }
+
+    #[test]
+    fn only_bound_fbcon_consoles_sit_on_a_framebuffer() {
+        let dir = tempfile::tempdir().unwrap();
+        add_vtcon(dir.path(), 0, "(S) dummy device", false);
+        add_vtcon(dir.path(), 1, "(M) frame buffer device", true);
+        add_vtcon(dir.path(), 2, "(S) VGA+", true);
+        let v = vtconsoles(&HostRoot::new(dir.path()));
+        let fb: Vec<u32> = v
+            .iter()
+            .filter(|c| c.bound && c.on_framebuffer())
+            .map(|c| c.index)
+            .collect();
+        assert_eq!(fb, [1]);
+        assert_eq!(v.len(), 3);
+    }
+
+    #[test]
+    fn efifb_is_matched_to_the_gpu_by_its_base_address() {
+        let dir = tempfile::tempdir().unwrap();
+        gpu(dir.path());
+        add_framebuffer(
+            dir.path(),
+            "efi-framebuffer",
+            "efi-framebuffer.0",
+            Some(0xe000000000),
+        );
+        let fbs = framebuffers(&HostRoot::new(dir.path()), GPU.parse().unwrap(), false);
+        assert_eq!(fbs.len(), 1);
+        assert!(fbs[0].on_gpu, "{fbs:?}");
+        assert_eq!(fbs[0].kind, "efifb");
+        assert!(fbs[0].why.contains("BAR 2"), "{}", fbs[0].why);
+    }
+
+    #[test]
+    fn a_simple_framebuffer_elsewhere_is_not_the_gpus() {
+        let dir = tempfile::tempdir().unwrap();
+        gpu(dir.path());
+        add_framebuffer(
+            dir.path(),
+            "simple-framebuffer",
+            "simple-framebuffer.0",
+            None,
+        );
+        add_module(dir.path(), "simpledrm", &[]);
+        write(
+            dir.path(),
+            "/proc/iomem",
+            "c0000000-febfffff : PCI Bus 0000:00\n  c0000000-c0ffffff : 0000:00:02.0\n    c0000000-c03e7fff : BOOTFB\n",
+        );
+        let fbs = framebuffers(&HostRoot::new(dir.path()), GPU.parse().unwrap(), true);
+        assert_eq!(fbs[0].kind, "simpledrm");
+        assert!(!fbs[0].on_gpu, "{fbs:?}");
+    }
+
+    #[test]
+    fn vesafb_without_a_readable_address_goes_with_the_boot_vga() {
+        let dir = tempfile::tempdir().unwrap();
+        gpu(dir.path());
+        add_framebuffer(dir.path(), "vesa-framebuffer", "vesa-framebuffer.0", None);
+        // Without CAP_SYS_ADMIN /proc/iomem shows zeros.
+        write(dir.path(), "/proc/iomem", "00000000-00000000 : vesafb\n");
+        let root = HostRoot::new(dir.path());
+        let fbs = framebuffers(&root, GPU.parse().unwrap(), true);
+        assert_eq!((fbs[0].kind.as_str(), fbs[0].on_gpu), ("vesafb", true));
+        assert!(!framebuffers(&root, GPU.parse().unwrap(), false)[0].on_gpu);
+    }
+
+    #[test]
+    fn nvidia_modules_unload_holders_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        add_module(p, "nvidia", &["nvidia_modeset", "nvidia_uvm"]);
+        add_module(p, "nvidia_modeset", &["nvidia_drm"]);
+        add_module(p, "nvidia_uvm", &[]);
+        add_module(p, "nvidia_drm", &[]);
+        add_module(p, "drm", &["nvidia_drm", "drm_kms_helper"]);
+        let root = HostRoot::new(p);
+        assert_eq!(
+            unload_order(&root, "nvidia"),
+            ["nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]
+        );
+        // drm is still used by drm_kms_helper, which stays.
+        assert!(unused_after(&root, &unload_order(&root, "nvidia")).is_empty());
+    }
+
+    #[test]
+    fn bochs_takes_its_now_unused_helpers_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        add_module(p, "bochs", &[]);
+        add_module(p, "drm_vram_helper", &["bochs"]);
+        add_module(p, "drm_ttm_helper", &["bochs", "drm_vram_helper"]);
+        add_module(p, "ttm", &["drm_ttm_helper", "drm_vram_helper"]);
+        add_module(p, "drm_kms_helper", &["bochs", "drm_vram_helper"]);
+        add_module(
+            p,
+            "drm",
+            &[
+                "bochs",
+                "drm_kms_helper",
+                "drm_ttm_helper",
+                "drm_vram_helper",
+                "ttm",
+            ],
+        );
+        add_module(p, "9pnet", &["9p"]);
+        let root = HostRoot::new(p);
+        let order = unload_order(&root, "bochs");
+        assert_eq!(order, ["bochs"]);
+        let mut helpers = unused_after(&root, &order);
+        assert_eq!(helpers.last().map(String::as_str), Some("drm"));
+        helpers.sort();
+        assert_eq!(
+            helpers,
+            [
+                "drm",
+                "drm_kms_helper",
+                "drm_ttm_helper",
+                "drm_vram_helper",
+                "ttm"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_driver_module_comes_from_the_driver_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        bochs_desktop(p, GPU);
+        let root = HostRoot::new(p);
+        assert_eq!(
+            driver_module(&root, GPU.parse().unwrap()).as_deref(),
+            Some("bochs")
+        );
+        assert!(module_loaded(&root, "bochs"));
+    }
+}
