@@ -74,6 +74,8 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Keyboards and mice: `input list` shows them; `input NAME host|guest|toggle` moves a running VM's.
+    Input(InputArgs),
     /// Give back what a crashed or killed vmrun left changed on the host.
     Restore {
         /// VM name or config path.
@@ -123,6 +125,25 @@ pub struct StopArgs {
     /// Don't wait for the guest: QMP quit at once (twice: SIGTERM; thrice: SIGKILL).
     #[arg(long, action = clap::ArgAction::Count)]
     pub force: u8,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InputArgs {
+    /// `list`, or the name (or config path) of a running VM in router mode.
+    pub target: String,
+    /// Who gets the keyboard and mouse; without it, prints who has them.
+    #[arg(value_enum)]
+    pub side: Option<SideArg>,
+    /// With `list`: print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SideArg {
+    Host,
+    Guest,
+    Toggle,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -190,6 +211,16 @@ mod tests {
                 all: true
             }
         ));
+    }
+
+    #[test]
+    fn input_is_a_verb_with_a_target_and_an_optional_side() {
+        let cli = parse_strs(&["vmrun", "input", "win11", "toggle"]).unwrap();
+        match cli.command {
+            Command::Input(a) => assert!(a.target == "win11" && a.side == Some(SideArg::Toggle)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse_strs(&["vmrun", "input", "win11", "sideways"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod console;
 mod devices;
 mod dry_run;
 pub mod exit;
+mod input;
 mod logging;
 mod restore;
 mod shell;
@@ -44,6 +45,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             arguments,
         } => with_logs(|| vm_ops::qmp(&vm, &command, arguments.as_deref())),
         Command::Devices { json, all } => devices::devices(json, all).code(),
+        Command::Input(args) => with_logs(|| input::input(&args)),
         Command::Restore { vm, all } => with_logs(|| restore::restore(vm.as_deref(), all)),
         Command::Console { vm } => with_logs(|| console::console(&vm)),
         Command::Logs {
