@@ -131,3 +131,31 @@ fn router_routes_switches_releases_and_survives_replug() {
         ],
     );
 }
+
+#[test]
+fn qemu_mode_readds_a_replugged_device_over_qmp() {
+    let run = run("input_qemu.sh");
+    check(
+        &run,
+        "qemu",
+        &[
+            ("start_exit", json!(0)),
+            ("objects", json!(["kbd0", "mouse0"])),
+            ("kbd_grabbed_by_qemu", json!(true)),
+            ("mouse_grabbed_by_qemu", json!(true)),
+            // Unplugged: vmrun notices; plugged back: object-del + object-add.
+            ("gone_logged", json!(true)),
+            ("readd_logged", json!(true)),
+            ("objects_after", json!(["kbd0", "mouse0"])),
+            (
+                "kbd_evdev_after",
+                json!("/dev/input/by-id/usb-lab_Keyboard-event-kbd"),
+            ),
+            // QEMU holds the new node, and the mouse was left alone.
+            ("new_kbd_grabbed_by_qemu", json!(true)),
+            ("mouse_still_grabbed", json!(true)),
+            ("stop_exit", json!(0)),
+            ("kbd_free_after_stop", json!(true)),
+        ],
+    );
+}
