@@ -67,12 +67,19 @@ fn router_routes_switches_releases_and_survives_replug() {
             ("guest_a", json!([[KEY_A, 1], [KEY_A, 0]])),
             (
                 "guest_mouse",
-                json!([[EV_REL, REL_HWHEEL, -1], [EV_KEY, BTN_SIDE, 1], [EV_KEY, BTN_SIDE, 0]]),
+                json!([
+                    [EV_REL, REL_HWHEEL, -1],
+                    [EV_KEY, BTN_SIDE, 1],
+                    [EV_KEY, BTN_SIDE, 0]
+                ]),
             ),
             // A key held across a switch is released on the guest's side.
             ("held_d_down", json!([[KEY_D, 1]])),
             ("to_host_exit", json!(0)),
-            ("to_host_out", json!("r1: the host has the keyboard and mouse\n")),
+            (
+                "to_host_out",
+                json!("r1: the host has the keyboard and mouse\n"),
+            ),
             ("held_d_released", json!([[KEY_D, 0]])),
             // Host focus: nothing reaches the proxy; the host reads the device.
             ("host_proxy", json!([])),
@@ -94,7 +101,10 @@ fn router_routes_switches_releases_and_survives_replug() {
             ("hotkey_guest_proxy", json!([[LCTRL, 1], [LCTRL, 0]])),
             ("hotkey_guest_focus", json!("host")),
             ("hotkey_guest_proxy_after", json!([])),
-            ("toggle_out", json!("r1: the guest has the keyboard and mouse\n")),
+            (
+                "toggle_out",
+                json!("r1: the guest has the keyboard and mouse\n"),
+            ),
             // on_switch ran with each new side.
             ("switches", json!(["host", "guest", "host", "guest"])),
             // Replug: the held key is released, the new device is grabbed

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use evdev::uinput::VirtualDevice;
 use evdev::{
-    AttributeSet, Device, InputEvent, KeyCode, MiscCode, RelativeAxisCode, UinputAbsSetup,
+    AttributeSet, Device, EventType, InputEvent, KeyCode, MiscCode, RelativeAxisCode,
+    UinputAbsSetup,
 };
 
 use super::focus::Source;
@@ -111,7 +112,36 @@ impl Proxy {
         Ok(Self { dev, node })
     }
 
-    /// Writes `events` and the SYN_REPORT that makes the kernel deliver them.
+    /// Writes `events` and the SYN_REPORT that makes the kernel deliver
+    /// them, in one write(2): `uinput_write` takes any number of whole
+    /// `struct input_event`s (evdev's `emit` makes two writes, one of them
+    /// for the SYN alone, and each uinput write is a trip through the
+    /// input core). The kernel stamps the time itself, so it is left zero.
+    #[cfg(target_pointer_width = "64")]
+    pub fn emit(&mut self, events: &[InputEvent]) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        // struct input_event on 64-bit Linux: struct timeval (two 64-bit
+        // fields), __u16 type, __u16 code, __s32 value: 24 bytes.
+        let mut buf = Vec::with_capacity((events.len() + 1) * 24);
+        let syn = InputEvent::new(EventType::SYNCHRONIZATION.0, 0, 0);
+        for ev in events.iter().chain(std::iter::once(&syn)) {
+            buf.extend_from_slice(&[0u8; 16]);
+            buf.extend_from_slice(&ev.event_type().0.to_ne_bytes());
+            buf.extend_from_slice(&ev.code().to_ne_bytes());
+            buf.extend_from_slice(&ev.value().to_ne_bytes());
+        }
+        let n = nix::unistd::write(self.dev.as_fd(), &buf)?;
+        if n != buf.len() {
+            return Err(std::io::Error::other(format!(
+                "short uinput write: {n} of {}",
+                buf.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Other layouts of `struct input_event`: evdev's own two writes.
+    #[cfg(not(target_pointer_width = "64"))]
     pub fn emit(&mut self, events: &[InputEvent]) -> std::io::Result<()> {
         self.dev.emit(events)
     }

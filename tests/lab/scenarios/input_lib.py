@@ -85,7 +85,7 @@ class Reader:
     def __init__(self, path, monotonic=False):
         self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         if monotonic:
-            fcntl.ioctl(self.fd, EVIOCSCLOCKID, CLOCK_MONOTONIC)
+            fcntl.ioctl(self.fd, EVIOCSCLOCKID, struct.pack("i", CLOCK_MONOTONIC))
 
     def try_grab(self):
         """Whether EVIOCGRAB succeeds (released again at once); False on EBUSY."""
