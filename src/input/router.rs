@@ -125,10 +125,12 @@ impl Router {
                     "input: lost the {} ({e}); it is reopened when it comes back",
                     s.name()
                 );
+                // No reopen here: a node that just failed is gone or
+                // broken; the watch (its queue kept since `new`) says when
+                // the path changes.
                 self.slots[s as usize] = None;
                 let actions = self.focus.detached(s);
                 self.apply(actions);
-                self.reopen();
             }
             Wake::Changed => self.reopen(),
         }
