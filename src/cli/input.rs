@@ -50,18 +50,7 @@ pub fn input(args: &InputArgs) -> Exit {
 
 fn list(json: bool) -> Exit {
     let devices = list::list(&HostRoot::from_env());
-    if json {
-        match serde_json::to_string_pretty(&devices) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("vmrun: could not encode the device list: {e}");
-                return Exit::HostProblems;
-            }
-        }
-    } else {
-        print!("{}", render(&devices));
-    }
-    Exit::Ok
+    super::print_listing(&devices, json, |d: &Vec<InputDevice>| render(d))
 }
 
 /// One line per device, its stable names indented under it.

@@ -79,6 +79,27 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
+/// Prints a device listing as JSON or as `render` makes it; exit 0 unless
+/// it cannot be encoded.
+fn print_listing<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    render: impl Fn(&T) -> String,
+) -> Exit {
+    if json {
+        match serde_json::to_string_pretty(value) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("vmrun: could not encode the device list: {e}");
+                return Exit::HostProblems;
+            }
+        }
+    } else {
+        print!("{}", render(value));
+    }
+    Exit::Ok
+}
+
 fn with_logs(verb: impl FnOnce() -> Exit) -> i32 {
     logging::init_terminal();
     verb().code()
