@@ -168,24 +168,30 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
             return Err(SupervisorError::Prepare { error, undo });
         }
     };
+    // The proxies exist before QEMU, which opens them at realize; made
+    // before the host is changed, so a missing uinput costs no rebind.
+    let (router, readd) = match input_side(plan) {
+        Ok(input) => input,
+        Err(e) => {
+            stop_tpm(&mut tpm);
+            run_dir.finish(None);
+            return Err(e);
+        }
+    };
     if let Err((error, undo)) = prepare::prepare(plan, &host) {
         stop_tpm(&mut tpm);
         run_dir.finish((!undo.complete()).then_some(journal.as_path()));
         return Err(SupervisorError::Prepare { error, undo });
     }
 
-    // The proxies exist before QEMU, which opens them at realize.
-    let spawned = input_side(plan).and_then(|input| {
-        let argv = crate::qemu::build_argv(plan);
-        Ok((input, process::spawn(plan, &argv)?))
-    });
-    let ((router, readd), mut child) = match spawned {
-        Ok(pair) => pair,
+    let argv = crate::qemu::build_argv(plan);
+    let mut child = match process::spawn(plan, &argv) {
+        Ok(child) => child,
         Err(e) => {
             stop_tpm(&mut tpm);
             let undo = teardown::replay(&journal, &host);
             run_dir.finish((!undo.complete()).then_some(journal.as_path()));
-            return Err(e);
+            return Err(e.into());
         }
     };
     let qemu_pid = child.id();
