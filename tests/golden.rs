@@ -96,3 +96,8 @@ fn newer_qemu_changes_only_what_it_must() {
 fn four_function_gpu_with_romfile() {
     snapshot("tests/fixtures/bundle/vms", "gpu4.toml", "9.2");
 }
+
+#[test]
+fn qemu_mode_input_reads_the_devices_with_input_linux() {
+    snapshot("tests/fixtures/bundle/vms", "input-qemu.toml", "7.2");
+}
