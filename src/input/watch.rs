@@ -66,8 +66,14 @@ impl Watch {
             };
             match guard.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
                 Ok(Ok(events)) if !events.is_empty() => break,
-                Ok(_) => continue,
-                Err(_would_block) => continue,
+                Ok(Ok(_)) | Err(_) => continue,
+                Ok(Err(e)) => {
+                    // Not EAGAIN: it would fail the same way every time.
+                    tracing::warn!(
+                        "input: inotify stopped working ({e}); replugged devices are not noticed"
+                    );
+                    return std::future::pending().await;
+                }
             }
         }
         self.rewatch();
