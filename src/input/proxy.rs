@@ -15,8 +15,9 @@ use evdev::{
 use super::focus::Source;
 use super::InputError;
 
-/// uinput's `UINPUT_MAX_NAME_SIZE` is 80 with the NUL; evdev asserts on it.
-const MAX_NAME: usize = 79;
+/// uinput's `UINPUT_MAX_NAME_SIZE` is 80 with the NUL, and evdev's
+/// builder asserts `len + 1 < 80`: a longer name would panic.
+const MAX_NAME: usize = 78;
 
 #[derive(Debug)]
 pub struct Proxy {
@@ -41,8 +42,7 @@ impl Proxy {
             source_kind: source.name(),
             error: e,
         };
-        let mut name = format!("vmrun {vm} {}", source.name());
-        name.truncate(MAX_NAME);
+        let name = proxy_name(vm, source);
         let mut keys = AttributeSet::<KeyCode>::new();
         let mut rel = AttributeSet::<RelativeAxisCode>::new();
         for k in from.supported_keys().into_iter().flat_map(|s| s.iter()) {
@@ -144,5 +144,24 @@ impl Proxy {
     #[cfg(not(target_pointer_width = "64"))]
     pub fn emit(&mut self, events: &[InputEvent]) -> std::io::Result<()> {
         self.dev.emit(events)
+    }
+}
+
+/// `vmrun NAME keyboard`, cut to what uinput takes (VM names are ASCII).
+fn proxy_name(vm: &str, source: Source) -> String {
+    let mut name = format!("vmrun {vm} {}", source.name());
+    name.truncate(MAX_NAME);
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_vm_name_still_fits_uinput() {
+        let vm = "a".repeat(64);
+        assert_eq!(proxy_name(&vm, Source::Keyboard).len(), MAX_NAME);
+        assert_eq!(proxy_name("win11", Source::Mouse), "vmrun win11 mouse");
     }
 }
