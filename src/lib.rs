@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod input;
 pub mod plan;
 pub mod prepare;
 pub mod qemu;

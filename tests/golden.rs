@@ -120,3 +120,8 @@ fn spawned_qemu_differs_only_in_the_supervisor_monitor() {
     );
     assert_eq!(fd_form, "socket,id=qmp,fd=0,server=on,wait=off");
 }
+
+#[test]
+fn qemu_mode_input_reads_the_devices_with_input_linux() {
+    snapshot("tests/fixtures/bundle/vms", "input-qemu.toml", "7.2");
+}

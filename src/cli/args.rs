@@ -75,6 +75,8 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Keyboards and mice: `input list` shows them; `input NAME host|guest|toggle` moves a running VM's.
+    Input(InputArgs),
     /// Give back what a crashed or killed vmrun left changed on the host.
     Restore {
         /// VM name or config path.
@@ -205,6 +207,25 @@ pub enum RomCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct InputArgs {
+    /// `list`, or the name (or config path) of a running VM in router mode.
+    pub target: String,
+    /// Who gets the keyboard and mouse; without it, prints who has them.
+    #[arg(value_enum)]
+    pub side: Option<SideArg>,
+    /// With `list`: print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SideArg {
+    Host,
+    Guest,
+    Toggle,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Shell {
     Bash,
@@ -298,6 +319,16 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn input_is_a_verb_with_a_target_and_an_optional_side() {
+        let cli = parse_strs(&["vmrun", "input", "win11", "toggle"]).unwrap();
+        match cli.command {
+            Command::Input(a) => assert!(a.target == "win11" && a.side == Some(SideArg::Toggle)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse_strs(&["vmrun", "input", "win11", "sideways"]).is_err());
     }
 
     #[test]

@@ -13,18 +13,7 @@ use crate::plan::DirsEnv;
 pub fn devices(json: bool, all: bool) -> Exit {
     let root = HostRoot::from_env();
     let inv = inventory::inventory(&root, &DirsEnv::from_process().run_base(), all);
-    if json {
-        match serde_json::to_string_pretty(&inv) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("vmrun: could not encode the device list: {e}");
-                return Exit::HostProblems;
-            }
-        }
-    } else {
-        print!("{}", render(&inv));
-    }
-    Exit::Ok
+    super::print_listing(&inv, json, render)
 }
 
 /// How a host turns the IOMMU on.

@@ -9,6 +9,7 @@ mod dry_run;
 pub mod exit;
 mod host_setup;
 mod init;
+mod input;
 mod logging;
 mod restore;
 mod rom;
@@ -48,6 +49,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             arguments,
         } => with_logs(|| vm_ops::qmp(&vm, &command, arguments.as_deref())),
         Command::Devices { json, all } => devices::devices(json, all).code(),
+        Command::Input(args) => with_logs(|| input::input(&args)),
         Command::Restore { vm, all } => with_logs(|| restore::restore(vm.as_deref(), all)),
         Command::Console { vm } => with_logs(|| console::console(&vm)),
         Command::Logs {
@@ -102,6 +104,27 @@ fn load_vm(name_or_path: &str) -> Result<crate::config::VmConfig, Exit> {
             eprint!("{}", config::render(&e));
             Exit::Usage
         })
+}
+
+/// Prints a device listing as JSON or as `render` makes it; exit 0 unless
+/// it cannot be encoded.
+fn print_listing<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    render: impl Fn(&T) -> String,
+) -> Exit {
+    if json {
+        match serde_json::to_string_pretty(value) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("vmrun: could not encode the device list: {e}");
+                return Exit::HostProblems;
+            }
+        }
+    } else {
+        print!("{}", render(value));
+    }
+    Exit::Ok
 }
 
 fn with_logs(verb: impl FnOnce() -> Exit) -> i32 {

@@ -151,11 +151,7 @@ pub fn status(vm: &str, json: bool) -> Exit {
         }
         return Exit::HostProblems;
     }
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(exit) => return exit,
-    };
-    match rt.block_on(control::call(&control_socket(&paths), &Request::Status)) {
+    match call_supervisor(&name, &paths, &Request::Status) {
         Ok(Reply::Status(st)) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
@@ -168,11 +164,18 @@ pub fn status(vm: &str, json: bool) -> Exit {
             eprintln!("vmrun: {name}: unexpected reply {other:?}");
             Exit::VmFailed
         }
-        Err(e) => {
+        Err(exit) => exit,
+    }
+}
+
+/// One request to a running VM's supervisor; failures are printed here.
+pub fn call_supervisor(name: &VmName, paths: &VmPaths, request: &Request) -> Result<Reply, Exit> {
+    let rt = runtime()?;
+    rt.block_on(control::call(&control_socket(paths), request))
+        .map_err(|e| {
             eprintln!("vmrun: {name}: {e}");
             Exit::VmFailed
-        }
-    }
+        })
 }
 
 fn print_status(st: &Status) {
@@ -195,6 +198,13 @@ fn print_status(st: &Status) {
     }
     println!("  QMP (vmrun qmp): {}", st.qmp_socket);
     println!("  console (vmrun console): {}", st.console_socket);
+    if let Some(side) = st.input_focus {
+        println!(
+            "  keyboard and mouse: {} (vmrun input {} toggle)",
+            side.name(),
+            st.name
+        );
+    }
 }
 
 #[derive(Serialize)]

@@ -23,6 +23,7 @@ pub use error::{render, ConfigError, InvalidConfig, Problem, ProblemKind};
 pub use model::*;
 pub use search::{list_all, locate, SearchEnv};
 pub use types::{ByteSize, Duration, PciAddress, PciIds, VmName};
+pub use validate::check_toggle;
 
 /// Reads and validates the config at `path`; the VM is named by the file stem.
 pub fn load(path: &Path) -> Result<VmConfig, ConfigError> {

@@ -6,6 +6,7 @@ use super::opts::Opts;
 use crate::config::{
     Disk, DiskFormat, DiskInterface, DiskMedia, Display, InputMode, NetworkMode, Protocol,
 };
+use crate::input::readd::InputLinux;
 use crate::plan::Plan;
 
 /// Root ports for passed-through devices sit at these pcie.0 slots, clear
@@ -245,52 +246,54 @@ pub(crate) fn display(a: &mut Argv, plan: &Plan) {
     }
 }
 
-/// evdev input. In `qemu` mode QEMU reads the devices itself; in `router`
-/// mode it reads vmrun's uinput proxies, whose stable names in the run dir
-/// the router points at the real nodes. QEMU's input-linux grabs its
-/// device (EVIOCGRAB) so the host never sees the proxies' events; its own
-/// toggle is Ctrl+ScrollLock, a combination the router never forwards.
+/// evdev input.
+///
+/// `router` mode: QEMU reads vmrun's uinput proxies (stable links in the run
+/// dir) through `virtio-input-host-pci`. That device takes EVIOCGRAB at
+/// realize and never lets go (`virtio_input_host_realize`: "failed to get
+/// exclusive access" otherwise), so a proxy's events can never reach the
+/// host's compositor; `input-linux` would toggle its own grab on its own
+/// hotkey, and drops extra mouse buttons and the horizontal wheel, which
+/// virtio-input-host passes through as raw events. The guest needs a
+/// virtio-input driver (Linux has it; Windows: virtio-win's vioinput).
+///
+/// `qemu` mode: QEMU's `input-linux` reads the real devices, into
+/// virtio-keyboard/mouse when the guest drives them and PS/2 otherwise.
 pub(crate) fn input(a: &mut Argv, plan: &Plan) {
     let Some(input) = &plan.vm.input else {
         return;
     };
-    let (keyboard, mouse, toggle) = match input.mode {
-        InputMode::Qemu => (
-            input.keyboard.clone(),
-            input.mouse.clone(),
-            input.toggle.as_str(),
-        ),
-        InputMode::Router => (
-            input
-                .keyboard
-                .as_ref()
-                .map(|_| plan.paths.keyboard_proxy.clone()),
-            input.mouse.as_ref().map(|_| plan.paths.mouse_proxy.clone()),
-            "ctrl-scrolllock",
-        ),
-    };
-    if let Some(kbd) = keyboard {
-        a.opt(
-            "-object",
-            Opts::new("input-linux")
-                .set("id", "kbd0")
-                .set("evdev", kbd)
-                .switch("grab_all", true)
-                .switch("repeat", true)
-                .set("grab-toggle", toggle),
-        );
+    match input.mode {
+        InputMode::Router => {
+            let proxies = [
+                (&input.keyboard, "kbd0", &plan.paths.keyboard_proxy),
+                (&input.mouse, "mouse0", &plan.paths.mouse_proxy),
+            ];
+            for (_, id, proxy) in proxies.iter().filter(|(src, _, _)| src.is_some()) {
+                a.opt(
+                    "-device",
+                    Opts::new("virtio-input-host-pci")
+                        .set("id", id)
+                        .set("evdev", proxy),
+                );
+            }
+        }
+        InputMode::Qemu => {
+            for obj in InputLinux::of(input) {
+                a.opt(
+                    "-object",
+                    Opts::new("input-linux")
+                        .set("id", obj.id)
+                        .set("evdev", &obj.evdev)
+                        .flag("grab_all", obj.grab_all)
+                        .flag("repeat", obj.repeat)
+                        .set("grab-toggle", &obj.grab_toggle),
+                );
+            }
+            a.opt("-device", "virtio-keyboard-pci");
+            a.opt("-device", "virtio-mouse-pci");
+        }
     }
-    if let Some(mouse) = mouse {
-        a.opt(
-            "-object",
-            Opts::new("input-linux")
-                .set("id", "mouse0")
-                .set("evdev", mouse)
-                .set("grab-toggle", toggle),
-        );
-    }
-    a.opt("-device", "virtio-keyboard-pci");
-    a.opt("-device", "virtio-mouse-pci");
 }
 
 /// TPM 2.0 through swtpm's control socket (started before QEMU).

@@ -11,6 +11,7 @@ use tokio::net::UnixStream;
 
 use super::shutdown::Step;
 use super::state::VmState;
+use crate::input::{Side, Switch};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -21,6 +22,10 @@ pub enum Request {
     Stop {
         timeout_ms: Option<u64>,
         force: bool,
+    },
+    /// Router mode: move the input (`to`), or just say where it is.
+    Input {
+        to: Option<Switch>,
     },
 }
 
@@ -40,6 +45,9 @@ pub struct Status {
     pub devices: Vec<String>,
     pub qmp_socket: String,
     pub console_socket: String,
+    /// Router mode: the side that has the keyboard and mouse.
+    #[serde(default)]
+    pub input_focus: Option<Side>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +55,7 @@ pub struct Status {
 pub enum Reply {
     Status(Box<Status>),
     Stopping { step: Step },
+    Input { focus: Side },
     Error { message: String },
 }
 
@@ -121,6 +130,13 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"op":"status"}"#
+        );
+        let input = Request::Input {
+            to: Some(Switch::Toggle),
+        };
+        assert_eq!(
+            serde_json::to_string(&input).unwrap(),
+            r#"{"op":"input","to":"toggle"}"#
         );
     }
 }

@@ -19,6 +19,9 @@ use serde::Serialize;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::config::InputMode;
+use crate::input::readd::Readd;
+use crate::input::router::{Router, Wake as RouterWake};
 use crate::plan::Plan;
 use crate::prepare::{self, sysfs::RealKernel, Host};
 use crate::qemu::{process, swtpm, QmpListener};
@@ -42,6 +45,8 @@ pub enum SupervisorError {
     Swtpm(#[from] swtpm::SwtpmError),
     #[error(transparent)]
     Spawn(#[from] process::SpawnError),
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     #[error("could not set up the tokio runtime or signal handlers: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("a previous run of this VM left the host changed and it could not be restored: {}; fix that and run `vmrun restore NAME`", .0.join("; "))]
@@ -163,6 +168,16 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
             return Err(SupervisorError::Prepare { error, undo });
         }
     };
+    // The proxies exist before QEMU, which opens them at realize; made
+    // before the host is changed, so a missing uinput costs no rebind.
+    let (router, readd) = match input_side(plan) {
+        Ok(input) => input,
+        Err(e) => {
+            stop_tpm(&mut tpm);
+            run_dir.finish(None);
+            return Err(e);
+        }
+    };
     if let Err((error, undo)) = prepare::prepare(plan, &host) {
         stop_tpm(&mut tpm);
         run_dir.finish((!undo.complete()).then_some(journal.as_path()));
@@ -201,10 +216,15 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         stopping: None,
         ran: false,
         shutdown_by_guest: None,
+        router,
+        readd,
     };
     let mut events = vm.start(&mut child, qmp_stream).await;
     if vm.state == VmState::Running {
         tracing::info!("{name} is running");
+        if let Some(r) = vm.router.as_mut() {
+            r.activate();
+        }
         if let Some(notify) = opts.on_running.take() {
             notify(name);
         }
@@ -217,6 +237,8 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         let _ = task.await;
     }
     stop_tpm(&mut tpm);
+    // Closing the fds ends the grabs and destroys the proxies.
+    vm.router = None;
     let outcome = vm.outcome(status);
     // QEMU is reaped: its devices are free to go back.
     let teardown = teardown::replay(&journal, &host);
@@ -226,6 +248,28 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         leftovers_cleaned: leftovers != Leftovers::default(),
         teardown,
     })
+}
+
+/// Router mode's proxies and device side, or qemu mode's re-adder.
+fn input_side(plan: &Plan) -> Result<(Option<Router>, Option<Readd>), SupervisorError> {
+    let Some(input) = &plan.vm.input else {
+        return Ok((None, None));
+    };
+    let links = [
+        plan.paths.keyboard_proxy.clone(),
+        plan.paths.mouse_proxy.clone(),
+    ];
+    match input.mode {
+        InputMode::Router => Ok((
+            Some(Router::new(plan.vm.name.as_str(), input, links)?),
+            None,
+        )),
+        InputMode::Qemu => match Readd::new(input) {
+            Some(Ok(readd)) => Ok((None, Some(readd))),
+            Some(Err(error)) => Err(crate::input::InputError::Watch { error }.into()),
+            None => Ok((None, None)),
+        },
+    }
 }
 
 fn report_leftovers(name: &str, leftovers: &Leftovers) {
@@ -274,6 +318,8 @@ struct Vm<'a> {
     /// QEMU's SHUTDOWN event, if one came: `Some(true)` when the guest
     /// powered off, `Some(false)` for a host-side quit or signal.
     shutdown_by_guest: Option<bool>,
+    router: Option<Router>,
+    readd: Option<Readd>,
 }
 
 impl Vm<'_> {
@@ -357,6 +403,12 @@ impl Vm<'_> {
                     }
                 }
                 _ = sleep_until(tick_at), if tick_at.is_some() => self.tick().await,
+                wake = router_next(&mut self.router) => {
+                    if let Some(r) = self.router.as_mut() {
+                        r.handle(wake);
+                    }
+                }
+                () = readd_next(&mut self.readd) => self.readd_devices().await,
             }
         }
     }
@@ -488,6 +540,17 @@ impl Vm<'_> {
                         .map_or(Step::Powerdown, |(e, _)| e.step()),
                 }
             }
+            Some(Request::Input { to }) => match self.router.as_mut() {
+                Some(r) => Reply::Input {
+                    focus: match to {
+                        Some(to) => r.switch(to),
+                        None => r.side(),
+                    },
+                },
+                None => Reply::Error {
+                    message: "this VM has no [input] in router mode".into(),
+                },
+            },
             None => Reply::Error {
                 message: "unreadable request".into(),
             },
@@ -521,6 +584,32 @@ impl Vm<'_> {
                 .collect(),
             qmp_socket: paths.qmp_ctl_socket.display().to_string(),
             console_socket: paths.console_socket.display().to_string(),
+            input_focus: self.router.as_ref().map(Router::side),
+        }
+    }
+
+    /// QEMU mode: a device node came back; its dead input-linux object is
+    /// replaced by a new one on the same path.
+    async fn readd_devices(&mut self) {
+        let (Some(readd), Some(qmp)) = (self.readd.as_mut(), &self.qmp) else {
+            return;
+        };
+        for obj in readd.replugged() {
+            let del = qmp
+                .execute_raw("object-del", Some(serde_json::json!({ "id": obj.id })))
+                .await;
+            let add = qmp.execute_raw("object-add", Some(obj.qmp_args())).await;
+            match (del, add) {
+                (_, Ok(_)) => tracing::info!(
+                    "input: {} is back; QEMU object {} re-added",
+                    obj.evdev.display(),
+                    obj.id
+                ),
+                (del, Err(e)) => tracing::warn!(
+                    "input: re-adding {} failed: {e} (object-del: {del:?})",
+                    obj.id
+                ),
+            }
         }
     }
 
@@ -567,6 +656,20 @@ impl Vm<'_> {
 async fn next_event(events: &mut Option<QmpEvents>) -> Option<QmpEvent> {
     match events.as_mut() {
         Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn router_next(router: &mut Option<Router>) -> RouterWake {
+    match router.as_mut() {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn readd_next(readd: &mut Option<Readd>) {
+    match readd.as_mut() {
+        Some(r) => r.changed().await,
         None => std::future::pending().await,
     }
 }
