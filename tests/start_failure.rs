@@ -48,3 +48,77 @@ extra_args = ["-device", "no-such-device-vmrun-test"]
     assert!(started.elapsed() < Duration::from_secs(25), "{text}");
     assert!(!dir.path().join("run/dies").exists(), "{text}");
 }
+
+/// A QEMU that never answers QMP (here: a stand-in that only sleeps after
+/// answering vmrun's version probe) does not hold a start for the whole
+/// QMP timeout: SIGTERM stops it at once and the run dir is cleaned up.
+#[test]
+fn a_signal_while_qemu_has_not_answered_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let qemu = dir.path().join("silent-qemu");
+    std::fs::write(
+        &qemu,
+        "#!/bin/sh\n\
+         case \"$*\" in\n\
+         --version) echo 'QEMU emulator version 7.2.0'; exit 0 ;;\n\
+         '-machine help') echo 'q35 Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)'; exit 0 ;;\n\
+         esac\n\
+         echo $$ > \"$(dirname \"$0\")/silent.pid\"\n\
+         exec sleep 600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("silent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "memory = \"64M\"\n[firmware]\ntype = \"bios\"\n[network]\nmode = \"none\"\n\
+             [display]\nmode = \"none\"\n[qemu]\naccel = \"tcg\"\nbinary = \"{}\"\n",
+            qemu.display()
+        ),
+    )
+    .unwrap();
+    let vmrun = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmrun"))
+        .env("VMRUN_RUN_DIR", dir.path().join("run"))
+        .env("VMRUN_STATE_DIR", dir.path().join("state"))
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .arg("start")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("silent.pid");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pid_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(pid_file.exists(), "the stand-in QEMU never started");
+    let qemu_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let signalled = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(vmrun.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = vmrun.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "took {:?}: {text}",
+        signalled.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("SIGTERM before QEMU answered"), "{text}");
+    // The stand-in is gone (killed with its process group), and so is the run dir.
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu_pid), None).is_err(),
+        "{text}"
+    );
+    assert!(!dir.path().join("run/silent").exists(), "{text}");
+}

@@ -32,8 +32,11 @@ use rundir::{Leftovers, RunDir};
 use shutdown::{Action, Escalation, Step};
 use state::VmState;
 
-/// How long QEMU gets to open its QMP socket after spawn.
-const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long QEMU gets to answer `qmp_capabilities` after spawn. Commands
+/// run on QEMU's main loop, after machine init, and with VFIO that init
+/// maps (pins) all guest RAM for DMA: tens of seconds for a large guest,
+/// more on a loaded host. A signal ends the wait at once.
+const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -136,7 +139,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     };
     let control_path = plan.paths.run_dir.join("control.sock");
     let control = UnixListener::bind(&control_path).map_err(SupervisorError::Runtime)?;
-    let signals = Signals::new().map_err(SupervisorError::Runtime)?;
+    let mut signals = Signals::new().map_err(SupervisorError::Runtime)?;
 
     let kernel = RealKernel::default();
     let host = Host {
@@ -219,7 +222,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         router,
         readd,
     };
-    let mut events = vm.start(&mut child, qmp_stream).await;
+    let mut events = vm.start(&mut child, qmp_stream, &mut signals).await;
     if vm.state == VmState::Running {
         tracing::info!("{name} is running");
         if let Some(r) = vm.router.as_mut() {
@@ -337,6 +340,7 @@ impl Vm<'_> {
         &mut self,
         child: &mut tokio::process::Child,
         qmp_stream: std::os::unix::net::UnixStream,
+        signals: &mut Signals,
     ) -> Option<QmpEvents> {
         let deadline = tokio::time::Instant::now() + QMP_CONNECT_TIMEOUT;
         let socket = &self.plan.paths.qmp_socket;
@@ -359,6 +363,11 @@ impl Vm<'_> {
                 }
             },
             _ = child.wait() => return None,
+            sig = signals.recv() => {
+                tracing::info!("{sig} before QEMU answered: stopping it");
+                self.begin_stop(Some(Duration::ZERO)).await;
+                return None;
+            }
         };
         self.qmp = Some(client.clone());
         if let Err(e) = pin::pin_vcpus(&client, &self.plan.vm.cpu.pin).await {
