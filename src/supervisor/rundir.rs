@@ -155,16 +155,27 @@ pub fn live_qemu_of(name: &str, pidfile: &Path) -> Option<Pid> {
 /// Whether `pid` is a process that still runs. A zombie does not: it has
 /// exited and only waits for its parent (init, for an orphaned QEMU or a
 /// killed detached supervisor) to reap it, and some inits (containers,
-/// firecracker's) reap late or never.
+/// firecracker's) reap late or never. But a thread group leader turns
+/// zombie as soon as its own thread exits, while the other threads may
+/// still be exiting: the last one to go closes the files, QEMU's VFIO
+/// group among them (seen in the lab: QEMU's "IO mon_iothread" released
+/// the group after its leader showed Z, and a PCI `remove` written in
+/// between crashed the kernel). So a zombie with threads left still runs.
 pub fn is_running(pid: i32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
     };
-    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z' | 'X'))
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    // "State:\tZ (zombie)", "Threads:\t3" (proc(5)).
+    let exited = matches!(field("State:").chars().next(), None | Some('Z' | 'X'));
+    let threads: u32 = field("Threads:").parse().unwrap_or(1);
+    !exited || threads > 1
 }
 
 /// Waits up to `within` for `pid` to stop running.
@@ -272,6 +283,36 @@ mod tests {
         assert!(nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok());
         child.wait().unwrap();
         assert!(is_running(std::process::id() as i32));
+    }
+
+    #[test]
+    fn a_zombie_leader_with_a_thread_still_exiting_is_running() {
+        // The main thread ends (pthread_exit) while a second one sleeps on,
+        // as QEMU's iothread still closes the VFIO group after its leader
+        // is gone.
+        let script = "import ctypes, threading, time\n\
+                      threading.Thread(target=time.sleep, args=(1.5,)).start()\n\
+                      ctypes.CDLL(None).pthread_exit(None)\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let leader_is_zombie = || {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            status.lines().any(|l| l.starts_with("State:\tZ"))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !leader_is_zombie() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the leader never exited"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(is_running(pid), "a thread is still running");
+        assert!(gone_within(Pid::from_raw(pid), Duration::from_secs(10)));
+        child.wait().unwrap();
     }
 
     #[test]

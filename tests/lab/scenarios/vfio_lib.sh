@@ -75,9 +75,12 @@ alive() { [ -n "$1" ] && ! gone "$1"; }
 
 pci_override() { cat "$(pci_dev "$1")/driver_override"; }
 
-# gone PID: the process is dead (or a zombie nobody reaped yet).
+# gone PID: the process is dead, or a zombie nobody reaped yet whose threads
+# have all exited (a leader shows Z while QEMU's other threads still close
+# its files, the VFIO group among them).
 gone() {
-	[ ! -e "/proc/$1" ] || [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = Z ]
+	[ ! -e "/proc/$1" ] ||
+		[ "$(awk '/^State:/ { s = $2 } /^Threads:/ { t = $2 } END { print s t }' "/proc/$1/status" 2>/dev/null)" = Z1 ]
 }
 
 # rec_devices PREFIX ADDRESS...: the driver and driver_override of each
