@@ -75,7 +75,7 @@ EOF2
 run_vmrun romvm_start start romvm --detach
 qpid=$("$VMRUN" status romvm --json 2>/dev/null | field qemu_pid)
 lab_str romvm_cmdline "$(tr '\0' ' ' <"/proc/$qpid/cmdline" 2>/dev/null)"
-lab_str romvm_pci_ids "$("$VMRUN" qmp romvm query-pci 2>/dev/null | pci_ids)"
+lab_str romvm_pci_ids "$(nested_pci_ids romvm)"
 run_vmrun romvm_stop stop romvm
 lab_wait 10 drivers_are bochs-drm snd_hda_intel
 rec_devices after_romvm $VGA $HDA

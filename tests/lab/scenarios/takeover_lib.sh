@@ -26,18 +26,3 @@ rec_display() {
 	lab_bool "${1}_card0" test -e /dev/dri/card0
 	lab_list "${1}_modules" $(for m in bochs drm_vram_helper drm_ttm_helper ttm drm_kms_helper drm; do loaded $m && echo $m; done)
 }
-
-# nested_pci_ids NAME: pci_ids of VM NAME's query-pci, once the functions
-# behind its root port show: QEMU lists a bridge's devices only after the
-# guest firmware numbered its secondary bus.
-nested_pci_ids() {
-	i=0
-	while :; do
-		ids=$("$VMRUN" qmp "$1" query-pci 2>/dev/null | pci_ids)
-		case "$ids" in *1234:1111*) break ;; esac
-		i=$((i + 1))
-		[ $i -ge 120 ] && break
-		sleep 0.5
-	done
-	echo "$ids"
-}

@@ -24,8 +24,8 @@ lab_num a_start_ms $(($(lab_ms) - t0))
 lab_bool vfio_loaded test -d /sys/bus/pci/drivers/vfio-pci
 rec_devices a_running $VGA $HDA
 lab_str a_state "$(vm_state a1)"
-lab_str a_pci_ids "$("$VMRUN" qmp a1 query-pci 2>/tmp/a_qmp.err | pci_ids)"
-lab_str a_qmp_err "$(cat /tmp/a_qmp.err)"
+lab_str a_pci_ids "$(nested_pci_ids a1)"
+lab_str a_qmp_err "$(cat /tmp/a1.qmp.err)"
 t0=$(lab_ms)
 run_vmrun a_stop stop a1
 lab_num a_stop_ms $(($(lab_ms) - t0))

@@ -13,8 +13,8 @@ rec_devices host $VGA $HDA $XHCI $SERIAL
 vm_cfg f1 $VGA $HDA $XHCI $SERIAL
 run_vmrun f_start start f1 --detach
 rec_devices f_running $VGA $HDA $XHCI $SERIAL
-lab_str f_pci_ids "$("$VMRUN" qmp f1 query-pci 2>/tmp/f_qmp.err | pci_ids)"
-lab_str f_qmp_err "$(cat /tmp/f_qmp.err)"
+lab_str f_pci_ids "$(nested_pci_ids f1)"
+lab_str f_qmp_err "$(cat /tmp/f1.qmp.err)"
 run_vmrun f_stop stop f1
 lab_bool f_back lab_wait 10 drivers_are bochs-drm snd_hda_intel xhci_hcd serial
 rec_devices f_after $VGA $HDA $XHCI $SERIAL

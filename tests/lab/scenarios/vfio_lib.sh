@@ -71,6 +71,22 @@ except Exception as e:
     print("unreadable: %s" % e)'
 }
 
+# nested_pci_ids NAME: pci_ids of VM NAME's query-pci once the lab VGA
+# (1234:1111) shows, or after 60 s: QEMU lists the functions behind a root
+# port only after the guest firmware has numbered its secondary bus, which
+# takes a while under nested TCG. QMP errors go to /tmp/NAME.qmp.err.
+nested_pci_ids() {
+	i=0
+	while :; do
+		ids=$("$VMRUN" qmp "$1" query-pci 2>"/tmp/$1.qmp.err" | pci_ids)
+		case "$ids" in *1234:1111*) break ;; esac
+		i=$((i + 1))
+		[ $i -ge 120 ] && break
+		sleep 0.5
+	done
+	echo "$ids"
+}
+
 alive() { [ -n "$1" ] && ! gone "$1"; }
 
 pci_override() { cat "$(pci_dev "$1")/driver_override"; }
