@@ -371,6 +371,12 @@ fn initramfs_apply_backs_up_says_how_to_undo_and_is_idempotent() {
             text.contains(rebuild) && text.contains("undo: cp -p "),
             "{text}"
         );
+        // Under VMRUN_HOST_ROOT the generator would rebuild this machine's
+        // initramfs: vmrun says how to do it inside the tree instead.
+        assert!(
+            text.contains(&format!("chroot {} {rebuild}", env.host.path().display())),
+            "{text}"
+        );
         let again = env.run(&["host", "initramfs", "--apply"]);
         assert!(
             String::from_utf8_lossy(&again.stdout).contains("nothing to do"),

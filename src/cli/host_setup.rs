@@ -3,7 +3,8 @@
 //! prints how to undo.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::args::HostCommand;
@@ -170,9 +171,10 @@ fn initramfs(root: &HostRoot, apply: bool) -> Exit {
     };
     let Some(contents) = edit.contents else {
         println!(
-            "{} already loads {}: nothing to do",
+            "{} already loads {}: nothing to do (if the initramfs was not rebuilt since: {})",
             edit.file.display(),
-            initramfs::MODULES.join(", ")
+            initramfs::MODULES.join(", "),
+            edit.generator.rebuild().join(" ")
         );
         return Exit::Ok;
     };
@@ -180,23 +182,99 @@ fn initramfs(root: &HostRoot, apply: bool) -> Exit {
     for line in contents.lines() {
         println!("    {line}");
     }
+    let rebuild = edit.generator.rebuild().join(" ");
     if !apply {
-        println!(
-            "\nthen: {}\n(dry run: --apply writes the file, backing up the old one)",
-            edit.generator.rebuild()
-        );
+        println!("\nthen: {rebuild}\n(dry run: --apply writes the file, backing up the old one, and rebuilds)");
         return Exit::Ok;
     }
-    match backup::write_with_backup(&root.path(&edit.file), &contents) {
-        Ok(change) => {
-            println!("\nwrote {}", change.path.display());
-            println!("now rebuild the initramfs: {}", edit.generator.rebuild());
-            println!("undo: {}, then the same rebuild", change.undo());
-            Exit::Ok
-        }
+    let change = match backup::write_with_backup(&root.path(&edit.file), &contents) {
+        Ok(change) => change,
         Err(e) => {
             eprintln!("vmrun: {e}");
+            return Exit::HostProblems;
+        }
+    };
+    println!("\nwrote {}", change.path.display());
+    let argv = edit.generator.rebuild();
+    let exit = if root.dir() != Path::new("/") {
+        // The generator would rebuild this machine's initramfs, not the
+        // tree under VMRUN_HOST_ROOT.
+        println!(
+            "the host root is {}: rebuild its initramfs from inside it: chroot {} {rebuild}",
+            root.dir().display(),
+            root.dir().display()
+        );
+        Exit::Ok
+    } else if let Some(binary) = crate::host::qemu::find_in_path(Path::new(argv[0])) {
+        run_rebuild(&binary, &argv[1..], &rebuild)
+    } else {
+        println!(
+            "{} is not on PATH: rebuild the initramfs yourself: {rebuild}",
+            argv[0]
+        );
+        Exit::Ok
+    };
+    println!("undo: {}, then {rebuild}", change.undo());
+    exit
+}
+
+/// Runs the initramfs rebuild with the terminal attached (it prints its
+/// progress).
+fn run_rebuild(binary: &Path, args: &[&str], shown: &str) -> Exit {
+    println!("running: {shown}");
+    match Command::new(binary).args(args).status() {
+        Ok(status) if status.success() => {
+            println!("initramfs rebuilt: the vfio modules load early from the next boot");
+            Exit::Ok
+        }
+        Ok(status) => {
+            eprintln!("vmrun: `{shown}` failed ({status}); the file is written: fix what it printed and run it again");
             Exit::HostProblems
         }
+        Err(e) => {
+            eprintln!("vmrun: could not run `{shown}`: {e}; the file is written: run it yourself");
+            Exit::HostProblems
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in generator that logs its arguments and exits with `code`.
+    fn stand_in(dir: &Path, code: i32) -> PathBuf {
+        let bin = dir.join("update-initramfs");
+        let log = dir.join("calls");
+        fs::write(
+            &bin,
+            format!(
+                "#!/bin/sh\necho \"$@\" >>'{}'\nexit {code}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
+    #[test]
+    fn the_rebuild_runs_with_its_arguments_and_its_failure_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let argv = initramfs::Generator::InitramfsTools.rebuild();
+        let ok = stand_in(tmp.path(), 0);
+        assert_eq!(
+            run_rebuild(&ok, &argv[1..], "update-initramfs -u -k all"),
+            Exit::Ok
+        );
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("calls")).unwrap(),
+            "-u -k all\n"
+        );
+        let failing = stand_in(tmp.path(), 1);
+        assert_eq!(run_rebuild(&failing, &argv[1..], "x"), Exit::HostProblems);
+        let missing = tmp.path().join("nowhere");
+        assert_eq!(run_rebuild(&missing, &[], "x"), Exit::HostProblems);
     }
 }

@@ -22,12 +22,13 @@ pub enum Generator {
 }
 
 impl Generator {
-    /// The command that rebuilds the initramfs after the edit.
-    pub fn rebuild(self) -> &'static str {
+    /// The command that rebuilds every installed kernel's initramfs after
+    /// the edit (the modules must be in the one the next boot uses).
+    pub fn rebuild(self) -> &'static [&'static str] {
         match self {
-            Self::Dracut => "dracut --force --regenerate-all",
-            Self::Mkinitcpio => "mkinitcpio -P",
-            Self::InitramfsTools => "update-initramfs -u -k all",
+            Self::Dracut => &["dracut", "--force", "--regenerate-all"],
+            Self::Mkinitcpio => &["mkinitcpio", "-P"],
+            Self::InitramfsTools => &["update-initramfs", "-u", "-k", "all"],
         }
     }
 
@@ -198,7 +199,10 @@ mod tests {
     fn initramfs_tools_gets_the_missing_lines_appended() {
         let (dir, root) = root_with(&[("/etc/initramfs-tools/modules", "# list\nvfio\n")]);
         let edit = plan(&root).unwrap();
-        assert_eq!(edit.generator.rebuild(), "update-initramfs -u -k all");
+        assert_eq!(
+            edit.generator.rebuild().join(" "),
+            "update-initramfs -u -k all"
+        );
         let text = edit.contents.unwrap();
         assert!(text.starts_with("# list\nvfio\n"));
         assert!(text.ends_with("vfio_pci\nvfio_iommu_type1\n"), "{text}");
