@@ -291,7 +291,7 @@ mod tests {
         // as QEMU's iothread still closes the VFIO group after its leader
         // is gone.
         let script = "import ctypes, threading, time\n\
-                      threading.Thread(target=time.sleep, args=(1.5,)).start()\n\
+                      threading.Thread(target=time.sleep, args=(3,)).start()\n\
                       ctypes.CDLL(None).pthread_exit(None)\n";
         let mut child = std::process::Command::new("python3")
             .args(["-c", script])
