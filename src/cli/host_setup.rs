@@ -196,44 +196,47 @@ fn initramfs(root: &HostRoot, apply: bool) -> Exit {
     };
     println!("\nwrote {}", change.path.display());
     let argv = edit.generator.rebuild();
-    let exit = if root.dir() != Path::new("/") {
+    let undo = format!("undo: {}, then {rebuild}", change.undo());
+    if !root.is_real() {
         // The generator would rebuild this machine's initramfs, not the
         // tree under VMRUN_HOST_ROOT.
+        let dir = root.dir().display();
+        println!("the host root is {dir}: rebuild its initramfs from inside it: chroot {dir} {rebuild}\n{undo}");
+        return Exit::Ok;
+    }
+    let Some(binary) = crate::host::qemu::find_in_path(Path::new(argv[0])) else {
         println!(
-            "the host root is {}: rebuild its initramfs from inside it: chroot {} {rebuild}",
-            root.dir().display(),
-            root.dir().display()
-        );
-        Exit::Ok
-    } else if let Some(binary) = crate::host::qemu::find_in_path(Path::new(argv[0])) {
-        run_rebuild(&binary, &argv[1..], &rebuild)
-    } else {
-        println!(
-            "{} is not on PATH: rebuild the initramfs yourself: {rebuild}",
+            "{} is not on PATH: rebuild the initramfs yourself: {rebuild}\n{undo}",
             argv[0]
         );
-        Exit::Ok
+        return Exit::Ok;
     };
-    println!("undo: {}, then {rebuild}", change.undo());
-    exit
+    if run_rebuild(&binary, &argv[1..], &rebuild) {
+        println!("initramfs rebuilt: the vfio modules load early from the next boot\n{undo}");
+        return Exit::Ok;
+    }
+    // The initramfs was not rebuilt: the file goes back too, so the host
+    // is as it was (exit 1 says so).
+    match change.revert() {
+        Ok(()) => eprintln!("vmrun: {} is back as it was", change.path.display()),
+        Err(e) => eprintln!("vmrun: putting {} back: {e}; {undo}", change.path.display()),
+    }
+    Exit::HostProblems
 }
 
 /// Runs the initramfs rebuild with the terminal attached (it prints its
-/// progress).
-fn run_rebuild(binary: &Path, args: &[&str], shown: &str) -> Exit {
+/// progress); whether it succeeded.
+fn run_rebuild(binary: &Path, args: &[&str], shown: &str) -> bool {
     println!("running: {shown}");
     match Command::new(binary).args(args).status() {
-        Ok(status) if status.success() => {
-            println!("initramfs rebuilt: the vfio modules load early from the next boot");
-            Exit::Ok
-        }
+        Ok(status) if status.success() => true,
         Ok(status) => {
-            eprintln!("vmrun: `{shown}` failed ({status}); the file is written: fix what it printed and run it again");
-            Exit::HostProblems
+            eprintln!("vmrun: `{shown}` failed ({status})");
+            false
         }
         Err(e) => {
-            eprintln!("vmrun: could not run `{shown}`: {e}; the file is written: run it yourself");
-            Exit::HostProblems
+            eprintln!("vmrun: could not run `{shown}`: {e}");
+            false
         }
     }
 }
@@ -260,21 +263,18 @@ mod tests {
     }
 
     #[test]
-    fn the_rebuild_runs_with_its_arguments_and_its_failure_is_reported() {
+    fn the_rebuild_runs_with_its_arguments_and_reports_failure() {
         let tmp = tempfile::tempdir().unwrap();
         let argv = initramfs::Generator::InitramfsTools.rebuild();
         let ok = stand_in(tmp.path(), 0);
-        assert_eq!(
-            run_rebuild(&ok, &argv[1..], "update-initramfs -u -k all"),
-            Exit::Ok
-        );
+        assert!(run_rebuild(&ok, &argv[1..], "update-initramfs -u -k all"));
         assert_eq!(
             fs::read_to_string(tmp.path().join("calls")).unwrap(),
             "-u -k all\n"
         );
         let failing = stand_in(tmp.path(), 1);
-        assert_eq!(run_rebuild(&failing, &argv[1..], "x"), Exit::HostProblems);
+        assert!(!run_rebuild(&failing, &argv[1..], "x"));
         let missing = tmp.path().join("nowhere");
-        assert_eq!(run_rebuild(&missing, &[], "x"), Exit::HostProblems);
+        assert!(!run_rebuild(&missing, &[], "x"));
     }
 }

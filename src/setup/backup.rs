@@ -42,6 +42,18 @@ impl Change {
     }
 }
 
+impl Change {
+    /// Takes the change back now (what `undo` tells a person to do): the
+    /// backup is copied over the file, or a file that was new is removed.
+    /// The backup itself stays.
+    pub fn revert(&self) -> io::Result<()> {
+        match &self.backup {
+            Some(b) => fs::copy(b, &self.path).map(drop),
+            None => fs::remove_file(&self.path),
+        }
+    }
+}
+
 /// `path.vmrun-backup`, or `path.vmrun-backup.N` when that is taken: an
 /// earlier backup is the user's real original and is never overwritten.
 fn backup_path(path: &Path) -> PathBuf {
@@ -108,6 +120,8 @@ mod tests {
             "one\n"
         );
         assert!(first.undo().starts_with("cp -p "));
+        second.revert().unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "one\n");
     }
 
     #[test]
@@ -117,5 +131,7 @@ mod tests {
         let change = write_with_backup(&file, "x\n").unwrap();
         assert_eq!(change.backup, None);
         assert_eq!(change.undo(), format!("rm '{}'", file.display()));
+        change.revert().unwrap();
+        assert!(!file.exists());
     }
 }
