@@ -1,6 +1,7 @@
 //! The supervisor's control socket (`control.sock` in the run dir): one JSON
 //! request per connection, one JSON reply. `vmrun status` and `vmrun stop`
-//! use it; QMP stays free for QEMU's own clients.
+//! use it; QMP stays free for QEMU's own clients. Both ends live here: the
+//! client's `call` and the running supervisor's `on_control`.
 
 use std::path::Path;
 use std::time::Duration;
