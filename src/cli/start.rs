@@ -4,8 +4,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use super::exit::Exit;
 use super::{dry_run, logging, StartArgs};
+use crate::exit::Exit;
 use crate::host::HostRoot;
 use crate::plan::{self, DirsEnv, Plan, PlanContext, Severity};
 use crate::supervisor::outcome::{exit_status, Ended};

@@ -8,7 +8,7 @@ use std::process::ExitStatus;
 use super::shutdown::Step;
 use super::state::VmState;
 use super::Outcome;
-use crate::cli::Exit;
+use crate::exit::Exit;
 
 /// What the loop saw of a run, enough to say how it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
