@@ -207,6 +207,48 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// The variant's name, stable across releases: the bad-config corpus
+    /// names the kind each file must produce with it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Syntax(..) => "Syntax",
+            Self::UnknownKey { .. } => "UnknownKey",
+            Self::UnknownValue { .. } => "UnknownValue",
+            Self::Invalid(..) => "Invalid",
+            Self::Missing(..) => "Missing",
+            Self::ZeroCount => "ZeroCount",
+            Self::TooManyVcpus(..) => "TooManyVcpus",
+            Self::PinCount { .. } => "PinCount",
+            Self::DuplicatePin(..) => "DuplicatePin",
+            Self::MultipleXVga => "MultipleXVga",
+            Self::DuplicateHostdev(..) => "DuplicateHostdev",
+            Self::NoSelector => "NoSelector",
+            Self::BothSelectors => "BothSelectors",
+            Self::IndexWithoutIds => "IndexWithoutIds",
+            Self::HugepagesMisaligned { .. } => "HugepagesMisaligned",
+            Self::VendorIdTooLong(..) => "VendorIdTooLong",
+            Self::VendorIdUnused => "VendorIdUnused",
+            Self::SecureBootWithBios => "SecureBootWithBios",
+            Self::FirmwarePair { .. } => "FirmwarePair",
+            Self::FileNotFound { .. } => "FileNotFound",
+            Self::BadForward { .. } => "BadForward",
+            Self::BadMac(..) => "BadMac",
+            Self::MulticastMac(..) => "MulticastMac",
+            Self::ModeNeeds { .. } => "ModeNeeds",
+            Self::OnlyWithMode { .. } => "OnlyWithMode",
+            Self::BadQemuToggle(..) => "BadQemuToggle",
+            Self::BadToggleKey(..) => "BadToggleKey",
+            Self::TakeoverWithoutHostdev => "TakeoverWithoutHostdev",
+            Self::ZeroTimeout => "ZeroTimeout",
+            Self::BadMachine(..) => "BadMachine",
+            Self::BadUser(..) => "BadUser",
+            Self::Empty => "Empty",
+            Self::CdromInterface => "CdromInterface",
+            Self::BadIfname(..) => "BadIfname",
+            Self::InputWithoutDevices => "InputWithoutDevices",
+        }
+    }
+
     /// The short text under the highlighted span.
     fn label(&self) -> String {
         match self {
