@@ -140,7 +140,7 @@ pub enum ProblemKind {
     Missing(&'static str),
     #[error("must be at least 1")]
     ZeroCount,
-    #[error("{0} vCPUs is more than the limit of {max}", max = super::validate::MAX_VCPUS)]
+    #[error("{0} vCPUs is more than the limit of {max}", max = super::section::cpu::MAX_VCPUS)]
     TooManyVcpus(u64),
     #[error("{got} entries, but the topology has {vcpus} vCPUs")]
     PinCount { got: usize, vcpus: u32 },
@@ -207,46 +207,15 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    /// The variant's name, stable across releases: the bad-config corpus
-    /// names the kind each file must produce with it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Syntax(..) => "Syntax",
-            Self::UnknownKey { .. } => "UnknownKey",
-            Self::UnknownValue { .. } => "UnknownValue",
-            Self::Invalid(..) => "Invalid",
-            Self::Missing(..) => "Missing",
-            Self::ZeroCount => "ZeroCount",
-            Self::TooManyVcpus(..) => "TooManyVcpus",
-            Self::PinCount { .. } => "PinCount",
-            Self::DuplicatePin(..) => "DuplicatePin",
-            Self::MultipleXVga => "MultipleXVga",
-            Self::DuplicateHostdev(..) => "DuplicateHostdev",
-            Self::NoSelector => "NoSelector",
-            Self::BothSelectors => "BothSelectors",
-            Self::IndexWithoutIds => "IndexWithoutIds",
-            Self::HugepagesMisaligned { .. } => "HugepagesMisaligned",
-            Self::VendorIdTooLong(..) => "VendorIdTooLong",
-            Self::VendorIdUnused => "VendorIdUnused",
-            Self::SecureBootWithBios => "SecureBootWithBios",
-            Self::FirmwarePair { .. } => "FirmwarePair",
-            Self::FileNotFound { .. } => "FileNotFound",
-            Self::BadForward { .. } => "BadForward",
-            Self::BadMac(..) => "BadMac",
-            Self::MulticastMac(..) => "MulticastMac",
-            Self::ModeNeeds { .. } => "ModeNeeds",
-            Self::OnlyWithMode { .. } => "OnlyWithMode",
-            Self::BadQemuToggle(..) => "BadQemuToggle",
-            Self::BadToggleKey(..) => "BadToggleKey",
-            Self::TakeoverWithoutHostdev => "TakeoverWithoutHostdev",
-            Self::ZeroTimeout => "ZeroTimeout",
-            Self::BadMachine(..) => "BadMachine",
-            Self::BadUser(..) => "BadUser",
-            Self::Empty => "Empty",
-            Self::CdromInterface => "CdromInterface",
-            Self::BadIfname(..) => "BadIfname",
-            Self::InputWithoutDevices => "InputWithoutDevices",
-        }
+    /// The variant's name (`UnknownKey`), stable across releases: the
+    /// bad-config corpus names the kind each file must produce with it.
+    pub fn name(&self) -> String {
+        // Derived `Debug` starts with the variant's name.
+        let debug = format!("{self:?}");
+        let end = debug
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(debug.len());
+        debug[..end].to_string()
     }
 
     /// The short text under the highlighted span.
@@ -318,7 +287,9 @@ impl ProblemKind {
             }
             Self::BadQemuToggle(_) => format!(
                 "with mode = \"qemu\" use one of {}, or switch to mode = \"router\"",
-                super::validate::QEMU_TOGGLES.join(", ")
+                super::section::input::QemuToggle::ALL
+                    .map(|q| q.name())
+                    .join(", ")
             ),
             Self::BadToggleKey(_) => {
                 "use key names joined by `+`, e.g. `LeftCtrl+RightCtrl` or `ScrollLock`".into()
@@ -365,4 +336,20 @@ pub fn render(err: &ConfigError) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_is_the_variant_name() {
+        assert_eq!(ProblemKind::ZeroCount.name(), "ZeroCount");
+        assert_eq!(ProblemKind::BadMac("x".into()).name(), "BadMac");
+        let missing = ProblemKind::FirmwarePair {
+            given: "code",
+            missing: "vars",
+        };
+        assert_eq!(missing.name(), "FirmwarePair");
+    }
 }
