@@ -22,9 +22,10 @@ use super::section::takeover::{self, Takeover, WireTakeover};
 use super::section::tpm::{self, WireTpm};
 use super::types::{ByteSize, Duration, VmName};
 
-/// The file as written. Every field is optional so that any subset of a file
-/// deserializes (the error collector in `collect.rs` relies on it) and a
-/// missing required key gets a message of our own. Values a semantic check
+/// The file as written. Every key may be left out (an `Option`, or
+/// `serde(default)` where absent means empty or off), so that any subset of
+/// a file deserializes (the error collector in `collect.rs`
+/// relies on it) and a missing required key gets a message of our own. Values a semantic check
 /// may complain about are `Spanned`, so the complaint can point at them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,15 +35,21 @@ pub struct WireVm {
     pub machine: S<String>,
     pub cpu: S<WireCpu>,
     pub firmware: S<WireFirmware>,
-    pub tpm: Option<WireTpm>,
-    pub hostdev: Option<Vec<Spanned<WireHostdev>>>,
-    pub disk: Option<Vec<Spanned<WireDisk>>>,
+    #[serde(default)]
+    pub tpm: WireTpm,
+    #[serde(default)]
+    pub hostdev: Vec<Spanned<WireHostdev>>,
+    #[serde(default)]
+    pub disk: Vec<Spanned<WireDisk>>,
     pub network: S<WireNetwork>,
-    pub display: Option<WireDisplay>,
+    #[serde(default)]
+    pub display: WireDisplay,
     pub input: S<WireInput>,
     pub takeover: S<WireTakeover>,
-    pub shutdown: Option<WireShutdown>,
-    pub qemu: Option<WireQemu>,
+    #[serde(default)]
+    pub shutdown: WireShutdown,
+    #[serde(default)]
+    pub qemu: WireQemu,
 }
 
 /// A VM as described by its TOML file, validated; paths are absolute.
@@ -86,8 +93,8 @@ pub fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<Problem>
     let machine = machine(wire.machine, &mut v);
     let cpu = cpu::check(wire.cpu, &mut v);
     let firmware = firmware::check(wire.firmware, &mut v);
-    let hostdevs = hostdev::check(wire.hostdev.unwrap_or_default(), &mut v);
-    let disks = disk::check(wire.disk.unwrap_or_default(), &mut v);
+    let hostdevs = hostdev::check(wire.hostdev, &mut v);
+    let disks = disk::check(wire.disk, &mut v);
     let network = network::check(wire.network, &mut v);
     let display = display::check(wire.display, !hostdevs.is_empty());
     let input = input::check(wire.input, &mut v);

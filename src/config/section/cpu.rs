@@ -22,11 +22,14 @@ pub struct WireCpu {
     pub dies: S<u32>,
     pub cores: S<u32>,
     pub threads: S<u32>,
-    pub features: Option<Vec<String>>,
+    #[serde(default)]
+    pub features: Vec<String>,
     pub pin: S<Vec<Spanned<u32>>>,
-    pub hide_hypervisor: Option<bool>,
+    #[serde(default)]
+    pub hide_hypervisor: bool,
     pub vendor_id: S<String>,
-    pub hyperv: Option<bool>,
+    #[serde(default)]
+    pub hyperv: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -101,8 +104,7 @@ pub fn check(c: S<WireCpu>, v: &mut Checker<'_>) -> Cpu {
         .pin
         .map(|p| pin_list(p, topology_ok.then_some(topology.vcpus()), v))
         .unwrap_or_default();
-    let hide_hypervisor = c.hide_hypervisor.unwrap_or(false);
-    let hyperv = c.hyperv.unwrap_or(false);
+    let (hide_hypervisor, hyperv) = (c.hide_hypervisor, c.hyperv);
     let vendor_id = c.vendor_id.map(|id| {
         let (s, id) = parts(id);
         let len = id.chars().count();
@@ -119,7 +121,7 @@ pub fn check(c: S<WireCpu>, v: &mut Checker<'_>) -> Cpu {
     Cpu {
         model: v.non_empty_or("cpu.model", c.model, "host"),
         topology,
-        features: c.features.unwrap_or_default(),
+        features: c.features,
         pin,
         hide_hypervisor,
         vendor_id,

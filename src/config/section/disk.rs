@@ -72,7 +72,8 @@ pub struct WireDisk {
     pub readonly: Option<bool>,
     pub cache: Option<Cache>,
     pub aio: Option<Aio>,
-    pub discard: Option<bool>,
+    #[serde(default)]
+    pub discard: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -127,7 +128,7 @@ pub fn check(list: Vec<Spanned<WireDisk>>, v: &mut Checker<'_>) -> Vec<Disk> {
             readonly: d.readonly.unwrap_or(media == DiskMedia::Cdrom),
             cache: d.cache,
             aio: d.aio,
-            discard: d.discard.unwrap_or(false),
+            discard: d.discard,
         });
     }
     out

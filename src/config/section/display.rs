@@ -17,8 +17,8 @@ pub struct WireDisplay {
     pub mode: Option<Display>,
 }
 
-pub fn check(d: Option<WireDisplay>, has_hostdev: bool) -> Display {
-    match d.and_then(|d| d.mode) {
+pub fn check(d: WireDisplay, has_hostdev: bool) -> Display {
+    match d.mode {
         Some(mode) => mode,
         // A passed-through GPU is the display; without one, the serial
         // console is the only way to see a headless guest.

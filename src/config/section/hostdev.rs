@@ -19,7 +19,8 @@ pub struct WireHostdev {
     pub romfile: S<String>,
     pub rombar: Option<bool>,
     pub multifunction: Option<bool>,
-    pub rescan_fallback: Option<bool>,
+    #[serde(default)]
+    pub rescan_fallback: bool,
 }
 
 /// How a `[[hostdev]]` names its device.
@@ -108,7 +109,7 @@ pub fn check(list: Vec<Spanned<WireHostdev>>, v: &mut Checker<'_>) -> Vec<Hostde
             romfile,
             rombar: h.rombar,
             multifunction: h.multifunction,
-            rescan_fallback: h.rescan_fallback.unwrap_or(false),
+            rescan_fallback: h.rescan_fallback,
         });
     }
     out

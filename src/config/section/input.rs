@@ -23,7 +23,8 @@ pub struct WireInput {
     pub mouse: Option<String>,
     pub toggle: S<String>,
     pub mode: Option<InputMode>,
-    pub on_switch: Option<Vec<String>>,
+    #[serde(default)]
+    pub on_switch: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -194,7 +195,7 @@ pub fn check(i: S<WireInput>, v: &mut Checker<'_>) -> Option<Input> {
         mouse: i.mouse.map(|p| v.resolve(&p)),
         toggle,
         mode,
-        on_switch: i.on_switch.unwrap_or_default(),
+        on_switch: i.on_switch,
     })
 }
 

@@ -21,7 +21,8 @@ pub struct WireQemu {
     pub binary: Option<String>,
     pub accel: Option<Accel>,
     pub user: S<String>,
-    pub extra_args: Option<Vec<String>>,
+    #[serde(default)]
+    pub extra_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,8 +43,7 @@ pub struct QemuSettings {
     pub extra_args: Vec<String>,
 }
 
-pub fn check(q: Option<WireQemu>, v: &mut Checker<'_>) -> QemuSettings {
-    let q = q.unwrap_or_default();
+pub fn check(q: WireQemu, v: &mut Checker<'_>) -> QemuSettings {
     // A bare binary name is looked up in PATH by the plan stage.
     let binary = match q.binary {
         Some(b) if b.contains('/') => v.resolve(&b),
@@ -65,7 +65,7 @@ pub fn check(q: Option<WireQemu>, v: &mut Checker<'_>) -> QemuSettings {
         binary,
         accel: q.accel.unwrap_or(Accel::Kvm),
         user,
-        extra_args: q.extra_args.unwrap_or_default(),
+        extra_args: q.extra_args,
     }
 }
 

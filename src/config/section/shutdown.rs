@@ -13,8 +13,8 @@ pub struct WireShutdown {
 }
 
 /// The shutdown timeout; a minute when not written.
-pub fn check(s: Option<WireShutdown>, v: &mut Checker<'_>) -> Duration {
-    match s.and_then(|s| s.timeout).map(parts) {
+pub fn check(s: WireShutdown, v: &mut Checker<'_>) -> Duration {
+    match s.timeout.map(parts) {
         Some((span, d)) => {
             if d.get().is_zero() {
                 v.err("shutdown.timeout", span, K::ZeroTimeout);

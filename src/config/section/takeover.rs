@@ -19,8 +19,10 @@ pub enum WireDisplayManager {
 #[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireDmCommands {
-    pub stop: Option<Vec<String>>,
-    pub start: Option<Vec<String>>,
+    #[serde(default)]
+    pub stop: Vec<String>,
+    #[serde(default)]
+    pub start: Vec<String>,
 }
 
 /// `unload_modules`: `"auto"` or an explicit list.
@@ -35,9 +37,12 @@ pub enum WireUnloadModules {
 pub struct WireTakeover {
     pub enabled: Option<bool>,
     pub display_manager: S<WireDisplayManager>,
-    pub stop_units: Option<Vec<String>>,
-    pub user_units: Option<Vec<String>>,
-    pub stop_processes: Option<Vec<String>>,
+    #[serde(default)]
+    pub stop_units: Vec<String>,
+    #[serde(default)]
+    pub user_units: Vec<String>,
+    #[serde(default)]
+    pub stop_processes: Vec<String>,
     pub unload_modules: S<WireUnloadModules>,
 }
 
@@ -101,7 +106,7 @@ pub fn check(t: S<WireTakeover>, has_hostdev: bool, v: &mut Checker<'_>) -> Opti
         ("takeover.user_units", &t.user_units),
         ("takeover.stop_processes", &t.stop_processes),
     ] {
-        for p in list.iter().flatten() {
+        for p in list {
             if p.trim().is_empty() {
                 v.err(key, span.clone(), K::Empty);
             } else if let Err(e) = glob::Pattern::new(p) {
@@ -112,9 +117,9 @@ pub fn check(t: S<WireTakeover>, has_hostdev: bool, v: &mut Checker<'_>) -> Opti
     }
     Some(Takeover {
         display_manager,
-        stop_units: t.stop_units.unwrap_or_default(),
-        user_units: t.user_units.unwrap_or_default(),
-        stop_processes: t.stop_processes.unwrap_or_default(),
+        stop_units: t.stop_units,
+        user_units: t.user_units,
+        stop_processes: t.stop_processes,
         unload_modules,
     })
 }
@@ -129,7 +134,7 @@ fn display_manager(dm: S<WireDisplayManager>, v: &mut Checker<'_>) -> DisplayMan
         }
         Some((_, WireDisplayManager::Name(n))) => DisplayManager::Unit(n),
         Some((s, WireDisplayManager::Commands(c))) => {
-            let (stop, start) = (c.stop.unwrap_or_default(), c.start.unwrap_or_default());
+            let (stop, start) = (c.stop, c.start);
             if stop.is_empty() {
                 v.err("takeover.display_manager.stop", s, K::Missing("stop"));
             }

@@ -9,8 +9,8 @@ pub struct WireTpm {
 }
 
 /// Off unless asked for.
-pub fn check(t: Option<WireTpm>) -> bool {
-    t.and_then(|t| t.enabled).unwrap_or(false)
+pub fn check(t: WireTpm) -> bool {
+    t.enabled.unwrap_or(false)
 }
 
 #[cfg(test)]
