@@ -9,15 +9,15 @@ use toml::Spanned;
 use super::error::{Problem, ProblemKind};
 
 /// A value as written, with where it was written when present.
-pub type S<T> = Option<Spanned<T>>;
+pub(crate) type S<T> = Option<Spanned<T>>;
 
 /// A spanned value taken apart: its place in the file and the value.
-pub fn parts<T>(s: Spanned<T>) -> (Range<usize>, T) {
+pub(crate) fn parts<T>(s: Spanned<T>) -> (Range<usize>, T) {
     (s.span(), s.into_inner())
 }
 
 /// Collects the problems of one file while its sections are checked.
-pub struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     /// The config file's directory: relative paths start here.
     dir: PathBuf,
     exists: &'a dyn Fn(&Path) -> bool,
@@ -25,7 +25,7 @@ pub struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    pub fn new(dir: PathBuf, exists: &'a dyn Fn(&Path) -> bool) -> Self {
+    pub(crate) fn new(dir: PathBuf, exists: &'a dyn Fn(&Path) -> bool) -> Self {
         Self {
             dir,
             exists,
@@ -33,7 +33,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    pub fn err(&mut self, key: impl Into<String>, span: Range<usize>, kind: ProblemKind) {
+    pub(crate) fn err(&mut self, key: impl Into<String>, span: Range<usize>, kind: ProblemKind) {
         self.problems.push(Problem {
             key: key.into(),
             kind,
@@ -42,20 +42,20 @@ impl<'a> Checker<'a> {
     }
 
     /// Relative paths are relative to the config file's directory.
-    pub fn resolve(&self, p: &str) -> PathBuf {
+    pub(crate) fn resolve(&self, p: &str) -> PathBuf {
         self.dir.join(p)
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub fn exists(&self, p: &Path) -> bool {
+    pub(crate) fn exists(&self, p: &Path) -> bool {
         (self.exists)(p)
     }
 
     /// `p` resolved; a problem for `key` when no file is there.
-    pub fn existing_file(&mut self, key: &str, p: Spanned<String>) -> PathBuf {
+    pub(crate) fn existing_file(&mut self, key: &str, p: Spanned<String>) -> PathBuf {
         let (span, p) = parts(p);
         let path = self.resolve(&p);
         if !self.exists(&path) {
@@ -67,7 +67,7 @@ impl<'a> Checker<'a> {
 
     /// A string that must hold something: `default` when absent, a problem
     /// for `key` when blank.
-    pub fn non_empty_or(&mut self, key: &str, v: S<String>, default: &str) -> String {
+    pub(crate) fn non_empty_or(&mut self, key: &str, v: S<String>, default: &str) -> String {
         match v.map(parts) {
             Some((s, text)) if text.trim().is_empty() => {
                 self.err(key, s, ProblemKind::Empty);
@@ -78,11 +78,11 @@ impl<'a> Checker<'a> {
         }
     }
 
-    pub fn into_problems(self) -> Vec<Problem> {
+    pub(crate) fn into_problems(self) -> Vec<Problem> {
         self.problems
     }
 
-    pub fn has_problems(&self) -> bool {
+    pub(crate) fn has_problems(&self) -> bool {
         !self.problems.is_empty()
     }
 }

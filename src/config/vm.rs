@@ -78,7 +78,7 @@ pub struct VmConfig {
 
 /// Where the file is and how to ask whether a file exists (injected so tests
 /// need no real files).
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub name: VmName,
     /// Absolute path of the config file.
     pub source: PathBuf,
@@ -86,7 +86,7 @@ pub struct Context<'a> {
 }
 
 /// Checks `wire` and builds the model, or returns every problem found.
-pub fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<Problem>> {
+pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<Problem>> {
     let dir = cx.source.parent().unwrap_or(Path::new("/")).to_path_buf();
     let mut v = Checker::new(dir, cx.exists);
     let (memory, hugepages) = memory::check(wire.memory, &mut v);
@@ -143,7 +143,7 @@ fn machine(m: S<String>, v: &mut Checker<'_>) -> String {
 
 /// Validation of TOML snippets, for the sections' tests.
 #[cfg(test)]
-pub mod testing {
+pub(crate) mod testing {
     use std::path::{Path, PathBuf};
 
     use super::{validate, Context, VmConfig, WireVm};
@@ -151,14 +151,14 @@ pub mod testing {
 
     /// Validates `memory = "4G"` plus `rest`; files exist unless their path
     /// contains `missing`.
-    pub fn check(rest: &str) -> Result<VmConfig, Vec<ProblemKind>> {
+    pub(crate) fn check(rest: &str) -> Result<VmConfig, Vec<ProblemKind>> {
         check_with(&format!("memory = \"4G\"\n{rest}"), &|p: &Path| {
             !p.to_string_lossy().contains("missing")
         })
     }
 
     /// Validates `text` as `/cfg/vms/t.toml`.
-    pub fn check_with(
+    pub(crate) fn check_with(
         text: &str,
         exists: &dyn Fn(&Path) -> bool,
     ) -> Result<VmConfig, Vec<ProblemKind>> {
@@ -172,7 +172,7 @@ pub mod testing {
     }
 
     /// The problems of `memory = "4G"` plus `rest`; none when it is valid.
-    pub fn errors(rest: &str) -> Vec<ProblemKind> {
+    pub(crate) fn errors(rest: &str) -> Vec<ProblemKind> {
         check(rest).err().unwrap_or_default()
     }
 }

@@ -70,7 +70,7 @@ impl Topology {
     };
 }
 
-pub fn check(c: S<WireCpu>, v: &mut Checker<'_>) -> Cpu {
+pub(crate) fn check(c: S<WireCpu>, v: &mut Checker<'_>) -> Cpu {
     let (span, c) = c.map(parts).unwrap_or_default();
     let mut count = |key: &str, n: S<u32>| -> Option<u32> {
         let (s, n) = parts(n?);

@@ -90,7 +90,7 @@ pub struct Disk {
     pub discard: bool,
 }
 
-pub fn check(list: Vec<Spanned<WireDisk>>, v: &mut Checker<'_>) -> Vec<Disk> {
+pub(crate) fn check(list: Vec<Spanned<WireDisk>>, v: &mut Checker<'_>) -> Vec<Disk> {
     let mut out = Vec::new();
     for (i, d) in list.into_iter().enumerate() {
         let (span, d) = parts(d);

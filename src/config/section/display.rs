@@ -17,7 +17,7 @@ pub struct WireDisplay {
     pub mode: Option<Display>,
 }
 
-pub fn check(d: WireDisplay, has_hostdev: bool) -> Display {
+pub(crate) fn check(d: WireDisplay, has_hostdev: bool) -> Display {
     match d.mode {
         Some(mode) => mode,
         // A passed-through GPU is the display; without one, the serial

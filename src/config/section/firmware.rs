@@ -55,7 +55,7 @@ impl Serialize for Firmware {
     }
 }
 
-pub fn check(f: S<WireFirmware>, v: &mut Checker<'_>) -> Firmware {
+pub(crate) fn check(f: S<WireFirmware>, v: &mut Checker<'_>) -> Firmware {
     let (_, f) = f.map(parts).unwrap_or_default();
     let kind = f.kind.map_or(FirmwareKind::Uefi, |k| k.into_inner());
     let secure_boot = f.secure_boot.map(|sb| {

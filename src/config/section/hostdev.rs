@@ -62,7 +62,7 @@ impl Hostdev {
     }
 }
 
-pub fn check(list: Vec<Spanned<WireHostdev>>, v: &mut Checker<'_>) -> Vec<Hostdev> {
+pub(crate) fn check(list: Vec<Spanned<WireHostdev>>, v: &mut Checker<'_>) -> Vec<Hostdev> {
     let mut out: Vec<Hostdev> = Vec::new();
     let mut x_vga_seen = false;
     for (i, h) in list.into_iter().enumerate() {

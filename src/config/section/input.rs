@@ -170,7 +170,7 @@ fn is_key_name(k: &str) -> bool {
             .is_some_and(|n| (1..=24).contains(&n) && !k.starts_with("f0"))
 }
 
-pub fn check(i: S<WireInput>, v: &mut Checker<'_>) -> Option<Input> {
+pub(crate) fn check(i: S<WireInput>, v: &mut Checker<'_>) -> Option<Input> {
     let (span, i) = parts(i?);
     let mode = i.mode.unwrap_or(InputMode::Router);
     if i.keyboard.is_none() && i.mouse.is_none() {

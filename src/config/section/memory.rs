@@ -61,7 +61,10 @@ impl HugePageSize {
 
 /// The guest's RAM and the huge page size backing it, if any; `None` for
 /// the size when a problem was reported.
-pub fn check(m: S<WireMemory>, v: &mut Checker<'_>) -> (Option<ByteSize>, Option<HugePageSize>) {
+pub(crate) fn check(
+    m: S<WireMemory>,
+    v: &mut Checker<'_>,
+) -> (Option<ByteSize>, Option<HugePageSize>) {
     let Some(m) = m else {
         v.err("memory", 0..0, K::Missing("memory"));
         return (None, None);

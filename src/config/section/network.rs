@@ -152,7 +152,7 @@ pub struct Network {
     pub model: String,
 }
 
-pub fn check(n: S<WireNetwork>, v: &mut Checker<'_>) -> Network {
+pub(crate) fn check(n: S<WireNetwork>, v: &mut Checker<'_>) -> Network {
     let (span, n) = n.map(parts).unwrap_or_default();
     let mode = n
         .mode

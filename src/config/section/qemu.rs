@@ -43,7 +43,7 @@ pub struct QemuSettings {
     pub extra_args: Vec<String>,
 }
 
-pub fn check(q: WireQemu, v: &mut Checker<'_>) -> QemuSettings {
+pub(crate) fn check(q: WireQemu, v: &mut Checker<'_>) -> QemuSettings {
     // A bare binary name is looked up in PATH by the plan stage.
     let binary = match q.binary {
         Some(b) if b.contains('/') => v.resolve(&b),

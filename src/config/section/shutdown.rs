@@ -13,7 +13,7 @@ pub struct WireShutdown {
 }
 
 /// The shutdown timeout; a minute when not written.
-pub fn check(s: WireShutdown, v: &mut Checker<'_>) -> Duration {
+pub(crate) fn check(s: WireShutdown, v: &mut Checker<'_>) -> Duration {
     match s.timeout.map(parts) {
         Some((span, d)) => {
             if d.get().is_zero() {

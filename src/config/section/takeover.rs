@@ -76,7 +76,11 @@ pub struct Takeover {
 }
 
 /// The takeover, when enabled; it needs a device to give the VM.
-pub fn check(t: S<WireTakeover>, has_hostdev: bool, v: &mut Checker<'_>) -> Option<Takeover> {
+pub(crate) fn check(
+    t: S<WireTakeover>,
+    has_hostdev: bool,
+    v: &mut Checker<'_>,
+) -> Option<Takeover> {
     let (span, t) = parts(t?);
     match t.enabled {
         Some(true) => {}

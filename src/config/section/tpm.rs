@@ -9,7 +9,7 @@ pub struct WireTpm {
 }
 
 /// Off unless asked for.
-pub fn check(t: WireTpm) -> bool {
+pub(crate) fn check(t: WireTpm) -> bool {
     t.enabled.unwrap_or(false)
 }
 
