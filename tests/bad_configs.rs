@@ -1,13 +1,15 @@
-//! Every file in `tests/bad_configs/` must be rejected, and the rendered
-//! report must name the file, and each expected key at its expected line.
-//! `NAME.expect` lists one `KEY LINE` per problem that must be reported
-//! (`-` for a syntax error, which has no key).
+//! Every file in `tests/bad_configs/` must be rejected for the reason it was
+//! written for: `NAME.expect` lists one `KIND KEY LINE` per problem that must
+//! be reported, KIND being the `ProblemKind` variant's name (`-` as KEY for a
+//! syntax error, which has no key). The rendered report must name the file,
+//! and each expected key at its expected line.
 
 use std::path::{Path, PathBuf};
 
 use vmrun::config::{load, render, ConfigError};
 
 struct Expected {
+    kind: String,
     key: String,
     line: usize,
 }
@@ -18,8 +20,14 @@ fn expectations(toml: &Path) -> Vec<Expected> {
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {
-            let (key, line) = l.rsplit_once(' ').expect("KEY LINE");
+            let mut fields = l.split_whitespace();
+            let (Some(kind), Some(key), Some(line), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                panic!("{}: `{l}` is not `KIND KEY LINE`", toml.display());
+            };
             Expected {
+                kind: kind.to_string(),
                 key: if key == "-" {
                     String::new()
                 } else {
@@ -60,19 +68,23 @@ fn check(path: &Path) -> Result<(), String> {
         return Err(format!("report does not name the file:\n{rendered}"));
     }
     for exp in expectations(path) {
-        let found = err
-            .problems()
-            .iter()
-            .any(|p| p.key == exp.key && line_of(&text, p.span.start) == exp.line);
+        let found = err.problems().iter().any(|p| {
+            p.kind.name() == exp.kind
+                && p.key == exp.key
+                && line_of(&text, p.span.start) == exp.line
+        });
         if !found {
             let got: Vec<String> = err
                 .problems()
                 .iter()
-                .map(|p| format!("{} @ line {}", p.key, line_of(&text, p.span.start)))
+                .map(|p| {
+                    let key = if p.key.is_empty() { "-" } else { &p.key };
+                    format!("{} {key} {}", p.kind.name(), line_of(&text, p.span.start))
+                })
                 .collect();
             return Err(format!(
-                "no problem for `{}` at line {}; got {got:?}\n{rendered}",
-                exp.key, exp.line
+                "no {} problem for `{}` at line {}; got {got:?}\n{rendered}",
+                exp.kind, exp.key, exp.line
             ));
         }
         let location = format!("{file}:{}:", exp.line);
@@ -87,7 +99,7 @@ fn check(path: &Path) -> Result<(), String> {
 }
 
 #[test]
-fn every_bad_config_is_rejected_with_file_line_and_key() {
+fn every_bad_config_is_rejected_with_its_kind_file_line_and_key() {
     let files = corpus();
     assert!(files.len() >= 35, "only {} bad configs", files.len());
     let failures: Vec<String> = files

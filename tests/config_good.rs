@@ -133,8 +133,9 @@ fn full_config_loads_field_by_field() {
 
     assert_eq!(c.firmware.kind, FirmwareKind::Uefi);
     assert_eq!(c.firmware.secure_boot, Some(true));
-    assert_eq!(c.firmware.code, Some(vms.join("fw/OVMF_CODE.fd")));
-    assert_eq!(c.firmware.vars, Some(root.join("abs/OVMF_VARS.fd")));
+    let files = c.firmware.files.as_ref().expect("code and vars");
+    assert_eq!(files.code, vms.join("fw/OVMF_CODE.fd"));
+    assert_eq!(files.vars, root.join("abs/OVMF_VARS.fd"));
     assert!(c.tpm);
 
     assert_eq!(c.hostdevs.len(), 2);
@@ -167,8 +168,8 @@ fn full_config_loads_field_by_field() {
             false
         )
     );
-    assert_eq!(d.cache.as_deref(), Some("writeback"));
-    assert_eq!(d.aio.as_deref(), Some("io_uring"));
+    assert_eq!(d.cache, Some(Cache::Writeback));
+    assert_eq!(d.aio, Some(Aio::IoUring));
     assert!(d.discard);
     let cd = &c.disks[1];
     assert_eq!(cd.path, vms.join("isos/Win11.iso"));
@@ -178,26 +179,27 @@ fn full_config_loads_field_by_field() {
     );
 
     let forward = vec![
-        Forward {
+        PortForward {
             protocol: Protocol::Tcp,
             host_port: 3389,
             guest_port: 3389,
         },
-        Forward {
+        PortForward {
             protocol: Protocol::Udp,
             host_port: 5000,
             guest_port: 5001,
         },
     ];
     assert_eq!(c.network.mode, NetworkMode::User { forward });
-    assert_eq!(c.network.mac.as_deref(), Some("52:54:00:12:34:56"));
+    let mac = c.network.mac.map(|m| m.to_string());
+    assert_eq!(mac.as_deref(), Some("52:54:00:12:34:56"));
     assert_eq!(c.network.model, "e1000e");
     assert_eq!(c.display, Display::Spice);
 
     let input = c.input.as_ref().expect("input");
     assert_eq!(input.keyboard, Some(PathBuf::from("/dev/input/by-id/kbd")));
     assert_eq!(input.mouse, Some(PathBuf::from("/dev/input/by-id/mouse")));
-    assert_eq!(input.toggle, "LeftCtrl+RightCtrl");
+    assert_eq!(input.toggle.to_string(), "LeftCtrl+RightCtrl");
     assert_eq!(input.mode, InputMode::Router);
     assert_eq!(input.on_switch, ["ddcutil", "setvcp", "60", "0x0f"]);
 

@@ -140,7 +140,7 @@ pub enum ProblemKind {
     Missing(&'static str),
     #[error("must be at least 1")]
     ZeroCount,
-    #[error("{0} vCPUs is more than the limit of {max}", max = super::validate::MAX_VCPUS)]
+    #[error("{0} vCPUs is more than the limit of {max}", max = super::section::cpu::MAX_VCPUS)]
     TooManyVcpus(u64),
     #[error("{got} entries, but the topology has {vcpus} vCPUs")]
     PinCount { got: usize, vcpus: u32 },
@@ -207,6 +207,17 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// The variant's name (`UnknownKey`), stable across releases: the
+    /// bad-config corpus names the kind each file must produce with it.
+    pub fn name(&self) -> String {
+        // Derived `Debug` starts with the variant's name.
+        let debug = format!("{self:?}");
+        let end = debug
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(debug.len());
+        debug[..end].to_string()
+    }
+
     /// The short text under the highlighted span.
     fn label(&self) -> String {
         match self {
@@ -276,7 +287,9 @@ impl ProblemKind {
             }
             Self::BadQemuToggle(_) => format!(
                 "with mode = \"qemu\" use one of {}, or switch to mode = \"router\"",
-                super::validate::QEMU_TOGGLES.join(", ")
+                super::section::input::QemuToggle::ALL
+                    .map(|q| q.name())
+                    .join(", ")
             ),
             Self::BadToggleKey(_) => {
                 "use key names joined by `+`, e.g. `LeftCtrl+RightCtrl` or `ScrollLock`".into()
@@ -323,4 +336,20 @@ pub fn render(err: &ConfigError) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_is_the_variant_name() {
+        assert_eq!(ProblemKind::ZeroCount.name(), "ZeroCount");
+        assert_eq!(ProblemKind::BadMac("x".into()).name(), "BadMac");
+        let missing = ProblemKind::FirmwarePair {
+            given: "code",
+            missing: "vars",
+        };
+        assert_eq!(missing.name(), "FirmwarePair");
+    }
 }

@@ -1,17 +1,19 @@
 //! Reading and validating a VM's TOML file. Pure: no host access beyond
 //! reading the file and checking that the files it names exist.
 //!
-//! text -> `toml::de::DeTable` (every syntax error) -> `wire` structs (every
-//! type error, via `collect`) -> `validate` (every semantic error) -> model.
+//! text -> `toml::de::DeTable` (every syntax error) -> the wire structs of
+//! `vm` and `section/*` (every type error, via `collect`) -> each section's
+//! `check` (every semantic error) -> the model.
 
+mod checker;
 pub mod collect;
 pub mod error;
 pub mod model;
 pub mod search;
+pub mod section;
 mod suggest;
 pub mod types;
-pub mod validate;
-pub mod wire;
+pub mod vm;
 
 use std::ops::Range;
 use std::path::Path;
@@ -23,7 +25,6 @@ pub use error::{render, ConfigError, InvalidConfig, Problem, ProblemKind};
 pub use model::*;
 pub use search::{list_all, locate, SearchEnv};
 pub use types::{ByteSize, Duration, PciAddress, PciIds, VmName};
-pub use validate::check_toggle;
 
 /// Reads and validates the config at `path`; the VM is named by the file stem.
 pub fn load(path: &Path) -> Result<VmConfig, ConfigError> {
@@ -56,7 +57,7 @@ pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigE
             span: e.span().unwrap_or(0..0),
         })
         .collect();
-    let (wire, wire_errors) = collect::deserialize_all::<wire::WireVm>(doc);
+    let (wire, wire_errors) = collect::deserialize_all::<vm::WireVm>(doc);
     let broken_sections: Vec<String> = wire_errors
         .iter()
         .map(|e| scope(&e.path.to_string()).to_string())
@@ -80,12 +81,12 @@ pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigE
     // Semantic checks on a document that did not parse would mostly report
     // the syntax errors again, as missing keys.
     if let (true, Some(wire)) = (syntax.is_empty(), wire) {
-        let cx = validate::Context {
+        let cx = vm::Context {
             name: vm_name,
             source,
             exists: &|p: &Path| p.exists(),
         };
-        match validate::validate(wire, &cx) {
+        match vm::validate(wire, &cx) {
             Ok(config) if problems.is_empty() => return Ok(config),
             Ok(_) => {}
             // A section with a type error was validated without the bad

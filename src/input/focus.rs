@@ -252,7 +252,7 @@ mod tests {
 
     /// Both devices attached and grabbed, the guest focused.
     fn guest() -> Focus {
-        let mut f = Focus::new(Hotkey::parse("ctrl-ctrl").unwrap());
+        let mut f = Focus::new(Hotkey::of(&crate::config::Toggle::default()).unwrap());
         assert_eq!(f.attached(Kbd, []), [Action::Grab(Kbd)]);
         assert_eq!(f.attached(Mouse, []), [Action::Grab(Mouse)]);
         f

@@ -1,4 +1,4 @@
-//! The switch hotkey: the config's `toggle` as evdev key codes. A hotkey is
+//! The switch hotkey: the config's `Toggle` as evdev key codes. A hotkey is
 //! a list of groups; it fires when one key of every group is held.
 //! QEMU's names keep their QEMU meaning (`ctrl-ctrl` is both Ctrl keys,
 //! `ctrl-scrolllock` either Ctrl with ScrollLock); `A+B` is exactly A and B.
@@ -6,6 +6,8 @@
 use std::str::FromStr;
 
 use evdev::KeyCode;
+
+use crate::config::{QemuToggle, Toggle};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hotkey(Vec<Vec<KeyCode>>);
@@ -15,20 +17,24 @@ pub struct Hotkey(Vec<Vec<KeyCode>>);
 pub struct BadKey(pub String);
 
 impl Hotkey {
-    pub fn parse(toggle: &str) -> Result<Self, BadKey> {
+    /// The keys of `toggle`; the config has checked its grammar and names,
+    /// so an error here is a name evdev does not know.
+    pub fn of(toggle: &Toggle) -> Result<Self, BadKey> {
         use KeyCode as K;
         let fixed = |groups: &[&[KeyCode]]| Self(groups.iter().map(|g| g.to_vec()).collect());
         let ctrl: &[KeyCode] = &[K::KEY_LEFTCTRL, K::KEY_RIGHTCTRL];
         Ok(match toggle {
-            "ctrl-ctrl" => fixed(&[&[K::KEY_LEFTCTRL], &[K::KEY_RIGHTCTRL]]),
-            "alt-alt" => fixed(&[&[K::KEY_LEFTALT], &[K::KEY_RIGHTALT]]),
-            "shift-shift" => fixed(&[&[K::KEY_LEFTSHIFT], &[K::KEY_RIGHTSHIFT]]),
-            "meta-meta" => fixed(&[&[K::KEY_LEFTMETA], &[K::KEY_RIGHTMETA]]),
-            "scrolllock" => fixed(&[&[K::KEY_SCROLLLOCK]]),
-            "ctrl-scrolllock" => fixed(&[ctrl, &[K::KEY_SCROLLLOCK]]),
-            keys => Self(
-                keys.split('+')
-                    .map(|k| key_code(k.trim()).map(|c| vec![c]))
+            Toggle::Qemu(QemuToggle::CtrlCtrl) => fixed(&[&[K::KEY_LEFTCTRL], &[K::KEY_RIGHTCTRL]]),
+            Toggle::Qemu(QemuToggle::AltAlt) => fixed(&[&[K::KEY_LEFTALT], &[K::KEY_RIGHTALT]]),
+            Toggle::Qemu(QemuToggle::ShiftShift) => {
+                fixed(&[&[K::KEY_LEFTSHIFT], &[K::KEY_RIGHTSHIFT]])
+            }
+            Toggle::Qemu(QemuToggle::MetaMeta) => fixed(&[&[K::KEY_LEFTMETA], &[K::KEY_RIGHTMETA]]),
+            Toggle::Qemu(QemuToggle::ScrollLock) => fixed(&[&[K::KEY_SCROLLLOCK]]),
+            Toggle::Qemu(QemuToggle::CtrlScrollLock) => fixed(&[ctrl, &[K::KEY_SCROLLLOCK]]),
+            Toggle::Keys(keys) => Self(
+                keys.iter()
+                    .map(|k| key_code(k).map(|c| vec![c]))
                     .collect::<Result<_, _>>()?,
             ),
         })
@@ -54,12 +60,19 @@ fn key_code(name: &str) -> Result<KeyCode, BadKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::InputMode;
     use KeyCode as K;
+
+    /// The hotkey of a router-mode `toggle`, which takes every form.
+    fn hotkey(toggle: &str) -> Hotkey {
+        let toggle = Toggle::parse(toggle, InputMode::Router).expect("valid toggle");
+        Hotkey::of(&toggle).expect("known keys")
+    }
 
     #[test]
     fn default_is_both_ctrl_keys() {
-        let h = Hotkey::parse("ctrl-ctrl").unwrap();
-        assert_eq!(h, Hotkey::parse("LeftCtrl+RightCtrl").unwrap());
+        let h = hotkey("ctrl-ctrl");
+        assert_eq!(h, hotkey("LeftCtrl+RightCtrl"));
         let held = |k| k == K::KEY_LEFTCTRL || k == K::KEY_RIGHTCTRL;
         assert!(h.completed_by(K::KEY_RIGHTCTRL, held));
         assert!(!h.completed_by(K::KEY_RIGHTCTRL, |k| k == K::KEY_RIGHTCTRL));
@@ -69,7 +82,7 @@ mod tests {
 
     #[test]
     fn qemu_ctrl_scrolllock_takes_either_ctrl() {
-        let h = Hotkey::parse("ctrl-scrolllock").unwrap();
+        let h = hotkey("ctrl-scrolllock");
         let with = |ctrl| move |k| k == ctrl || k == K::KEY_SCROLLLOCK;
         assert!(h.completed_by(K::KEY_SCROLLLOCK, with(K::KEY_LEFTCTRL)));
         assert!(h.completed_by(K::KEY_SCROLLLOCK, with(K::KEY_RIGHTCTRL)));
@@ -78,22 +91,22 @@ mod tests {
 
     #[test]
     fn any_combination_of_named_keys() {
-        let h = Hotkey::parse("F12+LeftAlt+a+1").unwrap();
+        let h = hotkey("F12+LeftAlt+a+1");
         let keys = [K::KEY_F12, K::KEY_LEFTALT, K::KEY_A, K::KEY_1];
         assert!(h.completed_by(K::KEY_1, |k| keys.contains(&k)));
         assert!(!h.completed_by(K::KEY_1, |k| k != K::KEY_A && keys.contains(&k)));
     }
 
     #[test]
-    fn unknown_key_names_are_errors() {
-        assert_eq!(Hotkey::parse("LeftCtrl+Hyper"), Err(BadKey("Hyper".into())));
-        assert!(Hotkey::parse("LeftCtrl+").is_err());
-        assert!(Hotkey::parse("KEY_A+B_").is_err());
+    fn a_name_evdev_does_not_know_is_an_error() {
+        let toggle = Toggle::Keys(vec!["Hyper".into()]);
+        assert_eq!(Hotkey::of(&toggle), Err(BadKey("Hyper".into())));
+        let toggle = Toggle::Keys(vec!["B_".into()]);
+        assert!(Hotkey::of(&toggle).is_err());
     }
 
     #[test]
     fn every_name_the_config_accepts_is_a_key() {
-        use crate::config::{check_toggle, InputMode};
         let names = [
             "LeftCtrl",
             "RightMeta",
@@ -122,8 +135,8 @@ mod tests {
             "0",
         ];
         for n in names {
-            assert_eq!(check_toggle(n, InputMode::Router), Ok(()), "{n}");
-            assert!(Hotkey::parse(n).is_ok(), "{n}");
+            let toggle = Toggle::parse(n, InputMode::Router).expect(n);
+            assert!(Hotkey::of(&toggle).is_ok(), "{n}");
         }
     }
 }

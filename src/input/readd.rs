@@ -32,7 +32,7 @@ impl InputLinux {
             evdev: evdev.clone(),
             grab_all: kbd,
             repeat: kbd,
-            grab_toggle: input.toggle.clone(),
+            grab_toggle: input.toggle.to_string(),
         };
         let kbd = input.keyboard.iter().map(|p| obj("kbd0", p, true));
         let mouse = input.mouse.iter().map(|p| obj("mouse0", p, false));
@@ -115,12 +115,13 @@ impl Readd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{QemuToggle, Toggle};
 
     fn input() -> Input {
         Input {
             keyboard: Some("/dev/input/by-id/kbd".into()),
             mouse: Some("/dev/input/by-id/mouse".into()),
-            toggle: "scrolllock".into(),
+            toggle: Toggle::Qemu(QemuToggle::ScrollLock),
             mode: InputMode::Qemu,
             on_switch: vec![],
         }

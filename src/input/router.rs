@@ -52,7 +52,7 @@ impl Router {
     /// Creates the proxies (each with its source's capabilities) and
     /// their links; the sources are only opened for that, not grabbed.
     pub fn new(vm: &str, input: &Input, links: [PathBuf; 2]) -> Result<Self, InputError> {
-        let hotkey = Hotkey::parse(&input.toggle).map_err(InputError::Hotkey)?;
+        let hotkey = Hotkey::of(&input.toggle).map_err(InputError::Hotkey)?;
         let paths = [input.keyboard.clone(), input.mouse.clone()];
         let mut proxies = [None, None];
         for s in Source::ALL {

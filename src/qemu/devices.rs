@@ -4,7 +4,7 @@
 use super::argv::{is_q35, Argv};
 use super::opts::Opts;
 use crate::config::{
-    Disk, DiskFormat, DiskInterface, DiskMedia, Display, InputMode, NetworkMode, Protocol,
+    Cache, Disk, DiskFormat, DiskInterface, DiskMedia, Display, InputMode, NetworkMode, Protocol,
 };
 use crate::input::readd::InputLinux;
 use crate::plan::Plan;
@@ -87,19 +87,19 @@ pub(crate) fn disks(a: &mut Argv, plan: &Plan) {
     let mut sata_port = 0;
     for (i, disk) in plan.vm.disks.iter().enumerate() {
         let node = format!("disk{i}");
-        let cache = disk.cache.as_deref().unwrap_or("writeback");
+        let cache = disk.cache.unwrap_or(Cache::Writeback);
         let mut file = Opts::empty()
             .set("node-name", format!("{node}-file"))
             .set("driver", "file")
             .set("filename", &disk.path)
             .flag("read-only", disk.readonly);
-        if matches!(cache, "none" | "directsync") {
+        if matches!(cache, Cache::None | Cache::Directsync) {
             file = file.switch("cache.direct", true);
         }
-        if cache == "unsafe" {
+        if cache == Cache::Unsafe {
             file = file.switch("cache.no-flush", true);
         }
-        file = file.set_opt("aio", disk.aio.as_deref());
+        file = file.set_opt("aio", disk.aio.map(|aio| aio.name()));
         if disk.discard {
             file = file.set("discard", "unmap");
         }
@@ -118,7 +118,7 @@ pub(crate) fn disks(a: &mut Argv, plan: &Plan) {
         let mut dev = device
             .set("drive", &node)
             .set("bootindex", (i + 1).to_string());
-        if matches!(cache, "writethrough" | "directsync") {
+        if matches!(cache, Cache::Writethrough | Cache::Directsync) {
             dev = dev.switch("write-cache", false);
         }
         a.opt("-device", dev);
@@ -197,8 +197,7 @@ pub(crate) fn network(a: &mut Argv, plan: &Plan) {
     a.opt("-netdev", backend);
     let mac = net
         .mac
-        .clone()
-        .unwrap_or_else(|| derived_mac(plan.vm.name.as_str()));
+        .map_or_else(|| derived_mac(plan.vm.name.as_str()), |mac| mac.to_string());
     a.opt(
         "-device",
         Opts::new(&net.model).set("netdev", "net0").set("mac", mac),

@@ -254,8 +254,7 @@ fn ovmf_check(ctx: &CheckContext) -> Check {
     let fw = crate::config::Firmware {
         kind: FirmwareKind::Uefi,
         secure_boot: None,
-        code: None,
-        vars: None,
+        files: None,
     };
     let search = FirmwareSearch {
         root: ctx.root.clone(),

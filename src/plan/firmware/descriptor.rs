@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use glob::Pattern;
 use serde::Deserialize;
@@ -143,9 +143,6 @@ pub(super) struct Request<'a> {
     pub machine: &'a str,
     /// Tri-state as in libvirt's `<firmware><feature>`.
     pub secure_boot: Option<bool>,
-    /// When set, only a descriptor whose executable is this path matches
-    /// (libvirt's old-style `<loader>` path lookup).
-    pub executable: Option<&'a Path>,
 }
 
 /// A descriptor that matched.
@@ -214,14 +211,6 @@ pub(super) fn evaluate(wire: &Wire, req: &Request, root: &HostRoot) -> Result<Ma
         .nvram_template
         .as_ref()
         .ok_or("split flash without nvram-template")?;
-    if let Some(wanted) = req.executable {
-        if flash.executable.filename != wanted {
-            return Err(format!(
-                "executable is {}",
-                flash.executable.filename.display()
-            ));
-        }
-    }
     let code_format = image_format(&flash.executable.format)
         .ok_or_else(|| format!("executable format {}", flash.executable.format))?;
     let vars_format = image_format(&template.format)
@@ -338,7 +327,6 @@ mod tests {
         let req = Request {
             machine: "q35",
             secure_boot: None,
-            executable: None,
         };
         let err = evaluate(&w, &req, &HostRoot::new("/nonexistent")).unwrap_err();
         assert_eq!(err, "not a flash mapping");
@@ -355,7 +343,6 @@ mod tests {
         let req = Request {
             machine: "pc-q35-7.2",
             secure_boot: None,
-            executable: None,
         };
         let err = evaluate(&w, &req, &HostRoot::new("/nonexistent")).unwrap_err();
         assert!(err.contains("stateless"), "{err}");

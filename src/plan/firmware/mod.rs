@@ -85,10 +85,6 @@ pub enum FirmwareError {
     },
     #[error("[firmware] names {}, which does not exist: fix the path or remove it to let vmrun pick the firmware", path.display())]
     ExplicitMissing { path: PathBuf },
-    #[error("[firmware] sets vars without code: set both code and vars, or neither")]
-    ExplicitVarsWithoutCode,
-    #[error("[firmware] code = {} matches no firmware descriptor (needed to find its VARS template): set [firmware] vars too", code.display())]
-    ExplicitCodeWithoutVars { code: PathBuf },
 }
 
 fn describe_request(secure_boot: Option<bool>) -> &'static str {
@@ -124,29 +120,13 @@ pub fn resolve(
         return Err(FirmwareError::NotUefi);
     }
     let root = &search.root;
-    match (&fw.code, &fw.vars) {
-        (Some(code), Some(vars)) => return explicit(fw, code, vars, root),
-        (None, Some(_)) => return Err(FirmwareError::ExplicitVarsWithoutCode),
-        (Some(code), None) => {
-            // libvirt does the same for a `<loader>` path without an NVRAM
-            // template: the descriptor naming that executable supplies it.
-            ensure_exists(root, code)?;
-            let req = Request {
-                machine,
-                secure_boot: fw.secure_boot,
-                executable: Some(code),
-            };
-            let found = from_descriptors(&req, search).ok();
-            return found
-                .ok_or_else(|| FirmwareError::ExplicitCodeWithoutVars { code: code.clone() });
-        }
-        (None, None) => {}
+    if let Some(files) = &fw.files {
+        return explicit(fw, &files.code, &files.vars, root);
     }
 
     let req = Request {
         machine,
         secure_boot: fw.secure_boot,
-        executable: None,
     };
     let (mut searched, rejected, warnings) = match from_descriptors(&req, search) {
         Ok(found) => return Ok(found),
@@ -353,6 +333,7 @@ mod tests {
     use std::fs;
 
     use super::*;
+    use crate::config::FirmwareFiles;
 
     const MACHINE: &str = "pc-q35-7.2";
 
@@ -375,15 +356,17 @@ mod tests {
         Firmware {
             kind: FirmwareKind::Uefi,
             secure_boot,
-            code: None,
-            vars: None,
+            files: None,
         }
     }
 
-    fn explicit_fw(secure_boot: Option<bool>, code: &str, vars: Option<&str>) -> Firmware {
+    fn explicit_fw(secure_boot: Option<bool>, code: &str, vars: &str) -> Firmware {
+        let files = FirmwareFiles {
+            code: code.into(),
+            vars: vars.into(),
+        };
         Firmware {
-            code: Some(code.into()),
-            vars: vars.map(PathBuf::from),
+            files: Some(files),
             ..uefi(secure_boot)
         }
     }
@@ -712,7 +695,7 @@ mod tests {
         let host = Scratch::new();
         host.write("/vm/CODE.secboot.fd", "fw")
             .write("/vm/VARS.qcow2", "vars");
-        let fw = explicit_fw(None, "/vm/CODE.secboot.fd", Some("/vm/VARS.qcow2"));
+        let fw = explicit_fw(None, "/vm/CODE.secboot.fd", "/vm/VARS.qcow2");
         let r = resolve(&fw, MACHINE, &host.search()).unwrap();
         assert_eq!(r.source, FirmwareSource::Explicit);
         assert_eq!(
@@ -727,14 +710,14 @@ mod tests {
         let host = Scratch::new();
         host.write("/vm/code.fd", "fw").write("/vm/vars.fd", "vars");
         let r = resolve(
-            &explicit_fw(Some(true), "/vm/code.fd", Some("/vm/vars.fd")),
+            &explicit_fw(Some(true), "/vm/code.fd", "/vm/vars.fd"),
             MACHINE,
             &host.search(),
         )
         .unwrap();
         assert!(r.secure_boot && r.enrolled_keys && r.requires_smm);
         let r = resolve(
-            &explicit_fw(None, "/vm/code.fd", Some("/vm/vars.fd")),
+            &explicit_fw(None, "/vm/code.fd", "/vm/vars.fd"),
             MACHINE,
             &host.search(),
         )
@@ -747,41 +730,13 @@ mod tests {
         let host = Scratch::new();
         host.write("/vm/code.fd", "fw");
         let err = resolve(
-            &explicit_fw(None, "/vm/code.fd", Some("/vm/vars.fd")),
+            &explicit_fw(None, "/vm/code.fd", "/vm/vars.fd"),
             MACHINE,
             &host.search(),
         )
         .unwrap_err();
         assert!(
             matches!(&err, FirmwareError::ExplicitMissing { path } if path == Path::new("/vm/vars.fd")),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn explicit_vars_without_code_is_rejected() {
-        let fw = Firmware {
-            vars: Some("/vm/vars.fd".into()),
-            ..uefi(None)
-        };
-        let err = resolve(&fw, MACHINE, &search(fixture("host"))).unwrap_err();
-        assert!(matches!(err, FirmwareError::ExplicitVarsWithoutCode));
-    }
-
-    #[test]
-    fn explicit_code_alone_takes_template_from_its_descriptor() {
-        let fw = explicit_fw(None, "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", None);
-        let r = resolve(&fw, MACHINE, &search(fixture("host"))).unwrap();
-        assert_eq!(descriptor_name(&r), "50-edk2-x86_64-secure.json");
-        assert_eq!(
-            r.vars_template,
-            Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd")
-        );
-
-        let fw = explicit_fw(None, "/usr/share/OVMF/OVMF_CODE.fd", None);
-        let err = resolve(&fw, MACHINE, &search(fixture("host"))).unwrap_err();
-        assert!(
-            matches!(err, FirmwareError::ExplicitCodeWithoutVars { .. }),
             "{err:?}"
         );
     }

@@ -1,0 +1,203 @@
+//! `[cpu]`: model, topology, flags, pinning and hypervisor hiding.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::config::checker::{parts, Checker, S};
+use crate::config::error::ProblemKind as K;
+
+/// QEMU's `-smp` limit for q35 with x2apic; also keeps the product in `u32`.
+pub const MAX_VCPUS: u64 = 1024;
+
+/// QEMU's `hv-vendor-id` takes at most 12 characters.
+const MAX_VENDOR_ID: usize = 12;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireCpu {
+    pub model: S<String>,
+    pub sockets: S<u32>,
+    pub dies: S<u32>,
+    pub cores: S<u32>,
+    pub threads: S<u32>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    pub pin: S<Vec<Spanned<u32>>>,
+    #[serde(default)]
+    pub hide_hypervisor: bool,
+    pub vendor_id: S<String>,
+    #[serde(default)]
+    pub hyperv: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cpu {
+    /// `-cpu` model; `host` by default.
+    pub model: String,
+    pub topology: Topology,
+    /// Extra `-cpu` flags, `+name` / `-name` / `name=value` as written.
+    pub features: Vec<String>,
+    /// Host CPU per vCPU, in vCPU order; empty means no pinning.
+    pub pin: Vec<u32>,
+    pub hide_hypervisor: bool,
+    /// `hv-vendor-id`, at most 12 characters.
+    pub vendor_id: Option<String>,
+    pub hyperv: bool,
+}
+
+/// The guest's CPU topology; `vcpus()` is their product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Topology {
+    pub sockets: u32,
+    /// `None` when not written: then `dies` is left out of `-smp`.
+    pub dies: Option<u32>,
+    pub cores: u32,
+    pub threads: u32,
+}
+
+impl Topology {
+    pub fn vcpus(&self) -> u32 {
+        self.sockets * self.dies.unwrap_or(1) * self.cores * self.threads
+    }
+
+    const SINGLE: Self = Self {
+        sockets: 1,
+        dies: None,
+        cores: 1,
+        threads: 1,
+    };
+}
+
+pub(crate) fn check(c: S<WireCpu>, v: &mut Checker<'_>) -> Cpu {
+    let (span, c) = c.map(parts).unwrap_or_default();
+    let mut count = |key: &str, n: S<u32>| -> Option<u32> {
+        let (s, n) = parts(n?);
+        if n == 0 {
+            v.err(format!("cpu.{key}"), s, K::ZeroCount);
+        }
+        Some(n)
+    };
+    let sockets = count("sockets", c.sockets).unwrap_or(1);
+    let dies = count("dies", c.dies);
+    let cores = count("cores", c.cores).unwrap_or(1);
+    let threads = count("threads", c.threads).unwrap_or(1);
+    let product = [sockets, dies.unwrap_or(1), cores, threads]
+        .iter()
+        .fold(1u64, |acc, n| acc.saturating_mul(u64::from(*n)));
+    let topology_ok = (1..=MAX_VCPUS).contains(&product);
+    if product > MAX_VCPUS {
+        v.err("cpu", span, K::TooManyVcpus(product));
+    }
+    let topology = if topology_ok {
+        Topology {
+            sockets,
+            dies,
+            cores,
+            threads,
+        }
+    } else {
+        Topology::SINGLE
+    };
+    let pin = c
+        .pin
+        .map(|p| pin_list(p, topology_ok.then_some(topology.vcpus()), v))
+        .unwrap_or_default();
+    let (hide_hypervisor, hyperv) = (c.hide_hypervisor, c.hyperv);
+    let vendor_id = c.vendor_id.map(|id| {
+        let (s, id) = parts(id);
+        let len = id.chars().count();
+        if len > MAX_VENDOR_ID {
+            v.err("cpu.vendor_id", s.clone(), K::VendorIdTooLong(len));
+        } else if id.is_empty() {
+            v.err("cpu.vendor_id", s.clone(), K::Empty);
+        }
+        if !hide_hypervisor && !hyperv {
+            v.err("cpu.vendor_id", s, K::VendorIdUnused);
+        }
+        id
+    });
+    Cpu {
+        model: v.non_empty_or("cpu.model", c.model, "host"),
+        topology,
+        features: c.features,
+        pin,
+        hide_hypervisor,
+        vendor_id,
+        hyperv,
+    }
+}
+
+/// One host CPU per vCPU (`vcpus` is `None` when the topology is already
+/// reported as impossible), none twice.
+fn pin_list(pin: Spanned<Vec<Spanned<u32>>>, vcpus: Option<u32>, v: &mut Checker<'_>) -> Vec<u32> {
+    let (pin_span, list) = parts(pin);
+    if let Some(vcpus) = vcpus.filter(|n| list.len() as u64 != u64::from(*n)) {
+        let got = list.len();
+        v.err("cpu.pin", pin_span, K::PinCount { got, vcpus });
+    }
+    let mut seen = HashSet::new();
+    let mut pin = Vec::new();
+    for item in list {
+        let (s, host) = parts(item);
+        if !seen.insert(host) {
+            v.err("cpu.pin", s, K::DuplicatePin(host));
+        }
+        pin.push(host);
+    }
+    pin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::vm::testing::{check, errors};
+
+    #[test]
+    fn zero_cores_is_rejected() {
+        assert_eq!(errors("[cpu]\ncores = 0\n"), [K::ZeroCount]);
+    }
+
+    #[test]
+    fn huge_topology_is_rejected_without_overflow() {
+        let e = errors("[cpu]\nsockets = 4000000000\ncores = 4000000000\n");
+        assert!(matches!(e[..], [K::TooManyVcpus(_)]));
+    }
+
+    #[test]
+    fn pin_length_must_match_vcpus() {
+        let e = errors("[cpu]\ncores = 2\nthreads = 2\npin = [1, 2, 3]\n");
+        assert_eq!(e, [K::PinCount { got: 3, vcpus: 4 }]);
+    }
+
+    #[test]
+    fn duplicate_pin_is_rejected() {
+        assert_eq!(
+            errors("[cpu]\ncores = 2\npin = [3, 3]\n"),
+            [K::DuplicatePin(3)]
+        );
+    }
+
+    #[test]
+    fn dies_count_into_vcpus() {
+        let c = check("[cpu]\nsockets = 2\ndies = 2\ncores = 2\npin = [0,1,2,3,4,5,6,7]\n");
+        assert_eq!(c.expect("valid").cpu.topology.vcpus(), 8);
+    }
+
+    #[test]
+    fn long_vendor_id_is_rejected() {
+        let e = errors("[cpu]\nhyperv = true\nvendor_id = \"0123456789abc\"\n");
+        assert_eq!(e, [K::VendorIdTooLong(13)]);
+    }
+
+    #[test]
+    fn vendor_id_without_hiding_is_rejected() {
+        assert_eq!(errors("[cpu]\nvendor_id = \"abc\"\n"), [K::VendorIdUnused]);
+    }
+
+    #[test]
+    fn blank_model_is_rejected() {
+        assert_eq!(errors("[cpu]\nmodel = \" \"\n"), [K::Empty]);
+    }
+}

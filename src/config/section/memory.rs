@@ -1,0 +1,167 @@
+//! `memory = "16G"`, or a `[memory]` table when hugepages are wanted: TOML
+//! cannot hold both a `memory` string and a `[memory]` table, so the table
+//! form carries the size as `size`.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::checker::{parts, Checker, S};
+use crate::config::error::ProblemKind as K;
+use crate::config::types::ByteSize;
+
+#[derive(Debug)]
+pub enum WireMemory {
+    Size(ByteSize),
+    Table(WireMemoryTable),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireMemoryTable {
+    pub size: S<ByteSize>,
+    pub hugepages: S<WireHugepages>,
+}
+
+/// `hugepages`: a page size, or `off` (which the model has no page size for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum WireHugepages {
+    #[serde(rename = "off")]
+    Off,
+    #[serde(rename = "2M")]
+    Size2M,
+    #[serde(rename = "1G")]
+    Size1G,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HugePageSize {
+    #[serde(rename = "2M")]
+    Size2M,
+    #[serde(rename = "1G")]
+    Size1G,
+}
+
+impl HugePageSize {
+    pub fn size(self) -> ByteSize {
+        match self {
+            Self::Size2M => ByteSize::from_bytes(2 * ByteSize::MIB),
+            Self::Size1G => ByteSize::from_bytes(ByteSize::GIB),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Size2M => "2M",
+            Self::Size1G => "1G",
+        }
+    }
+}
+
+/// The guest's RAM and the huge page size backing it, if any; `None` for
+/// the size when a problem was reported.
+pub(crate) fn check(
+    m: S<WireMemory>,
+    v: &mut Checker<'_>,
+) -> (Option<ByteSize>, Option<HugePageSize>) {
+    let Some(m) = m else {
+        v.err("memory", 0..0, K::Missing("memory"));
+        return (None, None);
+    };
+    let (span, m) = parts(m);
+    let (size, size_span, hugepages) = match m {
+        WireMemory::Size(size) => (Some(size), span, None),
+        WireMemory::Table(t) => {
+            let size = t.size.map(parts);
+            if size.is_none() {
+                v.err("memory.size", span.clone(), K::Missing("memory.size"));
+            }
+            let size_span = size.as_ref().map_or(span, |s| s.0.clone());
+            (size.map(|s| s.1), size_span, t.hugepages)
+        }
+    };
+    let page = hugepages.and_then(|h| match h.into_inner() {
+        WireHugepages::Off => None,
+        WireHugepages::Size2M => Some(HugePageSize::Size2M),
+        WireHugepages::Size1G => Some(HugePageSize::Size1G),
+    });
+    if let (Some(size), Some(page)) = (size, page) {
+        if size.bytes() % page.size().bytes() != 0 {
+            let memory = size.to_string();
+            let page = page.name();
+            v.err("memory", size_span, K::HugepagesMisaligned { memory, page });
+        }
+    }
+    (size, page)
+}
+
+// Hand-written so a wrong type gets a message naming both accepted forms
+// (serde's `untagged` would only say "did not match any variant").
+impl<'de> Deserialize<'de> for WireMemory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireMemory;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as \"16G\", or a table with `size` and `hugepages`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WireMemory, E> {
+                v.parse().map(WireMemory::Size).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<WireMemory, A::Error> {
+                let de = de::value::MapAccessDeserializer::new(map);
+                WireMemoryTable::deserialize(de).map(WireMemory::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::vm::testing::check_with;
+
+    #[test]
+    fn missing_memory_is_rejected() {
+        let e = check_with("", &|_| true).unwrap_err();
+        assert_eq!(e, [K::Missing("memory")]);
+    }
+
+    #[test]
+    fn memory_table_form_carries_size_and_hugepages() {
+        let c = check_with("[memory]\nsize = \"4G\"\nhugepages = \"1G\"\n", &|_| true);
+        let c = c.expect("valid");
+        assert_eq!(c.memory.bytes(), 4 << 30);
+        assert_eq!(c.hugepages, Some(HugePageSize::Size1G));
+    }
+
+    #[test]
+    fn hugepages_off_is_no_page_size() {
+        let c = check_with(
+            "[memory]\nsize = \"4G\"\nhugepages = \"off\"\n",
+            &|_: &Path| true,
+        );
+        assert_eq!(c.expect("valid").hugepages, None);
+    }
+
+    #[test]
+    fn memory_table_without_size_is_rejected() {
+        let e = check_with("[memory]\nhugepages = \"2M\"\n", &|_| true).unwrap_err();
+        assert_eq!(e, [K::Missing("memory.size")]);
+    }
+
+    #[test]
+    fn misaligned_hugepages_are_rejected() {
+        let e = check_with("memory = { size = \"1536M\", hugepages = \"1G\" }", &|_| {
+            true
+        });
+        assert!(matches!(
+            e.unwrap_err()[..],
+            [K::HugepagesMisaligned { page: "1G", .. }]
+        ));
+    }
+}

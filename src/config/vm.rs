@@ -1,0 +1,203 @@
+//! The whole file: its top-level keys (`description`, `machine`) and one
+//! entry per section, checked section by section into a `VmConfig`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::checker::{parts, Checker, S};
+use super::error::{Problem, ProblemKind as K};
+use super::section::cpu::{self, Cpu, WireCpu};
+use super::section::disk::{self, Disk, WireDisk};
+use super::section::display::{self, Display, WireDisplay};
+use super::section::firmware::{self, Firmware, WireFirmware};
+use super::section::hostdev::{self, Hostdev, WireHostdev};
+use super::section::input::{self, Input, WireInput};
+use super::section::memory::{self, HugePageSize, WireMemory};
+use super::section::network::{self, Network, WireNetwork};
+use super::section::qemu::{self, QemuSettings, WireQemu};
+use super::section::shutdown::{self, WireShutdown};
+use super::section::takeover::{self, Takeover, WireTakeover};
+use super::section::tpm::{self, WireTpm};
+use super::types::{ByteSize, Duration, VmName};
+
+/// The file as written. Every key may be left out (an `Option`, or
+/// `serde(default)` where absent means empty or off), so that any subset of
+/// a file deserializes (the error collector in `collect.rs`
+/// relies on it) and a missing required key gets a message of our own. Values a semantic check
+/// may complain about are `Spanned`, so the complaint can point at them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireVm {
+    pub description: Option<String>,
+    pub memory: S<WireMemory>,
+    pub machine: S<String>,
+    pub cpu: S<WireCpu>,
+    pub firmware: S<WireFirmware>,
+    #[serde(default)]
+    pub tpm: WireTpm,
+    #[serde(default)]
+    pub hostdev: Vec<Spanned<WireHostdev>>,
+    #[serde(default)]
+    pub disk: Vec<Spanned<WireDisk>>,
+    pub network: S<WireNetwork>,
+    #[serde(default)]
+    pub display: WireDisplay,
+    pub input: S<WireInput>,
+    pub takeover: S<WireTakeover>,
+    #[serde(default)]
+    pub shutdown: WireShutdown,
+    #[serde(default)]
+    pub qemu: WireQemu,
+}
+
+/// A VM as described by its TOML file, validated; paths are absolute.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmConfig {
+    pub name: VmName,
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub description: Option<String>,
+    pub memory: ByteSize,
+    /// `q35` (default), `pc`, or a versioned type such as `pc-q35-7.2`.
+    pub machine: String,
+    pub cpu: Cpu,
+    pub hugepages: Option<HugePageSize>,
+    pub firmware: Firmware,
+    pub tpm: bool,
+    pub hostdevs: Vec<Hostdev>,
+    pub disks: Vec<Disk>,
+    pub network: Network,
+    pub display: Display,
+    pub input: Option<Input>,
+    pub takeover: Option<Takeover>,
+    pub shutdown_timeout: Duration,
+    pub qemu: QemuSettings,
+}
+
+/// Where the file is and how to ask whether a file exists (injected so tests
+/// need no real files).
+pub(crate) struct Context<'a> {
+    pub name: VmName,
+    /// Absolute path of the config file.
+    pub source: PathBuf,
+    pub exists: &'a dyn Fn(&Path) -> bool,
+}
+
+/// Checks `wire` and builds the model, or returns every problem found.
+pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<Problem>> {
+    let dir = cx.source.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut v = Checker::new(dir, cx.exists);
+    let (memory, hugepages) = memory::check(wire.memory, &mut v);
+    let machine = machine(wire.machine, &mut v);
+    let cpu = cpu::check(wire.cpu, &mut v);
+    let firmware = firmware::check(wire.firmware, &mut v);
+    let hostdevs = hostdev::check(wire.hostdev, &mut v);
+    let disks = disk::check(wire.disk, &mut v);
+    let network = network::check(wire.network, &mut v);
+    let display = display::check(wire.display, !hostdevs.is_empty());
+    let input = input::check(wire.input, &mut v);
+    let takeover = takeover::check(wire.takeover, !hostdevs.is_empty(), &mut v);
+    let shutdown_timeout = shutdown::check(wire.shutdown, &mut v);
+    let qemu = qemu::check(wire.qemu, &mut v);
+    let (Some(memory), false) = (memory, v.has_problems()) else {
+        return Err(v.into_problems());
+    };
+    Ok(VmConfig {
+        name: cx.name.clone(),
+        source: cx.source.clone(),
+        description: wire.description,
+        memory,
+        machine,
+        cpu,
+        hugepages,
+        firmware,
+        tpm: tpm::check(wire.tpm),
+        hostdevs,
+        disks,
+        network,
+        display,
+        input,
+        takeover,
+        shutdown_timeout,
+        qemu,
+    })
+}
+
+/// `q35`, `pc`, or a versioned `pc-q35-*` / `pc-i440fx-*`.
+fn machine(m: S<String>, v: &mut Checker<'_>) -> String {
+    let Some((span, m)) = m.map(parts) else {
+        return "q35".into();
+    };
+    let ok = m == "q35"
+        || m == "pc"
+        || ["pc-q35-", "pc-i440fx-"]
+            .iter()
+            .any(|p| m.len() > p.len() && m.starts_with(p));
+    if !ok {
+        v.err("machine", span, K::BadMachine(m.clone()));
+    }
+    m
+}
+
+/// Validation of TOML snippets, for the sections' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+
+    use super::{validate, Context, VmConfig, WireVm};
+    use crate::config::error::ProblemKind;
+
+    /// Validates `memory = "4G"` plus `rest`; files exist unless their path
+    /// contains `missing`.
+    pub(crate) fn check(rest: &str) -> Result<VmConfig, Vec<ProblemKind>> {
+        check_with(&format!("memory = \"4G\"\n{rest}"), &|p: &Path| {
+            !p.to_string_lossy().contains("missing")
+        })
+    }
+
+    /// Validates `text` as `/cfg/vms/t.toml`.
+    pub(crate) fn check_with(
+        text: &str,
+        exists: &dyn Fn(&Path) -> bool,
+    ) -> Result<VmConfig, Vec<ProblemKind>> {
+        let wire: WireVm = toml::from_str(text).expect("test TOML deserializes");
+        let cx = Context {
+            name: "t".parse().expect("valid name"),
+            source: PathBuf::from("/cfg/vms/t.toml"),
+            exists,
+        };
+        validate(wire, &cx).map_err(|ps| ps.into_iter().map(|p| p.kind).collect())
+    }
+
+    /// The problems of `memory = "4G"` plus `rest`; none when it is valid.
+    pub(crate) fn errors(rest: &str) -> Vec<ProblemKind> {
+        check(rest).err().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{check, errors};
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = check("").expect("valid");
+        assert_eq!(c.machine, "q35");
+        assert_eq!(c.cpu.model, "host");
+        assert_eq!(c.cpu.topology.vcpus(), 1);
+        assert!(c.input.is_none() && c.takeover.is_none());
+    }
+
+    #[test]
+    fn machine_types() {
+        assert!(check("machine = \"pc-q35-8.2\"\n").is_ok());
+        assert!(check("machine = \"pc\"\n").is_ok());
+        assert_eq!(
+            errors("machine = \"pc-q35-\"\n"),
+            [K::BadMachine("pc-q35-".into())]
+        );
+    }
+}
