@@ -75,7 +75,7 @@ pub fn lock_devices(plan: &Plan) -> Result<DeviceLocks, PrepareError> {
         return Ok(DeviceLocks::default());
     };
     let dir = base.join(".devices");
-    crate::supervisor::rundir::create_private_dir(&dir).map_err(|e| PrepareError::Lock {
+    crate::fsutil::create_private_dir(&dir).map_err(|e| PrepareError::Lock {
         path: dir.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
