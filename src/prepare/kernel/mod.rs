@@ -1,13 +1,26 @@
-//! The one way vmrun writes to sysfs and procfs. Every error names the
-//! path; every write is bounded in time, because an unbind can block for
-//! as long as a driver's remove() waits on its users (a compositor still
-//! holding the GPU) and such a write cannot be cancelled.
+//! The seam between vmrun and the kernel it changes: the `Kernel` trait
+//! (sysfs and procfs writes, `modprobe`, host commands, signals), the real
+//! kernel behind it (`real.rs`) and, for unit tests, a fake one over a fake
+//! sysfs tree (`fake.rs`). `Host` is what every change step works on.
+//!
+//! Every write error names the path; every write is bounded in time,
+//! because an unbind can block for as long as a driver's remove() waits on
+//! its users (a compositor still holding the GPU) and such a write cannot
+//! be cancelled.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+mod real;
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::config::PciAddress;
+use crate::host::HostRoot;
+
+pub use real::RealKernel;
 
 /// How long a sysfs write may take before it counts as hung.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,92 +94,93 @@ impl Ran {
     }
 }
 
-/// The running kernel.
-#[derive(Debug, Clone)]
-pub struct RealKernel {
-    pub timeout: Duration,
+/// How long a probe may take to show in the `driver` link (some drivers
+/// probe asynchronously).
+pub(crate) const PROBE_WAIT: Duration = Duration::from_secs(3);
+
+/// How long vmrun gives the host's own processes before it insists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// How long the GPU's holders get to exit after the display manager
+    /// and units stopped (compositors and Xwayland go after the session).
+    pub settle: Duration,
+    /// SIGTERM to SIGKILL for a holder named in `stop_processes`.
+    pub term_grace: Duration,
 }
 
-impl Default for RealKernel {
+impl Default for Timings {
     fn default() -> Self {
         Self {
-            timeout: WRITE_TIMEOUT,
+            settle: Duration::from_secs(10),
+            term_grace: Duration::from_secs(5),
         }
     }
 }
 
-impl Kernel for RealKernel {
-    fn write(&self, path: &Path, value: &str) -> Result<(), WriteError> {
-        let (tx, rx) = mpsc::channel();
-        let (p, v) = (path.to_path_buf(), value.to_string());
-        // One write(2) of the whole value: sysfs store handlers see exactly
-        // one call per write, and "\n" (not an empty write) clears
-        // driver_override.
-        std::thread::spawn(move || {
-            let result = OpenOptions::new()
-                .write(true)
-                .open(&p)
-                .and_then(|mut f| f.write_all(v.as_bytes()));
-            let _ = tx.send(result);
-        });
-        match rx.recv_timeout(self.timeout) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(WriteError::Io {
-                path: path.to_path_buf(),
-                value: value.to_string(),
-                source,
-            }),
-            Err(_) => Err(WriteError::Hung {
-                path: path.to_path_buf(),
-                value: value.to_string(),
-                after: self.timeout,
-            }),
+impl Timings {
+    /// No waiting: a fake kernel's processes are gone the moment they are
+    /// told to go.
+    pub const NONE: Self = Self {
+        settle: Duration::ZERO,
+        term_grace: Duration::ZERO,
+    };
+}
+
+/// The host as prepare and teardown see it: where it is, how to write to
+/// it, how long to wait on it.
+pub struct Host<'a> {
+    pub root: &'a HostRoot,
+    pub kernel: &'a dyn Kernel,
+    pub timings: Timings,
+}
+
+impl<'a> Host<'a> {
+    /// The host under `root`, changed through `kernel`, with the real
+    /// waits.
+    pub fn new(root: &'a HostRoot, kernel: &'a dyn Kernel) -> Self {
+        Self {
+            root,
+            kernel,
+            timings: Timings::default(),
         }
     }
 
-    fn modprobe(&self, name: &str) -> io::Result<bool> {
-        let status = std::process::Command::new("modprobe")
-            .arg(name)
-            .stdout(std::process::Stdio::null())
-            .status()?;
-        Ok(status.success())
+    pub fn with_timings(self, timings: Timings) -> Self {
+        Self { timings, ..self }
     }
 
-    fn run(&self, argv: &[String], timeout: Duration) -> io::Result<Ran> {
-        super::command::run(argv, timeout)
+    pub(crate) fn sys(&self, rel: &str) -> PathBuf {
+        self.root.path(format!("/sys/bus/pci/{rel}"))
     }
 
-    fn signal(&self, pid: u32, signal: nix::sys::signal::Signal) -> io::Result<()> {
-        let pid = i32::try_from(pid).map_err(io::Error::other)?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(io::Error::from)
+    /// One readlink, not `read_device`'s seven sysfs reads: this runs in
+    /// the verify loops, and each sysfs read costs (the lab's bench).
+    pub(crate) fn driver_of(&self, address: PciAddress) -> Option<String> {
+        link_name(&self.root.pci_device(&address).join("driver"))
+    }
+
+    /// Polls the `driver` link until `want` holds or `PROBE_WAIT` passes.
+    pub(crate) fn wait_driver(
+        &self,
+        address: PciAddress,
+        want: impl Fn(Option<&str>) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + PROBE_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let driver = self.driver_of(address);
+            if want(driver.as_deref()) || Instant::now() >= deadline {
+                return driver;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_errors_name_the_path() {
-        let err = RealKernel::default()
-            .write(Path::new("/nonexistent/driver_override"), "vfio-pci")
-            .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/driver_override"));
-    }
-
-    #[test]
-    fn a_blocking_write_is_reported_as_hung() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("unbind");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let kernel = RealKernel {
-            timeout: Duration::from_millis(100),
-        };
-        // Opening a FIFO for writing blocks until a reader comes: a stand-in
-        // for an unbind stuck in a driver's remove().
-        let err = kernel.write(&fifo, "0000:01:00.0").unwrap_err();
-        assert!(matches!(err, WriteError::Hung { .. }), "{err}");
-        // Unblock the writer thread so the test leaves nothing behind.
-        let _ = std::fs::File::open(&fifo);
-    }
+/// The last component of the symlink at `path` (a driver's or a group's
+/// name).
+pub(crate) fn link_name(path: &Path) -> Option<String> {
+    let target = std::fs::read_link(path).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
 }
