@@ -60,11 +60,10 @@ fn supervisor_pid_path(run_dir: &Path) -> PathBuf {
 /// Creates `dir` (and parents) with mode 0700: sockets inside give control
 /// of the VM, so only the owner may reach them.
 pub fn create_private_dir(dir: &Path) -> Result<(), RunDirError> {
-    crate::fsutil::create_private_dir(dir)
-        .map_err(|e| RunDirError::Io {
-            path: e.path,
-            source: e.source,
-        })
+    crate::fsutil::create_private_dir(dir).map_err(|e| RunDirError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 impl RunDir {

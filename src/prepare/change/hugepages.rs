@@ -7,10 +7,34 @@
 use std::fs;
 use std::path::PathBuf;
 
-use super::journal::{Journal, JournalError, Step};
-use super::sysfs::WriteError;
-use super::vfio::Host;
+use serde::{Deserialize, Serialize};
+
+use super::{StepReport, Undo};
 use crate::config::HugePageSize;
+use crate::prepare::journal::{Journal, JournalError, Step};
+use crate::prepare::kernel::WriteError;
+use crate::prepare::Host;
+
+/// The journal step: the persistent huge page pool, `before` pages, was
+/// grown by up to `reserved` pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hugepages {
+    pub size_kb: u64,
+    pub before: u64,
+    pub reserved: u64,
+}
+
+impl Undo for Hugepages {
+    fn undo(&self, host: &Host) -> StepReport {
+        StepReport {
+            what: format!(
+                "up to {} huge pages of {} kB released",
+                self.reserved, self.size_kb
+            ),
+            problem: release(host, self.size_kb, self.before, self.reserved).err(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HugepageError {
@@ -56,11 +80,11 @@ pub fn reserve(
     }
     let missing = pages - free;
     let total = read_count(dir.join("nr_hugepages"))?;
-    journal.record(&Step::Hugepages {
+    journal.record(&Step::Hugepages(Hugepages {
         size_kb: kb,
         before: total,
         reserved: missing,
-    })?;
+    }))?;
     host.kernel
         .write(&dir.join("nr_hugepages"), &(total + missing).to_string())?;
     let mut got = read_count(dir.join("nr_hugepages"))?.saturating_sub(total);
@@ -106,8 +130,8 @@ pub fn release(host: &Host, size_kb: u64, before: u64, reserved: u64) -> Result<
 mod tests {
     use super::*;
     use crate::host::HostRoot;
-    use crate::prepare::fake_kernel::FakeKernel;
     use crate::prepare::journal;
+    use crate::prepare::kernel::fake::FakeKernel;
 
     /// A 2 MiB pool with `total` pages of which `free` are free.
     fn pool(total: u64, free: u64) -> tempfile::TempDir {
@@ -132,23 +156,20 @@ mod tests {
         let dir = pool(4, 2);
         let kernel = FakeKernel::new(dir.path());
         let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
+        let host = Host::new(&root, &kernel);
         let path = dir.path().join("journal");
         let mut j = Journal::open(&path).unwrap();
         assert_eq!(reserve(&host, &mut j, HugePageSize::Size2M, 8).unwrap(), 6);
         assert_eq!(nr(&dir), 10);
         assert_eq!(
             journal::read(&path).unwrap(),
-            [Step::Hugepages {
+            [Step::Hugepages(Hugepages {
                 size_kb: 2048,
                 before: 4,
                 reserved: 6
-            }]
+            })]
         );
-        assert!(crate::teardown::replay(&path, &host).complete());
+        assert!(journal::undo_all(&path, &host).complete());
         assert_eq!(nr(&dir), 4);
     }
 
@@ -157,10 +178,7 @@ mod tests {
         let dir = pool(16, 16);
         let kernel = FakeKernel::new(dir.path());
         let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
+        let host = Host::new(&root, &kernel);
         let mut j = Journal::open(&dir.path().join("journal")).unwrap();
         assert_eq!(reserve(&host, &mut j, HugePageSize::Size2M, 8).unwrap(), 0);
         assert!(kernel.writes.borrow().is_empty());
@@ -171,10 +189,7 @@ mod tests {
         let dir = pool(0, 0);
         let kernel = FakeKernel::new(dir.path()).hugepage_limit(3);
         let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
+        let host = Host::new(&root, &kernel);
         let path = dir.path().join("journal");
         let mut j = Journal::open(&path).unwrap();
         let err = reserve(&host, &mut j, HugePageSize::Size2M, 8).unwrap_err();
@@ -196,7 +211,7 @@ mod tests {
             .map(|(p, _)| p.clone())
             .collect();
         assert!(written.contains(&"proc/sys/vm/compact_memory".to_string()));
-        assert!(crate::teardown::replay(&path, &host).complete());
+        assert!(journal::undo_all(&path, &host).complete());
         assert_eq!(nr(&dir), 0);
     }
 
@@ -205,15 +220,12 @@ mod tests {
         let dir = pool(4, 0);
         let kernel = FakeKernel::new(dir.path()).hugepage_limit(7);
         let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
+        let host = Host::new(&root, &kernel);
         let path = dir.path().join("journal");
         let mut j = Journal::open(&path).unwrap();
         assert!(reserve(&host, &mut j, HugePageSize::Size2M, 8).is_err());
         assert_eq!(nr(&dir), 7);
-        assert!(crate::teardown::replay(&path, &host).complete());
+        assert!(journal::undo_all(&path, &host).complete());
         assert_eq!(nr(&dir), 4);
     }
 }
