@@ -23,11 +23,16 @@ use crate::teardown;
 
 /// What setup made, handed to the loop.
 pub(super) struct Started {
+    /// QEMU, started with `-S`: no vCPU runs before the loop says `cont`.
     pub child: Child,
+    /// Our end of QEMU's QMP socket, already connected.
     pub qmp_stream: UnixStream,
+    /// `control.sock`, for `vmrun status`, `stop` and `input`.
     pub control: UnixListener,
     pub signals: Signals,
+    /// Router mode's proxies and real devices.
     pub router: Option<Router>,
+    /// Qemu input mode's re-adder of replugged devices.
     pub readd: Option<Readd>,
     /// Held until the supervisor ends: the devices are ours until then.
     pub device_locks: DeviceLocks,
