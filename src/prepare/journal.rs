@@ -196,10 +196,16 @@ mod tests {
         })
     }
 
-    #[test]
-    fn recorded_steps_read_back_in_order() {
+    /// A journal path in a fresh temp dir (kept alive by the first item).
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
+        (dir, path)
+    }
+
+    #[test]
+    fn recorded_steps_read_back_in_order() {
+        let (_dir, path) = scratch();
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.0")).unwrap();
         j.record(&hugepages(0, 8)).unwrap();
@@ -214,8 +220,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_line_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
+        let (_dir, path) = scratch();
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.0")).unwrap();
         fs::write(
@@ -228,8 +233,7 @@ mod tests {
 
     #[test]
     fn takeover_steps_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
+        let (_dir, path) = scratch();
         let steps = vec![
             Step::StopCommand(display_manager::StopCommand {
                 stop: vec!["dm-stop".into()],

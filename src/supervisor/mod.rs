@@ -138,12 +138,9 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let journal = prepare::journal_path(plan);
     let mut tpm = None;
     let Started {
-        mut child,
-        qmp_stream,
-        control,
-        mut signals,
-        router,
-        readd,
+        qemu: (mut child, qmp_stream),
+        listeners: (control, mut signals),
+        input: (router, readd),
         device_locks: _device_locks,
     } = match setup::set_up(plan, &host, &journal, &mut tpm) {
         Ok(started) => started,

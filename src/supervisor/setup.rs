@@ -23,17 +23,14 @@ use crate::teardown;
 
 /// What setup made, handed to the loop.
 pub(super) struct Started {
-    /// QEMU, started with `-S`: no vCPU runs before the loop says `cont`.
-    pub child: Child,
-    /// Our end of QEMU's QMP socket, already connected.
-    pub qmp_stream: UnixStream,
-    /// `control.sock`, for `vmrun status`, `stop` and `input`.
-    pub control: UnixListener,
-    pub signals: Signals,
-    /// Router mode's proxies and real devices.
-    pub router: Option<Router>,
-    /// Qemu input mode's re-adder of replugged devices.
-    pub readd: Option<Readd>,
+    /// QEMU, started with `-S` (no vCPU runs before the loop says `cont`),
+    /// and our end of its QMP socket, already connected.
+    pub qemu: (Child, UnixStream),
+    /// What the loop listens to besides QEMU: `control.sock` (`vmrun
+    /// status`, `stop`, `input`) and the signals.
+    pub listeners: (UnixListener, Signals),
+    /// Router mode's proxies and real devices, or qemu mode's re-adder.
+    pub input: (Option<Router>, Option<Readd>),
     /// Held until the supervisor ends: the devices are ours until then.
     pub device_locks: DeviceLocks,
 }
@@ -84,7 +81,7 @@ pub(super) fn set_up(
     let device_locks = prepare::lock_devices(plan).map_err(SetupFailure::Prepare)?;
     // The proxies exist before QEMU, which opens them at realize; made
     // before the host is changed, so a missing uinput costs no rebind.
-    let (router, readd) = input_side(plan)?;
+    let input = input_side(plan)?;
     prepare::prepare(plan, host).map_err(|e| {
         tracing::error!("preparing the host failed: {e}; undoing what was done");
         SetupFailure::Prepare(e)
@@ -94,12 +91,9 @@ pub(super) fn set_up(
         process::qmp_listen(&plan.paths.qmp_socket).map_err(SupervisorError::from)?;
     let child = process::spawn(plan, &argv, listener).map_err(SupervisorError::from)?;
     Ok(Started {
-        child,
-        qmp_stream,
-        control,
-        signals,
-        router,
-        readd,
+        qemu: (child, qmp_stream),
+        listeners: (control, signals),
+        input,
         device_locks,
     })
 }
