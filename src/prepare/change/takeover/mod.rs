@@ -23,9 +23,9 @@ use crate::prepare::kernel::{Ran, WriteError};
 use crate::prepare::Host;
 
 /// `systemctl stop` of a display manager waits for its session to end.
-pub const UNIT_TIMEOUT: Duration = Duration::from_secs(90);
+const UNIT_TIMEOUT: Duration = Duration::from_secs(90);
 /// `modprobe -r` of a GPU driver.
-pub const MODULE_TIMEOUT: Duration = Duration::from_secs(30);
+const MODULE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TakeoverError {
@@ -71,7 +71,7 @@ fn undo_run(host: &Host, argv: &[String], timeout: Duration) -> Option<String> {
 }
 
 /// `systemctl [--user -M USER@] VERB UNIT...`.
-pub fn systemctl(user: Option<&str>, verb: &[&str]) -> Vec<String> {
+fn systemctl(user: Option<&str>, verb: &[&str]) -> Vec<String> {
     let mut argv = vec!["systemctl".to_string()];
     if let Some(u) = user {
         argv.extend(["--user".to_string(), "-M".into(), format!("{u}@")]);
