@@ -149,3 +149,133 @@ fn input_side(plan: &Plan) -> Result<(Option<Router>, Option<Readd>), Supervisor
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::host::HostRoot;
+    use crate::plan::{DirsEnv, VmPaths};
+    use crate::prepare::change::hugepages::Hugepages;
+    use crate::prepare::journal::{Journal, Step};
+    use crate::prepare::kernel::fake::FakeKernel;
+
+    const POOL: &str = "sys/kernel/mm/hugepages/hugepages-2048kB";
+
+    /// A run dir claimed by a setup that got as far as `steps` in its
+    /// journal, on a host with a 2 MiB huge page pool of `pages` pages.
+    struct Scene {
+        _dir: tempfile::TempDir,
+        root: HostRoot,
+        kernel: FakeKernel,
+        paths: VmPaths,
+        journal: std::path::PathBuf,
+    }
+
+    impl Scene {
+        fn new(pages: u64, steps: &[Step]) -> (Self, RunDir) {
+            let dir = tempfile::tempdir().unwrap();
+            let pool = dir.path().join(POOL);
+            fs::create_dir_all(&pool).unwrap();
+            fs::write(pool.join("nr_hugepages"), format!("{pages}\n")).unwrap();
+            fs::write(pool.join("free_hugepages"), format!("{pages}\n")).unwrap();
+            let env = DirsEnv {
+                is_root: false,
+                uid: 1000,
+                xdg_runtime_dir: Some(dir.path().join("run")),
+                xdg_data_home: Some(dir.path().join("data")),
+                xdg_cache_home: None,
+                xdg_config_home: None,
+                home: None,
+                run_base: None,
+                state_base: None,
+            };
+            let paths = VmPaths::new(&"t1".parse().unwrap(), &env);
+            let (run_dir, _) = RunDir::acquire("t1", &paths).unwrap();
+            let journal = paths.run_dir.join("journal");
+            let mut j = Journal::open(&journal).unwrap();
+            for s in steps {
+                j.record(s).unwrap();
+            }
+            let scene = Self {
+                root: HostRoot::new(dir.path()),
+                kernel: FakeKernel::new(dir.path()),
+                paths,
+                journal,
+                _dir: dir,
+            };
+            (scene, run_dir)
+        }
+
+        fn abandon(&self, failure: SetupFailure, run_dir: RunDir) -> SupervisorError {
+            let host = Host::new(&self.root, &self.kernel);
+            abandon(failure, &mut None, &self.journal, &host, run_dir)
+        }
+
+        fn pages(&self) -> String {
+            fs::read_to_string(self.root.path(format!("/{POOL}/nr_hugepages")))
+                .unwrap()
+                .trim()
+                .to_string()
+        }
+    }
+
+    /// Four 2 MiB pages reserved on top of two (or of a 1 GiB pool this
+    /// host lacks: that undo fails).
+    fn reserved(size_kb: u64) -> Step {
+        Step::Hugepages(Hugepages {
+            size_kb,
+            before: 2,
+            reserved: 4,
+        })
+    }
+
+    fn busy() -> SetupFailure {
+        SetupFailure::Prepare(PrepareError::DeviceBusy {
+            address: "0000:01:00.0".into(),
+            holder: "other".into(),
+        })
+    }
+
+    #[test]
+    fn a_failed_prepare_is_undone_and_the_run_dir_removed() {
+        let (scene, run_dir) = Scene::new(6, &[reserved(2048)]);
+        let err = scene.abandon(busy(), run_dir);
+        assert!(
+            matches!(&err, SupervisorError::Prepare { undo, .. } if undo.complete() && undo.steps.len() == 1),
+            "{err}"
+        );
+        assert!(!err.host_left_changed());
+        assert_eq!(scene.pages(), "2");
+        assert!(!scene.paths.run_dir.exists());
+    }
+
+    #[test]
+    fn an_undo_that_fails_keeps_the_journal_for_restore() {
+        let (scene, run_dir) = Scene::new(6, &[reserved(1_048_576)]);
+        let err = scene.abandon(busy(), run_dir);
+        assert!(err.host_left_changed(), "{err}");
+        assert!(err.to_string().contains("NOT everything could be undone"));
+        assert!(scene.journal.exists());
+    }
+
+    #[test]
+    fn any_other_failure_is_returned_as_is_after_the_same_undo() {
+        let (scene, run_dir) = Scene::new(6, &[reserved(2048)]);
+        let failure = SetupFailure::Other(SupervisorError::Runtime(std::io::Error::other("x")));
+        let err = scene.abandon(failure, run_dir);
+        assert!(matches!(err, SupervisorError::Runtime(_)), "{err}");
+        assert_eq!(scene.pages(), "2");
+        assert!(!scene.paths.run_dir.exists());
+    }
+
+    #[test]
+    fn a_dead_runs_journal_that_did_not_go_back_is_kept_untouched() {
+        let (scene, run_dir) = Scene::new(6, &[reserved(2048)]);
+        let err = scene.abandon(SetupFailure::Stale(vec!["x".into()]), run_dir);
+        assert!(err.host_left_changed(), "{err}");
+        assert_eq!(scene.pages(), "6", "not replayed a second time");
+        assert!(scene.journal.exists());
+    }
+}
