@@ -11,13 +11,12 @@ use serde::{Deserialize, Serialize};
 use super::{StepReport, Undo};
 use crate::config::PciAddress;
 use crate::prepare::journal::{Journal, JournalError, Step};
-use crate::prepare::kernel::{link_name, WriteError, PROBE_WAIT};
+use crate::prepare::kernel::{link_name, WriteError};
 use crate::prepare::Host;
 
 pub const VFIO_DRIVER: &str = "vfio-pci";
 /// How often a restore probes a device that did not come back.
 const PROBE_ATTEMPTS: u32 = 3;
-const PROBE_RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VfioError {
@@ -157,7 +156,7 @@ pub fn bind(
     }
     if let Some(group) = dev.iommu_group {
         let node = host.root.path(format!("/dev/vfio/{group}"));
-        let deadline = Instant::now() + PROBE_WAIT;
+        let deadline = Instant::now() + host.timings.probe_wait;
         while !node.exists() {
             if Instant::now() >= deadline {
                 return Err(VfioError::NoGroupNode {
@@ -189,9 +188,6 @@ impl DeviceRestore {
         self.problem.is_none()
     }
 }
-
-/// How long a removed device may take to come back after a rescan.
-const RESCAN_WAIT: Duration = Duration::from_secs(5);
 
 /// Gives `address` back: the old `driver_override` (or "\n", which clears
 /// it), unbind from vfio-pci, `drivers_probe`, then verify. Every step is
@@ -275,7 +271,7 @@ fn restore_in_place(
     let mut now = None;
     for attempt in 0..PROBE_ATTEMPTS {
         if attempt > 0 {
-            std::thread::sleep(PROBE_RETRY_PAUSE);
+            std::thread::sleep(host.timings.probe_retry_pause);
         }
         let probed = match driver {
             Some(_) => host
@@ -320,12 +316,12 @@ fn remove_and_rescan(host: &Host, address: PciAddress) -> Result<(), String> {
     host.kernel
         .write(&host.sys("rescan"), "1")
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + RESCAN_WAIT;
+    let deadline = Instant::now() + host.timings.rescan_wait;
     while !dir.exists() {
         if Instant::now() >= deadline {
             return Err(format!(
                 "it did not come back within {}s of a rescan",
-                RESCAN_WAIT.as_secs()
+                host.timings.rescan_wait.as_secs()
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -341,7 +337,7 @@ mod tests {
     use crate::host::HostRoot;
     use crate::prepare::journal::{self, Undone};
     use crate::prepare::kernel::fake::FakeKernel;
-    use crate::prepare::kernel::Kernel;
+    use crate::prepare::kernel::{Kernel, Timings};
     use std::fs;
 
     const GPU: &str = "0000:01:00.0";
@@ -384,7 +380,7 @@ mod tests {
         }
 
         fn host(&self) -> Host<'_> {
-            Host::new(&self.root, &self.kernel)
+            Host::new(&self.root, &self.kernel).with_timings(Timings::NONE)
         }
 
         fn bind(&self, addr: &str, rescan_fallback: bool) -> Result<Option<u32>, VfioError> {

@@ -94,13 +94,18 @@ impl Ran {
     }
 }
 
-/// How long a probe may take to show in the `driver` link (some drivers
-/// probe asynchronously).
-pub(crate) const PROBE_WAIT: Duration = Duration::from_secs(3);
-
-/// How long vmrun gives the host's own processes before it insists.
+/// How long vmrun waits on the kernel and on the host's own processes.
+/// The real values are the defaults; unit tests, whose fake kernel acts
+/// at once, wait for nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timings {
+    /// How long a probe may take to show in the `driver` link (some
+    /// drivers probe asynchronously), and a vfio group node to appear.
+    pub probe_wait: Duration,
+    /// Between a restore's probes of a device that did not come back.
+    pub probe_retry_pause: Duration,
+    /// How long a removed device may take to come back after a rescan.
+    pub rescan_wait: Duration,
     /// How long the GPU's holders get to exit after the display manager
     /// and units stopped (compositors and Xwayland go after the session).
     pub settle: Duration,
@@ -111,6 +116,9 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Self {
+            probe_wait: Duration::from_secs(3),
+            probe_retry_pause: Duration::from_millis(300),
+            rescan_wait: Duration::from_secs(5),
             settle: Duration::from_secs(10),
             term_grace: Duration::from_secs(5),
         }
@@ -118,9 +126,12 @@ impl Default for Timings {
 }
 
 impl Timings {
-    /// No waiting: a fake kernel's processes are gone the moment they are
-    /// told to go.
+    /// No waiting: a fake kernel's devices and processes are where they
+    /// are told to go the moment they are told.
     pub const NONE: Self = Self {
+        probe_wait: Duration::ZERO,
+        probe_retry_pause: Duration::ZERO,
+        rescan_wait: Duration::ZERO,
         settle: Duration::ZERO,
         term_grace: Duration::ZERO,
     };
@@ -159,13 +170,13 @@ impl<'a> Host<'a> {
         link_name(&self.root.pci_device(&address).join("driver"))
     }
 
-    /// Polls the `driver` link until `want` holds or `PROBE_WAIT` passes.
+    /// Polls the `driver` link until `want` holds or the probe wait passes.
     pub(crate) fn wait_driver(
         &self,
         address: PciAddress,
         want: impl Fn(Option<&str>) -> bool,
     ) -> Option<String> {
-        let deadline = Instant::now() + PROBE_WAIT;
+        let deadline = Instant::now() + self.timings.probe_wait;
         let mut pause = Duration::from_millis(1);
         loop {
             let driver = self.driver_of(address);
