@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod exit;
 pub mod fsutil;
 pub mod host;
 pub mod input;

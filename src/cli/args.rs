@@ -15,7 +15,8 @@ use crate::host::qemu::QemuVersion;
         A VM is one TOML file (vms/NAME.toml). `vmrun NAME` reads it, checks it against this host, \
         binds its PCI devices to vfio-pci, runs QEMU and gives everything back when QEMU exits.",
     after_help = "Exit status: 0 ok; 1 host problems found, nothing changed; 2 bad config or usage, \
-        nothing changed; 3 the VM failed, host restored; 4 host not fully restored (run `vmrun restore NAME`). \
+        nothing changed; 3 the VM failed, host restored; 4 host not fully restored (run `vmrun restore NAME`); \
+        5 the guest ignored the ACPI powerdown and was stopped by force, host restored. \
         `vmrun check`: 0 all passed, 1 warnings, 2 failures."
 )]
 pub struct Cli {

@@ -7,8 +7,8 @@ use std::io::IsTerminal;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::exit::Exit;
 use super::vm_ops::vm_paths;
+use crate::exit::Exit;
 
 /// Ctrl-]: the escape byte.
 const ESCAPE: u8 = 0x1d;

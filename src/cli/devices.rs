@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::exit::Exit;
+use crate::exit::Exit;
 use crate::host::inventory::{self, Entry, Inventory, Role};
 use crate::host::HostRoot;
 use crate::plan::DirsEnv;

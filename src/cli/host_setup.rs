@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::args::HostCommand;
-use super::exit::Exit;
+use crate::exit::Exit;
 use crate::host::pci::PciDevice;
 use crate::host::HostRoot;
 use crate::plan::hostdev;

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::args::{InitArgs, TemplateArg};
-use super::exit::Exit;
 use crate::config::{self, VmName};
+use crate::exit::Exit;
 use crate::host::HostRoot;
 use crate::setup::init::{self, GpuChoice, Template};
 

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::args::{InputArgs, SideArg};
-use super::exit::Exit;
 use super::vm_ops::{call_supervisor, vm_paths};
+use crate::exit::Exit;
 use crate::host::HostRoot;
 use crate::input::list::{self, InputDevice};
 use crate::input::Switch;

@@ -6,7 +6,6 @@ mod check;
 mod console;
 mod devices;
 mod dry_run;
-pub mod exit;
 mod host_setup;
 mod init;
 mod input;
@@ -22,8 +21,8 @@ use std::io::Write;
 
 use clap::CommandFactory;
 
+pub use crate::exit::Exit;
 pub use args::{Cli, Command, StartArgs, StopArgs};
-pub use exit::Exit;
 
 /// Runs vmrun with `args` (including argv[0]) and returns the exit status.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {

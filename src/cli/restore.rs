@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use super::exit::Exit;
 use super::vm_ops::vm_paths;
+use crate::exit::Exit;
 use crate::host::HostRoot;
 use crate::plan::{DirsEnv, VmPaths};
 use crate::prepare::kernel::RealKernel;

@@ -6,8 +6,8 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::exit::Exit;
 use crate::config::PciAddress;
+use crate::exit::Exit;
 use crate::host::{pci, HostRoot};
 use crate::prepare::kernel::RealKernel;
 use crate::prepare::rom::read_rom;

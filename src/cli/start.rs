@@ -4,11 +4,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use super::exit::Exit;
 use super::{dry_run, logging, StartArgs};
+use crate::exit::Exit;
 use crate::host::HostRoot;
 use crate::plan::{self, DirsEnv, Plan, PlanContext, Severity};
-use crate::supervisor::{self, Outcome, RunOptions};
+use crate::supervisor::outcome::{exit_status, Ended};
+use crate::supervisor::{self, Outcome, Report, RunOptions};
 
 pub fn start(args: &StartArgs) -> Exit {
     if args.detach {
@@ -94,39 +95,8 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
     let name = &plan.vm.name;
     let exit = match supervisor::run(plan, opts) {
         Ok(report) => {
-            let exit = match &report.outcome {
-                Outcome::GuestShutdown => {
-                    tracing::info!("{name} powered off");
-                    Exit::Ok
-                }
-                Outcome::ForcedStop { step } => {
-                    tracing::warn!("{name} did not power off by itself; stopped by {step:?}");
-                    Exit::ForcedStop
-                }
-                Outcome::Crashed { status } => {
-                    tracing::error!(
-                        "{name}: QEMU crashed ({status}); see {}",
-                        plan.paths.log.display()
-                    );
-                    Exit::VmFailed
-                }
-                Outcome::StartFailed { reason } => {
-                    tracing::error!("{name} failed to start: {reason}");
-                    Exit::VmFailed
-                }
-            };
-            if report.teardown.complete() {
-                if !report.teardown.steps.is_empty() {
-                    tracing::info!("{name}: host restored");
-                }
-                exit
-            } else {
-                for problem in report.teardown.problems() {
-                    tracing::error!("{name}: not restored: {problem}");
-                }
-                tracing::error!("{name}: the host is not fully restored; fix the above, then `vmrun restore {name}`");
-                Exit::RestoreIncomplete
-            }
+            say_how_it_ended(plan, &report);
+            exit_status(Ended::Vm(&report.outcome), report.teardown.complete())
         }
         Err(e) => {
             tracing::error!("{name}: {e}");
@@ -135,16 +105,42 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
                 // this to the person who ran `start --detach`.
                 eprintln!("vmrun: {name}: {e}");
             }
-            if e.host_left_changed() {
-                Exit::RestoreIncomplete
-            } else {
-                Exit::HostProblems
-            }
+            exit_status(Ended::BeforeQemu, !e.host_left_changed())
         }
     };
     // A detached supervisor's exit status reaches nobody: the log keeps it.
     tracing::info!("{}: vmrun exit status {}", plan.vm.name, exit.code());
     exit
+}
+
+/// Logs how the VM ended and whether the host is back.
+fn say_how_it_ended(plan: &Plan, report: &Report) {
+    let name = &plan.vm.name;
+    match &report.outcome {
+        Outcome::GuestShutdown => tracing::info!("{name} powered off"),
+        Outcome::ForcedStop { step } => {
+            tracing::warn!("{name} did not power off by itself; stopped by {step:?}");
+        }
+        Outcome::Crashed { status } => tracing::error!(
+            "{name}: QEMU crashed ({status}); see {}",
+            plan.paths.log.display()
+        ),
+        Outcome::StartFailed { reason } => {
+            tracing::error!("{name} failed to start: {reason}");
+        }
+    }
+    if report.teardown.complete() {
+        if !report.teardown.steps.is_empty() {
+            tracing::info!("{name}: host restored");
+        }
+    } else {
+        for problem in report.teardown.problems() {
+            tracing::error!("{name}: not restored: {problem}");
+        }
+        tracing::error!(
+            "{name}: the host is not fully restored; fix the above, then `vmrun restore {name}`"
+        );
+    }
 }
 
 /// Starts `vmrun start VM --detached-child`, forwards its stderr (plan

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::exit::Exit;
 use super::StopArgs;
 use crate::config::{self, VmName};
+use crate::exit::Exit;
 use crate::plan::{DirsEnv, VmPaths};
 use crate::supervisor::control::{self, Reply, Request, Status};
 use crate::supervisor::rundir::{is_running, supervisor_pid};

@@ -1,6 +1,7 @@
 //! The supervisor's control socket (`control.sock` in the run dir): one JSON
 //! request per connection, one JSON reply. `vmrun status` and `vmrun stop`
-//! use it; QMP stays free for QEMU's own clients.
+//! use it; QMP stays free for QEMU's own clients. Both ends live here: the
+//! client's `call` and the running supervisor's `on_control`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,9 +10,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use super::event_loop::Vm;
 use super::shutdown::Step;
 use super::state::VmState;
+use crate::input::router::Router;
 use crate::input::{Side, Switch};
+use crate::qmp::RunStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -113,9 +117,92 @@ pub async fn write_reply(stream: &mut UnixStream, reply: &Reply) {
     }
 }
 
+impl Vm<'_> {
+    /// Answers one control connection: one request, one reply.
+    pub(super) async fn on_control(&mut self, stream: &mut UnixStream) {
+        let reply = match read_request(stream).await {
+            Some(Request::Status) => Reply::Status(Box::new(self.status().await)),
+            Some(Request::Stop { timeout_ms, force }) => {
+                self.request_stop(timeout_ms.map(Duration::from_millis), force)
+                    .await;
+                Reply::Stopping {
+                    step: self
+                        .stopping
+                        .as_ref()
+                        .map_or(Step::Powerdown, |(e, _)| e.step()),
+                }
+            }
+            Some(Request::Input { to }) => match self.router.as_mut() {
+                Some(r) => Reply::Input {
+                    focus: match to {
+                        Some(to) => r.switch(to),
+                        None => r.side(),
+                    },
+                },
+                None => Reply::Error {
+                    message: "this VM has no [input] in router mode".into(),
+                },
+            },
+            None => Reply::Error {
+                message: "unreadable request".into(),
+            },
+        };
+        write_reply(stream, &reply).await;
+    }
+
+    async fn status(&self) -> Status {
+        let qmp_status = match &self.qmp {
+            Some(q) => q
+                .query_status()
+                .await
+                .ok()
+                .map(|s| run_status_name(&s.status)),
+            None => None,
+        };
+        let paths = &self.plan.paths;
+        Status {
+            name: self.plan.vm.name.to_string(),
+            state: self.state,
+            supervisor_pid: std::process::id(),
+            qemu_pid: self.qemu_pid,
+            uptime_s: self.started.elapsed().as_secs(),
+            qmp_status,
+            stopping: self.stopping.as_ref().map(|(e, _)| e.step()),
+            devices: self
+                .plan
+                .hostdevs
+                .iter()
+                .map(|h| h.address.to_string())
+                .collect(),
+            qmp_socket: paths.qmp_ctl_socket.display().to_string(),
+            console_socket: paths.console_socket.display().to_string(),
+            input_focus: self.router.as_ref().map(Router::side),
+        }
+    }
+}
+
+/// QMP's wire name of a run state (`running`, `paused`, ...).
+fn run_status_name(status: &RunStatus) -> String {
+    match status {
+        RunStatus::Known(state) => serde_json::to_value(state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{state:?}")),
+        RunStatus::Other(name) => name.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_status_names_are_qmp_wire_names() {
+        let known = RunStatus::Known(qapi::qmp::RunState::inmigrate);
+        assert_eq!(run_status_name(&known), "inmigrate");
+        let newer = RunStatus::Other("some-new-state".into());
+        assert_eq!(run_status_name(&newer), "some-new-state");
+    }
 
     #[test]
     fn requests_have_a_stable_wire_form() {

@@ -1,4 +1,4 @@
-# gpu topology, issue 8's host setup on a real kernel:
+# gpu topology, host setup on a real kernel:
 # - `vmrun check` sees the IOMMU groups and the lab GPU's group sibling;
 #   `check NAME` passes for the whole group and fails for the VGA alone;
 # - `vmrun rom dump` reads the emulated VGA's option ROM through sysfs

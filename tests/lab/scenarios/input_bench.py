@@ -1,4 +1,4 @@
-"""Router latency and idle cost (issue 7), not a test: 10k key events
+"""Router latency and idle cost, not a test: 10k key events
 written on a virtual keyboard and read back, once straight from the
 keyboard's own node (the floor: uinput, the input core, evdev, this
 script) and once from the router's proxy. Both clocks are CLOCK_MONOTONIC:

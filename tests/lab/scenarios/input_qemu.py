@@ -1,4 +1,4 @@
-"""QEMU mode on a real kernel (issue 7): QEMU's input-linux reads the
+"""QEMU mode on a real kernel: QEMU's input-linux reads the
 virtual keyboard and mouse; the keyboard is unplugged and plugged back
 (a new node behind the same by-id link) and vmrun must re-add its object
 over QMP so that QEMU holds the new device. Prints one JSON object."""

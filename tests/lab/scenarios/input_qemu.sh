@@ -1,4 +1,4 @@
-# QEMU mode (issue 7): input-linux on virtual devices, re-added over QMP
+# QEMU mode: input-linux on virtual devices, re-added over QMP
 # after a replug; see input_qemu.py.
 . "$LAB_LIB"
 . "$LAB_SCENARIO_DIR/input_env.sh"

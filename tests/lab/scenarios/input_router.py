@@ -1,4 +1,4 @@
-"""Router mode on a real kernel (issue 7). Virtual keyboard and mouse on
+"""Router mode on a real kernel. Virtual keyboard and mouse on
 /dev/uinput stand in for the real ones, with by-id links the way udev makes
 them. VM r1 runs under a QEMU that leaves the proxies alone
 (qemu_noinput.py), so this script can read what reaches them; VM r3 runs

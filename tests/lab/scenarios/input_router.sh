@@ -1,4 +1,4 @@
-# Router mode (issue 7): virtual devices on /dev/uinput, vmrun routing them
+# Router mode: virtual devices on /dev/uinput, vmrun routing them
 # to its proxies; see input_router.py for the steps.
 . "$LAB_LIB"
 . "$LAB_SCENARIO_DIR/input_env.sh"

@@ -1,4 +1,4 @@
-# uefi firmware, gpu topology, issue 6 (b)-(d): bochs-drm on the boot GPU
+# uefi firmware, gpu topology, takeover (b)-(d): bochs-drm on the boot GPU
 # with fbcon on its framebuffer, a stand-in display manager (a process
 # holding /dev/dri/card0, started and stopped by configured commands) and a
 # second holder.

@@ -1,4 +1,4 @@
-# uefi firmware, gpu topology, issue 6 (a): the console on the firmware's
+# uefi firmware, gpu topology, takeover (a): the console on the firmware's
 # efi-framebuffer (fbcon), no GPU driver loaded. Takeover unbinds fbcon and
 # the framebuffer, binds VGA + HDA to vfio-pci, the nested QEMU takes them;
 # after stop the framebuffer and the console are bound again.

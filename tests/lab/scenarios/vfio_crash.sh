@@ -1,4 +1,4 @@
-# gpu topology, (c) of issue 5: vmrun killed at several points of prepare and
+# gpu topology, VFIO case (c): vmrun killed at several points of prepare and
 # while the VM runs; `vmrun status` says the host needs a restore and
 # `vmrun restore` gives every function its exact driver and driver_override
 # back (also an override that was set before), stopping a leftover QEMU.

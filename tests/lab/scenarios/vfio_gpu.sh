@@ -1,4 +1,4 @@
-# gpu topology, vmrun itself doing VFIO (issue 5):
+# gpu topology, vmrun itself doing VFIO:
 # (a) start a VM with the GPU pair, the nested QEMU sees both, stop gives
 #     them back to bochs-drm and snd_hda_intel;
 # (e) a second VM asking for the same device is refused, the first runs on;

@@ -1,4 +1,4 @@
-# gpu4 topology, (f) of issue 5: a VM takes all four functions of the slot
+# gpu4 topology, VFIO case (f): a VM takes all four functions of the slot
 # (VGA, HDA, xHCI, serial) and each goes back to its own driver, the serial
 # one to the built-in 8250 "serial" driver.
 . "$LAB_LIB"

@@ -1,0 +1,328 @@
+//! The loop of a running VM: one `tokio::select!` over QEMU's exit, QMP
+//! events, signals, the control socket, the stop schedule and the input
+//! devices, until QEMU is reaped.
+
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixListener;
+
+use super::outcome::{self, Seen};
+use super::pin;
+use super::shutdown::Escalation;
+use super::state::VmState;
+use super::{Outcome, Signals, QMP_CONNECT_TIMEOUT};
+use crate::input::readd::Readd;
+use crate::input::router::{Router, Wake as RouterWake};
+use crate::plan::Plan;
+use crate::qmp::{self, QmpClient, QmpEvent, QmpEvents};
+
+/// The supervisor's view of one VM, from QEMU's spawn to its reaping.
+pub(super) struct Vm<'a> {
+    pub(super) plan: &'a Plan,
+    pub(super) state: VmState,
+    pub(super) started: Instant,
+    pub(super) qemu_pid: Option<u32>,
+    pub(super) qmp: Option<QmpClient>,
+    pub(super) stopping: Option<(Escalation, Instant)>,
+    /// Whether the guest ever ran: a stop begun while starting (QMP never
+    /// answered) is a failed start, not a forced stop.
+    pub(super) ran: bool,
+    /// QEMU's SHUTDOWN event, if one came: `Some(true)` when the guest
+    /// powered off, `Some(false)` for a host-side quit or signal.
+    pub(super) shutdown_by_guest: Option<bool>,
+    pub(super) router: Option<Router>,
+    pub(super) readd: Option<Readd>,
+}
+
+/// What a QMP event changes in the supervisor's view of the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// SHUTDOWN: QEMU exits next; `by_guest` when the guest powered off.
+    ShuttingDown {
+        by_guest: bool,
+    },
+    Paused,
+    Resumed,
+}
+
+impl Vm<'_> {
+    pub(super) fn set_state(&mut self, next: VmState) {
+        if self.state != next && self.state.can_become(next) {
+            tracing::debug!("state {:?} -> {:?}", self.state, next);
+            self.state = next;
+            self.ran |= next == VmState::Running;
+        }
+    }
+
+    /// QMP, vCPU pinning, `cont`. A QEMU that dies meanwhile is left for
+    /// the loop to reap and report.
+    pub(super) async fn start(
+        &mut self,
+        child: &mut tokio::process::Child,
+        qmp_stream: std::os::unix::net::UnixStream,
+        signals: &mut Signals,
+    ) -> Option<QmpEvents> {
+        let deadline = tokio::time::Instant::now() + QMP_CONNECT_TIMEOUT;
+        let socket = &self.plan.paths.qmp_socket;
+        let handshake = async {
+            let stream = tokio::net::UnixStream::from_std(qmp_stream).map_err(|source| {
+                qmp::QmpError::Connect {
+                    path: socket.clone(),
+                    source,
+                }
+            })?;
+            QmpClient::handshake(stream, socket, deadline).await
+        };
+        let (client, events) = tokio::select! {
+            res = handshake => match res {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::error!("QMP: {e}");
+                    self.begin_stop(Some(Duration::ZERO)).await;
+                    return None;
+                }
+            },
+            _ = child.wait() => return None,
+            sig = signals.recv() => {
+                tracing::info!("{sig} before QEMU answered: stopping it");
+                self.begin_stop(Some(Duration::ZERO)).await;
+                return None;
+            }
+        };
+        self.qmp = Some(client.clone());
+        if let Err(e) = pin::pin_vcpus(&client, &self.plan.vm.cpu.pin).await {
+            tracing::warn!("vCPU pinning failed, the guest runs unpinned: {e}");
+        }
+        match client.cont().await {
+            Ok(()) => self.set_state(VmState::Running),
+            Err(e) => {
+                // A QEMU left paused would hold a detached start forever.
+                tracing::error!("QMP cont: {e}");
+                self.begin_stop(Some(Duration::ZERO)).await;
+            }
+        }
+        Some(events)
+    }
+
+    pub(super) async fn run_loop(
+        &mut self,
+        child: &mut tokio::process::Child,
+        events: &mut Option<QmpEvents>,
+        mut signals: Signals,
+        control: &UnixListener,
+    ) -> std::io::Result<ExitStatus> {
+        loop {
+            let tick_at = self
+                .stopping
+                .as_ref()
+                .map(|(e, at)| *at + e.next_deadline());
+            tokio::select! {
+                status = child.wait() => return status,
+                ev = next_event(events) => match ev {
+                    Some(ev) => self.on_event(&ev),
+                    None => *events = None,
+                },
+                sig = signals.recv() => {
+                    tracing::info!("{sig}: stopping the VM");
+                    self.request_stop(None, self.stopping.is_some()).await;
+                }
+                conn = control.accept() => {
+                    if let Ok((mut stream, _)) = conn {
+                        self.on_control(&mut stream).await;
+                    }
+                }
+                _ = sleep_until(tick_at), if tick_at.is_some() => self.tick().await,
+                wake = router_next(&mut self.router) => {
+                    if let Some(r) = self.router.as_mut() {
+                        r.handle(wake);
+                    }
+                }
+                () = readd_next(&mut self.readd) => self.readd_devices().await,
+            }
+        }
+    }
+
+    /// QEMU sends SHUTDOWN before it exits, but `select!` may see the exit
+    /// first: the events still in flight say whether the guest powered off.
+    /// The stream ends with QEMU's socket; the bound is for a QEMU whose
+    /// children keep the socket open.
+    pub(super) async fn drain_events(&mut self, events: &mut Option<QmpEvents>) {
+        let Some(stream) = events.as_mut() else {
+            return;
+        };
+        let drain = async {
+            while let Some(ev) = stream.next().await {
+                self.on_event(&ev);
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    }
+
+    fn on_event(&mut self, ev: &QmpEvent) {
+        match effect(ev) {
+            Some(Effect::ShuttingDown { by_guest }) => {
+                self.shutdown_by_guest = Some(by_guest);
+                self.set_state(VmState::ShuttingDown);
+            }
+            Some(Effect::Paused) => self.set_state(VmState::Paused),
+            Some(Effect::Resumed) => self.set_state(VmState::Running),
+            None => {}
+        }
+    }
+
+    /// QEMU mode: a device node came back; its dead input-linux object is
+    /// replaced by a new one on the same path.
+    async fn readd_devices(&mut self) {
+        let (Some(readd), Some(qmp)) = (self.readd.as_mut(), &self.qmp) else {
+            return;
+        };
+        for obj in readd.replugged() {
+            let del = qmp
+                .execute_raw("object-del", Some(serde_json::json!({ "id": obj.id })))
+                .await;
+            let add = qmp.execute_raw("object-add", Some(obj.qmp_args())).await;
+            match (del, add) {
+                (_, Ok(_)) => tracing::info!(
+                    "input: {} is back; QEMU object {} re-added",
+                    obj.evdev.display(),
+                    obj.id
+                ),
+                (del, Err(e)) => tracing::warn!(
+                    "input: re-adding {} failed: {e} (object-del: {del:?})",
+                    obj.id
+                ),
+            }
+        }
+    }
+
+    /// How the VM ended, once QEMU is reaped with `status`; the state
+    /// becomes final.
+    pub(super) fn outcome(&mut self, status: std::io::Result<ExitStatus>) -> Outcome {
+        let seen = Seen {
+            ran: self.ran,
+            shutdown_by_guest: self.shutdown_by_guest,
+            stop_step: self.stopping.as_ref().map(|(e, _)| e.step()),
+        };
+        let outcome = outcome::how_it_ended(&seen, &status, &self.plan.paths.log);
+        self.set_state(outcome.final_state());
+        outcome
+    }
+}
+
+/// Logs `ev` and says what it changes, if anything.
+fn effect(ev: &QmpEvent) -> Option<Effect> {
+    use qapi::qmp::Event;
+    match ev.known() {
+        Some(Event::SHUTDOWN { data, .. }) => {
+            tracing::info!(
+                "QEMU shutdown: guest={} reason={:?}",
+                data.guest,
+                data.reason
+            );
+            Some(Effect::ShuttingDown {
+                by_guest: data.guest,
+            })
+        }
+        Some(Event::RESET { data, .. }) => {
+            tracing::info!("guest reset (guest={}): the VM keeps running", data.guest);
+            None
+        }
+        Some(Event::POWERDOWN { .. }) => {
+            tracing::debug!("ACPI powerdown delivered");
+            None
+        }
+        Some(Event::STOP { .. }) => Some(Effect::Paused),
+        Some(Event::RESUME { .. }) => Some(Effect::Resumed),
+        _ => {
+            tracing::debug!("QMP event {}", ev.name());
+            None
+        }
+    }
+}
+
+async fn next_event(events: &mut Option<QmpEvents>) -> Option<QmpEvent> {
+    match events.as_mut() {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn router_next(router: &mut Option<Router>) -> RouterWake {
+    match router.as_mut() {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn readd_next(readd: &mut Option<Readd>) {
+    match readd.as_mut() {
+        Some(r) => r.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(wire: serde_json::Value) -> QmpEvent {
+        let mut msg = wire;
+        msg["timestamp"] = json!({ "seconds": 1, "microseconds": 0 });
+        QmpEvent::Known(Box::new(serde_json::from_value(msg).unwrap()))
+    }
+
+    #[test]
+    fn guest_poweroff_is_a_shutdown_by_the_guest() {
+        let ev = event(json!({
+            "event": "SHUTDOWN",
+            "data": { "guest": true, "reason": "guest-shutdown" }
+        }));
+        assert_eq!(effect(&ev), Some(Effect::ShuttingDown { by_guest: true }));
+    }
+
+    #[test]
+    fn host_quit_is_a_shutdown_not_by_the_guest() {
+        let ev = event(json!({
+            "event": "SHUTDOWN",
+            "data": { "guest": false, "reason": "host-qmp-quit" }
+        }));
+        assert_eq!(effect(&ev), Some(Effect::ShuttingDown { by_guest: false }));
+    }
+
+    #[test]
+    fn stop_and_resume_pause_and_resume_the_vm() {
+        assert_eq!(
+            effect(&event(json!({ "event": "STOP" }))),
+            Some(Effect::Paused)
+        );
+        assert_eq!(
+            effect(&event(json!({ "event": "RESUME" }))),
+            Some(Effect::Resumed)
+        );
+    }
+
+    #[test]
+    fn reset_powerdown_and_other_events_change_nothing() {
+        let reset = event(json!({
+            "event": "RESET",
+            "data": { "guest": true, "reason": "guest-reset" }
+        }));
+        assert_eq!(effect(&reset), None);
+        assert_eq!(effect(&event(json!({ "event": "POWERDOWN" }))), None);
+        let unknown = QmpEvent::Unknown {
+            name: "SOMETHING_NEWER".into(),
+            data: json!({}),
+            timestamp: None,
+        };
+        assert_eq!(effect(&unknown), None);
+    }
+}
