@@ -1,5 +1,5 @@
 //! Times vmrun's own VFIO code on a real kernel: bind + verify of some PCI
-//! functions (`prepare::vfio::bind`, journaled as in a start) and restore +
+//! functions (`prepare::change::vfio::bind`, journaled as in a start) and restore +
 //! verify (`teardown::replay` of that journal, as after a VM). Not a test:
 //! the lab's `vfio_bench.sh` scenario runs it next to the same sysfs writes
 //! done by a bare shell loop (BENCHMARKS.md, "VFIO bind/restore in the lab").
@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use vmrun::config::PciAddress;
 use vmrun::host::HostRoot;
+use vmrun::prepare::change::vfio;
 use vmrun::prepare::journal::Journal;
-use vmrun::prepare::sysfs::RealKernel;
-use vmrun::prepare::{vfio, Host};
+use vmrun::prepare::kernel::RealKernel;
+use vmrun::prepare::Host;
 use vmrun::teardown;
 
 fn main() {
@@ -27,10 +28,7 @@ fn main() {
         .collect();
     let root = HostRoot::new("/");
     let kernel = RealKernel::default();
-    let host = Host {
-        root: &root,
-        kernel: &kernel,
-    };
+    let host = Host::new(&root, &kernel);
     vfio::ensure_vfio_module(&host).unwrap_or_else(|e| panic!("{e}"));
     let dir = std::env::temp_dir().join(format!("vfio-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch dir in $TMPDIR");

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod fsutil;
 pub mod host;
 pub mod input;
 pub mod plan;

@@ -8,7 +8,7 @@ use super::vm_ops::vm_paths;
 use crate::exit::Exit;
 use crate::host::HostRoot;
 use crate::plan::{DirsEnv, VmPaths};
-use crate::prepare::sysfs::RealKernel;
+use crate::prepare::kernel::RealKernel;
 use crate::prepare::Host;
 use crate::supervisor::rundir::{supervisor_pid, RunDir};
 use crate::teardown;
@@ -69,13 +69,7 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
     let root = HostRoot::from_env();
     let kernel = RealKernel::default();
     let journal: PathBuf = paths.run_dir.join("journal");
-    let report = teardown::replay(
-        &journal,
-        &Host {
-            root: &root,
-            kernel: &kernel,
-        },
-    );
+    let report = teardown::replay(&journal, &Host::new(&root, &kernel));
     for step in &report.steps {
         match &step.problem {
             None => println!("{name}: {}: ok", step.what),

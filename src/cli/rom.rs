@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::config::PciAddress;
 use crate::exit::Exit;
 use crate::host::{pci, HostRoot};
+use crate::prepare::kernel::RealKernel;
 use crate::prepare::rom::read_rom;
-use crate::prepare::sysfs::RealKernel;
 use crate::setup::rom::validate;
 
 /// `firmware/` beside the first `vms/` directory: where a bare romfile

@@ -10,66 +10,43 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::PciAddress;
+use super::change::takeover::{display_manager, framebuffer, holders, modules, units, vtconsoles};
+use super::change::{group_owner, hugepages, vfio, StepReport, Undo};
+use super::Host;
 
-/// One change to the host, with the state it replaced.
+/// One change to the host, with the state it replaced. Each variant's data
+/// lives in the module that makes and undoes that change. On disk: one JSON
+/// object per line, the variant's name in kebab-case under `step` beside
+/// the fields (journals of older vmruns replay: the format is unchanged).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum Step {
-    /// A PCI function moved to vfio-pci.
-    BindVfio {
-        address: PciAddress,
-        /// Its driver before (`None`: it was unbound).
-        driver: Option<String>,
-        /// Its `driver_override` before (`None`: the kernel's `(null)`).
-        driver_override: Option<String>,
-        /// `[[hostdev]] rescan_fallback`: kept here because `vmrun restore`
-        /// has only the journal. Absent in journals of older vmruns.
-        #[serde(default)]
-        rescan_fallback: bool,
-    },
-    /// `/dev/vfio/GROUP` handed to the QEMU user.
-    ChownVfioGroup { group: u32, uid: u32, gid: u32 },
-    /// The persistent huge page pool, `before` pages, was grown by up to
-    /// `reserved` pages.
-    Hugepages {
-        size_kb: u64,
-        before: u64,
-        reserved: u64,
-    },
-    /// Takeover: a systemd unit stopped (`user`: in that user's manager).
-    StopUnit { unit: String, user: Option<String> },
-    /// Takeover: the display manager stopped by its configured `stop`
-    /// command; `start` brings it back.
-    StopCommand {
-        stop: Vec<String>,
-        start: Vec<String>,
-    },
-    /// Takeover: a process still holding the GPU, stopped. Not restarted:
-    /// whatever started it owns it.
-    StopProcess { pid: u32, comm: String },
-    /// Takeover: `/sys/class/vtconsole/vtconN`, named `name`, unbound
-    /// from its framebuffer.
-    UnbindVtcon { index: u32, name: String },
-    /// Takeover: a firmware framebuffer on `gpu` unbound from its platform
-    /// driver.
-    UnbindFramebuffer {
-        driver: String,
-        device: String,
-        gpu: PciAddress,
-    },
-    /// Takeover: a module unloaded; `devices` were bound to its drivers.
-    UnloadModule {
-        module: String,
-        devices: Vec<ModuleDevice>,
-    },
+    BindVfio(vfio::BindVfio),
+    ChownVfioGroup(group_owner::ChownVfioGroup),
+    Hugepages(hugepages::Hugepages),
+    StopUnit(units::StopUnit),
+    StopCommand(display_manager::StopCommand),
+    StopProcess(holders::StopProcess),
+    UnbindVtcon(vtconsoles::UnbindVtcon),
+    UnbindFramebuffer(framebuffer::UnbindFramebuffer),
+    UnloadModule(modules::UnloadModule),
 }
 
-/// A PCI function and the driver it had from an unloaded module.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModuleDevice {
-    pub address: PciAddress,
-    pub driver: String,
+impl Step {
+    /// Puts back what this step changed, and says how that went.
+    pub fn undo(&self, host: &Host) -> StepReport {
+        match self {
+            Self::BindVfio(s) => s.undo(host),
+            Self::ChownVfioGroup(s) => s.undo(host),
+            Self::Hugepages(s) => s.undo(host),
+            Self::StopUnit(s) => s.undo(host),
+            Self::StopCommand(s) => s.undo(host),
+            Self::StopProcess(s) => s.undo(host),
+            Self::UnbindVtcon(s) => s.undo(host),
+            Self::UnbindFramebuffer(s) => s.undo(host),
+            Self::UnloadModule(s) => s.undo(host),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,52 +140,87 @@ pub fn remove(path: &Path) {
     let _ = fs::remove_file(path);
 }
 
+/// The change modules' round-trip tests undo what they did with this:
+/// teardown's walk (newest first), without removing the journal.
+#[cfg(test)]
+pub(crate) fn undo_all(path: &Path, host: &Host) -> Undone {
+    Undone {
+        steps: read(path)
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|s| s.undo(host))
+            .collect(),
+    }
+}
+
+/// The reports of `undo_all`, newest step first.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Undone {
+    pub steps: Vec<StepReport>,
+}
+
+#[cfg(test)]
+impl Undone {
+    pub fn complete(&self) -> bool {
+        self.steps.iter().all(|s| s.problem.is_none())
+    }
+
+    pub fn problems(&self) -> impl Iterator<Item = String> + '_ {
+        self.steps
+            .iter()
+            .filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.what)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use modules::ModuleDevice;
 
     fn bind(addr: &str) -> Step {
-        Step::BindVfio {
+        Step::BindVfio(vfio::BindVfio {
             address: addr.parse().unwrap(),
             driver: Some("snd_hda_intel".into()),
             driver_override: None,
             rescan_fallback: false,
-        }
+        })
+    }
+
+    fn hugepages(before: u64, reserved: u64) -> Step {
+        Step::Hugepages(hugepages::Hugepages {
+            size_kb: 2048,
+            before,
+            reserved,
+        })
+    }
+
+    /// A journal path in a fresh temp dir (kept alive by the first item).
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        (dir, path)
     }
 
     #[test]
     fn recorded_steps_read_back_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
+        let (_dir, path) = scratch();
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.0")).unwrap();
-        j.record(&Step::Hugepages {
-            size_kb: 2048,
-            before: 0,
-            reserved: 8,
-        })
-        .unwrap();
+        j.record(&hugepages(0, 8)).unwrap();
         drop(j);
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.1")).unwrap();
         assert_eq!(
             read(&path).unwrap(),
-            vec![
-                bind("01:00.0"),
-                Step::Hugepages {
-                    size_kb: 2048,
-                    before: 0,
-                    reserved: 8
-                },
-                bind("01:00.1")
-            ]
+            vec![bind("01:00.0"), hugepages(0, 8), bind("01:00.1")]
         );
     }
 
     #[test]
     fn a_torn_last_line_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
+        let (_dir, path) = scratch();
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.0")).unwrap();
         fs::write(
@@ -221,24 +233,23 @@ mod tests {
 
     #[test]
     fn takeover_steps_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
+        let (_dir, path) = scratch();
         let steps = vec![
-            Step::StopCommand {
+            Step::StopCommand(display_manager::StopCommand {
                 stop: vec!["dm-stop".into()],
                 start: vec!["dm-start".into()],
-            },
-            Step::UnbindVtcon {
+            }),
+            Step::UnbindVtcon(vtconsoles::UnbindVtcon {
                 index: 1,
                 name: "(M) frame buffer device".into(),
-            },
-            Step::UnloadModule {
+            }),
+            Step::UnloadModule(modules::UnloadModule {
                 module: "bochs".into(),
                 devices: vec![ModuleDevice {
                     address: "00:0a.0".parse().unwrap(),
                     driver: "bochs-drm".into(),
                 }],
-            },
+            }),
         ];
         let mut j = Journal::open(&path).unwrap();
         for s in &steps {
@@ -250,5 +261,31 @@ mod tests {
     #[test]
     fn a_missing_journal_is_empty() {
         assert!(read(Path::new("/nonexistent/journal")).unwrap().is_empty());
+    }
+
+    /// Journals written by older vmruns replay: every step's line, as they
+    /// wrote it, reads back and is written again byte for byte.
+    #[test]
+    fn the_on_disk_format_is_unchanged() {
+        let lines = [
+            r#"{"step":"bind-vfio","address":"0000:01:00.1","driver":"snd_hda_intel","driver_override":null,"rescan_fallback":true}"#,
+            r#"{"step":"chown-vfio-group","group":7,"uid":1000,"gid":1000}"#,
+            r#"{"step":"hugepages","size_kb":2048,"before":4,"reserved":6}"#,
+            r#"{"step":"stop-unit","unit":"plasma-kwin_wayland.service","user":"alice"}"#,
+            r#"{"step":"stop-command","stop":["dm","stop"],"start":["dm","start"]}"#,
+            r#"{"step":"stop-process","pid":500,"comm":"gpuhold"}"#,
+            r#"{"step":"unbind-vtcon","index":1,"name":"(M) frame buffer device"}"#,
+            r#"{"step":"unbind-framebuffer","driver":"efi-framebuffer","device":"efi-framebuffer.0","gpu":"0000:00:0a.0"}"#,
+            r#"{"step":"unload-module","module":"bochs","devices":[{"address":"0000:00:0a.0","driver":"bochs-drm"}]}"#,
+        ];
+        for line in lines {
+            let step: Step = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&step).unwrap(), line);
+        }
+        let old: Step = serde_json::from_str(
+            r#"{"step":"bind-vfio","address":"0000:01:00.0","driver":null,"driver_override":null}"#,
+        )
+        .unwrap();
+        assert!(matches!(old, Step::BindVfio(b) if !b.rescan_fallback));
     }
 }

@@ -1,17 +1,13 @@
 //! The only writer of host state. Every change goes through the journal
-//! first; a failure part way rolls back what was done, in reverse, before
-//! the error is returned. `teardown` replays the same journal.
+//! first (`journal.rs`); each kind of change is one module under `change/`
+//! with its undo beside it; `kernel/` is the seam every write goes through.
+//! A failure part way returns the error with the journal as it stands: the
+//! caller replays it (`teardown::replay`), as on every other way out.
 
-pub mod command;
-pub mod hugepages;
+pub mod change;
 pub mod journal;
+pub mod kernel;
 pub mod rom;
-pub mod sysfs;
-pub mod takeover;
-pub mod vfio;
-
-#[cfg(test)]
-pub(crate) mod fake_kernel;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -19,11 +15,11 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use nix::unistd::{chown, Gid, Uid, User};
 
 use crate::plan::Plan;
-use journal::{Journal, Step};
-pub use vfio::Host;
+use change::{group_owner, hugepages, takeover, vfio};
+use journal::Journal;
+pub use kernel::Host;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -43,13 +39,8 @@ pub enum PrepareError {
         #[source]
         source: std::io::Error,
     },
-    #[error("giving {path} to user {user}: {source}")]
-    Chown {
-        path: PathBuf,
-        user: String,
-        #[source]
-        source: nix::Error,
-    },
+    #[error(transparent)]
+    GroupOwner(#[from] group_owner::GroupOwnerError),
 }
 
 /// The journal of a VM's run dir.
@@ -75,7 +66,7 @@ pub fn lock_devices(plan: &Plan) -> Result<DeviceLocks, PrepareError> {
         return Ok(DeviceLocks::default());
     };
     let dir = base.join(".devices");
-    crate::supervisor::rundir::create_private_dir(&dir).map_err(|e| PrepareError::Lock {
+    crate::fsutil::create_private_dir(&dir).map_err(|e| PrepareError::Lock {
         path: dir.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
@@ -111,17 +102,13 @@ pub fn lock_devices(plan: &Plan) -> Result<DeviceLocks, PrepareError> {
     Ok(locks)
 }
 
-/// Prepares the host for `plan`. On error, everything already changed has
-/// been undone, and the report of that undo is returned with the error.
-pub fn prepare(plan: &Plan, host: &Host) -> Result<(), (PrepareError, crate::teardown::Report)> {
-    let path = journal_path(plan);
-    let result = Journal::open(&path)
-        .map_err(PrepareError::from)
-        .and_then(|mut journal| apply(plan, host, &mut journal));
-    result.map_err(|e| {
-        tracing::error!("preparing the host failed: {e}; undoing what was done");
-        (e, crate::teardown::replay(&path, host))
-    })
+/// Prepares the host for `plan`, journaling each change before it is made.
+/// On error the host may be part way changed: the journal says how far,
+/// and replaying it puts everything back.
+pub fn prepare(plan: &Plan, host: &Host) -> Result<(), PrepareError> {
+    let mut journal = Journal::open(&journal_path(plan))?;
+    apply(plan, host, &mut journal)
+        .inspect_err(|e| tracing::error!("preparing the host failed: {e}"))
 }
 
 fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareError> {
@@ -154,44 +141,7 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
         tracing::info!("{} bound to vfio-pci", hd.address);
     }
     if let Some(name) = &plan.qemu_user {
-        give_groups(host, journal, &groups, name)?;
+        group_owner::give_groups(host, journal, &groups, name)?;
     }
     Ok(())
-}
-
-/// `/dev/vfio/N` is created root-only (0600); a QEMU that dropped root
-/// needs it for hotplug and reset paths after start.
-fn give_groups(
-    host: &Host,
-    journal: &mut Journal,
-    groups: &[u32],
-    name: &str,
-) -> Result<(), PrepareError> {
-    let Ok(Some(user)) = User::from_name(name) else {
-        return Ok(());
-    };
-    for &group in groups {
-        let path = host.root.path(format!("/dev/vfio/{group}"));
-        journal.record(&Step::ChownVfioGroup {
-            group,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        })?;
-        chown(&path, Some(user.uid), Some(user.gid)).map_err(|source| PrepareError::Chown {
-            path,
-            user: name.to_string(),
-            source,
-        })?;
-    }
-    Ok(())
-}
-
-/// Gives a `/dev/vfio/N` node back to root (the node vanishes anyway once
-/// the group leaves vfio-pci).
-pub(crate) fn return_group(host: &Host, group: u32) -> Result<(), String> {
-    let path = host.root.path(format!("/dev/vfio/{group}"));
-    match chown(&path, Some(Uid::from_raw(0)), Some(Gid::from_raw(0))) {
-        Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
 }

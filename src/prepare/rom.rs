@@ -13,7 +13,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use super::sysfs::{Kernel, WriteError};
+use super::kernel::{Kernel, WriteError};
 use crate::config::PciAddress;
 use crate::host::HostRoot;
 

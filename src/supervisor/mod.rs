@@ -8,6 +8,7 @@ mod event_loop;
 pub mod outcome;
 mod pin;
 pub mod rundir;
+mod setup;
 pub mod shutdown;
 pub mod state;
 mod stop;
@@ -16,19 +17,16 @@ pub mod vmfiles;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::InputMode;
-use crate::input::readd::Readd;
-use crate::input::router::Router;
 use crate::plan::Plan;
-use crate::prepare::{self, sysfs::RealKernel, Host};
-use crate::qemu::{process, swtpm, QmpListener};
+use crate::prepare::{self, kernel::RealKernel, Host};
+use crate::qemu::{process, swtpm};
 use crate::teardown;
 use console::console_to_terminal;
 use event_loop::Vm;
 use rundir::{Leftovers, RunDir};
+use setup::Started;
 use shutdown::Step;
 use state::VmState;
 
@@ -132,74 +130,18 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let name = plan.vm.name.as_str();
     let (run_dir, leftovers) = RunDir::acquire(name, &plan.paths)?;
     report_leftovers(name, &leftovers);
-    vmfiles::ensure_vars_copy(plan)?;
-    let mut tpm = match plan.vm.tpm {
-        true => Some(swtpm::start(&plan.paths, plan.qemu_user.as_deref())?),
-        false => None,
-    };
-    let control_path = plan.paths.run_dir.join("control.sock");
-    let control = UnixListener::bind(&control_path).map_err(SupervisorError::Runtime)?;
-    let mut signals = Signals::new().map_err(SupervisorError::Runtime)?;
-
     let kernel = RealKernel::default();
-    let host = Host {
-        root: &plan.root,
-        kernel: &kernel,
-    };
+    let host = Host::new(&plan.root, &kernel);
     let journal = prepare::journal_path(plan);
-    let stop_tpm = |tpm: &mut Option<swtpm::Swtpm>| {
-        if let Some(t) = tpm.as_mut() {
-            t.stop();
-        }
-    };
-    // A dead supervisor's journal: its changes go back before ours start.
-    if journal.exists() {
-        tracing::warn!("{name}: restoring what a previous run left changed");
-        let stale = teardown::replay(&journal, &host);
-        if !stale.complete() {
-            stop_tpm(&mut tpm);
-            run_dir.finish(Some(&journal));
-            return Err(SupervisorError::StaleRestore(stale.problems().collect()));
-        }
-    }
-    let _device_locks = match prepare::lock_devices(plan) {
-        Ok(locks) => locks,
-        Err(error) => {
-            stop_tpm(&mut tpm);
-            run_dir.finish(None);
-            let undo = teardown::Report::default();
-            return Err(SupervisorError::Prepare { error, undo });
-        }
-    };
-    // The proxies exist before QEMU, which opens them at realize; made
-    // before the host is changed, so a missing uinput costs no rebind.
-    let (router, readd) = match input_side(plan) {
-        Ok(input) => input,
-        Err(e) => {
-            stop_tpm(&mut tpm);
-            run_dir.finish(None);
-            return Err(e);
-        }
-    };
-    if let Err((error, undo)) = prepare::prepare(plan, &host) {
-        stop_tpm(&mut tpm);
-        run_dir.finish((!undo.complete()).then_some(journal.as_path()));
-        return Err(SupervisorError::Prepare { error, undo });
-    }
-
-    let argv = crate::qemu::build_argv_with(plan, QmpListener::Stdin);
-    let spawned = process::qmp_listen(&plan.paths.qmp_socket).and_then(|(listener, stream)| {
-        let child = process::spawn(plan, &argv, listener)?;
-        Ok((child, stream))
-    });
-    let (mut child, qmp_stream) = match spawned {
-        Ok(pair) => pair,
-        Err(e) => {
-            stop_tpm(&mut tpm);
-            let undo = teardown::replay(&journal, &host);
-            run_dir.finish((!undo.complete()).then_some(journal.as_path()));
-            return Err(e.into());
-        }
+    let mut tpm = None;
+    let Started {
+        qemu: (mut child, qmp_stream),
+        listeners: (control, mut signals),
+        input: (router, readd),
+        device_locks: _device_locks,
+    } = match setup::set_up(plan, &host, &journal, &mut tpm) {
+        Ok(started) => started,
+        Err(failure) => return Err(setup::abandon(failure, &mut tpm, &journal, &host, run_dir)),
     };
     let qemu_pid = child.id();
     let stderr_task = child
@@ -239,7 +181,9 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     if let Some(task) = stderr_task {
         let _ = task.await;
     }
-    stop_tpm(&mut tpm);
+    if let Some(t) = tpm.as_mut() {
+        t.stop();
+    }
     // Closing the fds ends the grabs and destroys the proxies.
     vm.router = None;
     let outcome = vm.outcome(status);
@@ -251,28 +195,6 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         leftovers_cleaned: leftovers != Leftovers::default(),
         teardown,
     })
-}
-
-/// Router mode's proxies and device side, or qemu mode's re-adder.
-fn input_side(plan: &Plan) -> Result<(Option<Router>, Option<Readd>), SupervisorError> {
-    let Some(input) = &plan.vm.input else {
-        return Ok((None, None));
-    };
-    let links = [
-        plan.paths.keyboard_proxy.clone(),
-        plan.paths.mouse_proxy.clone(),
-    ];
-    match input.mode {
-        InputMode::Router => Ok((
-            Some(Router::new(plan.vm.name.as_str(), input, links)?),
-            None,
-        )),
-        InputMode::Qemu => match Readd::new(input) {
-            Some(Ok(readd)) => Ok((None, Some(readd))),
-            Some(Err(error)) => Err(crate::input::InputError::Watch { error }.into()),
-            None => Ok((None, None)),
-        },
-    }
 }
 
 fn report_leftovers(name: &str, leftovers: &Leftovers) {

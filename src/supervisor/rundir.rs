@@ -2,9 +2,8 @@
 //! an flock(2) on `lock`: the kernel drops it when the supervisor dies, even
 //! by SIGKILL, so a run dir whose lock is free is stale whatever it holds.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -61,11 +60,10 @@ fn supervisor_pid_path(run_dir: &Path) -> PathBuf {
 /// Creates `dir` (and parents) with mode 0700: sockets inside give control
 /// of the VM, so only the owner may reach them.
 pub fn create_private_dir(dir: &Path) -> Result<(), RunDirError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err(dir))
+    crate::fsutil::create_private_dir(dir).map_err(|e| RunDirError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 impl RunDir {

@@ -1,24 +1,18 @@
-//! Putting the host back: the journal replayed newest first. The same code
-//! runs after QEMU exits, when prepare fails part way, and for
-//! `vmrun restore` after a crash. Every step is attempted even when an
-//! earlier one failed, and each is reported.
-
-mod takeover;
+//! Putting the host back: the journal replayed newest first, each step's
+//! own `undo` called (they live beside the changes, in
+//! `prepare::change`). The same function runs after QEMU exits, when
+//! prepare fails part way, before a start that finds a dead run's journal,
+//! and for `vmrun restore` after a crash. Every step is attempted even when
+//! an earlier one failed, and each is reported.
 
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::prepare::journal::{self, Step};
-use crate::prepare::{hugepages, vfio, Host};
+use crate::prepare::journal;
+use crate::prepare::Host;
 
-/// How one undone step went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StepReport {
-    pub what: String,
-    /// `None` when it went back as it was.
-    pub problem: Option<String>,
-}
+pub use crate::prepare::change::StepReport;
 
 /// The result of a replay.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -56,7 +50,7 @@ pub fn replay(path: &Path, host: &Host) -> Report {
     };
     let mut report = Report::default();
     for step in steps.iter().rev() {
-        report.steps.push(undo(step, host));
+        report.steps.push(step.undo(host));
     }
     if report.complete() {
         journal::remove(path);
@@ -64,59 +58,62 @@ pub fn replay(path: &Path, host: &Host) -> Report {
     report
 }
 
-fn undo(step: &Step, host: &Host) -> StepReport {
-    match step {
-        Step::BindVfio {
-            address,
-            driver,
-            driver_override,
-            rescan_fallback,
-        } => {
-            let r = vfio::restore(
-                host,
-                *address,
-                driver.as_deref(),
-                driver_override.as_deref(),
-                *rescan_fallback,
-            );
-            let what = format!(
-                "{address} back to {}{}",
-                driver.as_deref().unwrap_or("no driver"),
-                if r.rescanned {
-                    " (after remove + rescan)"
-                } else {
-                    ""
-                }
-            );
-            if r.ok() {
-                tracing::info!("{what}");
-            }
-            StepReport {
-                what,
-                problem: r.problem,
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostRoot;
+    use crate::prepare::change::hugepages::Hugepages;
+    use crate::prepare::journal::{Journal, Step};
+    use crate::prepare::kernel::fake::FakeKernel;
+
+    /// A 2 MiB huge page pool of `total` pages, all free.
+    fn pool(dir: &Path, total: u64) {
+        let p = dir.join("sys/kernel/mm/hugepages/hugepages-2048kB");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("nr_hugepages"), format!("{total}\n")).unwrap();
+        std::fs::write(p.join("free_hugepages"), format!("{total}\n")).unwrap();
+    }
+
+    fn journal_of(path: &Path, steps: &[Step]) {
+        let mut j = Journal::open(path).unwrap();
+        for s in steps {
+            j.record(s).unwrap();
         }
-        Step::ChownVfioGroup { group, .. } => StepReport {
-            what: format!("/dev/vfio/{group} back to root"),
-            problem: crate::prepare::return_group(host, *group).err(),
-        },
-        Step::Hugepages {
+    }
+
+    fn reserved(size_kb: u64, before: u64, reserved: u64) -> Step {
+        Step::Hugepages(Hugepages {
             size_kb,
             before,
             reserved,
-        } => StepReport {
-            what: format!("up to {reserved} huge pages of {size_kb} kB released"),
-            problem: hugepages::release(host, *size_kb, *before, *reserved).err(),
-        },
-        Step::StopUnit { unit, user } => takeover::start_unit(host, unit, user.as_deref()),
-        Step::StopCommand { start, .. } => takeover::start_command(host, start),
-        Step::StopProcess { pid, comm } => takeover::stopped_process(*pid, comm),
-        Step::UnbindVtcon { index, name } => takeover::bind_vtcon(host, *index, name),
-        Step::UnbindFramebuffer {
-            driver,
-            device,
-            gpu,
-        } => takeover::bind_framebuffer(host, driver, device, *gpu),
-        Step::UnloadModule { module, devices } => takeover::reload_module(host, module, devices),
+        })
+    }
+
+    #[test]
+    fn a_fully_replayed_journal_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        pool(dir.path(), 6);
+        let path = dir.path().join("journal");
+        journal_of(&path, &[reserved(2048, 2, 4)]);
+        let (root, kernel) = (HostRoot::new(dir.path()), FakeKernel::new(dir.path()));
+        let report = replay(&path, &Host::new(&root, &kernel));
+        assert!(report.complete(), "{report:?}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn every_step_is_tried_newest_first_and_a_failed_one_keeps_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        pool(dir.path(), 6);
+        let path = dir.path().join("journal");
+        // No 1 GiB pool on this host: that step cannot go back.
+        journal_of(&path, &[reserved(1048576, 0, 1), reserved(2048, 2, 4)]);
+        let (root, kernel) = (HostRoot::new(dir.path()), FakeKernel::new(dir.path()));
+        let report = replay(&path, &Host::new(&root, &kernel));
+        assert_eq!(report.steps.len(), 2);
+        assert!(report.steps[0].problem.is_none(), "{report:?}");
+        assert!(report.steps[1].what.contains("1048576 kB"), "{report:?}");
+        assert_eq!(report.problems().count(), 1);
+        assert!(path.exists(), "kept for `vmrun restore`");
     }
 }

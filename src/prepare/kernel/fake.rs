@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use super::sysfs::{Kernel, Ran, WriteError};
+use super::{Kernel, Ran, WriteError};
 
 pub struct FakeKernel {
     root: PathBuf,

@@ -7,10 +7,34 @@
 use std::fs;
 use std::path::PathBuf;
 
-use super::journal::{Journal, JournalError, Step};
-use super::sysfs::WriteError;
-use super::vfio::Host;
+use serde::{Deserialize, Serialize};
+
+use super::{StepReport, Undo};
 use crate::config::HugePageSize;
+use crate::prepare::journal::{Journal, JournalError, Step};
+use crate::prepare::kernel::WriteError;
+use crate::prepare::Host;
+
+/// The journal step: the persistent huge page pool, `before` pages, was
+/// grown by up to `reserved` pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hugepages {
+    pub size_kb: u64,
+    pub before: u64,
+    pub reserved: u64,
+}
+
+impl Undo for Hugepages {
+    fn undo(&self, host: &Host) -> StepReport {
+        StepReport {
+            what: format!(
+                "up to {} huge pages of {} kB released",
+                self.reserved, self.size_kb
+            ),
+            problem: release(host, self.size_kb, self.before, self.reserved).err(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HugepageError {
@@ -56,11 +80,11 @@ pub fn reserve(
     }
     let missing = pages - free;
     let total = read_count(dir.join("nr_hugepages"))?;
-    journal.record(&Step::Hugepages {
+    journal.record(&Step::Hugepages(Hugepages {
         size_kb: kb,
         before: total,
         reserved: missing,
-    })?;
+    }))?;
     host.kernel
         .write(&dir.join("nr_hugepages"), &(total + missing).to_string())?;
     let mut got = read_count(dir.join("nr_hugepages"))?.saturating_sub(total);
@@ -106,78 +130,91 @@ pub fn release(host: &Host, size_kb: u64, before: u64, reserved: u64) -> Result<
 mod tests {
     use super::*;
     use crate::host::HostRoot;
-    use crate::prepare::fake_kernel::FakeKernel;
     use crate::prepare::journal;
+    use crate::prepare::kernel::fake::FakeKernel;
 
-    /// A 2 MiB pool with `total` pages of which `free` are free.
-    fn pool(total: u64, free: u64) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sys/kernel/mm/hugepages/hugepages-2048kB");
-        fs::create_dir_all(&p).unwrap();
-        fs::write(p.join("nr_hugepages"), format!("{total}\n")).unwrap();
-        fs::write(p.join("free_hugepages"), format!("{free}\n")).unwrap();
-        fs::create_dir_all(dir.path().join("proc/sys/vm")).unwrap();
-        dir
+    const POOL: &str = "sys/kernel/mm/hugepages/hugepages-2048kB";
+
+    /// A 2 MiB pool behind a fake kernel, a journal beside it.
+    struct Pool {
+        dir: tempfile::TempDir,
+        root: HostRoot,
+        kernel: FakeKernel,
     }
 
-    fn nr(dir: &tempfile::TempDir) -> u64 {
-        let p = dir
-            .path()
-            .join("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages");
-        fs::read_to_string(p).unwrap().trim().parse().unwrap()
+    impl Pool {
+        /// `total` pages of which `free` are free; the kernel finds at
+        /// most `limit` pages in all.
+        fn new(total: u64, free: u64, limit: Option<u64>) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join(POOL);
+            fs::create_dir_all(&p).unwrap();
+            fs::write(p.join("nr_hugepages"), format!("{total}\n")).unwrap();
+            fs::write(p.join("free_hugepages"), format!("{free}\n")).unwrap();
+            fs::create_dir_all(dir.path().join("proc/sys/vm")).unwrap();
+            let mut kernel = FakeKernel::new(dir.path());
+            if let Some(l) = limit {
+                kernel = kernel.hugepage_limit(l);
+            }
+            Self {
+                root: HostRoot::new(dir.path()),
+                kernel,
+                dir,
+            }
+        }
+
+        fn host(&self) -> Host<'_> {
+            Host::new(&self.root, &self.kernel)
+        }
+
+        fn journal(&self) -> PathBuf {
+            self.dir.path().join("journal")
+        }
+
+        fn reserve(&self, pages: u64) -> Result<u64, HugepageError> {
+            let mut j = Journal::open(&self.journal()).unwrap();
+            reserve(&self.host(), &mut j, HugePageSize::Size2M, pages)
+        }
+
+        /// Undoes the journal; whether everything went back.
+        fn undo(&self) -> bool {
+            journal::undo_all(&self.journal(), &self.host()).complete()
+        }
+
+        fn nr(&self) -> u64 {
+            let p = self.dir.path().join(POOL).join("nr_hugepages");
+            fs::read_to_string(p).unwrap().trim().parse().unwrap()
+        }
     }
 
     #[test]
     fn only_the_missing_pages_are_reserved_and_given_back() {
-        let dir = pool(4, 2);
-        let kernel = FakeKernel::new(dir.path());
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        let path = dir.path().join("journal");
-        let mut j = Journal::open(&path).unwrap();
-        assert_eq!(reserve(&host, &mut j, HugePageSize::Size2M, 8).unwrap(), 6);
-        assert_eq!(nr(&dir), 10);
+        let pool = Pool::new(4, 2, None);
+        assert_eq!(pool.reserve(8).unwrap(), 6);
+        assert_eq!(pool.nr(), 10);
         assert_eq!(
-            journal::read(&path).unwrap(),
-            [Step::Hugepages {
+            journal::read(&pool.journal()).unwrap(),
+            [Step::Hugepages(Hugepages {
                 size_kb: 2048,
                 before: 4,
                 reserved: 6
-            }]
+            })]
         );
-        assert!(crate::teardown::replay(&path, &host).complete());
-        assert_eq!(nr(&dir), 4);
+        assert!(pool.undo());
+        assert_eq!(pool.nr(), 4);
     }
 
     #[test]
     fn enough_free_pages_reserve_nothing() {
-        let dir = pool(16, 16);
-        let kernel = FakeKernel::new(dir.path());
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        let mut j = Journal::open(&dir.path().join("journal")).unwrap();
-        assert_eq!(reserve(&host, &mut j, HugePageSize::Size2M, 8).unwrap(), 0);
-        assert!(kernel.writes.borrow().is_empty());
+        let pool = Pool::new(16, 16, None);
+        assert_eq!(pool.reserve(8).unwrap(), 0);
+        assert!(pool.kernel.writes.borrow().is_empty());
     }
 
     #[test]
     fn a_short_pool_compacts_retries_and_reports_what_it_got() {
-        let dir = pool(0, 0);
-        let kernel = FakeKernel::new(dir.path()).hugepage_limit(3);
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        let path = dir.path().join("journal");
-        let mut j = Journal::open(&path).unwrap();
-        let err = reserve(&host, &mut j, HugePageSize::Size2M, 8).unwrap_err();
+        let pool = Pool::new(0, 0, Some(3));
+        let err = pool.reserve(8).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -189,31 +226,21 @@ mod tests {
             ),
             "{err}"
         );
-        let written: Vec<String> = kernel
-            .writes
-            .borrow()
+        let written = pool.kernel.writes.borrow();
+        assert!(written
             .iter()
-            .map(|(p, _)| p.clone())
-            .collect();
-        assert!(written.contains(&"proc/sys/vm/compact_memory".to_string()));
-        assert!(crate::teardown::replay(&path, &host).complete());
-        assert_eq!(nr(&dir), 0);
+            .any(|(p, _)| p == "proc/sys/vm/compact_memory"));
+        drop(written);
+        assert!(pool.undo());
+        assert_eq!(pool.nr(), 0);
     }
 
     #[test]
     fn release_never_takes_pages_that_were_there_before() {
-        let dir = pool(4, 0);
-        let kernel = FakeKernel::new(dir.path()).hugepage_limit(7);
-        let root = HostRoot::new(dir.path());
-        let host = Host {
-            root: &root,
-            kernel: &kernel,
-        };
-        let path = dir.path().join("journal");
-        let mut j = Journal::open(&path).unwrap();
-        assert!(reserve(&host, &mut j, HugePageSize::Size2M, 8).is_err());
-        assert_eq!(nr(&dir), 7);
-        assert!(crate::teardown::replay(&path, &host).complete());
-        assert_eq!(nr(&dir), 4);
+        let pool = Pool::new(4, 0, Some(7));
+        assert!(pool.reserve(8).is_err());
+        assert_eq!(pool.nr(), 7);
+        assert!(pool.undo());
+        assert_eq!(pool.nr(), 4);
     }
 }

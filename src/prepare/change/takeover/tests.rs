@@ -1,0 +1,330 @@
+//! Takeover's steps against the fake kernel: release, bind, then the
+//! journal undone.
+
+use std::fs;
+use std::path::Path;
+
+use super::*;
+use crate::config::{DisplayManager, Takeover, UnloadModules};
+use crate::host::display;
+use crate::host::display::fake::*;
+use crate::host::pci::fake::{add_device, add_process, set_attr};
+use crate::host::HostRoot;
+use crate::plan::hostdev::fake::planned;
+use crate::prepare::change::vfio;
+use crate::prepare::journal::{self, Step};
+use crate::prepare::kernel::fake::FakeKernel;
+use crate::prepare::kernel::{Kernel, Timings};
+use framebuffer::UnbindFramebuffer;
+use units::StopUnit;
+use vtconsoles::UnbindVtcon;
+
+const GPU: &str = "0000:00:0a.0";
+const HDA: &str = "0000:00:0a.1";
+
+/// bochs-drm on the boot GPU with fbcon on its framebuffer, gdm
+/// (pid 400, Xorg) and a tool (pid 500) holding card0.
+fn bochs_host() -> (tempfile::TempDir, FakeKernel) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    bochs_desktop(p, GPU);
+    add_device(
+        p,
+        HDA,
+        (0x8086, 0x2668),
+        0x040300,
+        Some("snd_hda_intel"),
+        Some(3),
+    );
+    add_process(p, 400, "Xorg", &["/dev/dri/card0"]);
+    add_process(p, 500, "gpuhold", &["/dev/dri/card0"]);
+    let kernel = FakeKernel::new(p)
+        .native(GPU, "bochs-drm")
+        .native(HDA, "snd_hda_intel")
+        .driver_module("bochs-drm", "bochs")
+        .unit("gdm.service", &[400]);
+    kernel.modprobe("vfio-pci").unwrap();
+    (dir, kernel)
+}
+
+fn takeover_plan(root: &HostRoot, stop_processes: &[&str]) -> TakeoverPlan {
+    let t = Takeover {
+        display_manager: DisplayManager::Unit("gdm.service".into()),
+        stop_units: vec![],
+        user_units: vec![],
+        stop_processes: stop_processes.iter().map(|s| s.to_string()).collect(),
+        unload_modules: UnloadModules::Auto,
+    };
+    crate::plan::takeover::plan(
+        &t,
+        &[planned(root, GPU, true), planned(root, HDA, false)],
+        root,
+    )
+}
+
+fn bound(p: &Path, index: u32) -> String {
+    fs::read_to_string(p.join(format!("sys/class/vtconsole/vtcon{index}/bind")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn gdm_active(k: &FakeKernel) -> bool {
+    k.units.borrow()["gdm.service"]
+}
+
+#[test]
+fn release_bind_then_replay_brings_the_desktop_back() {
+    let (dir, kernel) = bochs_host();
+    let p = dir.path();
+    let root = HostRoot::new(p);
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let plan = takeover_plan(&root, &["gpuhold"]);
+    let path = p.join("journal");
+    let mut j = Journal::open(&path).unwrap();
+
+    release(&host, &mut j, &plan).unwrap();
+    assert!(!gdm_active(&kernel));
+    assert!(!p.join("proc/400").exists() && !p.join("proc/500").exists());
+    assert_eq!(bound(p, 1), "0");
+    for m in ["bochs", "drm_kms_helper", "drm"] {
+        assert!(!display::module_loaded(&root, m), "{m} still loaded");
+    }
+    assert_eq!(host.driver_of(GPU.parse().unwrap()), None);
+    for a in [GPU, HDA] {
+        vfio::bind(&host, &mut j, a.parse().unwrap(), false).unwrap();
+    }
+
+    let report = journal::undo_all(&path, &host);
+    assert!(report.complete(), "{report:?}");
+    assert_eq!(
+        host.driver_of(GPU.parse().unwrap()).as_deref(),
+        Some("bochs-drm")
+    );
+    assert_eq!(
+        host.driver_of(HDA.parse().unwrap()).as_deref(),
+        Some("snd_hda_intel")
+    );
+    assert!(display::module_loaded(&root, "bochs"));
+    assert!(p
+        .join(format!("sys/bus/pci/devices/{GPU}/drm/card0"))
+        .exists());
+    assert_eq!(bound(p, 1), "1");
+    assert!(gdm_active(&kernel));
+    assert!(report
+        .steps
+        .iter()
+        .any(|s| s.what.contains("gpuhold (pid 500) was stopped")));
+    let cmds = kernel.commands.borrow().join("\n");
+    let order = [
+        "systemctl stop gdm.service",
+        "kill -SIGTERM 500",
+        "modprobe -r bochs",
+        "modprobe bochs",
+        "systemctl start gdm.service",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|c| {
+            cmds.find(c)
+                .unwrap_or_else(|| panic!("{c} not run:\n{cmds}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{cmds}");
+}
+
+#[test]
+fn an_unlisted_holder_is_refused_by_name_and_rolled_back() {
+    let (dir, kernel) = bochs_host();
+    let root = HostRoot::new(dir.path());
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let plan = takeover_plan(&root, &[]);
+    let path = dir.path().join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    let err = release(&host, &mut j, &plan).unwrap_err();
+    assert!(
+        matches!(&err, TakeoverError::Held { holders } if holders.contains("gpuhold (pid 500")),
+        "{err}"
+    );
+    assert!(!gdm_active(&kernel));
+    assert!(journal::undo_all(&path, &host).complete());
+    assert!(gdm_active(&kernel), "the display manager must run again");
+    assert_eq!(bound(dir.path(), 1), "1");
+    assert!(dir.path().join("proc/500").exists());
+}
+
+#[test]
+fn a_module_that_wont_unload_rolls_back_everything() {
+    let (dir, kernel) = bochs_host();
+    let kernel = kernel.failing_command("modprobe -r bochs");
+    let root = HostRoot::new(dir.path());
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let plan = takeover_plan(&root, &["gpuhold"]);
+    let path = dir.path().join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    let err = release(&host, &mut j, &plan).unwrap_err();
+    assert!(
+        matches!(err, TakeoverError::Command { ref command, .. } if command == "modprobe -r bochs"),
+        "{err}"
+    );
+    assert_eq!(bound(dir.path(), 1), "0");
+    let report = journal::undo_all(&path, &host);
+    assert!(report.complete(), "{report:?}");
+    assert_eq!(bound(dir.path(), 1), "1");
+    assert!(gdm_active(&kernel));
+    assert_eq!(
+        host.driver_of(GPU.parse().unwrap()).as_deref(),
+        Some("bochs-drm")
+    );
+}
+
+/// Configured system units and the user units matching a pattern, in
+/// every running user manager (root's here: /run/user/0), are stopped
+/// and started again.
+#[test]
+fn units_and_user_units_are_stopped_and_started_again() {
+    let (dir, kernel) = bochs_host();
+    let p = dir.path();
+    fs::create_dir_all(p.join("run/user/0")).unwrap();
+    add_process(p, 600, "kwin_wayland", &["/dev/dri/card0"]);
+    let kernel = kernel
+        .unit("sunshine.service", &[])
+        .unit("root@:plasma-kwin_wayland.service", &[600])
+        .unit("root@:plasma-foo.service", &[])
+        .unit("root@:pipewire.service", &[]);
+    let root = HostRoot::new(p);
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let mut plan = takeover_plan(&root, &["gpuhold"]);
+    plan.units = vec!["sunshine.service".into(), "inactive.service".into()];
+    plan.user_units = vec!["plasma-*".into()];
+    let path = p.join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    release(&host, &mut j, &plan).unwrap();
+    let stopped: Vec<Step> = journal::read(&path)
+        .unwrap()
+        .into_iter()
+        .filter(|s| matches!(s, Step::StopUnit(_)))
+        .collect();
+    let unit = |u: &str, user: Option<&str>| {
+        Step::StopUnit(StopUnit {
+            unit: u.into(),
+            user: user.map(str::to_owned),
+        })
+    };
+    assert_eq!(
+        stopped,
+        [
+            unit("gdm.service", None),
+            unit("sunshine.service", None),
+            unit("plasma-foo.service", Some("root")),
+            unit("plasma-kwin_wayland.service", Some("root")),
+        ]
+    );
+    assert!(!p.join("proc/600").exists());
+    assert!(kernel.units.borrow()["root@:pipewire.service"]);
+    assert!(journal::undo_all(&path, &host).complete());
+    for u in [
+        "sunshine.service",
+        "root@:plasma-kwin_wayland.service",
+        "root@:plasma-foo.service",
+    ] {
+        assert!(kernel.units.borrow()[u], "{u} not started again");
+    }
+}
+
+#[test]
+fn a_holder_ignoring_sigterm_gets_sigkill() {
+    let (dir, kernel) = bochs_host();
+    let kernel = kernel.stubborn(500);
+    let root = HostRoot::new(dir.path());
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let mut j = Journal::open(&dir.path().join("journal")).unwrap();
+    release(&host, &mut j, &takeover_plan(&root, &["gpuhold"])).unwrap();
+    let cmds = kernel.commands.borrow().join("\n");
+    assert!(
+        cmds.contains("kill -SIGTERM 500\nkill -SIGKILL 500"),
+        "{cmds}"
+    );
+}
+
+/// efifb + fbcon, no GPU driver: the framebuffer is unbound and bound
+/// again; nothing is unloaded.
+#[test]
+fn efifb_is_unbound_and_bound_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    add_device(p, GPU, (0x1234, 0x1111), 0x030000, None, Some(3));
+    set_attr(
+        p,
+        GPU,
+        "resource",
+        "0x00000000c0000000 0x00000000c0ffffff 0x0000000000042208",
+    );
+    add_framebuffer(p, "efi-framebuffer", "efi-framebuffer.0", Some(0xc000_0000));
+    add_vtcon(p, 1, "(M) frame buffer device", true);
+    let kernel = FakeKernel::new(p);
+    let root = HostRoot::new(p);
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let plan = crate::plan::takeover::plan(
+        &Takeover {
+            display_manager: DisplayManager::Auto,
+            stop_units: vec![],
+            user_units: vec![],
+            stop_processes: vec![],
+            unload_modules: UnloadModules::Auto,
+        },
+        &[planned(&root, GPU, true)],
+        &root,
+    );
+    assert!(plan.modules.is_empty());
+    let path = p.join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    release(&host, &mut j, &plan).unwrap();
+    let efifb = p.join("sys/bus/platform/drivers/efi-framebuffer/efi-framebuffer.0");
+    assert!(!efifb.exists());
+    assert_eq!(bound(p, 1), "0");
+    assert_eq!(
+        journal::read(&path).unwrap(),
+        [
+            Step::UnbindVtcon(UnbindVtcon {
+                index: 1,
+                name: "(M) frame buffer device".into()
+            }),
+            Step::UnbindFramebuffer(UnbindFramebuffer {
+                driver: "efi-framebuffer".into(),
+                device: "efi-framebuffer.0".into(),
+                gpu: GPU.parse().unwrap()
+            })
+        ]
+    );
+    assert!(
+        kernel.commands.borrow().is_empty(),
+        "no command for this host"
+    );
+    let report = journal::undo_all(&path, &host);
+    assert!(report.complete(), "{report:?}");
+    assert!(efifb.exists());
+    assert_eq!(bound(p, 1), "1");
+}
+
+#[test]
+fn a_framebuffer_the_kernel_removed_is_a_note_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    add_device(p, GPU, (0x1234, 0x1111), 0x030000, None, Some(3));
+    let kernel = FakeKernel::new(p);
+    let root = HostRoot::new(p);
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let path = p.join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    j.record(&Step::UnbindFramebuffer(UnbindFramebuffer {
+        driver: "efi-framebuffer".into(),
+        device: "efi-framebuffer.0".into(),
+        gpu: GPU.parse().unwrap(),
+    }))
+    .unwrap();
+    let report = journal::undo_all(&path, &host);
+    assert!(report.complete(), "{report:?}");
+    assert!(report.steps[0].what.contains("the kernel removed it"));
+    assert!(report.steps[0].problem.is_none());
+}

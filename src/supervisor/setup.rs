@@ -1,0 +1,281 @@
+//! Everything before QEMU runs, with one way out on failure: a dead run's
+//! journal replayed, the UEFI vars and swtpm, the control socket and
+//! signal handlers, the device locks, the input side, the host prepared,
+//! QEMU spawned. Whatever step fails, `abandon` stops the swtpm, replays
+//! the journal through the same `teardown::replay` as every other path, and
+//! finishes the run dir.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use tokio::net::UnixListener;
+use tokio::process::Child;
+
+use super::rundir::RunDir;
+use super::{vmfiles, Signals, SupervisorError};
+use crate::config::InputMode;
+use crate::input::readd::Readd;
+use crate::input::router::Router;
+use crate::plan::Plan;
+use crate::prepare::{self, DeviceLocks, Host, PrepareError};
+use crate::qemu::{process, swtpm, QmpListener};
+use crate::teardown;
+
+/// What setup made, handed to the loop.
+pub(super) struct Started {
+    /// QEMU, started with `-S` (no vCPU runs before the loop says `cont`),
+    /// and our end of its QMP socket, already connected.
+    pub qemu: (Child, UnixStream),
+    /// What the loop listens to besides QEMU: `control.sock` (`vmrun
+    /// status`, `stop`, `input`) and the signals.
+    pub listeners: (UnixListener, Signals),
+    /// Router mode's proxies and real devices, or qemu mode's re-adder.
+    pub input: (Option<Router>, Option<Readd>),
+    /// Held until the supervisor ends: the devices are ours until then.
+    pub device_locks: DeviceLocks,
+}
+
+/// Why setup stopped, before the undo is known.
+pub(super) enum SetupFailure {
+    /// A dead run's journal did not fully go back; nothing of ours was done.
+    Stale(Vec<String>),
+    /// Claiming or changing the host failed: the undo's report goes with it.
+    Prepare(PrepareError),
+    Other(SupervisorError),
+}
+
+impl From<SupervisorError> for SetupFailure {
+    fn from(e: SupervisorError) -> Self {
+        Self::Other(e)
+    }
+}
+
+/// Sets up the run of `plan` up to a spawned QEMU. A swtpm it starts is
+/// left in `tpm`, so `abandon` can stop it.
+pub(super) fn set_up(
+    plan: &Plan,
+    host: &Host,
+    journal: &Path,
+    tpm: &mut Option<swtpm::Swtpm>,
+) -> Result<Started, SetupFailure> {
+    // A dead supervisor's journal: its changes go back before ours start.
+    if journal.exists() {
+        tracing::warn!(
+            "{}: restoring what a previous run left changed",
+            plan.vm.name
+        );
+        let stale = teardown::replay(journal, host);
+        if !stale.complete() {
+            return Err(SetupFailure::Stale(stale.problems().collect()));
+        }
+    }
+    vmfiles::ensure_vars_copy(plan).map_err(SupervisorError::from)?;
+    if plan.vm.tpm {
+        *tpm = Some(
+            swtpm::start(&plan.paths, plan.qemu_user.as_deref()).map_err(SupervisorError::from)?,
+        );
+    }
+    let control_path = plan.paths.run_dir.join("control.sock");
+    let control = UnixListener::bind(&control_path).map_err(SupervisorError::Runtime)?;
+    let signals = Signals::new().map_err(SupervisorError::Runtime)?;
+    let device_locks = prepare::lock_devices(plan).map_err(SetupFailure::Prepare)?;
+    // The proxies exist before QEMU, which opens them at realize; made
+    // before the host is changed, so a missing uinput costs no rebind.
+    let input = input_side(plan)?;
+    prepare::prepare(plan, host).map_err(|e| {
+        tracing::error!("preparing the host failed: {e}; undoing what was done");
+        SetupFailure::Prepare(e)
+    })?;
+    let argv = crate::qemu::build_argv_with(plan, QmpListener::Stdin);
+    let (listener, qmp_stream) =
+        process::qmp_listen(&plan.paths.qmp_socket).map_err(SupervisorError::from)?;
+    let child = process::spawn(plan, &argv, listener).map_err(SupervisorError::from)?;
+    Ok(Started {
+        qemu: (child, qmp_stream),
+        listeners: (control, signals),
+        input,
+        device_locks,
+    })
+}
+
+/// The one way out of a failed setup: the swtpm stopped, the journal
+/// replayed (it holds nothing unless prepare got going), the run dir
+/// removed but for a journal that did not fully go back.
+pub(super) fn abandon(
+    failure: SetupFailure,
+    tpm: &mut Option<swtpm::Swtpm>,
+    journal: &Path,
+    host: &Host,
+    run_dir: RunDir,
+) -> SupervisorError {
+    if let Some(t) = tpm.as_mut() {
+        t.stop();
+    }
+    let undo = match &failure {
+        // Replaying the dead run's journal again would fail again.
+        SetupFailure::Stale(_) => None,
+        _ => Some(teardown::replay(journal, host)),
+    };
+    let complete = undo.as_ref().is_some_and(teardown::Report::complete);
+    run_dir.finish((!complete).then_some(journal));
+    match failure {
+        SetupFailure::Stale(problems) => SupervisorError::StaleRestore(problems),
+        SetupFailure::Prepare(error) => SupervisorError::Prepare {
+            error,
+            undo: undo.unwrap_or_default(),
+        },
+        SetupFailure::Other(e) => e,
+    }
+}
+
+/// Router mode's proxies and device side, or qemu mode's re-adder.
+fn input_side(plan: &Plan) -> Result<(Option<Router>, Option<Readd>), SupervisorError> {
+    let Some(input) = &plan.vm.input else {
+        return Ok((None, None));
+    };
+    let links = [
+        plan.paths.keyboard_proxy.clone(),
+        plan.paths.mouse_proxy.clone(),
+    ];
+    match input.mode {
+        InputMode::Router => Ok((
+            Some(Router::new(plan.vm.name.as_str(), input, links)?),
+            None,
+        )),
+        InputMode::Qemu => match Readd::new(input) {
+            Some(Ok(readd)) => Ok((None, Some(readd))),
+            Some(Err(error)) => Err(crate::input::InputError::Watch { error }.into()),
+            None => Ok((None, None)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::host::HostRoot;
+    use crate::plan::{DirsEnv, VmPaths};
+    use crate::prepare::change::hugepages::Hugepages;
+    use crate::prepare::journal::{Journal, Step};
+    use crate::prepare::kernel::fake::FakeKernel;
+
+    const POOL: &str = "sys/kernel/mm/hugepages/hugepages-2048kB";
+
+    /// A run dir claimed by a setup that got as far as `steps` in its
+    /// journal, on a host with a 2 MiB huge page pool of `pages` pages.
+    struct Scene {
+        _dir: tempfile::TempDir,
+        root: HostRoot,
+        kernel: FakeKernel,
+        paths: VmPaths,
+        journal: std::path::PathBuf,
+    }
+
+    impl Scene {
+        fn new(pages: u64, steps: &[Step]) -> (Self, RunDir) {
+            let dir = tempfile::tempdir().unwrap();
+            let pool = dir.path().join(POOL);
+            fs::create_dir_all(&pool).unwrap();
+            fs::write(pool.join("nr_hugepages"), format!("{pages}\n")).unwrap();
+            fs::write(pool.join("free_hugepages"), format!("{pages}\n")).unwrap();
+            let env = DirsEnv {
+                is_root: false,
+                uid: 1000,
+                xdg_runtime_dir: Some(dir.path().join("run")),
+                xdg_data_home: Some(dir.path().join("data")),
+                xdg_cache_home: None,
+                xdg_config_home: None,
+                home: None,
+                run_base: None,
+                state_base: None,
+            };
+            let paths = VmPaths::new(&"t1".parse().unwrap(), &env);
+            let (run_dir, _) = RunDir::acquire("t1", &paths).unwrap();
+            let journal = paths.run_dir.join("journal");
+            let mut j = Journal::open(&journal).unwrap();
+            for s in steps {
+                j.record(s).unwrap();
+            }
+            let scene = Self {
+                root: HostRoot::new(dir.path()),
+                kernel: FakeKernel::new(dir.path()),
+                paths,
+                journal,
+                _dir: dir,
+            };
+            (scene, run_dir)
+        }
+
+        fn abandon(&self, failure: SetupFailure, run_dir: RunDir) -> SupervisorError {
+            let host = Host::new(&self.root, &self.kernel);
+            abandon(failure, &mut None, &self.journal, &host, run_dir)
+        }
+
+        fn pages(&self) -> String {
+            fs::read_to_string(self.root.path(format!("/{POOL}/nr_hugepages")))
+                .unwrap()
+                .trim()
+                .to_string()
+        }
+    }
+
+    /// Four 2 MiB pages reserved on top of two (or of a 1 GiB pool this
+    /// host lacks: that undo fails).
+    fn reserved(size_kb: u64) -> Step {
+        Step::Hugepages(Hugepages {
+            size_kb,
+            before: 2,
+            reserved: 4,
+        })
+    }
+
+    fn busy() -> SetupFailure {
+        SetupFailure::Prepare(PrepareError::DeviceBusy {
+            address: "0000:01:00.0".into(),
+            holder: "other".into(),
+        })
+    }
+
+    #[test]
+    fn a_failed_prepare_is_undone_and_the_run_dir_removed() {
+        let (scene, run_dir) = Scene::new(6, &[reserved(2048)]);
+        let err = scene.abandon(busy(), run_dir);
+        assert!(
+            matches!(&err, SupervisorError::Prepare { undo, .. } if undo.complete() && undo.steps.len() == 1),
+            "{err}"
+        );
+        assert!(!err.host_left_changed());
+        assert_eq!(scene.pages(), "2");
+        assert!(!scene.paths.run_dir.exists());
+    }
+
+    #[test]
+    fn an_undo_that_fails_keeps_the_journal_for_restore() {
+        let (scene, run_dir) = Scene::new(6, &[reserved(1_048_576)]);
+        let err = scene.abandon(busy(), run_dir);
+        assert!(err.host_left_changed(), "{err}");
+        assert!(err.to_string().contains("NOT everything could be undone"));
+        assert!(scene.journal.exists());
+    }
+
+    #[test]
+    fn any_other_failure_is_returned_as_is_after_the_same_undo() {
+        let (scene, run_dir) = Scene::new(6, &[reserved(2048)]);
+        let failure = SetupFailure::Other(SupervisorError::Runtime(std::io::Error::other("x")));
+        let err = scene.abandon(failure, run_dir);
+        assert!(matches!(err, SupervisorError::Runtime(_)), "{err}");
+        assert_eq!(scene.pages(), "2");
+        assert!(!scene.paths.run_dir.exists());
+    }
+
+    #[test]
+    fn a_dead_runs_journal_that_did_not_go_back_is_kept_untouched() {
+        let (scene, run_dir) = Scene::new(6, &[reserved(2048)]);
+        let err = scene.abandon(SetupFailure::Stale(vec!["x".into()]), run_dir);
+        assert!(err.host_left_changed(), "{err}");
+        assert_eq!(scene.pages(), "6", "not replayed a second time");
+        assert!(scene.journal.exists());
+    }
+}
