@@ -553,6 +553,18 @@ fn a_detached_supervisor_writes_nothing_to_its_callers_terminal_after_start_retu
     let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
     let qemu = qemu_pid(&w, &name);
 
+    // `vmrun qmp NAME query-version | head -0`: a closed stdout is no error.
+    let (gone, closed) = std::io::pipe().unwrap();
+    drop(gone);
+    let out = w
+        .cmd(&["qmp", &name, "query-version"])
+        .stdout(closed)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
     assert_ok(&w.run(&["stop", &name]), "vmrun stop");
     assert_torn_down(&w, &name, supervisor, qemu);
     // Every writer has exited: the read ends at EOF.

@@ -1,6 +1,7 @@
 //! `vmrun start NAME` (and `vmrun NAME`): plan, then supervise in the
 //! foreground, or hand the supervisor to the background with `--detach`.
 
+use super::out::{out, outln};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
@@ -33,7 +34,7 @@ pub fn start(args: &StartArgs) -> Exit {
         } else {
             dry_run::render_text(&plan, &argv)
         };
-        print!("{text}");
+        out!("{text}");
         return if plan.has_errors() {
             Exit::HostProblems
         } else {
@@ -192,7 +193,7 @@ fn detach(args: &StartArgs) -> Exit {
         .and_then(Result::ok)
         .is_some_and(|line| line == "running");
     if ready {
-        println!(
+        outln!(
             "{name} is running (supervisor pid {}): `vmrun status {name}`, `vmrun console {name}`, `vmrun stop {name}`",
             child.id()
         );
