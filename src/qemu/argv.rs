@@ -180,20 +180,33 @@ pub(crate) fn smp(t: &Topology) -> OsString {
         .into_os_string()
 }
 
-/// Guest RAM as an explicit memfd backend (`-machine memory-backend=`), so
-/// hugepages and sharing (Looking Glass, vhost-user) are one property away.
+/// Guest RAM as an explicit backend (`-machine memory-backend=`).
+///
+/// Without huge pages it is private anonymous memory (`memory-backend-ram`),
+/// which the kernel backs with transparent huge pages under its default
+/// (`enabled=always` or `madvise`: QEMU madvises guest RAM MADV_HUGEPAGE).
+/// A `memory-backend-memfd,share=on` would be shmem, which gets THP only
+/// when `/sys/kernel/mm/transparent_hugepage/shmem_enabled` allows it (its
+/// default is `never`): 4 KiB pages for the whole guest, as measured in
+/// BENCHMARKS.md. Shared RAM is only needed for vhost-user devices
+/// (virtiofsd, vhost-user-net), which vmrun does not configure.
+///
+/// With huge pages it is a hugetlbfs memfd: those pages are huge whatever
+/// the sharing.
 fn memory(a: &mut Argv, plan: &Plan) {
     let size = format!("{}M", plan.vm.memory.mib());
     a.opt("-m", &size);
-    let mut o = Opts::new("memory-backend-memfd")
-        .set("id", "mem0")
-        .set("size", &size)
-        .switch("share", true);
-    if let Some(pages) = plan.vm.hugepages {
-        o = o
+    let o = match plan.vm.hugepages {
+        Some(pages) => Opts::new("memory-backend-memfd")
+            .set("id", "mem0")
+            .set("size", &size)
+            .switch("share", true)
             .switch("hugetlb", true)
-            .set("hugetlbsize", pages.size().to_string());
-    }
+            .set("hugetlbsize", pages.size().to_string()),
+        None => Opts::new("memory-backend-ram")
+            .set("id", "mem0")
+            .set("size", &size),
+    };
     a.opt("-object", o);
 }
 
