@@ -40,6 +40,9 @@ const HYPERV_FLAGS: [&str; 12] = [
     "hv-ipi=on",
 ];
 
+/// The `host` CPU model's `migratable` property appeared in QEMU 2.1.
+const MIGRATABLE_SINCE: (u32, u32) = (2, 1);
+
 /// Used for `hv-vendor-id` when `hide_hypervisor` is set without `vendor_id`.
 pub const DEFAULT_VENDOR_ID: &str = "0123456789ab";
 
@@ -74,6 +77,7 @@ pub fn build_argv_with(plan: &Plan, listener: QmpListener) -> Vec<OsString> {
             .set("guest", vm.name.as_str())
             .switch("debug-threads", true),
     );
+    a.opt("-uuid", &plan.uuid);
     a.flag("-nodefaults");
     a.flag("-no-user-config");
     a.opt("-msg", "timestamp=on");
@@ -134,6 +138,17 @@ fn machine(a: &mut Argv, plan: &Plan) {
     }
     // vmport emulates VMware's backdoor port; nothing here wants it.
     m = m.switch("vmport", false);
+    // A QEMU crash's core would otherwise hold all of guest RAM; libvirt
+    // passes the same unless qemu.conf sets `dump_guest_core = 1`.
+    m = m.switch("dump-guest-core", false);
+    if plan.vm.cpu.hyperv {
+        // Windows keeps time on the Hyper-V reference TSC page (hv-time);
+        // an HPET it would use instead costs a VM exit per read.
+        // virt-manager's Windows guests get `<timer name='hpet'
+        // present='no'/>`. A machine property (7.2 has it; `-no-hpet` was
+        // deprecated for it in 8.0 and removed in 9.0).
+        m = m.switch("hpet", false);
+    }
     a.opt("-machine", m);
 }
 
@@ -146,6 +161,17 @@ fn cpu(a: &mut Argv, plan: &Plan) {
         cpu.model.as_str()
     };
     let mut o = Opts::new(model);
+    if model == "host"
+        && plan
+            .qemu
+            .version
+            .at_least(MIGRATABLE_SINCE.0, MIGRATABLE_SINCE.1)
+    {
+        // A VM with passed-through devices can't migrate anyway; a
+        // non-migratable `host` passes every host CPUID feature, invtsc
+        // (the invariant TSC Windows and Linux prefer as a clock) among them.
+        o = o.switch("migratable", false);
+    }
     for feature in &cpu.features {
         o = o.item(feature);
     }
