@@ -191,7 +191,7 @@ fn query_status(socket: &Path, deadline: Instant) -> Option<String> {
 
 /// Runs vmrun with a stdout whose reader is already gone (`| head -0`).
 fn with_closed_stdout(args: &[&str]) -> std::process::Output {
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = nix::unistd::pipe().unwrap();
     drop(reader);
     Command::new(env!("CARGO_BIN_EXE_vmrun"))
         .current_dir(repo())

@@ -518,7 +518,7 @@ fn as_root_qemu_runs_as_an_unprivileged_user_and_stays_controllable() {
 }
 
 /// Reads what is in `pipe` now, without waiting for more.
-fn read_available(pipe: &std::io::PipeReader) -> Vec<u8> {
+fn read_available(pipe: &std::fs::File) -> Vec<u8> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = OFlag::from_bits_truncate(fcntl(pipe, FcntlArg::F_GETFL).unwrap());
     fcntl(pipe, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
@@ -542,7 +542,8 @@ fn a_detached_supervisor_writes_nothing_to_its_callers_terminal_after_start_retu
     let w = World::new();
     let name = w.vm("quiet", &VmSpec::default());
     // One pipe as both stdout and stderr, as a terminal would be.
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    let reader = std::fs::File::from(reader);
     let mut cmd = w.cmd(&["start", &name, "--detach"]);
     cmd.stdout(writer.try_clone().unwrap()).stderr(writer);
     let mut start = cmd.spawn().unwrap();
@@ -554,7 +555,7 @@ fn a_detached_supervisor_writes_nothing_to_its_callers_terminal_after_start_retu
     let qemu = qemu_pid(&w, &name);
 
     // `vmrun qmp NAME query-version | head -0`: a closed stdout is no error.
-    let (gone, closed) = std::io::pipe().unwrap();
+    let (gone, closed) = nix::unistd::pipe().unwrap();
     drop(gone);
     let out = w
         .cmd(&["qmp", &name, "query-version"])
