@@ -73,16 +73,22 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
     }
     logging::init_vm(&plan.paths.log, !detached_child);
     let on_running: Box<dyn FnOnce(&str)> = if detached_child {
-        Box::new(|_| {
+        let log = plan.paths.log.clone();
+        Box::new(move |_| {
             let mut out = std::io::stdout();
             let _ = writeln!(out, "running");
             let _ = out.flush();
             let _ = std::io::stderr().flush();
-            // `vmrun start --detach` exits now and closes both pipes; a
-            // later write (eprintln! panics on EPIPE) must go nowhere.
-            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-                let _ = nix::unistd::dup2_stdout(&null);
-                let _ = nix::unistd::dup2_stderr(&null);
+            // `vmrun start --detach` exits now and closes both pipes, and
+            // its caller's terminal is no place for the supervisor: a later
+            // write (a panic's message) goes to the VM's log, or nowhere.
+            let target = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .or_else(|_| std::fs::OpenOptions::new().write(true).open("/dev/null"));
+            if let Ok(target) = target {
+                let _ = nix::unistd::dup2_stdout(&target);
+                let _ = nix::unistd::dup2_stderr(&target);
             }
         })
     } else {
