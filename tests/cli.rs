@@ -188,3 +188,41 @@ fn query_status(socket: &Path, deadline: Instant) -> Option<String> {
         v["status"].as_str().map(str::to_owned)
     })
 }
+
+/// Runs vmrun with a stdout whose reader is already gone (`| head -0`).
+fn with_closed_stdout(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_vmrun"))
+        .current_dir(repo())
+        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .env("VMRUN_RUN_DIR", "/run/vmrun")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_every_verb_quietly_with_exit_0() {
+    for args in [
+        &["devices"][..],
+        &["devices", "--json"],
+        &["list"],
+        &["list", "--json"],
+        &["--help"],
+        &["start", "--help"],
+        &["completions", "bash"],
+        &["man"],
+        &["start", "vms/demo.toml", "--dry-run"],
+        &["status", "vms/demo.toml"],
+    ] {
+        let out = with_closed_stdout(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}

@@ -46,8 +46,8 @@ fn all_shows_the_bridge_only_groups_too() {
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         json["groups"].as_array().unwrap().len()
     };
-    assert_eq!(count(&["devices", "--json"]), 4);
-    assert_eq!(count(&["devices", "--json", "--all"]), 7);
+    assert_eq!(count(&["devices", "--json"]), 5);
+    assert_eq!(count(&["devices", "--json", "--all"]), 8);
 }
 
 #[test]

@@ -125,3 +125,8 @@ fn spawned_qemu_differs_only_in_the_supervisor_monitor() {
 fn qemu_mode_input_reads_the_devices_with_input_linux() {
     snapshot("tests/fixtures/bundle/vms", "input-qemu.toml", "7.2");
 }
+
+#[test]
+fn a_lone_function_3_is_placed_at_function_0() {
+    snapshot("tests/fixtures/bundle/vms", "usb-fn3.toml", "7.2");
+}

@@ -516,3 +516,65 @@ fn as_root_qemu_runs_as_an_unprivileged_user_and_stays_controllable() {
     let log = w.log(&name);
     assert!(log.contains("stopped by Quit"), "{log}");
 }
+
+/// Reads what is in `pipe` now, without waiting for more.
+fn read_available(pipe: &std::fs::File) -> Vec<u8> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(pipe, FcntlArg::F_GETFL).unwrap());
+    fcntl(pipe, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut reader = pipe;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("reading the pipe: {e}"),
+        }
+    }
+    fcntl(pipe, FcntlArg::F_SETFL(flags)).unwrap();
+    got
+}
+
+#[test]
+fn a_detached_supervisor_writes_nothing_to_its_callers_terminal_after_start_returned() {
+    let w = World::new();
+    let name = w.vm("quiet", &VmSpec::default());
+    // One pipe as both stdout and stderr, as a terminal would be.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    let reader = std::fs::File::from(reader);
+    let mut cmd = w.cmd(&["start", &name, "--detach"]);
+    cmd.stdout(writer.try_clone().unwrap()).stderr(writer);
+    let mut start = cmd.spawn().unwrap();
+    drop(cmd);
+    assert_eq!(wait_exit(&mut start, WAIT), Some(0));
+    let before = String::from_utf8_lossy(&read_available(&reader)).into_owned();
+    assert!(before.contains("quiet is running"), "{before}");
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    let qemu = qemu_pid(&w, &name);
+
+    // `vmrun qmp NAME query-version | head -0`: a closed stdout is no error.
+    let (gone, closed) = nix::unistd::pipe().unwrap();
+    drop(gone);
+    let out = w
+        .cmd(&["qmp", &name, "query-version"])
+        .stdout(closed)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    assert_ok(&w.run(&["stop", &name]), "vmrun stop");
+    assert_torn_down(&w, &name, supervisor, qemu);
+    // Every writer has exited: the read ends at EOF.
+    let after = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let mut reader = reader;
+        reader.read_to_string(&mut rest).map(|_| rest)
+    });
+    wait_for("the pipe's end", WAIT, || after.is_finished().then_some(()));
+    let after = after.join().unwrap().unwrap();
+    assert_eq!(after, "", "written after `start --detach` returned");
+}

@@ -1,6 +1,7 @@
 //! `vmrun check [NAME]`: the host's (and the VM's) preconditions, one line
 //! each, exit 0 when all pass, 1 with warnings, 2 with failures.
 
+use super::out::{out, outln};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -51,12 +52,12 @@ pub fn check(vm: Option<&str>, json: bool) -> i32 {
     let worst = check::worst(&checks);
     if json {
         let value = serde_json::json!({ "status": worst, "checks": checks });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
-        print!("{}", render(&checks));
+        out!("{}", render(&checks));
     }
     match worst {
         Status::Pass => 0,

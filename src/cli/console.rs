@@ -87,6 +87,8 @@ pub fn console(vm: &str) -> Exit {
             eprintln!("\r\nleft {name}'s console");
             Exit::Ok
         }
+        // The reader of our stdout went away (`| head`): nothing to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
         Err(e) => {
             eprintln!(
                 "vmrun: {name}: console {}: {e} (is it running? `vmrun status {name}`)",

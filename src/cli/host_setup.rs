@@ -2,6 +2,7 @@
 //! Dry by default; `--apply` backs up every file it changes first and
 //! prints how to undo.
 
+use super::out::{out, outln};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +23,7 @@ pub fn host(command: HostCommand) -> Exit {
     match command {
         HostCommand::KernelArgs { vm } => match args_for(&root, vm.as_deref()) {
             Ok(args) => {
-                println!("{}", args.line());
+                outln!("{}", args.line());
                 for note in &args.notes {
                     eprintln!("# {note}");
                 }
@@ -62,7 +63,7 @@ fn args_for(root: &HostRoot, vm: Option<&str>) -> Result<KernelArgs, Exit> {
 
 fn boot_entry(root: &HostRoot, args: &KernelArgs, apply: bool) -> Exit {
     let Some(grubby) = Grubby::find() else {
-        print!("{}", boot_steps::manual_steps(root, &args.line()));
+        out!("{}", boot_steps::manual_steps(root, &args.line()));
         if apply {
             eprintln!("vmrun: nothing applied: without grubby the steps above are yours to make");
             return Exit::HostProblems;
@@ -87,23 +88,27 @@ fn boot_entry(root: &HostRoot, args: &KernelArgs, apply: bool) -> Exit {
         }
     };
     if plan.add.is_none() {
-        println!(
+        outln!(
             "the passthrough entry \"{}\" is current: nothing to do",
             plan.title
         );
         return Exit::Ok;
     }
     for stale in &plan.remove {
-        println!(
+        outln!(
             "remove the stale entry {}: \"{}\" ({})",
-            stale.index, stale.title, stale.kernel
+            stale.index,
+            stale.title,
+            stale.kernel
         );
     }
-    println!(
+    outln!(
         "add \"{}\": {} with\n    {}",
-        plan.title, plan.base.kernel, plan.args
+        plan.title,
+        plan.base.kernel,
+        plan.args
     );
-    println!(
+    outln!(
         "the default boot stays {}",
         if plan.default_is_ours {
             "the passthrough entry"
@@ -112,7 +117,7 @@ fn boot_entry(root: &HostRoot, args: &KernelArgs, apply: bool) -> Exit {
         }
     );
     if !apply {
-        println!("(dry run: --apply makes the change)");
+        outln!("(dry run: --apply makes the change)");
         return Exit::Ok;
     }
     let backup_dir = match snapshot(root, &boot_entry::files_grubby_changes(root)) {
@@ -125,10 +130,10 @@ fn boot_entry(root: &HostRoot, args: &KernelArgs, apply: bool) -> Exit {
     match boot_entry::apply(&grubby, &plan) {
         Ok(ran) => {
             for cmd in ran {
-                println!("ran: {cmd}");
+                outln!("ran: {cmd}");
             }
-            println!("backup of the boot entries: {}", backup_dir.display());
-            println!(
+            outln!("backup of the boot entries: {}", backup_dir.display());
+            outln!(
                 "undo: grubby --info=ALL, then grubby --remove-kernel=INDEX for \"{}\" and grubby --set-default-index={default}",
                 plan.title
             );
@@ -170,7 +175,7 @@ fn initramfs(root: &HostRoot, apply: bool) -> Exit {
         }
     };
     let Some(contents) = edit.contents else {
-        println!(
+        outln!(
             "{} already loads {}: nothing to do (if the initramfs was not rebuilt since: {})",
             edit.file.display(),
             initramfs::MODULES.join(", "),
@@ -178,13 +183,13 @@ fn initramfs(root: &HostRoot, apply: bool) -> Exit {
         );
         return Exit::Ok;
     };
-    println!("{} becomes:\n", edit.file.display());
+    outln!("{} becomes:\n", edit.file.display());
     for line in contents.lines() {
-        println!("    {line}");
+        outln!("    {line}");
     }
     let rebuild = edit.generator.rebuild().join(" ");
     if !apply {
-        println!("\nthen: {rebuild}\n(dry run: --apply writes the file, backing up the old one, and rebuilds)");
+        outln!("\nthen: {rebuild}\n(dry run: --apply writes the file, backing up the old one, and rebuilds)");
         return Exit::Ok;
     }
     let change = match backup::write_with_backup(&root.path(&edit.file), &contents) {
@@ -194,25 +199,25 @@ fn initramfs(root: &HostRoot, apply: bool) -> Exit {
             return Exit::HostProblems;
         }
     };
-    println!("\nwrote {}", change.path.display());
+    outln!("\nwrote {}", change.path.display());
     let argv = edit.generator.rebuild();
     let undo = format!("undo: {}, then {rebuild}", change.undo());
     if !root.is_real() {
         // The generator would rebuild this machine's initramfs, not the
         // tree under VMRUN_HOST_ROOT.
         let dir = root.dir().display();
-        println!("the host root is {dir}: rebuild its initramfs from inside it: chroot {dir} {rebuild}\n{undo}");
+        outln!("the host root is {dir}: rebuild its initramfs from inside it: chroot {dir} {rebuild}\n{undo}");
         return Exit::Ok;
     }
     let Some(binary) = crate::host::qemu::find_in_path(Path::new(argv[0])) else {
-        println!(
+        outln!(
             "{} is not on PATH: rebuild the initramfs yourself: {rebuild}\n{undo}",
             argv[0]
         );
         return Exit::Ok;
     };
     if run_rebuild(&binary, &argv[1..], &rebuild) {
-        println!("initramfs rebuilt: the vfio modules load early from the next boot\n{undo}");
+        outln!("initramfs rebuilt: the vfio modules load early from the next boot\n{undo}");
         return Exit::Ok;
     }
     // The initramfs was not rebuilt: the file goes back too, so the host
@@ -227,7 +232,7 @@ fn initramfs(root: &HostRoot, apply: bool) -> Exit {
 /// Runs the initramfs rebuild with the terminal attached (it prints its
 /// progress); whether it succeeded.
 fn run_rebuild(binary: &Path, args: &[&str], shown: &str) -> bool {
-    println!("running: {shown}");
+    outln!("running: {shown}");
     match Command::new(binary).args(args).status() {
         Ok(status) if status.success() => true,
         Ok(status) => {

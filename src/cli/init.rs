@@ -1,6 +1,7 @@
 //! `vmrun init NAME`: writes the config `setup::init` makes for this host
 //! into the first config directory, never over an existing file.
 
+use super::out::outln;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
@@ -74,8 +75,8 @@ pub fn init(args: &InitArgs) -> Exit {
         eprintln!("vmrun: writing {}: {e}", path.display());
         return Exit::HostProblems;
     }
-    println!("wrote {}", path.display());
-    println!(
+    outln!("wrote {}", path.display());
+    outln!(
         "next: `vmrun check {name}`, create the disk it names, then `vmrun start {name} --dry-run`"
     );
     Exit::Ok

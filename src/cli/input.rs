@@ -1,5 +1,6 @@
 //! `vmrun input list` and `vmrun input NAME [host|guest|toggle]`.
 
+use super::out::outln;
 use std::fmt::Write as _;
 
 use super::args::{InputArgs, SideArg};
@@ -33,7 +34,7 @@ pub fn input(args: &InputArgs) -> Exit {
     });
     match call_supervisor(&name, &paths, &Request::Input { to }) {
         Ok(Reply::Input { focus }) => {
-            println!("{name}: the {} has the keyboard and mouse", focus.name());
+            outln!("{name}: the {} has the keyboard and mouse", focus.name());
             Exit::Ok
         }
         Ok(Reply::Error { message }) => {

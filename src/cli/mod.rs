@@ -10,6 +10,7 @@ mod host_setup;
 mod init;
 mod input;
 mod logging;
+mod out;
 mod restore;
 mod rom;
 mod shell;
@@ -17,15 +18,25 @@ mod start;
 mod vm_ops;
 
 use std::ffi::OsString;
-use std::io::Write;
 
 use clap::CommandFactory;
+use out::{out, outln};
 
 pub use crate::exit::Exit;
 pub use args::{Cli, Command, StartArgs, StopArgs};
 
 /// Runs vmrun with `args` (including argv[0]) and returns the exit status.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let code = run_verb(args);
+    // A reader that closed stdout wanted no more (`| head -1`): that is
+    // not a failure. A host left changed still says so.
+    if out::closed() && code != Exit::RestoreIncomplete.code() {
+        return Exit::Ok.code();
+    }
+    code
+}
+
+fn run_verb(args: impl IntoIterator<Item = OsString>) -> i32 {
     let cli = match args::parse(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -74,14 +85,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
                 args::Shell::Zsh => clap_complete::Shell::Zsh,
                 args::Shell::Fish => clap_complete::Shell::Fish,
             };
-            clap_complete::generate(shell, &mut cmd, "vmrun", &mut std::io::stdout());
+            // Into a buffer: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "vmrun", &mut script);
+            out::write_bytes(&script);
             Exit::Ok.code()
         }
         Command::Man => {
             let mut out = Vec::new();
             match clap_mangen::Man::new(Cli::command()).render(&mut out) {
                 Ok(()) => {
-                    let _ = std::io::stdout().write_all(&out);
+                    out::write_bytes(&out);
                     Exit::Ok.code()
                 }
                 Err(e) => {
@@ -114,14 +128,16 @@ fn print_listing<T: serde::Serialize>(
 ) -> Exit {
     if json {
         match serde_json::to_string_pretty(value) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => {
+                outln!("{text}");
+            }
             Err(e) => {
                 eprintln!("vmrun: could not encode the device list: {e}");
                 return Exit::HostProblems;
             }
         }
     } else {
-        print!("{}", render(value));
+        out!("{}", render(value));
     }
     Exit::Ok
 }

@@ -2,6 +2,7 @@
 //! stops a QEMU left running and replays the VM's journal. Works from a
 //! text console or over SSH: it needs nothing but the run dir.
 
+use super::out::outln;
 use std::path::PathBuf;
 
 use super::vm_ops::vm_paths;
@@ -46,7 +47,7 @@ pub fn restore(vm: Option<&str>, all: bool) -> Exit {
         }
     }
     if targets.is_empty() {
-        println!("nothing to restore");
+        outln!("nothing to restore");
     }
     worst
 }
@@ -64,7 +65,7 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
         }
     };
     if let Some(pid) = leftovers.killed_qemu {
-        println!("{name}: stopped the QEMU (pid {pid}) its dead supervisor left running");
+        outln!("{name}: stopped the QEMU (pid {pid}) its dead supervisor left running");
     }
     let root = HostRoot::from_env();
     let kernel = RealKernel::default();
@@ -72,13 +73,13 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
     let report = teardown::replay(&journal, &Host::new(&root, &kernel));
     for step in &report.steps {
         match &step.problem {
-            None => println!("{name}: {}: ok", step.what),
-            Some(p) => println!("{name}: {}: FAILED: {p}", step.what),
-        }
+            None => outln!("{name}: {}: ok", step.what),
+            Some(p) => outln!("{name}: {}: FAILED: {p}", step.what),
+        };
     }
     if report.complete() {
         run_dir.finish(None);
-        println!("{name}: host restored");
+        outln!("{name}: host restored");
         Exit::Ok
     } else {
         for p in report.problems() {

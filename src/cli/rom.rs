@@ -2,6 +2,7 @@
 //! (`prepare::rom`), validated against the device (`setup::rom`) and
 //! written where a bare `romfile` name finds it.
 
+use super::out::outln;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,7 +65,7 @@ pub fn dump(address: PciAddress, output: Option<&Path>, patch: bool) -> Exit {
         );
         return Exit::HostProblems;
     }
-    println!(
+    outln!(
         "wrote {} ({} bytes): ROM for {:04x}:{:04x}, signature 55 AA, PCIR valid, code type {}",
         path.display(),
         rom.len(),
@@ -77,13 +78,13 @@ pub fn dump(address: PciAddress, output: Option<&Path>, patch: bool) -> Exit {
         }
     );
     if image.stripped > 0 {
-        println!(
+        outln!(
             "stripped a {}-byte header before the signature (--patch)",
             image.stripped
         );
     }
     if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-        println!("use it: romfile = \"{name}\" in the GPU's [[hostdev]]");
+        outln!("use it: romfile = \"{name}\" in the GPU's [[hostdev]]");
     }
     Exit::Ok
 }

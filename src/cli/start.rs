@@ -1,6 +1,7 @@
 //! `vmrun start NAME` (and `vmrun NAME`): plan, then supervise in the
 //! foreground, or hand the supervisor to the background with `--detach`.
 
+use super::out::{out, outln};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
@@ -34,7 +35,7 @@ pub fn start(args: &StartArgs) -> Exit {
         } else {
             dry_run::render_text(&plan, &argv)
         };
-        print!("{text}");
+        out!("{text}");
         return if plan.has_errors() {
             Exit::HostProblems
         } else {
@@ -73,16 +74,22 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
     }
     logging::init_vm(&plan.paths.log, !detached_child);
     let on_running: Box<dyn FnOnce(&str)> = if detached_child {
-        Box::new(|_| {
+        let log = plan.paths.log.clone();
+        Box::new(move |_| {
             let mut out = std::io::stdout();
             let _ = writeln!(out, "running");
             let _ = out.flush();
             let _ = std::io::stderr().flush();
-            // `vmrun start --detach` exits now and closes both pipes; a
-            // later write (eprintln! panics on EPIPE) must go nowhere.
-            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-                let _ = nix::unistd::dup2_stdout(&null);
-                let _ = nix::unistd::dup2_stderr(&null);
+            // `vmrun start --detach` exits now and closes both pipes, and
+            // its caller's terminal is no place for the supervisor: a later
+            // write (a panic's message) goes to the VM's log, or nowhere.
+            let target = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .or_else(|_| std::fs::OpenOptions::new().write(true).open("/dev/null"));
+            if let Ok(target) = target {
+                let _ = nix::unistd::dup2_stdout(&target);
+                let _ = nix::unistd::dup2_stderr(&target);
             }
         })
     } else {
@@ -188,7 +195,7 @@ fn detach(args: &StartArgs) -> Exit {
         .and_then(Result::ok)
         .is_some_and(|line| line == "running");
     if ready {
-        println!(
+        outln!(
             "{name} is running (supervisor pid {}): `vmrun status {name}`, `vmrun console {name}`, `vmrun stop {name}`",
             child.id()
         );

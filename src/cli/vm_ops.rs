@@ -1,6 +1,7 @@
 //! Verbs for VMs that run (or ran): stop, status, list, qmp, logs.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use super::out::outln;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ pub fn stop(args: &StopArgs) -> Exit {
         Err(exit) => return exit,
     };
     let Some(pid) = supervisor_pid(&paths) else {
-        println!("{name} is not running");
+        outln!("{name} is not running");
         return Exit::Ok;
     };
     let rt = match runtime() {
@@ -89,7 +90,7 @@ pub fn stop(args: &StopArgs) -> Exit {
     while Instant::now() < deadline {
         // An exited supervisor may linger as a zombie until init reaps it.
         if !is_running(pid) {
-            println!("{name} stopped");
+            outln!("{name} stopped");
             return Exit::Ok;
         }
         // A forced stop ends in milliseconds: poll finely at first, then
@@ -137,13 +138,13 @@ pub fn status(vm: &str, json: bool) -> Exit {
             needs_restore,
         };
         if json {
-            println!("{}", serde_json::to_string_pretty(&not).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&not).unwrap_or_default());
         } else {
-            println!("{name}: stopped");
+            outln!("{name}: stopped");
             if needs_restore {
-                println!("  the host still has changes of a run that died: `vmrun restore {name}` (or the next start) gives them back");
+                outln!("  the host still has changes of a run that died: `vmrun restore {name}` (or the next start) gives them back");
             } else if stale {
-                println!(
+                outln!(
                     "  a supervisor died and left {}; the next start cleans it up",
                     paths.run_dir.display()
                 );
@@ -154,7 +155,7 @@ pub fn status(vm: &str, json: bool) -> Exit {
     match call_supervisor(&name, &paths, &Request::Status) {
         Ok(Reply::Status(st)) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
             } else {
                 print_status(&st);
             }
@@ -179,27 +180,27 @@ pub fn call_supervisor(name: &VmName, paths: &VmPaths, request: &Request) -> Res
 }
 
 fn print_status(st: &Status) {
-    println!("{}: {:?}", st.name, st.state);
-    println!(
+    outln!("{}: {:?}", st.name, st.state);
+    outln!(
         "  supervisor pid {}, QEMU pid {}",
         st.supervisor_pid,
         st.qemu_pid.map_or("-".into(), |p| p.to_string())
     );
-    println!(
+    outln!(
         "  up {}s, QMP status {}",
         st.uptime_s,
         st.qmp_status.as_deref().unwrap_or("-")
     );
     if let Some(step) = st.stopping {
-        println!("  stopping: {step:?}");
+        outln!("  stopping: {step:?}");
     }
     if !st.devices.is_empty() {
-        println!("  devices: {}", st.devices.join(", "));
+        outln!("  devices: {}", st.devices.join(", "));
     }
-    println!("  QMP (vmrun qmp): {}", st.qmp_socket);
-    println!("  console (vmrun console): {}", st.console_socket);
+    outln!("  QMP (vmrun qmp): {}", st.qmp_socket);
+    outln!("  console (vmrun console): {}", st.console_socket);
     if let Some(side) = st.input_focus {
-        println!(
+        outln!(
             "  keyboard and mouse: {} (vmrun input {} toggle)",
             side.name(),
             st.name
@@ -230,14 +231,14 @@ pub fn list(json: bool) -> Exit {
         })
         .collect();
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&entries).unwrap_or_default()
         );
     } else {
         for e in &entries {
             let state = if e.running { "running" } else { "stopped" };
-            println!("{:<20} {:<8} {}", e.name, state, e.config.display());
+            outln!("{:<20} {:<8} {}", e.name, state, e.config.display());
         }
     }
     Exit::Ok
@@ -268,7 +269,7 @@ pub fn qmp(vm: &str, command: &str, arguments: Option<&str>) -> Exit {
     });
     match result {
         Ok(value) => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&value).unwrap_or_default()
             );
@@ -295,14 +296,10 @@ pub fn logs(vm: &str, console: bool, follow: bool) -> Exit {
         eprintln!("vmrun: {name} has no log yet ({})", file.display());
         return Exit::HostProblems;
     };
-    let mut out = std::io::stdout();
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        if f.read_to_end(&mut buf).is_ok()
-            && !buf.is_empty()
-            && out.write_all(&buf).and_then(|()| out.flush()).is_err()
-        {
+        if f.read_to_end(&mut buf).is_ok() && !buf.is_empty() && !super::out::write_bytes(&buf) {
             return Exit::Ok;
         }
         if !follow {

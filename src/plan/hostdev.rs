@@ -13,7 +13,8 @@ use crate::host::HostRoot;
 pub struct PlannedHostdev {
     pub address: PciAddress,
     pub config: Hostdev,
-    /// `multifunction=on` for the guest: function 0 whose siblings are passed too.
+    /// `multifunction=on` for the guest: the first passed function of a
+    /// device whose other functions are passed too.
     pub multifunction: bool,
     /// What sysfs says now; `None` when the device is not on this host.
     pub device: Option<PciDevice>,
@@ -65,11 +66,11 @@ pub fn plan_hostdevs(
     for p in &mut planned {
         let has_siblings = addresses
             .iter()
-            .any(|a| a.slot_key() == p.address.slot_key() && a.function != 0);
+            .any(|a| a.slot_key() == p.address.slot_key() && *a != p.address);
         p.multifunction = p
             .config
             .multifunction
-            .unwrap_or(p.address.function == 0 && has_siblings);
+            .unwrap_or(guest_function(&addresses, p.address) == 0 && has_siblings);
     }
     if !planned.is_empty() && root_has_pci(root) && !pci::iommu_enabled(root) {
         findings.push(
@@ -78,6 +79,21 @@ pub fn plan_hostdevs(
         );
     }
     planned
+}
+
+/// The function a passed host function gets in the guest: the passed
+/// functions of one host device are numbered from 0 in host order. A guest
+/// scans a device's other functions only when function 0 exists (PCI: a
+/// device without function 0 is absent), so a lone `0e:00.3` (an AMD CPU's
+/// USB controller, whose functions 0-2 stay on the host) must become
+/// function 0.
+pub fn guest_function(passed: &[PciAddress], address: PciAddress) -> u8 {
+    let below = passed
+        .iter()
+        .filter(|a| a.slot_key() == address.slot_key() && a.function < address.function)
+        .count();
+    // At most 8 functions per device: the count fits.
+    below as u8
 }
 
 fn root_has_pci(root: &HostRoot) -> bool {

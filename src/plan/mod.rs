@@ -11,6 +11,7 @@ pub mod paths;
 pub mod safety;
 pub mod takeover;
 pub mod user;
+pub mod uuid;
 pub mod viability;
 
 use serde::Serialize;
@@ -50,6 +51,8 @@ pub struct Plan {
     pub paths: VmPaths,
     /// The user QEMU drops privileges to, when vmrun runs as root.
     pub qemu_user: Option<String>,
+    /// `-uuid`: derived from the host's machine-id and the VM's name.
+    pub uuid: String,
     /// `[takeover]` on this host: what stops, in order.
     pub takeover: Option<takeover::TakeoverPlan>,
     pub findings: Vec<Finding>,
@@ -108,6 +111,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         findings.extend(takeover::session_finding(&ctx.root));
     }
     let qemu_user = user::qemu_user(&vm.qemu.user, ctx.dirs.is_root, &ctx.root, &mut findings);
+    let uuid = uuid::vm_uuid(&ctx.root, vm.name.as_str(), &mut findings);
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
         findings.push(
             Finding::error("kvm", "/dev/kvm is missing: KVM is not available")
@@ -122,6 +126,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         hostdevs,
         paths,
         qemu_user,
+        uuid,
         takeover,
         findings,
         root: ctx.root.clone(),

@@ -40,6 +40,9 @@ const HYPERV_FLAGS: [&str; 12] = [
     "hv-ipi=on",
 ];
 
+/// The `host` CPU model's `migratable` property appeared in QEMU 2.1.
+const MIGRATABLE_SINCE: (u32, u32) = (2, 1);
+
 /// Used for `hv-vendor-id` when `hide_hypervisor` is set without `vendor_id`.
 pub const DEFAULT_VENDOR_ID: &str = "0123456789ab";
 
@@ -74,6 +77,7 @@ pub fn build_argv_with(plan: &Plan, listener: QmpListener) -> Vec<OsString> {
             .set("guest", vm.name.as_str())
             .switch("debug-threads", true),
     );
+    a.opt("-uuid", &plan.uuid);
     a.flag("-nodefaults");
     a.flag("-no-user-config");
     a.opt("-msg", "timestamp=on");
@@ -134,6 +138,17 @@ fn machine(a: &mut Argv, plan: &Plan) {
     }
     // vmport emulates VMware's backdoor port; nothing here wants it.
     m = m.switch("vmport", false);
+    // A QEMU crash's core would otherwise hold all of guest RAM; libvirt
+    // passes the same unless qemu.conf sets `dump_guest_core = 1`.
+    m = m.switch("dump-guest-core", false);
+    if plan.vm.cpu.hyperv {
+        // Windows keeps time on the Hyper-V reference TSC page (hv-time);
+        // an HPET it would use instead costs a VM exit per read.
+        // virt-manager's Windows guests get `<timer name='hpet'
+        // present='no'/>`. A machine property (7.2 has it; `-no-hpet` was
+        // deprecated for it in 8.0 and removed in 9.0).
+        m = m.switch("hpet", false);
+    }
     a.opt("-machine", m);
 }
 
@@ -146,6 +161,17 @@ fn cpu(a: &mut Argv, plan: &Plan) {
         cpu.model.as_str()
     };
     let mut o = Opts::new(model);
+    if model == "host"
+        && plan
+            .qemu
+            .version
+            .at_least(MIGRATABLE_SINCE.0, MIGRATABLE_SINCE.1)
+    {
+        // A VM with passed-through devices can't migrate anyway; a
+        // non-migratable `host` passes every host CPUID feature, invtsc
+        // (the invariant TSC Windows and Linux prefer as a clock) among them.
+        o = o.switch("migratable", false);
+    }
     for feature in &cpu.features {
         o = o.item(feature);
     }
@@ -180,20 +206,33 @@ pub(crate) fn smp(t: &Topology) -> OsString {
         .into_os_string()
 }
 
-/// Guest RAM as an explicit memfd backend (`-machine memory-backend=`), so
-/// hugepages and sharing (Looking Glass, vhost-user) are one property away.
+/// Guest RAM as an explicit backend (`-machine memory-backend=`).
+///
+/// Without huge pages it is private anonymous memory (`memory-backend-ram`),
+/// which the kernel backs with transparent huge pages under its default
+/// (`enabled=always` or `madvise`: QEMU madvises guest RAM MADV_HUGEPAGE).
+/// A `memory-backend-memfd,share=on` would be shmem, which gets THP only
+/// when `/sys/kernel/mm/transparent_hugepage/shmem_enabled` allows it (its
+/// default is `never`): 4 KiB pages for the whole guest, as measured in
+/// BENCHMARKS.md. Shared RAM is only needed for vhost-user devices
+/// (virtiofsd, vhost-user-net), which vmrun does not configure.
+///
+/// With huge pages it is a hugetlbfs memfd: those pages are huge whatever
+/// the sharing.
 fn memory(a: &mut Argv, plan: &Plan) {
     let size = format!("{}M", plan.vm.memory.mib());
     a.opt("-m", &size);
-    let mut o = Opts::new("memory-backend-memfd")
-        .set("id", "mem0")
-        .set("size", &size)
-        .switch("share", true);
-    if let Some(pages) = plan.vm.hugepages {
-        o = o
+    let o = match plan.vm.hugepages {
+        Some(pages) => Opts::new("memory-backend-memfd")
+            .set("id", "mem0")
+            .set("size", &size)
+            .switch("share", true)
             .switch("hugetlb", true)
-            .set("hugetlbsize", pages.size().to_string());
-    }
+            .set("hugetlbsize", pages.size().to_string()),
+        None => Opts::new("memory-backend-ram")
+            .set("id", "mem0")
+            .set("size", &size),
+    };
     a.opt("-object", o);
 }
 

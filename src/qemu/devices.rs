@@ -3,10 +3,12 @@
 
 use super::argv::{is_q35, Argv};
 use super::opts::Opts;
+use crate::config::PciAddress;
 use crate::config::{
     Cache, Disk, DiskFormat, DiskInterface, DiskMedia, Display, InputMode, NetworkMode, Protocol,
 };
 use crate::input::readd::InputLinux;
+use crate::plan::hostdev::guest_function;
 use crate::plan::Plan;
 
 /// Root ports for passed-through devices sit at these pcie.0 slots, clear
@@ -14,12 +16,16 @@ use crate::plan::Plan;
 const FIRST_HOSTDEV_SLOT: u8 = 0x10;
 
 /// One root port (q35) or one slot (i440fx) per physical device, with the
-/// device's functions at the same function numbers behind it, so a GPU and
-/// its audio stay one multifunction device in the guest as on the host.
+/// device's passed functions behind it numbered from 0 in host order
+/// (`guest_function`), so a GPU and its audio stay one multifunction device
+/// in the guest as on the host, and a device passed without its function 0
+/// is still seen.
 pub(crate) fn hostdevs(a: &mut Argv, plan: &Plan) {
     let mut slots: Vec<(u16, u8, u8)> = Vec::new();
     let q35 = is_q35(&plan.machine);
+    let passed: Vec<PciAddress> = plan.hostdevs.iter().map(|hd| hd.address).collect();
     for hd in &plan.hostdevs {
+        let function = guest_function(&passed, hd.address);
         let key = hd.address.slot_key();
         let index = match slots.iter().position(|k| *k == key) {
             Some(i) => i,
@@ -40,15 +46,11 @@ pub(crate) fn hostdevs(a: &mut Argv, plan: &Plan) {
             }
         };
         let (bus, addr) = if q35 {
-            (format!("rp{index}"), format!("00.{}", hd.address.function))
+            (format!("rp{index}"), format!("00.{function}"))
         } else {
             (
                 "pci.0".to_string(),
-                format!(
-                    "{:#04x}.{}",
-                    FIRST_HOSTDEV_SLOT + index as u8,
-                    hd.address.function
-                ),
+                format!("{:#04x}.{function}", FIRST_HOSTDEV_SLOT + index as u8),
             )
         };
         let mut o = Opts::new("vfio-pci")
