@@ -129,7 +129,7 @@ fn grub_steps(root: &HostRoot, args: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::setup::fixtures::write;
+    use crate::testing::sysfs::write;
 
     #[test]
     fn systemd_boot_steps_show_the_new_entry_file() {

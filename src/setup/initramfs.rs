@@ -154,7 +154,7 @@ fn mkinitcpio(text: &str) -> Option<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::setup::fixtures::write;
+    use crate::testing::sysfs::write;
 
     fn root_with(files: &[(&str, &str)]) -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();

@@ -353,16 +353,9 @@ mod tests {
     use std::fs;
 
     use super::*;
+    use crate::testing::Tree;
 
     const MACHINE: &str = "pc-q35-7.2";
-
-    fn fixture(name: &str) -> HostRoot {
-        HostRoot::new(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures")
-                .join(name),
-        )
-    }
 
     fn search(root: HostRoot) -> FirmwareSearch {
         FirmwareSearch {
@@ -444,7 +437,12 @@ mod tests {
 
     #[test]
     fn debian_secure_boot_picks_enrolled_descriptor_with_smm() {
-        let r = resolve(&uefi(Some(true)), MACHINE, &search(fixture("host"))).unwrap();
+        let r = resolve(
+            &uefi(Some(true)),
+            MACHINE,
+            &search(Tree::FixtureDesktop.root()),
+        )
+        .unwrap();
         assert_eq!(descriptor_name(&r), "40-edk2-x86_64-secure-enrolled.json");
         assert_eq!(r.code, Path::new("/usr/share/OVMF/OVMF_CODE_4M.ms.fd"));
         assert_eq!(
@@ -465,7 +463,12 @@ mod tests {
 
     #[test]
     fn debian_secure_boot_off_picks_plain_descriptor() {
-        let r = resolve(&uefi(Some(false)), MACHINE, &search(fixture("host"))).unwrap();
+        let r = resolve(
+            &uefi(Some(false)),
+            MACHINE,
+            &search(Tree::FixtureDesktop.root()),
+        )
+        .unwrap();
         assert_eq!(descriptor_name(&r), "60-edk2-x86_64.json");
         assert_eq!(r.code, Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd"));
         assert!(!r.secure_boot && !r.enrolled_keys && !r.requires_smm);
@@ -475,25 +478,31 @@ mod tests {
     /// name wins: on Debian that is the enrolled Secure Boot build.
     #[test]
     fn debian_unspecified_secure_boot_takes_first_by_name() {
-        let r = resolve(&uefi(None), MACHINE, &search(fixture("host"))).unwrap();
+        let r = resolve(&uefi(None), MACHINE, &search(Tree::FixtureDesktop.root())).unwrap();
         assert_eq!(descriptor_name(&r), "40-edk2-x86_64-secure-enrolled.json");
     }
 
     #[test]
     fn unversioned_q35_matches_pc_q35_globs() {
-        let r = resolve(&uefi(Some(false)), "q35", &search(fixture("host"))).unwrap();
+        let r = resolve(
+            &uefi(Some(false)),
+            "q35",
+            &search(Tree::FixtureDesktop.root()),
+        )
+        .unwrap();
         assert_eq!(descriptor_name(&r), "60-edk2-x86_64.json");
     }
 
     #[test]
     fn debian_has_no_firmware_for_other_machines() {
-        let err = resolve(&uefi(None), "microvm", &search(fixture("host"))).unwrap_err();
+        let err =
+            resolve(&uefi(None), "microvm", &search(Tree::FixtureDesktop.root())).unwrap_err();
         assert!(matches!(err, FirmwareError::NotFound { .. }), "{err:?}");
     }
 
     #[test]
     fn fedora_picks_qcow2_images() {
-        let s = search(fixture("host-fedora"));
+        let s = search(Tree::FedoraFirmware.root());
         let r = resolve(&uefi(Some(true)), MACHINE, &s).unwrap();
         assert_eq!(
             descriptor_name(&r),
@@ -516,7 +525,8 @@ mod tests {
 
     #[test]
     fn fedora_confidential_and_microvm_builds_are_never_chosen() {
-        let err = resolve(&uefi(None), "microvm", &search(fixture("host-fedora"))).unwrap_err();
+        let err =
+            resolve(&uefi(None), "microvm", &search(Tree::FedoraFirmware.root())).unwrap_err();
         let FirmwareError::NotFound { rejected, .. } = err else {
             panic!("expected NotFound");
         };
@@ -539,7 +549,7 @@ mod tests {
             ),
         );
         let s = FirmwareSearch {
-            root: fixture("host"),
+            root: Tree::FixtureDesktop.root(),
             user_config_dir: Some(user.dir.path().to_path_buf()),
         };
         let r = resolve(&uefi(None), MACHINE, &s).unwrap();
@@ -561,7 +571,7 @@ mod tests {
         let user = Scratch::new();
         user.write("/qemu/firmware/40-edk2-x86_64-secure-enrolled.json", "");
         let s = FirmwareSearch {
-            root: fixture("host"),
+            root: Tree::FixtureDesktop.root(),
             user_config_dir: Some(user.dir.path().to_path_buf()),
         };
         let r = resolve(&uefi(None), MACHINE, &s).unwrap();
@@ -764,14 +774,14 @@ mod tests {
             vars: Some("/vm/vars.fd".into()),
             ..uefi(None)
         };
-        let err = resolve(&fw, MACHINE, &search(fixture("host"))).unwrap_err();
+        let err = resolve(&fw, MACHINE, &search(Tree::FixtureDesktop.root())).unwrap_err();
         assert!(matches!(err, FirmwareError::ExplicitVarsWithoutCode));
     }
 
     #[test]
     fn explicit_code_alone_takes_template_from_its_descriptor() {
         let fw = explicit_fw(None, "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", None);
-        let r = resolve(&fw, MACHINE, &search(fixture("host"))).unwrap();
+        let r = resolve(&fw, MACHINE, &search(Tree::FixtureDesktop.root())).unwrap();
         assert_eq!(descriptor_name(&r), "50-edk2-x86_64-secure.json");
         assert_eq!(
             r.vars_template,
@@ -779,7 +789,7 @@ mod tests {
         );
 
         let fw = explicit_fw(None, "/usr/share/OVMF/OVMF_CODE.fd", None);
-        let err = resolve(&fw, MACHINE, &search(fixture("host"))).unwrap_err();
+        let err = resolve(&fw, MACHINE, &search(Tree::FixtureDesktop.root())).unwrap_err();
         assert!(
             matches!(err, FirmwareError::ExplicitCodeWithoutVars { .. }),
             "{err:?}"
@@ -792,7 +802,7 @@ mod tests {
             kind: FirmwareKind::Bios,
             ..uefi(None)
         };
-        let err = resolve(&fw, MACHINE, &search(fixture("host"))).unwrap_err();
+        let err = resolve(&fw, MACHINE, &search(Tree::FixtureDesktop.root())).unwrap_err();
         assert!(matches!(err, FirmwareError::NotUefi));
     }
 

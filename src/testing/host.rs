@@ -1,0 +1,360 @@
+//! `TestHost`: a fake host tree in a temporary directory, built by named,
+//! chainable calls. Every call writes at once, so a test can keep adding to
+//! a catalogue machine (`machines::...().file(...)`) before it acts.
+
+use std::fs;
+use std::path::Path;
+
+use super::sysfs;
+use crate::config::PciAddress;
+use crate::host::HostRoot;
+
+/// The kernel release the fake hosts run (`/proc/sys/kernel/osrelease`).
+pub const RELEASE: &str = "6.1.0-26-amd64";
+
+/// A fake host root; dropped with its directory.
+pub struct TestHost {
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestHost {
+    /// An empty tree: no devices, no IOMMU groups, no files.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The directory standing for `/`.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `HostRoot` reading this tree.
+    pub fn root(&self) -> HostRoot {
+        HostRoot::new(self.path())
+    }
+
+    /// Adds a PCI function.
+    pub fn pci(self, device: Pci) -> Self {
+        device.create(self.path());
+        self
+    }
+
+    /// Binds the device at `addr` to `driver` (its `driver` link).
+    pub fn bind(self, addr: &str, driver: &str) -> Self {
+        sysfs::bind(self.path(), &full(addr), driver);
+        self
+    }
+
+    /// Leaves the device at `addr` without a driver.
+    pub fn unbind(self, addr: &str) -> Self {
+        sysfs::unbind(self.path(), &full(addr));
+        self
+    }
+
+    /// Writes the sysfs attribute `name` of the device at `addr`.
+    pub fn attr(self, addr: &str, name: &str, value: &str) -> Self {
+        sysfs::set_attr(self.path(), &full(addr), name, value);
+        self
+    }
+
+    /// Writes any host file, e.g. `/proc/self/mounts`.
+    pub fn file(self, abs: &str, contents: &str) -> Self {
+        sysfs::write(self.path(), abs, contents);
+        self
+    }
+
+    /// Creates an empty host directory, e.g. `/sys/kernel`.
+    pub fn dir(self, abs: &str) -> Self {
+        fs::create_dir_all(self.path().join(abs.trim_start_matches('/'))).unwrap();
+        self
+    }
+
+    /// Removes a host file or directory, e.g. `/dev/kvm`.
+    pub fn remove(self, abs: &str) -> Self {
+        let path = self.path().join(abs.trim_start_matches('/'));
+        if path.is_dir() {
+            fs::remove_dir_all(path).unwrap();
+        } else {
+            fs::remove_file(path).unwrap();
+        }
+        self
+    }
+
+    /// `/proc/cmdline` of a Debian boot with `args` after the root device.
+    pub fn cmdline(self, args: &str) -> Self {
+        let line = format!("BOOT_IMAGE=/vmlinuz-{RELEASE} root=/dev/nvme0n1p2 ro {args}\n");
+        self.file("/proc/cmdline", &line)
+    }
+
+    /// `/proc/cpuinfo` of one socket.
+    pub fn cpu(self, cpu: Cpu) -> Self {
+        self.file("/proc/cpuinfo", &cpu.cpuinfo())
+    }
+
+    /// `/proc/meminfo`: `gib` in total, half free, three quarters available.
+    pub fn memory_gib(self, gib: u64) -> Self {
+        let kb = gib * 1024 * 1024;
+        let text = format!(
+            "MemTotal: {kb} kB\nMemFree: {} kB\nMemAvailable: {} kB\n",
+            kb / 2,
+            kb * 3 / 4
+        );
+        self.file("/proc/meminfo", &text)
+    }
+
+    /// `/dev/kvm` exists.
+    pub fn kvm(self) -> Self {
+        self.file("/dev/kvm", "")
+    }
+
+    /// The running kernel (`RELEASE`) ships vfio-pci as a module.
+    pub fn vfio_module(self) -> Self {
+        self.file("/proc/sys/kernel/osrelease", &format!("{RELEASE}\n"))
+            .file(
+                &format!("/lib/modules/{RELEASE}/modules.dep"),
+                "kernel/drivers/vfio/pci/vfio-pci.ko: kernel/drivers/vfio/pci/vfio-pci-core.ko kernel/drivers/vfio/vfio.ko\n",
+            )
+    }
+
+    /// A USB keyboard and mouse under `/dev/input/by-id`.
+    pub fn usb_keyboard_and_mouse(self) -> Self {
+        [
+            "Keyboard-event-kbd",
+            "Optical_Mouse-event-mouse",
+            "Optical_Mouse-mouse",
+        ]
+        .into_iter()
+        .fold(self, |host, name| {
+            host.file(&format!("/dev/input/by-id/usb-Logitech_USB_{name}"), "")
+        })
+    }
+
+    /// Reserved huge pages of size `kb`, all of them free.
+    pub fn hugepages(self, kb: u64, free: u64) -> Self {
+        let dir = format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB");
+        self.file(&format!("{dir}/nr_hugepages"), &format!("{free}\n"))
+            .file(&format!("{dir}/free_hugepages"), &format!("{free}\n"))
+    }
+
+    /// `/usr/share/misc/pci.ids` with these entries.
+    pub fn pci_ids(self, text: &str) -> Self {
+        self.file("/usr/share/misc/pci.ids", text)
+    }
+
+    /// A running VM `vm` holds the devices at `addrs` (its run dir's
+    /// `devices` file under `/run/vmrun`).
+    pub fn held_by(self, vm: &str, addrs: &[&str]) -> Self {
+        let list: String = addrs.iter().map(|a| full(a) + "\n").collect();
+        self.file(&format!("/run/vmrun/{vm}/devices"), &list)
+    }
+
+    /// An NVMe disk with partitions behind the controller at `addr`.
+    pub fn disk(self, addr: &str, disk: &str, partitions: &[&str]) -> Self {
+        sysfs::add_disk(self.path(), &full(addr), disk, partitions);
+        self
+    }
+
+    /// A device-mapper device stacked on `under` (`disk` or `disk/part`).
+    pub fn device_mapper(self, dm: &str, name: &str, under: &str) -> Self {
+        sysfs::add_dm(self.path(), dm, name, under);
+        self
+    }
+
+    /// DRM nodes (`card0`, `renderD128`) of the device at `addr`.
+    pub fn drm(self, addr: &str, nodes: &[&str]) -> Self {
+        sysfs::add_drm(self.path(), &full(addr), nodes);
+        self
+    }
+
+    /// A process with open files at the host paths `fds`.
+    pub fn process(self, pid: u32, comm: &str, fds: &[&str]) -> Self {
+        sysfs::add_process(self.path(), pid, comm, fds);
+        self
+    }
+
+    /// A virtual console, bound to its driver or not.
+    pub fn vtcon(self, index: u32, name: &str, bound: bool) -> Self {
+        sysfs::add_vtcon(self.path(), index, name, bound);
+        self
+    }
+
+    /// A platform framebuffer device bound to `driver`, at `base` if known.
+    pub fn framebuffer(self, driver: &str, device: &str, base: Option<u64>) -> Self {
+        sysfs::add_framebuffer(self.path(), driver, device, base);
+        self
+    }
+
+    /// A loaded module and the modules holding it.
+    pub fn module(self, name: &str, holders: &[&str]) -> Self {
+        sysfs::add_module(self.path(), name, holders);
+        self
+    }
+
+    /// Makes `module` the module of the PCI driver `driver`.
+    pub fn driver_module(self, driver: &str, module: &str) -> Self {
+        sysfs::set_driver_module(self.path(), driver, module);
+        self
+    }
+}
+
+/// The sysfs name of an address given in any form `PciAddress` accepts.
+fn full(addr: &str) -> String {
+    addr.parse::<PciAddress>().unwrap().to_string()
+}
+
+/// One PCI function to add to a `TestHost`: identity first, then what the
+/// kernel made of it (driver, IOMMU group, attributes).
+#[derive(Debug, Clone)]
+pub struct Pci {
+    address: String,
+    ids: (u16, u16),
+    class: u32,
+    driver: Option<String>,
+    group: Option<u32>,
+    attrs: Vec<(&'static str, String)>,
+}
+
+impl Pci {
+    /// A function of any class (`0xCCSSPP`), unbound, outside any group.
+    pub fn new(address: &str, ids: (u16, u16), class: u32) -> Self {
+        Self {
+            address: full(address),
+            ids,
+            class,
+            driver: None,
+            group: None,
+            attrs: Vec::new(),
+        }
+    }
+
+    /// VGA-compatible controller (0x030000).
+    pub fn vga(address: &str, ids: (u16, u16)) -> Self {
+        Self::new(address, ids, 0x030000)
+    }
+
+    /// 3D controller (0x030200): a laptop's NVIDIA dGPU.
+    pub fn gpu_3d(address: &str, ids: (u16, u16)) -> Self {
+        Self::new(address, ids, 0x030200)
+    }
+
+    /// HD audio (0x040300): a GPU's HDMI audio function.
+    pub fn audio(address: &str, ids: (u16, u16)) -> Self {
+        Self::new(address, ids, 0x040300)
+    }
+
+    /// Host bridge (0x060000).
+    pub fn host_bridge(address: &str, ids: (u16, u16)) -> Self {
+        Self::new(address, ids, 0x060000)
+    }
+
+    /// PCI-to-PCI bridge (0x060400): a root port.
+    pub fn root_port(address: &str, ids: (u16, u16)) -> Self {
+        Self::new(address, ids, 0x060400)
+    }
+
+    /// NVMe controller (0x010802).
+    pub fn nvme(address: &str, ids: (u16, u16)) -> Self {
+        Self::new(address, ids, 0x010802)
+    }
+
+    /// USB xHCI controller (0x0c0330).
+    pub fn usb(address: &str, ids: (u16, u16)) -> Self {
+        Self::new(address, ids, 0x0c0330)
+    }
+
+    /// Bound to `driver`.
+    pub fn driver(mut self, driver: &str) -> Self {
+        self.driver = Some(driver.to_string());
+        self
+    }
+
+    /// A member of IOMMU group `group`.
+    pub fn group(mut self, group: u32) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// `boot_vga`: whether the firmware booted on this GPU.
+    pub fn boot_vga(self, boot: bool) -> Self {
+        self.attr("boot_vga", if boot { "1" } else { "0" })
+    }
+
+    /// `reset_method`: the enabled methods, e.g. `"flr bus"`; `""` for none.
+    pub fn reset_method(self, methods: &str) -> Self {
+        self.attr("reset_method", methods)
+    }
+
+    /// Any other sysfs attribute, e.g. `resource`.
+    pub fn attr(mut self, name: &'static str, value: &str) -> Self {
+        self.attrs.push((name, value.to_string()));
+        self
+    }
+
+    /// Writes this function into the tree at `root`.
+    pub fn create(&self, root: &Path) {
+        let addr = &self.address;
+        let driver = self.driver.as_deref();
+        sysfs::add_device(root, addr, self.ids, self.class, driver, self.group);
+        for (name, value) in &self.attrs {
+            sysfs::set_attr(root, addr, name, value);
+        }
+    }
+}
+
+/// `/proc/cpuinfo` of one socket: vendor, its virtualization flag, cores
+/// and threads per core.
+#[derive(Debug, Clone, Copy)]
+pub struct Cpu {
+    vendor: &'static str,
+    flag: &'static str,
+    cores: u32,
+    threads: u32,
+}
+
+impl Cpu {
+    /// An Intel CPU with VT-x (`vmx`).
+    pub fn intel(cores: u32, threads: u32) -> Self {
+        Self {
+            vendor: "GenuineIntel",
+            flag: "vmx",
+            cores,
+            threads,
+        }
+    }
+
+    /// An AMD CPU with AMD-V (`svm`).
+    pub fn amd(cores: u32, threads: u32) -> Self {
+        Self {
+            vendor: "AuthenticAMD",
+            flag: "svm",
+            cores,
+            threads,
+        }
+    }
+
+    fn cpuinfo(&self) -> String {
+        let Self {
+            vendor,
+            flag,
+            cores,
+            threads,
+        } = *self;
+        (0..cores * threads)
+            .map(|n| {
+                format!(
+                    "processor\t: {n}\nvendor_id\t: {vendor}\nphysical id\t: 0\nsiblings\t: {}\ncore id\t\t: {}\ncpu cores\t: {cores}\nflags\t\t: fpu {flag} lm\n\n",
+                    cores * threads,
+                    n % cores
+                )
+            })
+            .collect()
+    }
+}

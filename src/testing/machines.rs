@@ -1,0 +1,253 @@
+//! The catalogue of test machines: each a host a user really has, built
+//! into a fresh `TestHost`. Tests start from one and add what their case
+//! needs (a mount, a process, another VM's devices file).
+//!
+//! The CLI tests and the golden command lines run the binary against a
+//! static tree instead, the fixture desktop (`Tree::FixtureDesktop`): a Debian
+//! 12 host with real OVMF descriptors, an RTX 3050 + audio (group 12), an
+//! RX 6800 boot GPU (group 14), a four-function RX 7900 XTX (group 20) and
+//! a USB controller held by VM `nas`; `Tree::FedoraFirmware` holds Fedora's
+//! firmware descriptors. Golden argv embed its paths, so it stays a checked-in
+//! tree rather than one generated per test.
+
+use std::path::{Path, PathBuf};
+
+use super::host::{Cpu, Pci, TestHost};
+use super::sysfs;
+use crate::host::HostRoot;
+
+/// Vendor and device ids of the hardware the machines are made of.
+pub mod ids {
+    pub const RTX_3050: (u16, u16) = (0x10de, 0x2507);
+    pub const RTX_3050_AUDIO: (u16, u16) = (0x10de, 0x228e);
+    pub const RTX_3050_MOBILE: (u16, u16) = (0x10de, 0x25a1);
+    pub const RTX_3050_MOBILE_AUDIO: (u16, u16) = (0x10de, 0x2291);
+    pub const RTX_3060: (u16, u16) = (0x10de, 0x2503);
+    pub const RTX_3060_AUDIO: (u16, u16) = (0x10de, 0x228e);
+    pub const RX_6800: (u16, u16) = (0x1002, 0x73bf);
+    pub const RX_6800_AUDIO: (u16, u16) = (0x1002, 0xab28);
+    /// Polaris: no working reset without vendor-reset.
+    pub const RX_580: (u16, u16) = (0x1002, 0x67df);
+    pub const RX_580_AUDIO: (u16, u16) = (0x1002, 0xaaf0);
+    pub const SAMSUNG_NVME: (u16, u16) = (0x144d, 0xa808);
+    /// QEMU's `-vga std` (bochs-drm).
+    pub const BOCHS_VGA: (u16, u16) = (0x1234, 0x1111);
+    /// QEMU's `ich9-intel-hda`.
+    pub const ICH9_HDA: (u16, u16) = (0x8086, 0x2668);
+}
+
+use ids::*;
+
+/// The checked-in trees (see the module doc), as tests outside this crate
+/// use them through `VMRUN_HOST_ROOT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    /// `tests/fixtures/host`: the fixture desktop.
+    FixtureDesktop,
+    /// `tests/fixtures/host-fedora`: Fedora's firmware descriptors only.
+    FedoraFirmware,
+}
+
+impl Tree {
+    /// The tree's directory in this checkout.
+    pub fn path(self) -> PathBuf {
+        let dir = match self {
+            Tree::FixtureDesktop => "tests/fixtures/host",
+            Tree::FedoraFirmware => "tests/fixtures/host-fedora",
+        };
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)
+    }
+
+    /// A `HostRoot` reading the tree.
+    pub fn root(self) -> HostRoot {
+        HostRoot::new(self.path())
+    }
+}
+
+/// The named machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// Intel CPU, i915 boot iGPU, an NVIDIA RTX 3050 Mobile (3D controller)
+    /// + HDMI audio behind a root port in one group (2).
+    IntelNvidiaLaptop,
+    /// Ryzen, an RX 6800 as boot GPU and an RX 580 (Polaris, no reset) as
+    /// the second GPU, both on amdgpu; no amd_iommu= (on by default).
+    AmdTwoGpus,
+    /// Intel, one NVIDIA RTX 3060 (boot VGA) + audio; intel_iommu=on iommu=pt.
+    SingleGpu,
+    /// Intel, the IOMMU off: no groups, no intel_iommu= on the command line.
+    IommuOff,
+    /// A desktop without ACS on its root port: an RTX 3050 (`nvidia`, not
+    /// the boot GPU) + audio (`snd_hda_intel`) share group 12 with the root
+    /// port; the host bridge and SMBus sit in group 0. No CPU or /proc files.
+    NvidiaDesktop,
+    /// `NvidiaDesktop` plus a Samsung NVMe (group 15) with `nvme0n1`
+    /// partitions 1 and 2 (`NVME`).
+    NvidiaDesktopWithNvme,
+    /// The lab's single-GPU guest desktop: QEMU's bochs VGA (`BOCHS_GPU`,
+    /// bochs-drm, boot VGA, card0, fbcon on vtcon1) + ich9 audio in group 3.
+    BochsDesktop,
+}
+
+/// The GPU of the NVIDIA machines.
+pub const NVIDIA_GPU: &str = "0000:01:00.0";
+/// Its HDMI audio function.
+pub const NVIDIA_AUDIO: &str = "0000:01:00.1";
+/// The NVMe controller of `NvidiaDesktopWithNvme`.
+pub const NVME: &str = "0000:02:00.0";
+/// The bochs VGA of `BochsDesktop`.
+pub const BOCHS_GPU: &str = "0000:00:0a.0";
+/// The ich9 audio of `BochsDesktop`.
+pub const BOCHS_AUDIO: &str = "0000:00:0a.1";
+
+impl Machine {
+    /// The four hosts `vmrun host check` and `vmrun init` are tried on.
+    pub const SETUP: [Machine; 4] = [
+        Machine::IntelNvidiaLaptop,
+        Machine::AmdTwoGpus,
+        Machine::SingleGpu,
+        Machine::IommuOff,
+    ];
+
+    /// Builds the machine in a new temporary directory.
+    pub fn build(self) -> TestHost {
+        match self {
+            Machine::IntelNvidiaLaptop => desktop(Cpu::intel(4, 2), "intel_iommu=on quiet", 16)
+                .pci(Pci::host_bridge("00:00.0", (0x8086, 0x9a14)).group(0))
+                .pci(
+                    Pci::vga("00:02.0", (0x8086, 0x9a49))
+                        .driver("i915")
+                        .group(1)
+                        .boot_vga(true),
+                )
+                .pci(root_port("00:01.0", (0x8086, 0x9a09), 2))
+                .pci(
+                    Pci::gpu_3d(NVIDIA_GPU, RTX_3050_MOBILE)
+                        .driver("nvidia")
+                        .group(2)
+                        .reset_method("flr bus"),
+                )
+                .pci(hda(NVIDIA_AUDIO, RTX_3050_MOBILE_AUDIO, 2))
+                .pci(
+                    Pci::new("00:1f.3", (0x8086, 0xa0c8), 0x040380)
+                        .driver("snd_hda_intel")
+                        .group(3),
+                ),
+            Machine::AmdTwoGpus => desktop(Cpu::amd(8, 2), "quiet splash", 32)
+                .pci(Pci::host_bridge("00:00.0", (0x1022, 0x1480)).group(0))
+                .pci(
+                    amdgpu("0a:00.0", RX_6800, 14)
+                        .boot_vga(true)
+                        .reset_method("bus"),
+                )
+                .pci(hda("0a:00.1", RX_6800_AUDIO, 14))
+                .pci(
+                    amdgpu("0b:00.0", RX_580, 15)
+                        .boot_vga(false)
+                        .reset_method(""),
+                )
+                .pci(hda("0b:00.1", RX_580_AUDIO, 15))
+                .pci(
+                    Pci::usb("0c:00.0", (0x1022, 0x149c))
+                        .driver("xhci_hcd")
+                        .group(16),
+                ),
+            Machine::SingleGpu => desktop(Cpu::intel(6, 2), "intel_iommu=on iommu=pt", 32)
+                .pci(Pci::host_bridge("00:00.0", (0x8086, 0x4660)).group(0))
+                .pci(
+                    Pci::vga(NVIDIA_GPU, RTX_3060)
+                        .driver("nvidia")
+                        .group(12)
+                        .boot_vga(true)
+                        .reset_method("flr bus"),
+                )
+                .pci(hda(NVIDIA_AUDIO, RTX_3060_AUDIO, 12)),
+            Machine::IommuOff => desktop(Cpu::intel(4, 1), "quiet", 16)
+                .pci(
+                    Pci::vga("00:02.0", (0x8086, 0x3e92))
+                        .driver("i915")
+                        .boot_vga(true),
+                )
+                .pci(
+                    Pci::vga(NVIDIA_GPU, (0x10de, 0x1f82))
+                        .driver("nouveau")
+                        .boot_vga(false),
+                )
+                .pci(Pci::audio(NVIDIA_AUDIO, (0x10de, 0x10fa)).driver("snd_hda_intel"))
+                .dir("/sys/kernel"),
+            Machine::NvidiaDesktop => TestHost::new()
+                .pci(Pci::host_bridge("00:00.0", (0x8086, 1)).group(0))
+                .pci(Pci::new("00:1f.4", (0x8086, 2), 0x0c0500).group(0))
+                .pci(root_port("00:01.0", (0x8086, 0x4c01), 12))
+                .pci(
+                    Pci::vga(NVIDIA_GPU, RTX_3050)
+                        .driver("nvidia")
+                        .group(12)
+                        .boot_vga(false)
+                        .reset_method("flr bus"),
+                )
+                .pci(hda(NVIDIA_AUDIO, RTX_3050_AUDIO, 12)),
+            Machine::NvidiaDesktopWithNvme => Machine::NvidiaDesktop
+                .build()
+                .pci(
+                    Pci::nvme(NVME, SAMSUNG_NVME)
+                        .driver("nvme")
+                        .group(15)
+                        .reset_method("flr"),
+                )
+                .disk(NVME, "nvme0n1", &["nvme0n1p1", "nvme0n1p2"]),
+            Machine::BochsDesktop => {
+                let host = TestHost::new();
+                add_bochs_boot_gpu(host.path(), BOCHS_GPU);
+                host.pci(hda(BOCHS_AUDIO, ICH9_HDA, 3))
+            }
+        }
+    }
+}
+
+/// What every setup machine has besides its PCI devices: CPU, kernel
+/// command line, memory, /dev/kvm, vfio-pci as a module, a USB keyboard and
+/// mouse, and 1 GiB pages (two free) next to no 2 MiB ones.
+fn desktop(cpu: Cpu, cmdline: &str, memory_gib: u64) -> TestHost {
+    TestHost::new()
+        .cpu(cpu)
+        .cmdline(cmdline)
+        .memory_gib(memory_gib)
+        .kvm()
+        .vfio_module()
+        .usb_keyboard_and_mouse()
+        .hugepages(2048, 0)
+        .hugepages(1048576, 2)
+}
+
+fn root_port(address: &str, ids: (u16, u16), group: u32) -> Pci {
+    Pci::root_port(address, ids).driver("pcieport").group(group)
+}
+
+fn hda(address: &str, ids: (u16, u16), group: u32) -> Pci {
+    Pci::audio(address, ids)
+        .driver("snd_hda_intel")
+        .group(group)
+}
+
+fn amdgpu(address: &str, ids: (u16, u16), group: u32) -> Pci {
+    Pci::vga(address, ids).driver("amdgpu").group(group)
+}
+
+/// The bochs VGA at `addr` as the lab guest boots it: bochs-drm (module
+/// bochs, with two helpers) with card0, boot VGA, group 3, fbcon bound on
+/// vtcon1.
+pub fn add_bochs_boot_gpu(root: &Path, addr: &str) {
+    Pci::vga(addr, BOCHS_VGA)
+        .driver("bochs-drm")
+        .group(3)
+        .boot_vga(true)
+        .create(root);
+    sysfs::add_drm(root, addr, &["card0"]);
+    sysfs::add_module(root, "bochs", &[]);
+    sysfs::add_module(root, "drm_kms_helper", &["bochs"]);
+    sysfs::add_module(root, "drm", &["bochs", "drm_kms_helper"]);
+    sysfs::set_driver_module(root, "bochs-drm", "bochs");
+    sysfs::add_vtcon(root, 0, "(S) dummy device", false);
+    sysfs::add_vtcon(root, 1, "(M) frame buffer device", true);
+}

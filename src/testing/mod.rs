@@ -1,0 +1,15 @@
+//! Test support shared by the unit tests: fake host trees (`TestHost`, the
+//! `machines` catalogue) and validated VM configs from text.
+
+pub mod host;
+pub mod machines;
+pub mod sysfs;
+
+pub use host::{Pci, TestHost};
+pub use machines::{Machine, Tree};
+
+/// A validated VM `vm1` from config text (its file would be `/cfg/vms/vm1.toml`).
+pub fn vm(text: &str) -> crate::config::VmConfig {
+    crate::config::load_str("vm1", std::path::Path::new("/cfg/vms/vm1.toml"), text)
+        .unwrap_or_else(|e| panic!("{}", crate::config::render(&e)))
+}
