@@ -193,7 +193,7 @@ fn entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Machine, Pci, TestHost};
+    use crate::testing::{Class, Machine, Pci, TestHost};
 
     /// The NVIDIA desktop with pci.ids naming the GPU only, its audio
     /// function held by VM win11.
@@ -237,7 +237,7 @@ mod tests {
     fn iommu_off_lists_devices_without_groups() {
         let host = TestHost::new()
             .pci(Pci::vga("01:00.0", (1, 2)))
-            .pci(Pci::host_bridge("00:00.0", (1, 3)));
+            .pci(Pci::new("00:00.0", (1, 3), Class::HostBridge));
         let inv = inventory(&host.root(), Path::new("/run/vmrun"), false);
         assert!(!inv.iommu);
         assert_eq!(inv.groups.len(), 1);

@@ -34,14 +34,14 @@ pub fn groups(root: &HostRoot) -> BTreeMap<u32, Vec<PciAddress>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Pci, TestHost};
+    use crate::testing::{Class, Pci, TestHost};
 
     #[test]
     fn groups_list_their_members_in_order() {
         let host = TestHost::new()
             .pci(Pci::audio("01:00.1", (1, 2)).group(12))
             .pci(Pci::vga("01:00.0", (1, 3)).group(12))
-            .pci(Pci::root_port("00:01.0", (1, 4)).group(1));
+            .pci(Pci::new("00:01.0", (1, 4), Class::RootPort).group(1));
         let root = host.root();
         let groups = groups(&root);
         assert_eq!(groups.keys().copied().collect::<Vec<_>>(), [1, 12]);

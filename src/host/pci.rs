@@ -179,7 +179,7 @@ pub(crate) mod fake {
 mod tests {
     use super::*;
     use crate::testing::machines::ids::RTX_3050_MOBILE;
-    use crate::testing::{Pci, TestHost};
+    use crate::testing::{Class, Pci, TestHost};
 
     #[test]
     fn reads_a_bound_gpu() {
@@ -201,8 +201,8 @@ mod tests {
     #[test]
     fn missing_device_is_none_and_listing_is_sorted() {
         let host = TestHost::new()
-            .pci(Pci::nvme("02:00.0", (1, 2)))
-            .pci(Pci::nvme("01:00.0", (1, 3)));
+            .pci(Pci::new("02:00.0", (1, 2), Class::Nvme))
+            .pci(Pci::new("01:00.0", (1, 3), Class::Nvme));
         let root = host.root();
         assert!(read_device(&root, "03:00.0".parse().unwrap()).is_none());
         let list = list_devices(&root);

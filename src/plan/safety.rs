@@ -230,6 +230,12 @@ mod tests {
         Machine::NvidiaDesktopWithNvme.build()
     }
 
+    /// The desktop plus `gpu` with a bus reset and a DRM node `card0`.
+    fn with_display_gpu(gpu: Pci) -> TestHost {
+        let addr = gpu.address().to_string();
+        host().pci(gpu.reset_method("bus")).drm(&addr, &["card0"])
+    }
+
     fn planned(root: &HostRoot, addr: &str) -> PlannedHostdev {
         super::super::hostdev::fake::planned(root, addr, false)
     }
@@ -357,15 +363,8 @@ mod tests {
 
     #[test]
     fn any_display_driver_in_use_names_the_holder() {
-        let bochs = Pci::vga("00:0a.0", BOCHS_VGA)
-            .driver("bochs-drm")
-            .group(3)
-            .reset_method("bus");
-        let host =
-            host()
-                .pci(bochs)
-                .drm("00:0a.0", &["card0"])
-                .process(77, "sddm", &["/dev/dri/card0"]);
+        let host = with_display_gpu(Pci::vga("00:0a.0", BOCHS_VGA).driver("bochs-drm").group(3))
+            .process(77, "sddm", &["/dev/dri/card0"]);
         let findings = run(&host, &["0000:00:0a.0"], false);
         let errs = errors(&findings);
         assert_eq!(errs.len(), 1);
@@ -378,13 +377,8 @@ mod tests {
     fn bound_but_idle_amdgpu_passes() {
         let rx_6800 = Pci::vga("03:00.0", (AMD, 0x73bf))
             .driver("amdgpu")
-            .group(14)
-            .reset_method("bus");
-        let host =
-            host()
-                .pci(rx_6800)
-                .drm("03:00.0", &["card0"])
-                .process(1, "systemd", &["/dev/null"]);
+            .group(14);
+        let host = with_display_gpu(rx_6800).process(1, "systemd", &["/dev/null"]);
         assert_eq!(run(&host, &["0000:03:00.0"], false), []);
     }
 

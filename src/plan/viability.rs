@@ -104,7 +104,7 @@ mod tests {
     use super::*;
     use crate::plan::Severity;
     use crate::testing::machines::NVIDIA_AUDIO;
-    use crate::testing::{Machine, Pci, TestHost};
+    use crate::testing::{Class, Machine, Pci, TestHost};
 
     fn planned(root: &HostRoot, addr: &str) -> PlannedHostdev {
         crate::plan::hostdev::fake::planned(root, addr, false)
@@ -160,7 +160,7 @@ mod tests {
     fn bridge_on_another_driver_is_viable() {
         // A PCI bridge bound to some other driver is still exempt by class.
         let host = gpu_host().unbind(NVIDIA_AUDIO).pci(
-            Pci::root_port("00:01.1", (0x8086, 1))
+            Pci::new("00:01.1", (0x8086, 1), Class::RootPort)
                 .driver("shpchp")
                 .group(12),
         );
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn one_finding_per_group_even_with_two_hostdevs_in_it() {
         let host = gpu_host().pci(
-            Pci::usb("01:00.2", (0x10de, 0x1ada))
+            Pci::new("01:00.2", (0x10de, 0x1ada), Class::Usb)
                 .driver("xhci_hcd")
                 .group(12),
         );

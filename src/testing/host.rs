@@ -223,51 +223,31 @@ pub struct Pci {
 }
 
 impl Pci {
-    /// A function of any class (`0xCCSSPP`), unbound, outside any group.
-    pub fn new(address: &str, ids: (u16, u16), class: u32) -> Self {
+    /// A function of `class`, unbound, outside any group.
+    pub fn new(address: &str, ids: (u16, u16), class: Class) -> Self {
         Self {
             address: full(address),
             ids,
-            class,
+            class: class.code(),
             driver: None,
             group: None,
             attrs: Vec::new(),
         }
     }
 
-    /// VGA-compatible controller (0x030000).
+    /// A VGA-compatible controller: a desktop GPU.
     pub fn vga(address: &str, ids: (u16, u16)) -> Self {
-        Self::new(address, ids, 0x030000)
+        Self::new(address, ids, Class::Vga)
     }
 
-    /// 3D controller (0x030200): a laptop's NVIDIA dGPU.
-    pub fn gpu_3d(address: &str, ids: (u16, u16)) -> Self {
-        Self::new(address, ids, 0x030200)
-    }
-
-    /// HD audio (0x040300): a GPU's HDMI audio function.
+    /// HD audio: a GPU's HDMI audio function.
     pub fn audio(address: &str, ids: (u16, u16)) -> Self {
-        Self::new(address, ids, 0x040300)
+        Self::new(address, ids, Class::Audio)
     }
 
-    /// Host bridge (0x060000).
-    pub fn host_bridge(address: &str, ids: (u16, u16)) -> Self {
-        Self::new(address, ids, 0x060000)
-    }
-
-    /// PCI-to-PCI bridge (0x060400): a root port.
-    pub fn root_port(address: &str, ids: (u16, u16)) -> Self {
-        Self::new(address, ids, 0x060400)
-    }
-
-    /// NVMe controller (0x010802).
-    pub fn nvme(address: &str, ids: (u16, u16)) -> Self {
-        Self::new(address, ids, 0x010802)
-    }
-
-    /// USB xHCI controller (0x0c0330).
-    pub fn usb(address: &str, ids: (u16, u16)) -> Self {
-        Self::new(address, ids, 0x0c0330)
+    /// The function's address as sysfs names it.
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// Bound to `driver`.
@@ -305,6 +285,40 @@ impl Pci {
         sysfs::add_device(root, addr, self.ids, self.class, driver, self.group);
         for (name, value) in &self.attrs {
             sysfs::set_attr(root, addr, name, value);
+        }
+    }
+}
+
+/// The PCI classes the machines are made of (`0xCCSSPP` in sysfs `class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Vga,
+    /// A 3D controller: a laptop's NVIDIA dGPU.
+    Display3d,
+    Audio,
+    /// A chipset's HD audio controller (0x0403 prog-if 0x80).
+    ChipsetAudio,
+    HostBridge,
+    /// A PCI-to-PCI bridge: a root port.
+    RootPort,
+    Nvme,
+    /// A USB xHCI controller.
+    Usb,
+    Smbus,
+}
+
+impl Class {
+    fn code(self) -> u32 {
+        match self {
+            Class::Vga => 0x030000,
+            Class::Display3d => 0x030200,
+            Class::Audio => 0x040300,
+            Class::ChipsetAudio => 0x040380,
+            Class::HostBridge => 0x060000,
+            Class::RootPort => 0x060400,
+            Class::Nvme => 0x010802,
+            Class::Usb => 0x0c0330,
+            Class::Smbus => 0x0c0500,
         }
     }
 }

@@ -12,27 +12,19 @@
 
 use std::path::{Path, PathBuf};
 
-use super::host::{Cpu, Pci, TestHost};
+use super::host::{Class, Cpu, Pci, TestHost};
 use super::sysfs;
 use crate::host::HostRoot;
 
-/// Vendor and device ids of the hardware the machines are made of.
+/// Vendor and device ids that tests name besides the machines.
 pub mod ids {
+    /// NVIDIA GeForce RTX 3050 (GA106), its HDMI audio is 10de:228e.
     pub const RTX_3050: (u16, u16) = (0x10de, 0x2507);
-    pub const RTX_3050_AUDIO: (u16, u16) = (0x10de, 0x228e);
+    /// The laptop RTX 3050 Mobile (GA107), its audio is 10de:2291.
     pub const RTX_3050_MOBILE: (u16, u16) = (0x10de, 0x25a1);
-    pub const RTX_3050_MOBILE_AUDIO: (u16, u16) = (0x10de, 0x2291);
-    pub const RTX_3060: (u16, u16) = (0x10de, 0x2503);
-    pub const RTX_3060_AUDIO: (u16, u16) = (0x10de, 0x228e);
-    pub const RX_6800: (u16, u16) = (0x1002, 0x73bf);
-    pub const RX_6800_AUDIO: (u16, u16) = (0x1002, 0xab28);
-    /// Polaris: no working reset without vendor-reset.
-    pub const RX_580: (u16, u16) = (0x1002, 0x67df);
-    pub const RX_580_AUDIO: (u16, u16) = (0x1002, 0xaaf0);
-    pub const SAMSUNG_NVME: (u16, u16) = (0x144d, 0xa808);
-    /// QEMU's `-vga std` (bochs-drm).
+
+    /// QEMU's `-vga std` (bochs-drm), and its `ich9-intel-hda`.
     pub const BOCHS_VGA: (u16, u16) = (0x1234, 0x1111);
-    /// QEMU's `ich9-intel-hda`.
     pub const ICH9_HDA: (u16, u16) = (0x8086, 0x2668);
 }
 
@@ -113,55 +105,55 @@ impl Machine {
     pub fn build(self) -> TestHost {
         match self {
             Machine::IntelNvidiaLaptop => desktop(Cpu::intel(4, 2), "intel_iommu=on quiet", 16)
-                .pci(Pci::host_bridge("00:00.0", (0x8086, 0x9a14)).group(0))
+                .pci(host_bridge((0x8086, 0x9a14)))
                 .pci(
                     Pci::vga("00:02.0", (0x8086, 0x9a49))
                         .driver("i915")
                         .group(1)
                         .boot_vga(true),
                 )
+                .pci(
+                    Pci::new("00:1f.3", (0x8086, 0xa0c8), Class::ChipsetAudio)
+                        .driver("snd_hda_intel")
+                        .group(3),
+                )
                 .pci(root_port("00:01.0", (0x8086, 0x9a09), 2))
                 .pci(
-                    Pci::gpu_3d(NVIDIA_GPU, RTX_3050_MOBILE)
+                    Pci::new(NVIDIA_GPU, RTX_3050_MOBILE, Class::Display3d)
                         .driver("nvidia")
                         .group(2)
                         .reset_method("flr bus"),
                 )
-                .pci(hda(NVIDIA_AUDIO, RTX_3050_MOBILE_AUDIO, 2))
-                .pci(
-                    Pci::new("00:1f.3", (0x8086, 0xa0c8), 0x040380)
-                        .driver("snd_hda_intel")
-                        .group(3),
-                ),
+                .pci(hda(NVIDIA_AUDIO, (0x10de, 0x2291), 2)),
             Machine::AmdTwoGpus => desktop(Cpu::amd(8, 2), "quiet splash", 32)
-                .pci(Pci::host_bridge("00:00.0", (0x1022, 0x1480)).group(0))
+                .pci(host_bridge((0x1022, 0x1480)))
                 .pci(
-                    amdgpu("0a:00.0", RX_6800, 14)
+                    amdgpu("0a:00.0", (0x1002, 0x73bf), 14)
                         .boot_vga(true)
                         .reset_method("bus"),
                 )
-                .pci(hda("0a:00.1", RX_6800_AUDIO, 14))
+                .pci(hda("0a:00.1", (0x1002, 0xab28), 14))
                 .pci(
-                    amdgpu("0b:00.0", RX_580, 15)
+                    amdgpu("0b:00.0", (0x1002, 0x67df), 15)
                         .boot_vga(false)
                         .reset_method(""),
                 )
-                .pci(hda("0b:00.1", RX_580_AUDIO, 15))
+                .pci(hda("0b:00.1", (0x1002, 0xaaf0), 15))
                 .pci(
-                    Pci::usb("0c:00.0", (0x1022, 0x149c))
+                    Pci::new("0c:00.0", (0x1022, 0x149c), Class::Usb)
                         .driver("xhci_hcd")
                         .group(16),
                 ),
             Machine::SingleGpu => desktop(Cpu::intel(6, 2), "intel_iommu=on iommu=pt", 32)
-                .pci(Pci::host_bridge("00:00.0", (0x8086, 0x4660)).group(0))
+                .pci(host_bridge((0x8086, 0x4660)))
                 .pci(
-                    Pci::vga(NVIDIA_GPU, RTX_3060)
+                    Pci::vga(NVIDIA_GPU, (0x10de, 0x2503))
                         .driver("nvidia")
                         .group(12)
                         .boot_vga(true)
                         .reset_method("flr bus"),
                 )
-                .pci(hda(NVIDIA_AUDIO, RTX_3060_AUDIO, 12)),
+                .pci(hda(NVIDIA_AUDIO, (0x10de, 0x228e), 12)),
             Machine::IommuOff => desktop(Cpu::intel(4, 1), "quiet", 16)
                 .pci(
                     Pci::vga("00:02.0", (0x8086, 0x3e92))
@@ -176,8 +168,8 @@ impl Machine {
                 .pci(Pci::audio(NVIDIA_AUDIO, (0x10de, 0x10fa)).driver("snd_hda_intel"))
                 .dir("/sys/kernel"),
             Machine::NvidiaDesktop => TestHost::new()
-                .pci(Pci::host_bridge("00:00.0", (0x8086, 1)).group(0))
-                .pci(Pci::new("00:1f.4", (0x8086, 2), 0x0c0500).group(0))
+                .pci(host_bridge((0x8086, 1)))
+                .pci(Pci::new("00:1f.4", (0x8086, 2), Class::Smbus).group(0))
                 .pci(root_port("00:01.0", (0x8086, 0x4c01), 12))
                 .pci(
                     Pci::vga(NVIDIA_GPU, RTX_3050)
@@ -186,11 +178,11 @@ impl Machine {
                         .boot_vga(false)
                         .reset_method("flr bus"),
                 )
-                .pci(hda(NVIDIA_AUDIO, RTX_3050_AUDIO, 12)),
+                .pci(hda(NVIDIA_AUDIO, (0x10de, 0x228e), 12)),
             Machine::NvidiaDesktopWithNvme => Machine::NvidiaDesktop
                 .build()
                 .pci(
-                    Pci::nvme(NVME, SAMSUNG_NVME)
+                    Pci::new(NVME, (0x144d, 0xa808), Class::Nvme)
                         .driver("nvme")
                         .group(15)
                         .reset_method("flr"),
@@ -220,8 +212,15 @@ fn desktop(cpu: Cpu, cmdline: &str, memory_gib: u64) -> TestHost {
         .hugepages(1048576, 2)
 }
 
+/// Host bridges sit alone in group 0.
+fn host_bridge(ids: (u16, u16)) -> Pci {
+    Pci::new("00:00.0", ids, Class::HostBridge).group(0)
+}
+
 fn root_port(address: &str, ids: (u16, u16), group: u32) -> Pci {
-    Pci::root_port(address, ids).driver("pcieport").group(group)
+    Pci::new(address, ids, Class::RootPort)
+        .driver("pcieport")
+        .group(group)
 }
 
 fn hda(address: &str, ids: (u16, u16), group: u32) -> Pci {
