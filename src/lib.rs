@@ -16,8 +16,8 @@ pub mod qmp;
 pub mod setup;
 pub mod supervisor;
 pub mod teardown;
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// Runs the command line `args` and returns the process exit status.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {

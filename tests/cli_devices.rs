@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use vmrun::testing::machines::ids::RTX_3050;
+use vmrun::testing::{Pci, TestHost, Tree};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -19,7 +21,7 @@ fn vmrun_on(host: &std::path::Path) -> assert_cmd::Command {
 }
 
 fn fixture() -> PathBuf {
-    repo().join("tests/fixtures/host")
+    Tree::FixtureDesktop.path()
 }
 
 #[test]
@@ -60,17 +62,8 @@ fn table_marks_gpus_their_functions_and_the_holding_vm() {
 
 #[test]
 fn without_iommu_groups_it_says_how_to_turn_the_iommu_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let dev = dir.path().join("sys/bus/pci/devices/0000:01:00.0");
-    std::fs::create_dir_all(&dev).unwrap();
-    for (file, value) in [
-        ("vendor", "0x10de"),
-        ("device", "0x2507"),
-        ("class", "0x030000"),
-    ] {
-        std::fs::write(dev.join(file), format!("{value}\n")).unwrap();
-    }
-    let out = vmrun_on(dir.path()).arg("devices").output().unwrap();
+    let host = TestHost::new().pci(Pci::vga("01:00.0", RTX_3050));
+    let out = vmrun_on(host.path()).arg("devices").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("The IOMMU is off"), "{text}");
@@ -79,7 +72,7 @@ fn without_iommu_groups_it_says_how_to_turn_the_iommu_on() {
         "{text}"
     );
     assert!(text.contains("0000:01:00.0"), "{text}");
-    let out = vmrun_on(dir.path())
+    let out = vmrun_on(host.path())
         .args(["devices", "--json"])
         .output()
         .unwrap();

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use vmrun::testing::Tree;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -12,7 +13,7 @@ fn repo() -> PathBuf {
 
 fn list(args: &[&str]) -> String {
     let out = cargo_bin_cmd!("vmrun")
-        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .env("VMRUN_HOST_ROOT", Tree::FixtureDesktop.path())
         .args(args)
         .output()
         .unwrap();

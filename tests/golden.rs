@@ -1,14 +1,14 @@
 //! Golden QEMU command lines: every `vms/*.toml` (and the fixture configs in
-//! `tests/fixtures/bundle/vms/`) built against the fixed fake host in
-//! `tests/fixtures/host`, for the QEMU versions users run. Any change to the
+//! `tests/fixtures/bundle/vms/`) built against the fixture desktop of the
+//! test-machine catalogue (`tests/fixtures/host`), for the QEMU versions users run. Any change to the
 //! builder shows up as a snapshot diff (`cargo insta review`).
 
 use std::path::{Path, PathBuf};
 
 use vmrun::config;
 use vmrun::host::qemu::QemuVersion;
-use vmrun::host::HostRoot;
 use vmrun::plan::{self, DirsEnv, PlanContext};
+use vmrun::testing::Tree;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +17,7 @@ fn repo() -> PathBuf {
 /// vmrun running as root on the fixture host, with fixed dirs.
 fn context(version: QemuVersion) -> PlanContext {
     PlanContext {
-        root: HostRoot::new(repo().join("tests/fixtures/host")),
+        root: Tree::FixtureDesktop.root(),
         dirs: DirsEnv {
             is_root: true,
             uid: 0,

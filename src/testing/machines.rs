@@ -54,6 +54,19 @@ impl Tree {
     pub fn root(self) -> HostRoot {
         HostRoot::new(self.path())
     }
+
+    /// A writable copy, symlinks kept, for a test that changes the host.
+    pub fn copy(self) -> TestHost {
+        let host = TestHost::new();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(self.path().join("."))
+            .arg(host.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cp -a {:?}: {status}", self.path());
+        host
+    }
 }
 
 /// The named machines.

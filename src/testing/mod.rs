@@ -1,5 +1,8 @@
 //! Test support shared by the unit tests: fake host trees (`TestHost`, the
-//! `machines` catalogue) and validated VM configs from text.
+//! `machines` catalogue) and validated VM configs from text. Built for
+//! the unit tests and, with the `testing` feature, for the integration tests.
+//! A fixture that cannot be written is a failed test: these unwrap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod host;
 pub mod machines;
