@@ -9,7 +9,7 @@ use std::process::Output;
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use serde_json::{json, Value};
-use vmrun::testing::{TestHost, Tree};
+use vmrun::testing::{Machine, TestHost};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,8 +17,8 @@ fn repo() -> PathBuf {
 
 /// A writable copy of the fixture host with an Intel /proc.
 fn host_copy() -> TestHost {
-    Tree::FixtureDesktop
-        .copy()
+    Machine::FixtureDesktop
+        .build()
         .file("/proc/cpuinfo", "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu cores\t: 1\nsiblings\t: 1\nflags\t\t: fpu vmx\n\n")
         .file("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet\n")
 }

@@ -180,6 +180,19 @@ impl TestHost {
         self
     }
 
+    /// A symbolic link at host path `abs` to `target`, kept as given.
+    pub fn symlink(self, abs: &str, target: &str) -> Self {
+        sysfs::add_symlink(self.path(), abs, target);
+        self
+    }
+
+    /// An evdev node `/dev/input/eventN` (an empty file) and its device
+    /// under `/sys/class/input/eventN/device`.
+    pub fn input(self, event: u32, device: Input) -> Self {
+        device.create(self.path(), event);
+        self
+    }
+
     /// A virtual console, bound to its driver or not.
     pub fn vtcon(self, index: u32, name: &str, bound: bool) -> Self {
         sysfs::add_vtcon(self.path(), index, name, bound);
@@ -272,6 +285,12 @@ impl Pci {
         self.attr("reset_method", methods)
     }
 
+    /// `subsystem_vendor` and `subsystem_device`: the board maker's ids.
+    pub fn subsystem(self, ids: (u16, u16)) -> Self {
+        self.attr("subsystem_vendor", &format!("0x{:04x}", ids.0))
+            .attr("subsystem_device", &format!("0x{:04x}", ids.1))
+    }
+
     /// Any other sysfs attribute, e.g. `resource`.
     pub fn attr(mut self, name: &'static str, value: &str) -> Self {
         self.attrs.push((name, value.to_string()));
@@ -305,6 +324,8 @@ pub enum Class {
     /// A USB xHCI controller.
     Usb,
     Smbus,
+    /// Other serial bus controller (0x0c80): a GPU's USB-C UCSI function.
+    SerialBus,
 }
 
 impl Class {
@@ -319,7 +340,71 @@ impl Class {
             Class::Nvme => 0x010802,
             Class::Usb => 0x0c0330,
             Class::Smbus => 0x0c0500,
+            Class::SerialBus => 0x0c8000,
         }
+    }
+}
+
+/// An evdev input device as sysfs shows it: `name`, `phys`, `id/` and the
+/// capability bitmaps (`"0"` until set), words most significant first.
+#[derive(Debug, Clone)]
+pub struct Input {
+    name: String,
+    ids: (u16, u16),
+    phys: String,
+    key: String,
+    rel: String,
+    abs: String,
+}
+
+impl Input {
+    /// A device with no capabilities yet.
+    pub fn new(name: &str, ids: (u16, u16), phys: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            ids,
+            phys: phys.to_string(),
+            key: "0".into(),
+            rel: "0".into(),
+            abs: "0".into(),
+        }
+    }
+
+    /// `capabilities/key`: keys and buttons.
+    pub fn keys(mut self, bitmap: &str) -> Self {
+        self.key = bitmap.to_string();
+        self
+    }
+
+    /// `capabilities/rel`: relative axes (a mouse).
+    pub fn rel(mut self, bitmap: &str) -> Self {
+        self.rel = bitmap.to_string();
+        self
+    }
+
+    /// `capabilities/abs`: absolute axes (a tablet).
+    pub fn abs(mut self, bitmap: &str) -> Self {
+        self.abs = bitmap.to_string();
+        self
+    }
+
+    fn create(&self, root: &Path, event: u32) {
+        let dev = format!("/sys/devices/virtual/input/input{event}");
+        let files = [
+            ("name", self.name.clone()),
+            ("phys", self.phys.clone()),
+            ("id/vendor", format!("{:04x}", self.ids.0)),
+            ("id/product", format!("{:04x}", self.ids.1)),
+            ("capabilities/key", self.key.clone()),
+            ("capabilities/rel", self.rel.clone()),
+            ("capabilities/abs", self.abs.clone()),
+        ];
+        for (file, value) in files {
+            sysfs::write(root, &format!("{dev}/{file}"), &format!("{value}\n"));
+        }
+        let class = format!("/sys/class/input/event{event}/device");
+        sysfs::add_symlink(root, &class, root.join(&dev[1..]).to_str().unwrap());
+        sysfs::write(root, &format!("/dev/input/event{event}"), "");
     }
 }
 

@@ -1,18 +1,14 @@
 //! The catalogue of test machines: each a host a user really has, built
 //! into a fresh `TestHost`. Tests start from one and add what their case
-//! needs (a mount, a process, another VM's devices file).
+//! needs (a mount, a process, another VM's devices file). The integration
+//! tests (the `testing` feature) run the binary against `FixtureDesktop`.
 //!
-//! The CLI tests and the golden command lines run the binary against a
-//! static tree instead, the fixture desktop (`Tree::FixtureDesktop`): a Debian
-//! 12 host with real OVMF descriptors, an RTX 3050 + audio (group 12), an
-//! RX 6800 boot GPU (group 14), a four-function RX 7900 XTX (group 20) and
-//! a USB controller held by VM `nas`; `Tree::FedoraFirmware` holds Fedora's
-//! firmware descriptors. Golden argv embed its paths, so it stays a checked-in
-//! tree rather than one generated per test.
+//! Two checked-in trees hold what is data rather than devices: Debian's and
+//! Fedora's firmware descriptors (`Tree`).
 
 use std::path::{Path, PathBuf};
 
-use super::host::{Class, Cpu, Pci, TestHost};
+use super::host::{Class, Cpu, Input, Pci, TestHost};
 use super::sysfs;
 use crate::host::HostRoot;
 
@@ -30,13 +26,14 @@ pub mod ids {
 
 use ids::*;
 
-/// The checked-in trees (see the module doc), as tests outside this crate
-/// use them through `VMRUN_HOST_ROOT`.
+/// The checked-in trees: files copied from distributions, not devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tree {
-    /// `tests/fixtures/host`: the fixture desktop.
-    FixtureDesktop,
-    /// `tests/fixtures/host-fedora`: Fedora's firmware descriptors only.
+    /// `tests/fixtures/host`: Debian 12's firmware descriptors with
+    /// placeholder images and a hand-written pci.ids extract; the data half
+    /// of `Machine::FixtureDesktop`.
+    DebianFirmware,
+    /// `tests/fixtures/host-fedora`: Fedora's firmware descriptors.
     FedoraFirmware,
 }
 
@@ -44,7 +41,7 @@ impl Tree {
     /// The tree's directory in this checkout.
     pub fn path(self) -> PathBuf {
         let dir = match self {
-            Tree::FixtureDesktop => "tests/fixtures/host",
+            Tree::DebianFirmware => "tests/fixtures/host",
             Tree::FedoraFirmware => "tests/fixtures/host-fedora",
         };
         Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)
@@ -89,6 +86,13 @@ pub enum Machine {
     /// `NvidiaDesktop` plus a Samsung NVMe (group 15) with `nvme0n1`
     /// partitions 1 and 2 (`NVME`).
     NvidiaDesktopWithNvme,
+    /// What the CLI tests and goldens run against: `Tree::DebianFirmware`
+    /// plus an RTX 3050 + audio on
+    /// nvidia (group 12), the RX 6800 + audio boot GPU (group 14), a
+    /// four-function RX 7900 XTX (group 20), a USB controller on vfio-pci
+    /// held by VM `nas` (group 16), five USB input devices, /etc/passwd with
+    /// libvirt-qemu and the disks of the example VMs.
+    FixtureDesktop,
     /// The lab's single-GPU guest desktop: QEMU's bochs VGA (`BOCHS_GPU`,
     /// bochs-drm, boot VGA, card0, fbcon on vtcon1) + ich9 audio in group 3.
     BochsDesktop,
@@ -201,6 +205,7 @@ impl Machine {
                         .reset_method("flr"),
                 )
                 .disk(NVME, "nvme0n1", &["nvme0n1p1", "nvme0n1p2"]),
+            Machine::FixtureDesktop => fixture_desktop(),
             Machine::BochsDesktop => {
                 let host = TestHost::new();
                 add_bochs_boot_gpu(host.path(), BOCHS_GPU);
@@ -209,6 +214,80 @@ impl Machine {
         }
     }
 }
+
+fn fixture_desktop() -> TestHost {
+    let intel = |addr: &str, device: u16, class: Class| {
+        Pci::new(addr, (0x8086, device), class)
+            .subsystem((0x8086, 0))
+            .reset_method("flr")
+    };
+    let nvidia = |addr: &str, device: u16, class: Class| {
+        Pci::new(addr, (0x10de, device), class).subsystem((0x10de, 0))
+    };
+    let amd = |addr: &str, device: u16, class: Class| {
+        Pci::new(addr, (0x1002, device), class).subsystem((0x1002, 0))
+    };
+    Tree::DebianFirmware
+        .copy()
+        .pci(intel("00:00.0", 0x4c43, Class::HostBridge).group(0))
+        .pci(intel("00:01.0", 0x4c01, Class::RootPort).driver("pcieport").group(1))
+        .pci(intel("00:1c.0", 0x7ab8, Class::RootPort).driver("pcieport").group(13))
+        .pci(
+            nvidia("01:00.0", 0x2507, Class::Vga)
+                .driver("nvidia")
+                .group(12)
+                .boot_vga(false)
+                .reset_method("bus"),
+        )
+        .pci(nvidia("01:00.1", 0x228e, Class::Audio).driver("snd_hda_intel").group(12).reset_method("flr"))
+        .pci(
+            amd("03:00.0", 0x73bf, Class::Vga)
+                .driver("amdgpu")
+                .group(14)
+                .boot_vga(true)
+                .reset_method("bus"),
+        )
+        .pci(amd("03:00.1", 0xab28, Class::Audio).driver("snd_hda_intel").group(14).reset_method("flr"))
+        .pci(
+            Pci::new("05:00.0", (0x1912, 0x0014), Class::Usb)
+                .subsystem((0x1912, 0x0014))
+                .driver("vfio-pci")
+                .attr("driver_override", "vfio-pci")
+                .group(16)
+                .reset_method("bus"),
+        )
+        .held_by("nas", &["05:00.0"])
+        .pci(
+            amd("0b:00.0", 0x744c, Class::Vga)
+                .driver("amdgpu")
+                .group(20)
+                .boot_vga(false)
+                .reset_method("bus"),
+        )
+        .pci(amd("0b:00.1", 0xab30, Class::Audio).driver("snd_hda_intel").group(20).reset_method("flr"))
+        .pci(amd("0b:00.2", 0x7446, Class::Usb).driver("xhci_hcd").group(20).reset_method("flr"))
+        .pci(amd("0b:00.3", 0x7444, Class::SerialBus).driver("serial").group(20).reset_method("flr"))
+        .input(2, Input::new("Logitech USB Keyboard", (0x046d, 0xc31c), "usb-0000:00:14.0-2/input0").keys(KEYBOARD_KEYS))
+        .input(3, Input::new("Logitech USB Optical Mouse", (0x046d, 0xc077), "usb-0000:00:14.0-3/input0").keys("70000 0 0 0 0").rel("903"))
+        .input(4, Input::new("Corsair K70 RGB", (0x1b1c, 0x1b13), "usb-0000:00:14.0-4/input0").keys(KEYBOARD_KEYS))
+        .input(5, Input::new("Logitech G502 HERO", (0x046d, 0xc08b), "usb-0000:00:14.0-5/input0").keys("ff0000 0 0 0 0").rel("1943"))
+        .input(6, Input::new("Logitech G502 HERO Keyboard", (0x046d, 0xc08b), "usb-0000:00:14.0-6/input0").keys(KEYBOARD_KEYS))
+        .symlink("/dev/input/by-id/usb-Logitech_USB_Keyboard-event-kbd", "../event2")
+        .symlink("/dev/input/by-path/pci-0000:00:14.0-usb-0:2:1.0-event-kbd", "../event2")
+        .symlink("/dev/input/by-id/usb-Logitech_USB_Optical_Mouse-event-mouse", "../event3")
+        .symlink("/dev/input/by-id/usb-Corsair_K70-event-kbd", "../event4")
+        .symlink("/dev/input/by-id/usb-Logitech_G502-event-mouse", "../event5")
+        .symlink("/dev/input/by-id/usb-Logitech_G502-if01-event-kbd", "../event6")
+        .kvm()
+        .file("/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0R123456", "")
+        .file("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nlibvirt-qemu:x:64055:108:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\n")
+        .file("/var/lib/vmrun/headless/disk.qcow2", "")
+        .file("/var/lib/vmrun/win11/disk.qcow2", "")
+        .file("/var/lib/vmrun/win11/Win11.iso", "")
+}
+
+/// A USB keyboard's `capabilities/key` (Linux 6.1): the full keyboard.
+pub const KEYBOARD_KEYS: &str = "1000000000007 ff9f207ac14057ff febeffdfffefffff fffffffffffffffe";
 
 /// What every setup machine has besides its PCI devices: CPU, kernel
 /// command line, memory, /dev/kvm, vfio-pci as a module, a USB keyboard and

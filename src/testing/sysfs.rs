@@ -108,6 +108,14 @@ pub fn add_process(root: &Path, pid: u32, comm: &str, fds: &[&str]) {
     }
 }
 
+/// A symbolic link at host path `abs` to `target` (as given: udev's
+/// `/dev/input/by-id` links are relative, `../event3`).
+pub fn add_symlink(root: &Path, abs: &str, target: &str) {
+    let path = root.join(abs.trim_start_matches('/'));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    symlink(target, path).unwrap();
+}
+
 /// A virtual console `vtconINDEX` named `name`, bound or not.
 pub fn add_vtcon(root: &Path, index: u32, name: &str, bound: bool) {
     let dir = root.join(format!("sys/class/vtconsole/vtcon{index}"));

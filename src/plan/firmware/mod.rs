@@ -364,7 +364,7 @@ mod tests {
 
     /// Debian's descriptors, in the fixture desktop.
     fn debian() -> FirmwareSearch {
-        search(Tree::FixtureDesktop.root())
+        search(Tree::DebianFirmware.root())
     }
 
     fn fedora() -> FirmwareSearch {
@@ -525,7 +525,7 @@ mod tests {
             ),
         );
         let s = FirmwareSearch {
-            root: Tree::FixtureDesktop.root(),
+            root: Tree::DebianFirmware.root(),
             user_config_dir: Some(user.path().to_path_buf()),
         };
         let r = resolve(&uefi(None), MACHINE, &s).unwrap();
@@ -545,7 +545,7 @@ mod tests {
     fn zero_length_file_hides_descriptor() {
         let user = TestHost::new().file("/qemu/firmware/40-edk2-x86_64-secure-enrolled.json", "");
         let s = FirmwareSearch {
-            root: Tree::FixtureDesktop.root(),
+            root: Tree::DebianFirmware.root(),
             user_config_dir: Some(user.path().to_path_buf()),
         };
         let r = resolve(&uefi(None), MACHINE, &s).unwrap();
