@@ -216,74 +216,94 @@ impl Machine {
 }
 
 fn fixture_desktop() -> TestHost {
-    let intel = |addr: &str, device: u16, class: Class| {
-        Pci::new(addr, (0x8086, device), class)
-            .subsystem((0x8086, 0))
-            .reset_method("flr")
+    // Every function names its vendor as board maker (subsystem device 0);
+    // the GPUs reset by bus, every other function by FLR.
+    let function = |addr: &str, ids: (u16, u16), class: Class, driver: &str| {
+        let reset = if class == Class::Vga { "bus" } else { "flr" };
+        Pci::new(addr, ids, class)
+            .subsystem((ids.0, 0))
+            .driver(driver)
+            .reset_method(reset)
     };
-    let nvidia = |addr: &str, device: u16, class: Class| {
-        Pci::new(addr, (0x10de, device), class).subsystem((0x10de, 0))
-    };
-    let amd = |addr: &str, device: u16, class: Class| {
-        Pci::new(addr, (0x1002, device), class).subsystem((0x1002, 0))
-    };
-    Tree::DebianFirmware
+    let gpu = |addr, ids, driver| function(addr, ids, Class::Vga, driver);
+    let hda = |addr, ids| function(addr, ids, Class::Audio, "snd_hda_intel");
+    let host_bridge = Pci::new("00:00.0", (0x8086, 0x4c43), Class::HostBridge)
+        .subsystem((0x8086, 0))
+        .reset_method("flr");
+    let renesas_usb = Pci::new("05:00.0", (0x1912, 0x0014), Class::Usb)
+        .subsystem((0x1912, 0x0014))
+        .driver("vfio-pci")
+        .attr("driver_override", "vfio-pci")
+        .reset_method("bus");
+    let host = Tree::DebianFirmware
         .copy()
-        .pci(intel("00:00.0", 0x4c43, Class::HostBridge).group(0))
-        .pci(intel("00:01.0", 0x4c01, Class::RootPort).driver("pcieport").group(1))
-        .pci(intel("00:1c.0", 0x7ab8, Class::RootPort).driver("pcieport").group(13))
+        .pci(host_bridge.group(0))
+        .pci(function("00:01.0", (0x8086, 0x4c01), Class::RootPort, "pcieport").group(1))
+        .pci(function("00:1c.0", (0x8086, 0x7ab8), Class::RootPort, "pcieport").group(13))
+        .pci(gpu("01:00.0", RTX_3050, "nvidia").group(12).boot_vga(false))
+        .pci(hda("01:00.1", (0x10de, 0x228e)).group(12))
         .pci(
-            nvidia("01:00.0", 0x2507, Class::Vga)
-                .driver("nvidia")
-                .group(12)
-                .boot_vga(false)
-                .reset_method("bus"),
-        )
-        .pci(nvidia("01:00.1", 0x228e, Class::Audio).driver("snd_hda_intel").group(12).reset_method("flr"))
-        .pci(
-            amd("03:00.0", 0x73bf, Class::Vga)
-                .driver("amdgpu")
+            gpu("03:00.0", (0x1002, 0x73bf), "amdgpu")
                 .group(14)
-                .boot_vga(true)
-                .reset_method("bus"),
+                .boot_vga(true),
         )
-        .pci(amd("03:00.1", 0xab28, Class::Audio).driver("snd_hda_intel").group(14).reset_method("flr"))
-        .pci(
-            Pci::new("05:00.0", (0x1912, 0x0014), Class::Usb)
-                .subsystem((0x1912, 0x0014))
-                .driver("vfio-pci")
-                .attr("driver_override", "vfio-pci")
-                .group(16)
-                .reset_method("bus"),
-        )
+        .pci(hda("03:00.1", (0x1002, 0xab28)).group(14))
+        .pci(renesas_usb.group(16))
         .held_by("nas", &["05:00.0"])
         .pci(
-            amd("0b:00.0", 0x744c, Class::Vga)
-                .driver("amdgpu")
+            gpu("0b:00.0", (0x1002, 0x744c), "amdgpu")
                 .group(20)
-                .boot_vga(false)
-                .reset_method("bus"),
+                .boot_vga(false),
         )
-        .pci(amd("0b:00.1", 0xab30, Class::Audio).driver("snd_hda_intel").group(20).reset_method("flr"))
-        .pci(amd("0b:00.2", 0x7446, Class::Usb).driver("xhci_hcd").group(20).reset_method("flr"))
-        .pci(amd("0b:00.3", 0x7444, Class::SerialBus).driver("serial").group(20).reset_method("flr"))
-        .input(2, Input::new("Logitech USB Keyboard", (0x046d, 0xc31c), "usb-0000:00:14.0-2/input0").keys(KEYBOARD_KEYS))
-        .input(3, Input::new("Logitech USB Optical Mouse", (0x046d, 0xc077), "usb-0000:00:14.0-3/input0").keys("70000 0 0 0 0").rel("903"))
-        .input(4, Input::new("Corsair K70 RGB", (0x1b1c, 0x1b13), "usb-0000:00:14.0-4/input0").keys(KEYBOARD_KEYS))
-        .input(5, Input::new("Logitech G502 HERO", (0x046d, 0xc08b), "usb-0000:00:14.0-5/input0").keys("ff0000 0 0 0 0").rel("1943"))
-        .input(6, Input::new("Logitech G502 HERO Keyboard", (0x046d, 0xc08b), "usb-0000:00:14.0-6/input0").keys(KEYBOARD_KEYS))
-        .symlink("/dev/input/by-id/usb-Logitech_USB_Keyboard-event-kbd", "../event2")
-        .symlink("/dev/input/by-path/pci-0000:00:14.0-usb-0:2:1.0-event-kbd", "../event2")
-        .symlink("/dev/input/by-id/usb-Logitech_USB_Optical_Mouse-event-mouse", "../event3")
-        .symlink("/dev/input/by-id/usb-Corsair_K70-event-kbd", "../event4")
-        .symlink("/dev/input/by-id/usb-Logitech_G502-event-mouse", "../event5")
-        .symlink("/dev/input/by-id/usb-Logitech_G502-if01-event-kbd", "../event6")
+        .pci(hda("0b:00.1", (0x1002, 0xab30)).group(20))
+        .pci(function("0b:00.2", (0x1002, 0x7446), Class::Usb, "xhci_hcd").group(20))
+        .pci(function("0b:00.3", (0x1002, 0x7444), Class::SerialBus, "serial").group(20));
+    fixture_desktop_input(host)
         .kvm()
-        .file("/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0R123456", "")
-        .file("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nlibvirt-qemu:x:64055:108:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\n")
+        .file(
+            "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0R123456",
+            "",
+        )
+        .file("/etc/passwd", PASSWD)
         .file("/var/lib/vmrun/headless/disk.qcow2", "")
         .file("/var/lib/vmrun/win11/disk.qcow2", "")
         .file("/var/lib/vmrun/win11/Win11.iso", "")
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+libvirt-qemu:x:64055:108:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin
+";
+
+/// The fixture desktop's USB keyboards and mice, eventN on USB port N,
+/// and udev's links to them.
+fn fixture_desktop_input(host: TestHost) -> TestHost {
+    let usb =
+        |n: u32, name: &str, ids| Input::new(name, ids, &format!("usb-0000:00:14.0-{n}/input0"));
+    let keyboard = |n, name, ids| usb(n, name, ids).keys(KEYBOARD_KEYS);
+    let optical = usb(3, "Logitech USB Optical Mouse", (0x046d, 0xc077)).keys("70000 0 0 0 0");
+    let g502 = usb(5, "Logitech G502 HERO", (0x046d, 0xc08b)).keys("ff0000 0 0 0 0");
+    let by_id = |name: &str| format!("/dev/input/by-id/usb-{name}");
+    host.input(2, keyboard(2, "Logitech USB Keyboard", (0x046d, 0xc31c)))
+        .input(3, optical.rel("903"))
+        .input(4, keyboard(4, "Corsair K70 RGB", (0x1b1c, 0x1b13)))
+        .input(5, g502.rel("1943"))
+        .input(
+            6,
+            keyboard(6, "Logitech G502 HERO Keyboard", (0x046d, 0xc08b)),
+        )
+        .symlink(&by_id("Logitech_USB_Keyboard-event-kbd"), "../event2")
+        .symlink(
+            "/dev/input/by-path/pci-0000:00:14.0-usb-0:2:1.0-event-kbd",
+            "../event2",
+        )
+        .symlink(
+            &by_id("Logitech_USB_Optical_Mouse-event-mouse"),
+            "../event3",
+        )
+        .symlink(&by_id("Corsair_K70-event-kbd"), "../event4")
+        .symlink(&by_id("Logitech_G502-event-mouse"), "../event5")
+        .symlink(&by_id("Logitech_G502-if01-event-kbd"), "../event6")
 }
 
 /// A USB keyboard's `capabilities/key` (Linux 6.1): the full keyboard.
