@@ -1,6 +1,6 @@
 //! `TestHost`: a fake host tree in a temporary directory, built by named,
 //! chainable calls. Every call writes at once, so a test can keep adding to
-//! a catalogue machine (`machines::...().file(...)`) before it acts.
+//! a catalogue machine (`Machine::SingleGpu.build().file(...)`) before it acts.
 
 use std::fs;
 use std::path::Path;
@@ -36,7 +36,8 @@ impl TestHost {
         self.dir.path()
     }
 
-    /// A `HostRoot` reading this tree.
+    /// A `HostRoot` reading this tree. The tree goes with the `TestHost`:
+    /// keep the host bound (`let host = ...; host.root()`), not a temporary.
     pub fn root(&self) -> HostRoot {
         HostRoot::new(self.path())
     }
