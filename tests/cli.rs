@@ -1,4 +1,5 @@
 //! The real binary's command line: dry-run, exit statuses, generated docs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

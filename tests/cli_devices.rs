@@ -1,5 +1,6 @@
 //! `vmrun devices` against the fixture host: the JSON shape scripts rely
 //! on, the table, and the IOMMU-off advice.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::PathBuf;
 

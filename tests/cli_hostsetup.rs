@@ -2,6 +2,7 @@
 //! `start --dry-run` accepts, `check` on the fixture host, `host boot-entry`
 //! against a stand-in grubby that records its calls (first run, re-run,
 //! kernel update), and temp /etc trees for GRUB and the initramfs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! `vmrun input` with the real binary: the listing of the fixture host's
 //! input devices (sysfs capabilities and /dev/input links, through
 //! `VMRUN_HOST_ROOT`), and the switch verb's refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::PathBuf;
 

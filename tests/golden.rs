@@ -2,6 +2,7 @@
 //! `tests/fixtures/bundle/vms/`) built against the fixture desktop of the
 //! test-machine catalogue (`Machine::FixtureDesktop`), for the QEMU versions users run. Any change to the
 //! builder shows up as a snapshot diff (`cargo insta review`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::{Path, PathBuf};
 

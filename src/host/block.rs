@@ -11,7 +11,7 @@ use crate::config::PciAddress;
 
 /// One block device: a disk, a partition, or a dm/md device stacked on one.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct BlockDev {
+pub(crate) struct BlockDev {
     /// The kernel name: `nvme0n1`, `nvme0n1p2`, `dm-0`.
     pub name: String,
     /// A device-mapper device's name (`/dev/mapper/NAME`).
@@ -31,7 +31,7 @@ impl BlockDev {
 
 /// A mounted filesystem or active swap using a block device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Use {
+pub(crate) struct Use {
     pub device: String,
     /// The mount point, or `swap`.
     pub what: String,
@@ -40,7 +40,7 @@ pub struct Use {
 /// The block devices a PCI device carries: each `/sys/block/X` whose
 /// `device` link resolves under the PCI device's sysfs directory, its
 /// partitions (`/sys/block/X/X1`), and what is stacked on them (`holders/`).
-pub fn block_devices_under(root: &HostRoot, address: PciAddress) -> Vec<BlockDev> {
+pub(crate) fn block_devices_under(root: &HostRoot, address: PciAddress) -> Vec<BlockDev> {
     let Ok(pci_dir) = fs::canonicalize(root.pci_device(&address)) else {
         return Vec::new();
     };
@@ -101,7 +101,7 @@ fn collect_with_holders(root: &HostRoot, dir: &Path, found: &mut BTreeSet<BlockD
 
 /// What of `devices` is mounted (`/proc/self/mounts`) or used as swap
 /// (`/proc/swaps`). Unreadable files count as "nothing in use".
-pub fn uses(root: &HostRoot, devices: &[BlockDev]) -> Vec<Use> {
+pub(crate) fn uses(root: &HostRoot, devices: &[BlockDev]) -> Vec<Use> {
     if devices.is_empty() {
         return Vec::new();
     }

@@ -14,10 +14,10 @@ use crate::config::PciAddress;
 
 /// systemd's alias for the enabled display manager (`systemctl enable gdm`
 /// links it to `gdm.service`).
-pub const DISPLAY_MANAGER_LINK: &str = "/etc/systemd/system/display-manager.service";
+pub(crate) const DISPLAY_MANAGER_LINK: &str = "/etc/systemd/system/display-manager.service";
 
 /// The display manager unit `display-manager.service` points to.
-pub fn display_manager_unit(root: &HostRoot) -> Option<String> {
+pub(crate) fn display_manager_unit(root: &HostRoot) -> Option<String> {
     let target = fs::read_link(root.path(DISPLAY_MANAGER_LINK)).ok()?;
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
@@ -41,7 +41,7 @@ impl VtConsole {
 }
 
 /// Every vtconsole, in index order.
-pub fn vtconsoles(root: &HostRoot) -> Vec<VtConsole> {
+pub(crate) fn vtconsoles(root: &HostRoot) -> Vec<VtConsole> {
     let dir = root.path("/sys/class/vtconsole");
     let mut out: Vec<VtConsole> = fs::read_dir(dir)
         .into_iter()
@@ -64,7 +64,7 @@ pub fn vtconsoles(root: &HostRoot) -> Vec<VtConsole> {
 
 /// The platform drivers of firmware framebuffers. simpledrm registers as
 /// `simple-framebuffer` too (drivers/gpu/drm/tiny/simpledrm.c).
-pub const FRAMEBUFFER_DRIVERS: [&str; 3] =
+pub(crate) const FRAMEBUFFER_DRIVERS: [&str; 3] =
     ["efi-framebuffer", "simple-framebuffer", "vesa-framebuffer"];
 
 /// The names firmware framebuffers give their memory in `/proc/iomem`
@@ -105,7 +105,7 @@ fn parse_hex(s: &str) -> Option<u64> {
 
 /// The memory BARs of a PCI device: `(start, end)` from its `resource`
 /// file, one `start end flags` line per BAR (drivers/pci/pci-sysfs.c).
-pub fn memory_bars(root: &HostRoot, address: PciAddress) -> Vec<(usize, u64, u64)> {
+pub(crate) fn memory_bars(root: &HostRoot, address: PciAddress) -> Vec<(usize, u64, u64)> {
     let text = fs::read_to_string(root.pci_device(&address).join("resource")).unwrap_or_default();
     text.lines()
         .enumerate()
@@ -144,7 +144,7 @@ fn kind_of(root: &HostRoot, driver: &str) -> &'static str {
 /// memory: efifb's `base` attribute or the framebuffer's region in
 /// `/proc/iomem`, against the GPU's BARs. When the address can't be read,
 /// a framebuffer counts as the boot VGA's (the firmware draws on that one).
-pub fn framebuffers(root: &HostRoot, gpu: PciAddress, boot_vga: bool) -> Vec<Framebuffer> {
+pub(crate) fn framebuffers(root: &HostRoot, gpu: PciAddress, boot_vga: bool) -> Vec<Framebuffer> {
     let bars = memory_bars(root, gpu);
     let regions = iomem_framebuffers(root);
     let mut out = Vec::new();
@@ -189,18 +189,18 @@ pub fn framebuffers(root: &HostRoot, gpu: PciAddress, boot_vga: bool) -> Vec<Fra
 
 /// The kernel module behind a device's driver (`driver/module`), if it is
 /// a module and not built in.
-pub fn driver_module(root: &HostRoot, address: PciAddress) -> Option<String> {
+pub(crate) fn driver_module(root: &HostRoot, address: PciAddress) -> Option<String> {
     let link = fs::read_link(root.pci_device(&address).join("driver/module")).ok()?;
     Some(link.file_name()?.to_string_lossy().into_owned())
 }
 
 /// Whether `name` is a loaded module (built-in ones have no `refcnt`).
-pub fn module_loaded(root: &HostRoot, name: &str) -> bool {
+pub(crate) fn module_loaded(root: &HostRoot, name: &str) -> bool {
     root.path(format!("/sys/module/{name}/refcnt")).exists()
 }
 
 /// The modules using `name` (`/sys/module/NAME/holders`), sorted.
-pub fn module_holders(root: &HostRoot, name: &str) -> Vec<String> {
+pub(crate) fn module_holders(root: &HostRoot, name: &str) -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(root.path(format!("/sys/module/{name}/holders")))
         .into_iter()
         .flatten()
@@ -214,7 +214,7 @@ pub fn module_holders(root: &HostRoot, name: &str) -> Vec<String> {
 /// `module` and everything stacked on it, in an order that unloads: each
 /// module after every module holding it (nvidia_drm before nvidia_modeset
 /// before nvidia). Modules are named as in /sys/module (underscores).
-pub fn unload_order(root: &HostRoot, module: &str) -> Vec<String> {
+pub(crate) fn unload_order(root: &HostRoot, module: &str) -> Vec<String> {
     fn visit(root: &HostRoot, m: &str, out: &mut Vec<String>, depth: usize) {
         if out.iter().any(|o| o == m) || depth > 32 {
             return;
@@ -233,7 +233,7 @@ pub fn unload_order(root: &HostRoot, module: &str) -> Vec<String> {
 
 /// The modules that only `removed` use, which `modprobe -r` takes along
 /// (bochs's drm_vram_helper, ttm, drm_kms_helper, drm), in removal order.
-pub fn unused_after(root: &HostRoot, removed: &[String]) -> Vec<String> {
+pub(crate) fn unused_after(root: &HostRoot, removed: &[String]) -> Vec<String> {
     let mut gone: Vec<String> = removed.to_vec();
     let mut helpers = Vec::new();
     let all: Vec<String> = fs::read_dir(root.path("/sys/module"))
@@ -267,8 +267,8 @@ pub fn unused_after(root: &HostRoot, removed: &[String]) -> Vec<String> {
 pub(crate) mod fake {
     //! The flat builders `prepare`'s tests still call; new tests build
     //! hosts with `crate::testing::TestHost` and its `Machine` catalogue.
-    pub use crate::testing::machines::add_bochs_boot_gpu as bochs_desktop;
-    pub use crate::testing::sysfs::{add_framebuffer, add_vtcon};
+    pub(crate) use crate::testing::machines::add_bochs_boot_gpu as bochs_desktop;
+    pub(crate) use crate::testing::sysfs::{add_framebuffer, add_vtcon};
 }
 
 #[cfg(test)]

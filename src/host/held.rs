@@ -10,12 +10,12 @@ use super::HostRoot;
 use crate::config::PciAddress;
 
 /// The file in a run dir that names the VM's devices.
-pub const DEVICES_FILE: &str = "devices";
+pub(crate) const DEVICES_FILE: &str = "devices";
 
 /// Every device named by a `devices` file under `run_base` (the parent of
 /// the VM run dirs), mapped to the VM (run dir name) holding it. Lines that
 /// are not addresses are ignored; an unreadable run base holds nothing.
-pub fn held_by(root: &HostRoot, run_base: &Path) -> HashMap<PciAddress, String> {
+pub(crate) fn held_by(root: &HostRoot, run_base: &Path) -> HashMap<PciAddress, String> {
     let mut held = HashMap::new();
     let Ok(vms) = fs::read_dir(root.path(run_base)) else {
         return held;

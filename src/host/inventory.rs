@@ -14,7 +14,7 @@ use crate::config::PciAddress;
 
 /// The host's devices, grouped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Inventory {
+pub(crate) struct Inventory {
     /// Whether the kernel made IOMMU groups; without them nothing can be
     /// passed through.
     pub iommu: bool,
@@ -26,7 +26,7 @@ pub struct Inventory {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Group {
+pub(crate) struct Group {
     pub group: Option<u32>,
     pub devices: Vec<Entry>,
 }
@@ -34,7 +34,7 @@ pub struct Group {
 /// How a device stands out in the listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub(crate) enum Role {
     /// A display controller (class 0x03).
     Gpu,
     /// Another function of a GPU's slot (its HDMI audio, USB-C, ...): goes
@@ -47,7 +47,7 @@ pub enum Role {
 
 /// One PCI function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub address: PciAddress,
     /// `CCSSPP`, hex.
     pub class: String,
@@ -76,7 +76,7 @@ pub struct Entry {
 
 impl Entry {
     /// `Vendor Device` from pci.ids, with hex for what it lacks.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         format!(
             "{} {}",
             self.vendor_name.as_deref().unwrap_or(&self.vendor_id),
@@ -90,7 +90,7 @@ impl Entry {
 /// Whether a device could be worth giving a VM: not a bridge, SMBus,
 /// memory controller, system peripheral (IOMMU, RTC), processor or signal
 /// processing (thermal) function.
-pub fn worth_passing(dev: &PciDevice) -> bool {
+pub(crate) fn worth_passing(dev: &PciDevice) -> bool {
     let base = dev.class >> 16;
     !(matches!(base, 0x05 | 0x06 | 0x08 | 0x0b | 0x11) || dev.class >> 8 == 0x0c05)
 }
@@ -98,7 +98,7 @@ pub fn worth_passing(dev: &PciDevice) -> bool {
 /// Reads the host's devices. `run_base` is where VM run dirs live
 /// (`DirsEnv::run_base`); without `all`, groups with nothing worth passing
 /// are left out.
-pub fn inventory(root: &HostRoot, run_base: &Path, all: bool) -> Inventory {
+pub(crate) fn inventory(root: &HostRoot, run_base: &Path, all: bool) -> Inventory {
     let devices = pci::list_devices(root);
     let vendors: BTreeSet<u16> = devices.iter().map(|d| d.vendor).collect();
     let ids = PciIds::load(root, &vendors);

@@ -8,7 +8,7 @@ use super::HostRoot;
 use crate::config::PciAddress;
 
 /// The devices of group `group`, in address order.
-pub fn group_members(root: &HostRoot, group: u32) -> Vec<PciAddress> {
+pub(crate) fn group_members(root: &HostRoot, group: u32) -> Vec<PciAddress> {
     let dir = root.path(format!("/sys/kernel/iommu_groups/{group}/devices"));
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -21,7 +21,7 @@ pub fn group_members(root: &HostRoot, group: u32) -> Vec<PciAddress> {
 }
 
 /// Every group and its devices; empty when the IOMMU is off.
-pub fn groups(root: &HostRoot) -> BTreeMap<u32, Vec<PciAddress>> {
+pub(crate) fn groups(root: &HostRoot) -> BTreeMap<u32, Vec<PciAddress>> {
     let Ok(entries) = fs::read_dir(root.path("/sys/kernel/iommu_groups")) else {
         return BTreeMap::new();
     };

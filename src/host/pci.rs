@@ -62,7 +62,7 @@ impl PciDevice {
 }
 
 /// A readable name for common classes (pci.ids' `C` section, abridged).
-pub fn class_name(class: u32) -> &'static str {
+pub(crate) fn class_name(class: u32) -> &'static str {
     match class >> 8 {
         0x0100 => "SCSI storage controller",
         0x0101 => "IDE interface",
@@ -127,7 +127,7 @@ fn link_name(path: &Path) -> Option<String> {
 }
 
 /// Reads one device; `None` when the host has no such device.
-pub fn read_device(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
+pub(crate) fn read_device(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
     let dir = root.pci_device(&address);
     Some(PciDevice {
         address,
@@ -149,7 +149,7 @@ pub fn read_device(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
 }
 
 /// Every PCI device of the host, in address order.
-pub fn list_devices(root: &HostRoot) -> Vec<PciDevice> {
+pub(crate) fn list_devices(root: &HostRoot) -> Vec<PciDevice> {
     let Ok(entries) = fs::read_dir(root.path("/sys/bus/pci/devices")) else {
         return Vec::new();
     };
@@ -162,7 +162,7 @@ pub fn list_devices(root: &HostRoot) -> Vec<PciDevice> {
 }
 
 /// Whether the kernel has IOMMU groups (the IOMMU is on).
-pub fn iommu_enabled(root: &HostRoot) -> bool {
+pub(crate) fn iommu_enabled(root: &HostRoot) -> bool {
     fs::read_dir(root.path("/sys/kernel/iommu_groups"))
         .map(|mut d| d.next().is_some())
         .unwrap_or(false)
@@ -172,7 +172,7 @@ pub fn iommu_enabled(root: &HostRoot) -> bool {
 pub(crate) mod fake {
     //! The flat builders `prepare`'s tests still call; new tests build
     //! hosts with `crate::testing::TestHost` and its `Machine` catalogue.
-    pub use crate::testing::sysfs::{add_device, add_process, set_attr};
+    pub(crate) use crate::testing::sysfs::{add_device, add_process, set_attr};
 }
 
 #[cfg(test)]

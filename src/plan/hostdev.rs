@@ -22,7 +22,7 @@ pub struct PlannedHostdev {
 
 /// Resolves every hostdev; problems become findings, never errors, so that a
 /// dry-run for another machine still prints a command line.
-pub fn plan_hostdevs(
+pub(crate) fn plan_hostdevs(
     hostdevs: &[Hostdev],
     root: &HostRoot,
     findings: &mut Vec<Finding>,
@@ -87,7 +87,7 @@ pub fn plan_hostdevs(
 /// device without function 0 is absent), so a lone `0e:00.3` (an AMD CPU's
 /// USB controller, whose functions 0-2 stay on the host) must become
 /// function 0.
-pub fn guest_function(passed: &[PciAddress], address: PciAddress) -> u8 {
+pub(crate) fn guest_function(passed: &[PciAddress], address: PciAddress) -> u8 {
     let below = passed
         .iter()
         .filter(|a| a.slot_key() == address.slot_key() && a.function < address.function)
@@ -143,7 +143,7 @@ pub(crate) mod fake {
     use super::*;
 
     /// A hostdev planned by address against a fake tree.
-    pub fn planned(root: &HostRoot, addr: &str, x_vga: bool) -> PlannedHostdev {
+    pub(crate) fn planned(root: &HostRoot, addr: &str, x_vga: bool) -> PlannedHostdev {
         let address: PciAddress = addr.parse().unwrap();
         PlannedHostdev {
             address,

@@ -38,7 +38,7 @@ const AMD: u16 = 0x1002;
 
 /// What the safety rules need beyond the devices.
 #[derive(Debug, Clone)]
-pub struct SafetyContext<'a> {
+pub(crate) struct SafetyContext<'a> {
     pub root: &'a HostRoot,
     /// Where VM run dirs (and their `devices` files) live.
     pub run_base: &'a Path,
@@ -50,7 +50,11 @@ pub struct SafetyContext<'a> {
 }
 
 /// Checks every planned hostdev that exists on this host.
-pub fn check(hostdevs: &[PlannedHostdev], ctx: &SafetyContext<'_>, findings: &mut Vec<Finding>) {
+pub(crate) fn check(
+    hostdevs: &[PlannedHostdev],
+    ctx: &SafetyContext<'_>,
+    findings: &mut Vec<Finding>,
+) {
     let devices: Vec<&PciDevice> = hostdevs.iter().filter_map(|h| h.device.as_ref()).collect();
     let held = held::held_by(ctx.root, ctx.run_base);
     let cmdline_ids = vfio_pci_cmdline_ids(ctx.root);

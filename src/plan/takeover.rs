@@ -70,7 +70,7 @@ pub struct TakeoverPlan {
 }
 
 /// Any process whose `comm` matches one of `patterns` (globs).
-pub fn matches_any(patterns: &[String], comm: &str) -> bool {
+pub(crate) fn matches_any(patterns: &[String], comm: &str) -> bool {
     patterns.iter().any(|p| {
         // comm is the first 15 bytes of the executable's name.
         let short: String = p.chars().take(15).collect();
@@ -84,7 +84,7 @@ pub fn matches_any(patterns: &[String], comm: &str) -> bool {
 /// `/run/systemd/sessions/N` saying `TYPE=x11` or `TYPE=wayland`.
 /// Stopping the display manager ends that session and every process in
 /// its scope, vmrun included, half way through the takeover.
-pub fn graphical_session(root: &HostRoot) -> Option<String> {
+pub(crate) fn graphical_session(root: &HostRoot) -> Option<String> {
     let cgroup = std::fs::read_to_string(root.path("/proc/self/cgroup")).ok()?;
     let id = cgroup.lines().find_map(|l| {
         let scope = l.rsplit('/').next()?;
@@ -96,7 +96,7 @@ pub fn graphical_session(root: &HostRoot) -> Option<String> {
 }
 
 /// The error finding for a takeover started from the desktop it stops.
-pub fn session_finding(root: &HostRoot) -> Option<super::Finding> {
+pub(crate) fn session_finding(root: &HostRoot) -> Option<super::Finding> {
     let session = graphical_session(root)?;
     Some(
         super::Finding::error(
@@ -108,7 +108,7 @@ pub fn session_finding(root: &HostRoot) -> Option<super::Finding> {
 }
 
 /// Plans the takeover of the GPUs among `hostdevs`.
-pub fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -> TakeoverPlan {
+pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -> TakeoverPlan {
     let display_manager = match &t.display_manager {
         DisplayManager::Auto => match display::display_manager_unit(root) {
             Some(unit) => DmAction::Unit {

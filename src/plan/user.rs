@@ -13,7 +13,7 @@ use crate::host::HostRoot;
 const AUTO_USERS: [&str; 3] = ["vmrun", "qemu", "libvirt-qemu"];
 
 /// The user QEMU should drop to, or `None` to leave it as it starts.
-pub fn qemu_user(
+pub(crate) fn qemu_user(
     wanted: &QemuUser,
     is_root: bool,
     root: &HostRoot,

@@ -29,7 +29,7 @@ fn leaves_group_viable(dev: &PciDevice) -> bool {
 }
 
 /// One finding per group whose other members would block the VM.
-pub fn check(hostdevs: &[PlannedHostdev], root: &HostRoot, findings: &mut Vec<Finding>) {
+pub(crate) fn check(hostdevs: &[PlannedHostdev], root: &HostRoot, findings: &mut Vec<Finding>) {
     let passed: BTreeSet<PciAddress> = hostdevs.iter().map(|h| h.address).collect();
     // Group -> the first hostdev in it (the finding's subject).
     let mut groups: BTreeMap<u32, PciAddress> = BTreeMap::new();

@@ -12,7 +12,7 @@ use crate::host::HostRoot;
 
 /// Exact steps for a host without grubby: systemd-boot when its entries
 /// exist, else GRUB through `/etc/default/grub`.
-pub fn manual_steps(root: &HostRoot, args: &str) -> String {
+pub(crate) fn manual_steps(root: &HostRoot, args: &str) -> String {
     for dir in [
         "/boot/loader/entries",
         "/efi/loader/entries",

@@ -18,7 +18,7 @@ use crate::plan::{safety, Finding, Severity};
 /// How one check came out; the order is the exit status's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum Status {
+pub(crate) enum Status {
     Pass,
     Warn,
     Fail,
@@ -26,7 +26,7 @@ pub enum Status {
 
 /// One precondition and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub status: Status,
     /// Short key: `cpu`, `iommu`, `kvm`, a device address, ...
     pub name: String,
@@ -68,7 +68,7 @@ impl From<&Finding> for Check {
 
 /// The facts a check needs that don't come from files under the root.
 #[derive(Debug, Clone)]
-pub struct CheckContext {
+pub(crate) struct CheckContext {
     pub root: HostRoot,
     /// The QEMU probe's answer (the VM's `[qemu] binary`, or the default).
     pub qemu: Result<QemuInfo, String>,
@@ -86,7 +86,7 @@ pub struct CheckContext {
 const OLDEST_TESTED_QEMU: QemuVersion = QemuVersion::new(7, 2, 0);
 
 /// Checks of the host itself, whatever the VM.
-pub fn host_checks(ctx: &CheckContext) -> Vec<Check> {
+pub(crate) fn host_checks(ctx: &CheckContext) -> Vec<Check> {
     let root = &ctx.root;
     let mut out = Vec::new();
     let cpu = cpu::cpu_info(root);
@@ -367,7 +367,7 @@ fn gpu_checks(root: &HostRoot, out: &mut Vec<Check>) {
 }
 
 /// The worst status, which is the exit status (0 pass, 1 warn, 2 fail).
-pub fn worst(checks: &[Check]) -> Status {
+pub(crate) fn worst(checks: &[Check]) -> Status {
     checks
         .iter()
         .map(|c| c.status)

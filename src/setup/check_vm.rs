@@ -12,7 +12,7 @@ use crate::plan::{Plan, Severity};
 
 /// Checks that depend on the VM: the plan's findings, huge pages, memlock,
 /// swtpm for `[tpm]`.
-pub fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
+pub(crate) fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
     let vm = &plan.vm;
     let mut out: Vec<Check> = plan.findings.iter().map(Check::from).collect();
     if !plan.hostdevs.is_empty() && !plan.findings.iter().any(|f| f.severity == Severity::Error) {
@@ -51,7 +51,7 @@ pub fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
 }
 
 /// Host lines that don't apply to this VM: a TCG guest needs no /dev/kvm.
-pub fn relax_host_checks(vm: &VmConfig, host: &mut [Check]) {
+pub(crate) fn relax_host_checks(vm: &VmConfig, host: &mut [Check]) {
     if vm.qemu.accel != crate::config::Accel::Tcg {
         return;
     }

@@ -15,7 +15,7 @@ use crate::host::{iommu, HostRoot};
 
 /// What kind of guest the file is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Template {
+pub(crate) enum Template {
     Windows,
     Linux,
     Headless,
@@ -23,7 +23,7 @@ pub enum Template {
 
 /// Which GPU the VM gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GpuChoice {
+pub(crate) enum GpuChoice {
     None,
     /// A secondary GPU if there is one, else the only one (with takeover).
     Auto,
@@ -31,7 +31,7 @@ pub enum GpuChoice {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InitError {
+pub(crate) enum InitError {
     #[error("no GPU (display controller) on this host's PCI bus: use --template headless, or --gpu ADDRESS")]
     NoGpu,
     #[error("{0} is not on this host (`vmrun devices` lists what is)")]
@@ -44,7 +44,7 @@ pub enum InitError {
 }
 
 /// Picks the GPU for `choice`: `None` for no GPU.
-pub fn pick_gpu(root: &HostRoot, choice: GpuChoice) -> Result<Option<PciDevice>, InitError> {
+pub(crate) fn pick_gpu(root: &HostRoot, choice: GpuChoice) -> Result<Option<PciDevice>, InitError> {
     match choice {
         GpuChoice::None => Ok(None),
         GpuChoice::Address(a) => {
@@ -76,7 +76,7 @@ pub fn pick_gpu(root: &HostRoot, choice: GpuChoice) -> Result<Option<PciDevice>,
 
 /// The functions that go with `gpu`: its IOMMU group without bridges
 /// (the kernel hands out whole groups), or its slot when the IOMMU is off.
-pub fn gpu_functions(root: &HostRoot, gpu: &PciDevice) -> Vec<PciDevice> {
+pub(crate) fn gpu_functions(root: &HostRoot, gpu: &PciDevice) -> Vec<PciDevice> {
     let addresses = match gpu.iommu_group {
         Some(g) => iommu::group_members(root, g),
         None => pci::list_devices(root)
@@ -111,7 +111,7 @@ fn input_device(root: &HostRoot, suffix: &str) -> Option<String> {
 }
 
 /// The config text for `name` on this host.
-pub fn generate(
+pub(crate) fn generate(
     root: &HostRoot,
     name: &VmName,
     template: Template,

@@ -12,13 +12,13 @@ use crate::host::HostRoot;
 
 /// The arguments, and why each is there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelArgs {
+pub(crate) struct KernelArgs {
     pub args: Vec<String>,
     pub notes: Vec<String>,
 }
 
 impl KernelArgs {
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         self.args.join(" ")
     }
 
@@ -49,7 +49,11 @@ fn module_of(root: &HostRoot, driver: &str) -> String {
 }
 
 /// The arguments for `devices` (the VM's hostdevs, empty without a VM).
-pub fn kernel_args(root: &HostRoot, devices: &[PciDevice], vm: Option<&VmConfig>) -> KernelArgs {
+pub(crate) fn kernel_args(
+    root: &HostRoot,
+    devices: &[PciDevice],
+    vm: Option<&VmConfig>,
+) -> KernelArgs {
     let mut out = KernelArgs {
         args: Vec::new(),
         notes: Vec::new(),

@@ -13,7 +13,7 @@ pub enum Display {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireDisplay {
+pub(crate) struct WireDisplay {
     pub mode: Option<Display>,
 }
 

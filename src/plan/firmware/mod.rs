@@ -57,7 +57,7 @@ pub struct ResolvedFirmware {
 
 /// Where to look for descriptors: `HostRoot` plus the user's config dir.
 #[derive(Debug, Clone)]
-pub struct FirmwareSearch {
+pub(crate) struct FirmwareSearch {
     pub root: HostRoot,
     /// `$XDG_CONFIG_HOME` (or `~/.config`); its `qemu/firmware` overrides.
     pub user_config_dir: Option<PathBuf>,
@@ -66,7 +66,7 @@ pub struct FirmwareSearch {
 const INSTALL_HINT: &str = "install OVMF (apt install ovmf / dnf install edk2-ovmf / pacman -S edk2-ovmf) or set [firmware] code and vars";
 
 #[derive(Debug, thiserror::Error)]
-pub enum FirmwareError {
+pub(crate) enum FirmwareError {
     #[error("[firmware] kind is bios: there is no UEFI firmware to resolve")]
     NotUefi,
     #[error(
@@ -111,7 +111,7 @@ fn describe_rejected(rejected: &[String]) -> String {
 /// Picks the UEFI firmware for `fw` on the machine type `machine`: the
 /// concrete one (`pc-q35-7.2`) as QEMU/libvirt match it, or the alias
 /// `q35`/`pc` (see `descriptor::machine_matches`).
-pub fn resolve(
+pub(crate) fn resolve(
     fw: &Firmware,
     machine: &str,
     search: &FirmwareSearch,
@@ -321,7 +321,7 @@ fn image_format(format: &str) -> Option<ImageFormat> {
 
 /// The file name of a VM's own VARS copy in its state dir, as libvirt names
 /// it (`<nvramDir>/<name>_VARS.fd`, `.qcow2` for a qcow2 template).
-pub fn vars_copy_name(vm: &str, format: ImageFormat) -> String {
+pub(crate) fn vars_copy_name(vm: &str, format: ImageFormat) -> String {
     match format {
         ImageFormat::Raw => format!("{vm}_VARS.fd"),
         ImageFormat::Qcow2 => format!("{vm}_VARS.qcow2"),
