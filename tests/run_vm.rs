@@ -506,7 +506,11 @@ fn restore_by_name_after_kill_9_of_a_vm_started_by_path() {
         text(&out)
     );
     // No hostdev: the journal holds nothing to give back.
-    assert!(said.contains("killed: nothing to restore"), "{}", text(&out));
+    assert!(
+        said.contains("killed: nothing to restore"),
+        "{}",
+        text(&out)
+    );
     assert!(!alive(qemu), "restore left QEMU {qemu} running");
     assert!(!w.run_dir("killed").exists());
     let (code, st) = w.status("killed");
