@@ -18,6 +18,8 @@ pub mod qmp;
 pub mod setup;
 pub mod supervisor;
 pub mod teardown;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// Runs the command line `args` and returns the process exit status.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {

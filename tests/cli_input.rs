@@ -5,14 +5,16 @@
 use std::path::PathBuf;
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use vmrun::testing::Machine;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn list(args: &[&str]) -> String {
+    let host = Machine::FixtureDesktop.build();
     let out = cargo_bin_cmd!("vmrun")
-        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .env("VMRUN_HOST_ROOT", host.path())
         .args(args)
         .output()
         .unwrap();

@@ -162,30 +162,11 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::{add_device, add_disk, add_dm, write};
+    use crate::testing::machines::NVME;
+    use crate::testing::{Machine, TestHost};
 
-    const NVME: &str = "0000:02:00.0";
-
-    fn nvme_host() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        add_device(
-            dir.path(),
-            NVME,
-            (0x144d, 0xa808),
-            0x010802,
-            Some("nvme"),
-            Some(15),
-        );
-        add_device(
-            dir.path(),
-            "0000:01:00.0",
-            (0x10de, 0x2507),
-            0x030000,
-            None,
-            Some(12),
-        );
-        add_disk(dir.path(), NVME, "nvme0n1", &["nvme0n1p1", "nvme0n1p2"]);
-        dir
+    fn nvme_host() -> TestHost {
+        Machine::NvidiaDesktopWithNvme.build()
     }
 
     fn names(devs: &[BlockDev]) -> Vec<&str> {
@@ -194,8 +175,8 @@ mod tests {
 
     #[test]
     fn finds_the_disk_and_its_partitions_under_the_controller() {
-        let dir = nvme_host();
-        let root = HostRoot::new(dir.path());
+        let host = nvme_host();
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         assert_eq!(names(&devs), ["nvme0n1", "nvme0n1p1", "nvme0n1p2"]);
         assert!(block_devices_under(&root, "01:00.0".parse().unwrap()).is_empty());
@@ -203,13 +184,11 @@ mod tests {
 
     #[test]
     fn mounted_partition_is_in_use() {
-        let dir = nvme_host();
-        write(
-            dir.path(),
+        let host = nvme_host().file(
             "/proc/self/mounts",
             "proc /proc proc rw 0 0\n/dev/nvme0n1p2 /mnt/my\\040data ext4 rw 0 0\n",
         );
-        let root = HostRoot::new(dir.path());
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         let uses = uses(&root, &devs);
         assert_eq!(
@@ -223,27 +202,21 @@ mod tests {
 
     #[test]
     fn swap_partition_is_in_use() {
-        let dir = nvme_host();
-        write(
-            dir.path(),
+        let host = nvme_host().file(
             "/proc/swaps",
             "Filename\tType\tSize\tUsed\tPriority\n/dev/nvme0n1p1 partition 8388604 0 -2\n",
         );
-        let root = HostRoot::new(dir.path());
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         assert_eq!(uses(&root, &devs)[0].what, "swap");
     }
 
     #[test]
     fn lvm_on_a_partition_is_followed_through_holders() {
-        let dir = nvme_host();
-        add_dm(dir.path(), "dm-0", "vg-root", "nvme0n1/nvme0n1p2");
-        write(
-            dir.path(),
-            "/proc/self/mounts",
-            "/dev/mapper/vg-root / ext4 rw 0 0\n",
-        );
-        let root = HostRoot::new(dir.path());
+        let host = nvme_host()
+            .device_mapper("dm-0", "vg-root", "nvme0n1/nvme0n1p2")
+            .file("/proc/self/mounts", "/dev/mapper/vg-root / ext4 rw 0 0\n");
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         assert!(names(&devs).contains(&"dm-0"));
         assert_eq!(uses(&root, &devs)[0].device, "dm-0");
@@ -251,9 +224,8 @@ mod tests {
 
     #[test]
     fn other_disks_mounts_do_not_count() {
-        let dir = nvme_host();
-        write(dir.path(), "/proc/self/mounts", "/dev/sda1 / ext4 rw 0 0\n");
-        let root = HostRoot::new(dir.path());
+        let host = nvme_host().file("/proc/self/mounts", "/dev/sda1 / ext4 rw 0 0\n");
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         assert!(uses(&root, &devs).is_empty());
     }

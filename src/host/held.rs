@@ -37,20 +37,16 @@ pub fn held_by(root: &HostRoot, run_base: &Path) -> HashMap<PciAddress, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::write;
+    use crate::testing::TestHost;
 
     #[test]
     fn devices_files_name_their_vm() {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "/run/vmrun/win11/devices",
-            "0000:01:00.0\n0000:01:00.1\n\n",
-        );
-        write(dir.path(), "/run/vmrun/other/qemu.pid", "123\n");
-        let held = held_by(&HostRoot::new(dir.path()), Path::new("/run/vmrun"));
+        let host = TestHost::new()
+            .file("/run/vmrun/win11/devices", "0000:01:00.0\n0000:01:00.1\n\n")
+            .file("/run/vmrun/other/qemu.pid", "123\n");
+        let held = held_by(&host.root(), Path::new("/run/vmrun"));
         assert_eq!(held.len(), 2);
         assert_eq!(held[&"01:00.1".parse().unwrap()], "win11");
-        assert!(held_by(&HostRoot::new(dir.path()), Path::new("/nowhere")).is_empty());
+        assert!(held_by(&host.root(), Path::new("/nowhere")).is_empty());
     }
 }

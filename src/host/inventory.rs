@@ -193,50 +193,21 @@ fn entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::{add_device, write};
+    use crate::testing::{Class, Machine, Pci, TestHost};
 
-    fn host() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        add_device(p, "0000:00:00.0", (0x8086, 1), 0x060000, None, Some(0));
-        add_device(p, "0000:00:1f.4", (0x8086, 2), 0x0c0500, None, Some(0));
-        add_device(
-            p,
-            "0000:01:00.0",
-            (0x10de, 0x2507),
-            0x030000,
-            Some("nvidia"),
-            Some(12),
-        );
-        add_device(
-            p,
-            "0000:01:00.1",
-            (0x10de, 0x228e),
-            0x040300,
-            None,
-            Some(12),
-        );
-        add_device(
-            p,
-            "0000:00:01.0",
-            (0x8086, 3),
-            0x060400,
-            Some("pcieport"),
-            Some(12),
-        );
-        write(
-            p,
-            "/usr/share/misc/pci.ids",
-            "10de  NVIDIA Corporation\n\t2507  GA106 [GeForce RTX 3050]\n",
-        );
-        write(p, "/run/vmrun/win11/devices", "0000:01:00.1\n");
-        dir
+    /// The NVIDIA desktop with pci.ids naming the GPU only, its audio
+    /// function held by VM win11.
+    fn host() -> TestHost {
+        Machine::NvidiaDesktop
+            .build()
+            .pci_ids("10de  NVIDIA Corporation\n\t2507  GA106 [GeForce RTX 3050]\n")
+            .held_by("win11", &["01:00.1"])
     }
 
     #[test]
     fn chipset_only_groups_are_hidden_unless_all() {
-        let dir = host();
-        let root = HostRoot::new(dir.path());
+        let host = host();
+        let root = host.root();
         let inv = inventory(&root, Path::new("/run/vmrun"), false);
         assert!(inv.iommu);
         let groups: Vec<Option<u32>> = inv.groups.iter().map(|g| g.group).collect();
@@ -249,8 +220,7 @@ mod tests {
 
     #[test]
     fn gpu_and_sibling_stand_out_with_names_and_holder() {
-        let dir = host();
-        let inv = inventory(&HostRoot::new(dir.path()), Path::new("/run/vmrun"), false);
+        let inv = inventory(&host().root(), Path::new("/run/vmrun"), false);
         let devs = &inv.groups[0].devices;
         let roles: Vec<Role> = devs.iter().map(|d| d.role).collect();
         assert_eq!(roles, [Role::Bridge, Role::Gpu, Role::GpuFunction]);
@@ -265,10 +235,10 @@ mod tests {
 
     #[test]
     fn iommu_off_lists_devices_without_groups() {
-        let dir = tempfile::tempdir().unwrap();
-        add_device(dir.path(), "0000:01:00.0", (1, 2), 0x030000, None, None);
-        add_device(dir.path(), "0000:00:00.0", (1, 3), 0x060000, None, None);
-        let inv = inventory(&HostRoot::new(dir.path()), Path::new("/run/vmrun"), false);
+        let host = TestHost::new()
+            .pci(Pci::vga("01:00.0", (1, 2)))
+            .pci(Pci::new("00:00.0", (1, 3), Class::HostBridge));
+        let inv = inventory(&host.root(), Path::new("/run/vmrun"), false);
         assert!(!inv.iommu);
         assert_eq!(inv.groups.len(), 1);
         assert_eq!(inv.groups[0].group, None);

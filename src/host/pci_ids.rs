@@ -168,6 +168,7 @@ fn id_and_name(s: &str) -> Option<(u16, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestHost;
 
     const TINY: &str = "\
 # a comment
@@ -229,10 +230,7 @@ C 03  Display controller
 
     #[test]
     fn load_reads_the_hwdata_copy_when_misc_is_absent() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("usr/share/hwdata");
-        fs::create_dir_all(&path).unwrap();
-        fs::write(path.join("pci.ids"), TINY).unwrap();
+        let dir = TestHost::new().file("/usr/share/hwdata/pci.ids", TINY);
         let ids = PciIds::load(&HostRoot::new(dir.path()), &wanted(&[0x10de]));
         assert_eq!(ids.vendor(0x10de), Some("NVIDIA Corporation"));
         let none = PciIds::load(

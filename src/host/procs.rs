@@ -132,20 +132,15 @@ fn nvidia_minor(root: &HostRoot, address: PciAddress) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::add_process;
+    use crate::testing::TestHost;
 
     #[test]
     fn names_the_processes_holding_a_node() {
-        let dir = tempfile::tempdir().unwrap();
-        add_process(dir.path(), 4321, "Xorg", &["/dev/dri/card1", "/dev/null"]);
-        add_process(dir.path(), 77, "bash", &["/dev/pts/0"]);
-        add_process(
-            dir.path(),
-            99,
-            "kwin",
-            &["/dev/dri/renderD129", "/dev/dri/card1"],
-        );
-        let scan = holders(&HostRoot::new(dir.path()), |p| {
+        let host = TestHost::new()
+            .process(4321, "Xorg", &["/dev/dri/card1", "/dev/null"])
+            .process(77, "bash", &["/dev/pts/0"])
+            .process(99, "kwin", &["/dev/dri/renderD129", "/dev/dri/card1"]);
+        let scan = holders(&host.root(), |p| {
             p.starts_with("/dev/dri/card1") || p.starts_with("/dev/dri/renderD129")
         });
         let found: Vec<(u32, &str)> = scan
@@ -159,10 +154,6 @@ mod tests {
 
     #[test]
     fn no_proc_means_no_holders() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            holders(&HostRoot::new(dir.path()), |_| true),
-            Scan::default()
-        );
+        assert_eq!(holders(&TestHost::new().root(), |_| true), Scan::default());
     }
 }

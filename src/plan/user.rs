@@ -53,12 +53,10 @@ pub fn qemu_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestHost;
 
-    fn root_with_passwd(text: &str) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("etc")).unwrap();
-        fs::write(dir.path().join("etc/passwd"), text).unwrap();
-        dir
+    fn root_with_passwd(text: &str) -> TestHost {
+        TestHost::new().file("/etc/passwd", text)
     }
 
     #[test]

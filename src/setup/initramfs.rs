@@ -154,15 +154,15 @@ fn mkinitcpio(text: &str) -> Option<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::setup::fixtures::write;
+    use crate::testing::sysfs::write;
+    use crate::testing::TestHost;
 
-    fn root_with(files: &[(&str, &str)]) -> (tempfile::TempDir, HostRoot) {
-        let dir = tempfile::tempdir().unwrap();
-        for (path, text) in files {
-            write(dir.path(), path, text);
-        }
-        let root = HostRoot::new(dir.path());
-        (dir, root)
+    fn root_with(files: &[(&str, &str)]) -> (TestHost, HostRoot) {
+        let host = files
+            .iter()
+            .fold(TestHost::new(), |host, (path, text)| host.file(path, text));
+        let root = host.root();
+        (host, root)
     }
 
     #[test]

@@ -14,6 +14,3 @@ pub mod init;
 pub mod initramfs;
 pub mod kernel_args;
 pub mod rom;
-
-#[cfg(test)]
-pub(crate) mod fixtures;
