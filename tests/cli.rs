@@ -129,6 +129,40 @@ fn an_unknown_vm_name_lists_where_it_looked() {
     );
 }
 
+/// Verbs other than `start` find a VM by its run or state dir, with no
+/// config anywhere; a name that left nothing behind still needs one.
+#[test]
+fn a_vm_is_found_by_its_dirs_without_a_config() {
+    let dirs = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        vmrun()
+            .env("VMRUN_HOME", home.path())
+            .env("VMRUN_RUN_DIR", dirs.path().join("run"))
+            .env("VMRUN_STATE_DIR", dirs.path().join("state"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ghost_run_dir = dirs.path().join("run/ghost");
+    std::fs::create_dir_all(&ghost_run_dir).unwrap();
+
+    let out = run(&["status", "ghost"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("ghost: stopped"), "{said}");
+    let out = run(&["restore", "ghost"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("ghost: nothing to restore"), "{said}");
+    assert!(!ghost_run_dir.exists());
+
+    let out = run(&["status", "nobody"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no config for VM `nobody`"), "{err}");
+}
+
 #[test]
 fn completions_and_man_page_are_generated() {
     for shell in ["bash", "zsh", "fish"] {

@@ -407,6 +407,119 @@ fn a_killed_supervisor_leaves_a_stale_run_dir_that_the_next_start_recovers() {
     assert_torn_down(&w, &name, new_supervisor, new_qemu);
 }
 
+/// Every verb that reaches a running VM takes its name, whatever file it
+/// was started from: a config given by path is in no searched directory.
+#[test]
+fn a_vm_started_by_path_is_reached_by_name_by_every_verb() {
+    let w = World::new();
+    let config = w.vm_elsewhere("bypath", &VmSpec::default());
+    let out = w.start_detached(config.to_str().unwrap());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("`vmrun status bypath`"),
+        "{}",
+        text(&out)
+    );
+
+    let (code, st) = w.status("bypath");
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["state"], "running");
+    let supervisor = st["supervisor_pid"].as_i64().unwrap() as i32;
+    let qemu = st["qemu_pid"].as_i64().unwrap() as i32;
+
+    let list = w.run(&["list", "--json"]);
+    assert_ok(&list, "vmrun list --json");
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "bypath")
+        .unwrap_or_else(|| panic!("bypath missing from {list}"));
+    assert_eq!(entry["running"], true);
+    assert_eq!(entry["supervisor_pid"], supervisor);
+    assert_eq!(entry["config"], config.to_str().unwrap());
+    let table = w.run(&["list"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("bypath ") && l.contains("running")),
+        "{table}"
+    );
+
+    let reply = qmp(&w, "bypath", "query-status");
+    assert_eq!(reply["status"], "running", "{reply}");
+    let logs = w.run(&["logs", "bypath"]);
+    assert_ok(&logs, "vmrun logs bypath");
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("bypath is running"));
+    // stdin is /dev/null: the console connects, reads EOF and leaves.
+    let console = w.run(&["console", "bypath"]);
+    assert_ok(&console, "vmrun console bypath");
+    assert!(
+        String::from_utf8_lossy(&console.stderr).contains("connected to bypath's serial console"),
+        "{}",
+        text(&console)
+    );
+    // No [input]: the supervisor itself answers, so the name was found.
+    let input = w.run(&["input", "bypath", "toggle"]);
+    assert!(
+        String::from_utf8_lossy(&input.stderr).contains("no [input]"),
+        "{}",
+        text(&input)
+    );
+
+    assert_ok(&w.run(&["stop", "bypath", "--force"]), "vmrun stop bypath");
+    // A stopped VM is found by what it left in its state dir.
+    assert_torn_down(&w, "bypath", supervisor, qemu);
+    let logs = w.run(&["logs", "bypath"]);
+    assert_ok(&logs, "vmrun logs bypath after the stop");
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("stopped by Quit"));
+    let list = w.run(&["list"]);
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains("bypath"),
+        "{}",
+        text(&list)
+    );
+}
+
+#[test]
+fn restore_by_name_after_kill_9_of_a_vm_started_by_path() {
+    let w = World::new();
+    let config = w.vm_elsewhere("killed", &VmSpec::default());
+    w.start_detached(config.to_str().unwrap());
+    let supervisor = w.pid_in("killed", "supervisor.pid").unwrap();
+    let qemu = qemu_pid(&w, "killed");
+    kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+    wait_for("the supervisor to die", WAIT, || {
+        (!alive(supervisor)).then_some(())
+    });
+    assert!(alive(qemu), "QEMU runs on without its supervisor");
+    let (code, st) = w.status("killed");
+    assert_eq!(code, Some(1), "{st}");
+    assert_eq!(st["stale_run_dir"], true);
+
+    let out = w.run(&["restore", "killed"]);
+    assert_ok(&out, "vmrun restore killed");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("stopped the QEMU (pid {qemu})")),
+        "{}",
+        text(&out)
+    );
+    // No hostdev: the journal holds nothing to give back.
+    assert!(
+        said.contains("killed: nothing to restore"),
+        "{}",
+        text(&out)
+    );
+    assert!(!alive(qemu), "restore left QEMU {qemu} running");
+    assert!(!w.run_dir("killed").exists());
+    let (code, st) = w.status("killed");
+    assert_eq!(code, Some(1), "{st}");
+    assert_eq!(st["state"], "stopped");
+    assert_eq!(st["stale_run_dir"], false);
+}
+
 /// The pid of the process whose command line contains `needle`, if one.
 fn pid_with_arg(needle: &str) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {

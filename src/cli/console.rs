@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::vm_ops::vm_paths;
+use super::target::known_vm;
 use crate::exit::Exit;
 
 /// Ctrl-]: the escape byte.
@@ -41,7 +41,7 @@ impl Drop for RawTerminal {
 }
 
 pub(super) fn console(vm: &str) -> Exit {
-    let (name, paths) = match vm_paths(vm) {
+    let (name, paths) = match known_vm(vm) {
         Ok(v) => v,
         Err(exit) => return exit,
     };

@@ -4,7 +4,8 @@ use super::out::outln;
 use std::fmt::Write as _;
 
 use super::args::{InputArgs, SideArg};
-use super::vm_ops::{call_supervisor, vm_paths};
+use super::target::known_vm;
+use super::vm_ops::call_supervisor;
 use crate::exit::Exit;
 use crate::host::HostRoot;
 use crate::input::list::{self, InputDevice};
@@ -19,7 +20,7 @@ pub(super) fn input(args: &InputArgs) -> Exit {
         }
         return list(args.json);
     }
-    let (name, paths) = match vm_paths(&args.target) {
+    let (name, paths) = match known_vm(&args.target) {
         Ok(v) => v,
         Err(exit) => return exit,
     };

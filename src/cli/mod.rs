@@ -15,6 +15,7 @@ mod restore;
 mod rom;
 mod shell;
 mod start;
+mod target;
 mod vm_ops;
 
 use std::ffi::OsString;

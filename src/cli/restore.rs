@@ -5,7 +5,7 @@
 use super::out::outln;
 use std::path::PathBuf;
 
-use super::vm_ops::vm_paths;
+use super::target::{known_vm, with_run_dirs};
 use crate::exit::Exit;
 use crate::host::HostRoot;
 use crate::plan::{DirsEnv, VmPaths};
@@ -16,21 +16,12 @@ use crate::teardown;
 
 pub(super) fn restore(vm: Option<&str>, all: bool) -> Exit {
     let targets: Vec<(String, VmPaths)> = if all {
-        let dirs = DirsEnv::from_process();
-        let names = std::fs::read_dir(dirs.run_base())
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_else(|_| Vec::new());
-        names
+        with_run_dirs(&DirsEnv::from_process())
             .into_iter()
-            .filter_map(|n| n.parse::<crate::config::VmName>().ok())
-            .map(|name| (name.to_string(), VmPaths::new(&name, &dirs)))
+            .map(|(name, paths)| (name.to_string(), paths))
             .collect()
     } else {
-        match vm.map(vm_paths) {
+        match vm.map(known_vm) {
             Some(Ok((name, paths))) => vec![(name.to_string(), paths)],
             Some(Err(exit)) => return exit,
             None => {
@@ -57,6 +48,12 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
         eprintln!("vmrun: {name} is running (supervisor pid {pid}); `vmrun stop {name}` restores the host when it ends");
         return Exit::HostProblems;
     }
+    // A VM that ran and ended cleanly left no run dir: nothing to stop or
+    // give back, and no dir to create just to remove it.
+    if !paths.run_dir.exists() {
+        outln!("{name}: nothing to restore");
+        return Exit::Ok;
+    }
     let (run_dir, leftovers) = match RunDir::acquire(name, paths) {
         Ok(v) => v,
         Err(e) => {
@@ -79,7 +76,11 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
     }
     if report.complete() {
         run_dir.finish(None);
-        outln!("{name}: host restored");
+        if report.steps.is_empty() {
+            outln!("{name}: nothing to restore");
+        } else {
+            outln!("{name}: host restored");
+        }
         Exit::Ok
     } else {
         for p in report.problems() {

@@ -153,7 +153,7 @@ fn say_how_it_ended(plan: &Plan, report: &Report) {
 /// Starts `vmrun start VM --detached-child`, forwards its stderr (plan
 /// findings, errors) and waits for its "running" line.
 fn detach(args: &StartArgs) -> Exit {
-    let (name, paths) = match super::vm_ops::vm_paths(&args.vm) {
+    let (name, paths) = match super::target::configured_vm(&args.vm) {
         Ok(v) => v,
         Err(exit) => return exit,
     };

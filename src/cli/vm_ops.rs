@@ -7,33 +7,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::target::{known_vm, with_run_dirs};
 use super::StopArgs;
 use crate::config::{self, VmName};
 use crate::exit::Exit;
 use crate::plan::{DirsEnv, VmPaths};
 use crate::supervisor::control::{self, Reply, Request, Status};
-use crate::supervisor::rundir::{is_running, supervisor_pid};
+use crate::supervisor::rundir::{is_running, recorded_config, supervisor_pid};
 use crate::supervisor::shutdown::GRACE;
-
-/// A VM's name and paths from its config's location, without validating
-/// the config: a VM must stay stoppable after its file was edited.
-pub(super) fn vm_paths(vm: &str) -> Result<(VmName, VmPaths), Exit> {
-    let search = config::SearchEnv::from_process();
-    let path = config::locate(vm, &search).map_err(|e| {
-        eprint!("{}", config::render(&e));
-        Exit::Usage
-    })?;
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let name: VmName = stem.parse().map_err(|e| {
-        eprintln!("vmrun: {}: {e}", path.display());
-        Exit::Usage
-    })?;
-    let paths = VmPaths::new(&name, &DirsEnv::from_process());
-    Ok((name, paths))
-}
 
 /// A current-thread runtime; it fails only when the process is out of file
 /// descriptors (epoll, eventfd), which is reported, not panicked on.
@@ -52,7 +33,7 @@ fn control_socket(paths: &VmPaths) -> PathBuf {
 }
 
 pub(super) fn stop(args: &StopArgs) -> Exit {
-    let (name, paths) = match vm_paths(&args.vm) {
+    let (name, paths) = match known_vm(&args.vm) {
         Ok(v) => v,
         Err(exit) => return exit,
     };
@@ -118,7 +99,7 @@ struct NotRunning<'a> {
 }
 
 pub(super) fn status(vm: &str, json: bool) -> Exit {
-    let (name, paths) = match vm_paths(vm) {
+    let (name, paths) = match known_vm(vm) {
         Ok(v) => v,
         Err(exit) => return exit,
     };
@@ -215,25 +196,47 @@ fn print_status(st: &Status) {
 #[derive(Serialize)]
 struct ListEntry {
     name: String,
-    config: PathBuf,
+    /// The file it runs from or would start from; unknown for a VM whose
+    /// supervisor recorded none and whose name the search doesn't find.
+    config: Option<PathBuf>,
     running: bool,
     supervisor_pid: Option<i32>,
 }
 
+/// Every running VM, whatever file it was started from, then every config
+/// the search finds that is not running.
 pub(super) fn list(json: bool) -> Exit {
     let dirs = DirsEnv::from_process();
-    let entries: Vec<ListEntry> = config::list_all(&config::SearchEnv::from_process())
+    let configs = config::list_all(&config::SearchEnv::from_process());
+    let searched = |name: &VmName| {
+        configs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, path)| path.clone())
+    };
+    let mut entries: Vec<ListEntry> = with_run_dirs(&dirs)
         .into_iter()
-        .map(|(name, config)| {
-            let pid = supervisor_pid(&VmPaths::new(&name, &dirs));
-            ListEntry {
+        .filter_map(|(name, paths)| {
+            let pid = supervisor_pid(&paths)?;
+            Some(ListEntry {
+                config: recorded_config(&paths.run_dir).or_else(|| searched(&name)),
                 name: name.to_string(),
-                config,
-                running: pid.is_some(),
-                supervisor_pid: pid,
-            }
+                running: true,
+                supervisor_pid: Some(pid),
+            })
         })
         .collect();
+    for (name, config) in &configs {
+        if !entries.iter().any(|e| e.name == name.as_str()) {
+            entries.push(ListEntry {
+                name: name.to_string(),
+                config: Some(config.clone()),
+                running: false,
+                supervisor_pid: None,
+            });
+        }
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
     if json {
         outln!(
             "{}",
@@ -242,14 +245,18 @@ pub(super) fn list(json: bool) -> Exit {
     } else {
         for e in &entries {
             let state = if e.running { "running" } else { "stopped" };
-            outln!("{:<20} {:<8} {}", e.name, state, e.config.display());
+            let config = e
+                .config
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |c| c.display().to_string());
+            outln!("{:<20} {:<8} {config}", e.name, state);
         }
     }
     Exit::Ok
 }
 
 pub(super) fn qmp(vm: &str, command: &str, arguments: Option<&str>) -> Exit {
-    let (name, paths) = match vm_paths(vm) {
+    let (name, paths) = match known_vm(vm) {
         Ok(v) => v,
         Err(exit) => return exit,
     };
@@ -287,7 +294,7 @@ pub(super) fn qmp(vm: &str, command: &str, arguments: Option<&str>) -> Exit {
 }
 
 pub(super) fn logs(vm: &str, console: bool, follow: bool) -> Exit {
-    let (name, paths) = match vm_paths(vm) {
+    let (name, paths) = match known_vm(vm) {
         Ok(v) => v,
         Err(exit) => return exit,
     };

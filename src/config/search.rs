@@ -51,7 +51,7 @@ impl SearchEnv {
 }
 
 /// Whether the argument is a path rather than a VM name.
-fn is_path(arg: &str) -> bool {
+pub(crate) fn is_path(arg: &str) -> bool {
     arg.contains('/') || arg.ends_with(".toml")
 }
 

@@ -130,6 +130,9 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let name = plan.vm.name.as_str();
     let (run_dir, leftovers) = RunDir::acquire(name, &plan.paths)?;
     report_leftovers(name, &leftovers);
+    if let Err(e) = run_dir.record_config(&plan.vm.source) {
+        tracing::warn!("{name}: `vmrun list` will not show its config: {e}");
+    }
     let kernel = RealKernel::default();
     let host = Host::new(&plan.root, &kernel);
     let journal = prepare::journal_path(plan);

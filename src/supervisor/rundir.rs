@@ -2,8 +2,10 @@
 //! an flock(2) on `lock`: the kernel drops it when the supervisor dies, even
 //! by SIGKILL, so a run dir whose lock is free is stale whatever it holds.
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,6 +59,10 @@ fn supervisor_pid_path(run_dir: &Path) -> PathBuf {
     run_dir.join("supervisor.pid")
 }
 
+fn config_record_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("config.path")
+}
+
 /// Creates `dir` (and parents) with mode 0700: sockets inside give control
 /// of the VM, so only the owner may reach them.
 pub(crate) fn create_private_dir(dir: &Path) -> Result<(), RunDirError> {
@@ -96,6 +102,13 @@ impl RunDir {
         let mut f = File::create(&pid_file).map_err(io_err(&pid_file))?;
         writeln!(f, "{}", std::process::id()).map_err(io_err(&pid_file))?;
         Ok((Self { dir, _lock: lock }, leftovers))
+    }
+
+    /// Records the config file the VM was started from: `vmrun list` shows
+    /// it, and a file given by path is in no directory the search knows.
+    pub(crate) fn record_config(&self, source: &Path) -> Result<(), RunDirError> {
+        let file = config_record_path(&self.dir);
+        fs::write(&file, source.as_os_str().as_bytes()).map_err(io_err(&file))
     }
 
     /// Removes the run dir's files but `keep` (the journal when teardown
@@ -204,6 +217,13 @@ fn terminate(pid: Pid) {
     }
 }
 
+/// The config file the supervisor of `run_dir` was started from, if it
+/// recorded one.
+pub(crate) fn recorded_config(run_dir: &Path) -> Option<PathBuf> {
+    let bytes = fs::read(config_record_path(run_dir)).ok()?;
+    (!bytes.is_empty()).then(|| PathBuf::from(OsString::from_vec(bytes)))
+}
+
 /// Whether a supervisor holds the VM's run dir, read without taking the
 /// lock (a starting supervisor must never lose a race to `vmrun status`).
 pub(crate) fn supervisor_pid(paths: &VmPaths) -> Option<i32> {
@@ -270,6 +290,21 @@ mod tests {
         fs::write(&journal, "x").unwrap();
         dir.finish(Some(&journal));
         assert!(journal.exists());
+    }
+
+    #[test]
+    fn the_recorded_config_is_read_back_and_goes_with_the_run_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        let (dir, _) = RunDir::acquire("t1", &paths).unwrap();
+        assert_eq!(recorded_config(&paths.run_dir), None);
+        dir.record_config(Path::new("/some/dir/t1.toml")).unwrap();
+        assert_eq!(
+            recorded_config(&paths.run_dir),
+            Some(PathBuf::from("/some/dir/t1.toml"))
+        );
+        dir.finish(None);
+        assert_eq!(recorded_config(&paths.run_dir), None);
     }
 
     #[test]

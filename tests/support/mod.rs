@@ -120,6 +120,25 @@ impl World {
 
     /// Writes `vms/NAME.toml` for `spec`.
     pub(crate) fn vm(&self, name: &str, spec: &VmSpec) -> String {
+        fs::write(
+            self.home.join("vms").join(format!("{name}.toml")),
+            self.config_text(spec),
+        )
+        .unwrap();
+        name.to_string()
+    }
+
+    /// Writes `NAME.toml` for `spec` in a directory of this world that no
+    /// config search looks in, and returns its path.
+    pub(crate) fn vm_elsewhere(&self, name: &str, spec: &VmSpec) -> PathBuf {
+        let dir = self.tmp.path().join("elsewhere");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        fs::write(&path, self.config_text(spec)).unwrap();
+        path
+    }
+
+    fn config_text(&self, spec: &VmSpec) -> String {
         let (fw, disk) = match spec.firmware {
             Firmware::Uefi => ("type = \"uefi\"\nsecure_boot = false", String::new()),
             Firmware::Bios => ("type = \"bios\"", String::new()),
@@ -132,7 +151,7 @@ impl World {
                 )
             }
         };
-        let text = format!(
+        format!(
             "memory = \"{mem}\"\n\n[firmware]\n{fw}\n\n{disk}\n[tpm]\nenabled = {tpm}\n\n\
              [network]\nmode = \"none\"\n\n[display]\nmode = \"serial\"\n\n\
              [shutdown]\ntimeout = \"{timeout}\"\n\n[qemu]\naccel = \"tcg\"\nuser = \"{user}\"\nextra_args = {extra}\n",
@@ -141,9 +160,7 @@ impl World {
             timeout = spec.timeout,
             user = spec.user,
             extra = spec.extra_args,
-        );
-        fs::write(self.home.join("vms").join(format!("{name}.toml")), text).unwrap();
-        name.to_string()
+        )
     }
 
     /// Opens the world's root to everyone (0755), as `/var/lib` and `/run`

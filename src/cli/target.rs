@@ -1,0 +1,207 @@
+//! Which VM a verb means. A VM's run and state dirs are named after the VM
+//! alone (`<run base>/NAME/`, `<state base>/NAME/`), whatever file it was
+//! started from, so the verbs that reach a running VM or what one left find
+//! it by those dirs first. The config search is for starting: the other
+//! verbs ask it only whether a name that left nothing behind is a VM.
+
+use std::path::Path;
+
+use crate::config::{self, ConfigError, SearchEnv, VmName};
+use crate::exit::Exit;
+use crate::plan::{DirsEnv, VmPaths};
+
+/// The VM `arg` (a name, or the path of its config) means for `status`,
+/// `stop`, `qmp`, `console`, `logs`, `input` and `restore`.
+pub(super) fn known_vm(arg: &str) -> Result<(VmName, VmPaths), Exit> {
+    printed(resolve(
+        arg,
+        &SearchEnv::from_process(),
+        &DirsEnv::from_process(),
+    ))
+}
+
+/// The VM of the config file `arg` names, found by the config search; the
+/// file is not validated here.
+pub(super) fn configured_vm(arg: &str) -> Result<(VmName, VmPaths), Exit> {
+    printed(from_config(
+        arg,
+        &SearchEnv::from_process(),
+        &DirsEnv::from_process(),
+    ))
+}
+
+/// Every VM with a run dir under the run base: running, or left by a
+/// supervisor that died.
+pub(super) fn with_run_dirs(dirs: &DirsEnv) -> Vec<(VmName, VmPaths)> {
+    let Ok(entries) = std::fs::read_dir(dirs.run_base()) else {
+        return Vec::new();
+    };
+    let mut vms: Vec<(VmName, VmPaths)> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok()?.parse::<VmName>().ok())
+        .map(|name| {
+            let paths = VmPaths::new(&name, dirs);
+            (name, paths)
+        })
+        .collect();
+    vms.sort_by(|a, b| a.0.cmp(&b.0));
+    vms
+}
+
+fn printed<T>(result: Result<T, ConfigError>) -> Result<T, Exit> {
+    result.map_err(|e| {
+        eprint!("{}", config::render(&e));
+        Exit::Usage
+    })
+}
+
+fn resolve(
+    arg: &str,
+    search: &SearchEnv,
+    dirs: &DirsEnv,
+) -> Result<(VmName, VmPaths), ConfigError> {
+    if let Some(name) = name_in(arg) {
+        let paths = VmPaths::new(&name, dirs);
+        if paths.run_dir.exists() || paths.state_dir.exists() {
+            return Ok((name, paths));
+        }
+    }
+    from_config(arg, search, dirs)
+}
+
+/// The VM name `arg` spells: itself, or a config path's file name without
+/// `.toml`, as `start` names the VM of a path.
+fn name_in(arg: &str) -> Option<VmName> {
+    let name = if config::search::is_path(arg) {
+        Path::new(arg).file_stem()?.to_str()?
+    } else {
+        arg
+    };
+    name.parse().ok()
+}
+
+fn from_config(
+    arg: &str,
+    search: &SearchEnv,
+    dirs: &DirsEnv,
+) -> Result<(VmName, VmPaths), ConfigError> {
+    let path = config::locate(arg, search)?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let name: VmName =
+        stem.parse()
+            .map_err(|source| ConfigError::BadName { path, stem, source })?;
+    let paths = VmPaths::new(&name, dirs);
+    Ok((name, paths))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        search: SearchEnv,
+        dirs: DirsEnv,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let search = SearchEnv {
+            vmrun_home: Some(tmp.path().join("home")),
+            cwd: tmp.path().join("cwd"),
+            ..Default::default()
+        };
+        let dirs = DirsEnv {
+            is_root: false,
+            uid: 1000,
+            xdg_runtime_dir: None,
+            xdg_data_home: None,
+            xdg_cache_home: None,
+            xdg_config_home: None,
+            home: None,
+            run_base: Some(tmp.path().join("run")),
+            state_base: Some(tmp.path().join("state")),
+        };
+        Fixture { tmp, search, dirs }
+    }
+
+    impl Fixture {
+        fn mkdir(&self, rel: &str) -> PathBuf {
+            let dir = self.tmp.path().join(rel);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        }
+
+        fn resolve(&self, arg: &str) -> Result<(VmName, VmPaths), ConfigError> {
+            resolve(arg, &self.search, &self.dirs)
+        }
+    }
+
+    #[test]
+    fn a_vm_with_a_run_dir_is_found_without_a_config() {
+        let f = fixture();
+        let run_dir = f.mkdir("run/dm");
+        let (name, paths) = f.resolve("dm").unwrap();
+        assert_eq!(name.as_str(), "dm");
+        assert_eq!(paths.run_dir, run_dir);
+    }
+
+    #[test]
+    fn a_vm_that_ran_is_found_by_its_state_dir() {
+        let f = fixture();
+        f.mkdir("state/dm");
+        assert_eq!(f.resolve("dm").unwrap().0.as_str(), "dm");
+    }
+
+    #[test]
+    fn a_config_path_means_the_vm_of_its_file_name() {
+        let f = fixture();
+        let run_dir = f.mkdir("run/dm");
+        // The file is gone since the start: the run dir is enough.
+        let (name, paths) = f.resolve("/some/dir/dm.toml").unwrap();
+        assert_eq!(name.as_str(), "dm");
+        assert_eq!(paths.run_dir, run_dir);
+    }
+
+    #[test]
+    fn a_name_that_never_ran_needs_a_config() {
+        let f = fixture();
+        assert!(matches!(f.resolve("dm"), Err(ConfigError::NotFound { .. })));
+        let vms = f.mkdir("home/vms");
+        std::fs::write(vms.join("dm.toml"), "").unwrap();
+        let (name, paths) = f.resolve("dm").unwrap();
+        assert_eq!(name.as_str(), "dm");
+        assert_eq!(paths.run_dir, f.tmp.path().join("run/dm"));
+    }
+
+    #[test]
+    fn a_config_file_with_a_bad_name_says_so() {
+        let f = fixture();
+        let vms = f.mkdir("cwd/other");
+        std::fs::write(vms.join("bad name.toml"), "").unwrap();
+        assert!(matches!(
+            f.resolve("other/bad name.toml"),
+            Err(ConfigError::BadName { .. })
+        ));
+    }
+
+    #[test]
+    fn run_dirs_with_valid_names_are_listed_in_order() {
+        let f = fixture();
+        f.mkdir("run/b");
+        f.mkdir("run/a");
+        f.mkdir("run/not a name");
+        std::fs::write(f.tmp.path().join("run/c"), "").unwrap();
+        let names: Vec<String> = with_run_dirs(&f.dirs)
+            .into_iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+}
