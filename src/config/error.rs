@@ -158,6 +158,14 @@ pub enum ProblemKind {
     IndexWithoutIds,
     #[error("{memory} is not a multiple of the {page} huge page size")]
     HugepagesMisaligned { memory: String, page: &'static str },
+    #[error("{0} is less than the smallest guest RAM, 1M")]
+    MemoryTooSmall(String),
+    #[error("{size} is not a whole number of MiB, which QEMU takes guest RAM in")]
+    NotWholeMib {
+        size: String,
+        below: String,
+        above: String,
+    },
     #[error("{0} characters; at most 12")]
     VendorIdTooLong(usize),
     #[error("has no effect without `hide_hypervisor` or `hyperv`")]
@@ -262,6 +270,10 @@ impl ProblemKind {
             Self::IndexWithoutIds => "remove `index`, or select the device by `ids`".into(),
             Self::HugepagesMisaligned { page, .. } => {
                 format!("round `memory` to a multiple of {page}")
+            }
+            Self::MemoryTooSmall(_) => "give the guest at least `1M` (a real OS needs far more)".into(),
+            Self::NotWholeMib { below, above, .. } => {
+                format!("use `{below}` or `{above}`")
             }
             Self::VendorIdTooLong(_) => "QEMU's hv-vendor-id takes at most 12 characters".into(),
             Self::VendorIdUnused => {
