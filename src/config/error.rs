@@ -166,6 +166,10 @@ pub enum ProblemKind {
         below: String,
         above: String,
     },
+    #[error("Hyper-V enlightenments need KVM; QEMU refuses them under `accel = \"tcg\"`")]
+    HypervWithTcg,
+    #[error("`{0}` clears the hypervisor bit, so Windows ignores the enlightenments of `hyperv = true`")]
+    HypervisorBitCleared(String),
     #[error("{0} characters; at most 12")]
     VendorIdTooLong(usize),
     #[error("has no effect without `hide_hypervisor` or `hyperv`")]
@@ -275,6 +279,13 @@ impl ProblemKind {
             Self::NotWholeMib { below, above, .. } => {
                 format!("use `{below}` or `{above}`")
             }
+            Self::HypervWithTcg => {
+                "remove `hyperv` for a TCG guest, or use `accel = \"kvm\"`".into()
+            }
+            Self::HypervisorBitCleared(f) => format!(
+                "remove `{f}`; to hide the VM from NVIDIA drivers before 465, \
+                 `hide_hypervisor = true` hides KVM's signature and keeps the enlightenments"
+            ),
             Self::VendorIdTooLong(_) => "QEMU's hv-vendor-id takes at most 12 characters".into(),
             Self::VendorIdUnused => {
                 "set `hide_hypervisor = true` or `hyperv = true`, or remove `vendor_id`".into()

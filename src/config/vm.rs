@@ -91,7 +91,8 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
     let mut v = Checker::new(dir, cx.exists);
     let (memory, hugepages) = memory::check(wire.memory, &mut v);
     let machine = machine(wire.machine, &mut v);
-    let cpu = cpu::check(wire.cpu, &mut v);
+    let qemu = qemu::check(wire.qemu, &mut v);
+    let cpu = cpu::check(wire.cpu, qemu.accel, &mut v);
     let firmware = firmware::check(wire.firmware, &mut v);
     let hostdevs = hostdev::check(wire.hostdev, &mut v);
     let disks = disk::check(wire.disk, &mut v);
@@ -100,7 +101,6 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
     let input = input::check(wire.input, &mut v);
     let takeover = takeover::check(wire.takeover, !hostdevs.is_empty(), &mut v);
     let shutdown_timeout = shutdown::check(wire.shutdown, &mut v);
-    let qemu = qemu::check(wire.qemu, &mut v);
     let (Some(memory), false) = (memory, v.has_problems()) else {
         return Err(v.into_problems());
     };
