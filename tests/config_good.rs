@@ -62,7 +62,7 @@ mac = "52:54:00:12:34:56"
 model = "e1000e"
 
 [display]
-mode = "spice"
+mode = "serial"
 
 [input]
 keyboard = "/dev/input/by-id/kbd"
@@ -194,7 +194,7 @@ fn full_config_loads_field_by_field() {
     let mac = c.network.mac.map(|m| m.to_string());
     assert_eq!(mac.as_deref(), Some("52:54:00:12:34:56"));
     assert_eq!(c.network.model, "e1000e");
-    assert_eq!(c.display, Display::Spice);
+    assert_eq!(c.display, Display::Serial);
 
     let input = c.input.as_ref().expect("input");
     assert_eq!(input.keyboard, Some(PathBuf::from("/dev/input/by-id/kbd")));

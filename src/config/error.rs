@@ -170,6 +170,8 @@ pub enum ProblemKind {
     HypervWithTcg,
     #[error("`{0}` clears the hypervisor bit, so Windows ignores the enlightenments of `hyperv = true`")]
     HypervisorBitCleared(String),
+    #[error("a hostdev has `x_vga = true`, so the {0} window would show nothing")]
+    WindowWithXVga(&'static str),
     #[error("{0} characters; at most 12")]
     VendorIdTooLong(usize),
     #[error("has no effect without `hide_hypervisor` or `hyperv`")]
@@ -286,6 +288,10 @@ impl ProblemKind {
                 "remove `{f}`; to hide the VM from NVIDIA drivers before 465, \
                  `hide_hypervisor = true` hides KVM's signature and keeps the enlightenments"
             ),
+            Self::WindowWithXVga(_) => "use `mode = \"none\"`: the GPU shows the guest on its own \
+                 monitor, and no emulated display is added beside `x_vga`; or remove `x_vga` to get \
+                 a virtio-vga screen in the window"
+                .into(),
             Self::VendorIdTooLong(_) => "QEMU's hv-vendor-id takes at most 12 characters".into(),
             Self::VendorIdUnused => {
                 "set `hide_hypervisor = true` or `hyperv = true`, or remove `vendor_id`".into()

@@ -97,7 +97,7 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
     let hostdevs = hostdev::check(wire.hostdev, &mut v);
     let disks = disk::check(wire.disk, &mut v);
     let network = network::check(wire.network, &mut v);
-    let display = display::check(wire.display, !hostdevs.is_empty());
+    let display = display::check(wire.display, &hostdevs, &mut v);
     let input = input::check(wire.input, &mut v);
     let takeover = takeover::check(wire.takeover, !hostdevs.is_empty(), &mut v);
     let shutdown_timeout = shutdown::check(wire.shutdown, &mut v);
