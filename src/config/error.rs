@@ -168,7 +168,9 @@ pub enum ProblemKind {
     },
     #[error("Hyper-V enlightenments need KVM; QEMU refuses them under `accel = \"tcg\"`")]
     HypervWithTcg,
-    #[error("`{0}` clears the hypervisor bit, so Windows ignores the enlightenments of `hyperv = true`")]
+    #[error(
+        "`{0}` clears the hypervisor bit, so Windows ignores the enlightenments of `hyperv = true`"
+    )]
     HypervisorBitCleared(String),
     #[error("a hostdev has `x_vga = true`, so the {0} window would show nothing")]
     WindowWithXVga(&'static str),

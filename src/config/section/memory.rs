@@ -111,7 +111,15 @@ fn whole_mib(size: ByteSize, key: &str, span: Range<usize>, v: &mut Checker<'_>)
     if size.bytes() % ByteSize::MIB != 0 {
         let below = ByteSize::from_bytes(size.mib() * ByteSize::MIB).to_string();
         let above = ByteSize::from_bytes((size.mib() + 1) * ByteSize::MIB).to_string();
-        v.err(key, span, K::NotWholeMib { size: text, below, above });
+        v.err(
+            key,
+            span,
+            K::NotWholeMib {
+                size: text,
+                below,
+                above,
+            },
+        );
         return false;
     }
     true
