@@ -6,6 +6,7 @@
 //! - warm: connect + greeting + `qmp_capabilities` + `query-status` on a
 //!   running QEMU (a new session each time, as `vmrun qmp` would do)
 //! - rtt: one `query-status` round trip on an open session
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

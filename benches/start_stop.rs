@@ -9,6 +9,7 @@
 //!
 //! Not a test: it prints figures (median, p90) for BENCHMARKS.md.
 //! `cargo bench --bench start_stop` (release profile); `BENCH_RUNS=N`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -4,7 +4,7 @@
 
 /// vmrun's exit statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// Done; the host is as it was.
     Ok = 0,
     /// The plan found host problems; nothing was changed.
@@ -21,7 +21,7 @@ pub enum Exit {
 }
 
 impl Exit {
-    pub fn code(self) -> i32 {
+    pub(crate) fn code(self) -> i32 {
         self as i32
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// A directory that could not be made.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {source}")]
-pub struct DirError {
+pub(crate) struct DirError {
     pub path: PathBuf,
     #[source]
     pub source: io::Error,
@@ -18,7 +18,7 @@ pub struct DirError {
 
 /// Creates `dir` and its missing parents, mode 0700: vmrun's run and state
 /// dirs hold sockets and journals that only root may reach.
-pub fn create_private_dir(dir: &Path) -> Result<(), DirError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), DirError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -5,19 +5,21 @@
 //! teardown (the journal replayed backwards). See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
-pub mod cli;
+pub(crate) mod cli;
 pub mod config;
-pub mod exit;
-pub mod fsutil;
+pub(crate) mod exit;
+pub(crate) mod fsutil;
 pub mod host;
-pub mod input;
+pub(crate) mod input;
 pub mod plan;
 pub mod prepare;
 pub mod qemu;
 pub mod qmp;
-pub mod setup;
-pub mod supervisor;
+pub(crate) mod setup;
+pub(crate) mod supervisor;
 pub mod teardown;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// Runs the command line `args` and returns the process exit status.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {

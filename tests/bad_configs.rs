@@ -3,6 +3,7 @@
 //! be reported, KIND being the `ProblemKind` variant's name (`-` as KEY for a
 //! syntax error, which has no key). The rendered report must name the file,
 //! and each expected key at its expected line.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::{Path, PathBuf};
 

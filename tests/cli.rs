@@ -1,10 +1,12 @@
 //! The real binary's command line: dry-run, exit statuses, generated docs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use vmrun::testing::Machine;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -19,8 +21,9 @@ fn vmrun() -> assert_cmd::Command {
 #[test]
 fn the_win11_example_asks_for_its_romfile() {
     // The repository ships no VBIOS: the example must say where to put one.
+    let host = Machine::FixtureDesktop.build();
     let out = vmrun()
-        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .env("VMRUN_HOST_ROOT", host.path())
         .args(["start", "vms/win11.toml", "--dry-run"])
         .output()
         .unwrap();
@@ -31,8 +34,9 @@ fn the_win11_example_asks_for_its_romfile() {
 
 #[test]
 fn dry_run_against_the_fixture_host_exits_0_and_shows_the_plan() {
+    let host = Machine::FixtureDesktop.build();
     let out = vmrun()
-        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .env("VMRUN_HOST_ROOT", host.path())
         .args([
             "tests/fixtures/bundle/vms/gpu4.toml",
             "--dry-run",
@@ -78,8 +82,9 @@ fn dry_run_on_a_host_without_the_devices_exits_1_but_prints_the_command() {
 
 #[test]
 fn dry_run_json_is_json_with_the_argv() {
+    let host = Machine::FixtureDesktop.build();
     let out = vmrun()
-        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .env("VMRUN_HOST_ROOT", host.path())
         .args([
             "start",
             "vms/demo.toml",

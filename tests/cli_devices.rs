@@ -1,9 +1,12 @@
 //! `vmrun devices` against the fixture host: the JSON shape scripts rely
 //! on, the table, and the IOMMU-off advice.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::PathBuf;
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use vmrun::testing::machines::ids::RTX_3050;
+use vmrun::testing::{Machine, Pci, TestHost};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -18,13 +21,13 @@ fn vmrun_on(host: &std::path::Path) -> assert_cmd::Command {
     cmd
 }
 
-fn fixture() -> PathBuf {
-    repo().join("tests/fixtures/host")
+fn fixture() -> TestHost {
+    Machine::FixtureDesktop.build()
 }
 
 #[test]
 fn json_lists_the_fixture_groups_with_stable_fields() {
-    let out = vmrun_on(&fixture())
+    let out = vmrun_on(fixture().path())
         .args(["devices", "--json"])
         .output()
         .unwrap();
@@ -42,7 +45,7 @@ fn json_lists_the_fixture_groups_with_stable_fields() {
 #[test]
 fn all_shows_the_bridge_only_groups_too() {
     let count = |args: &[&str]| {
-        let out = vmrun_on(&fixture()).args(args).output().unwrap();
+        let out = vmrun_on(fixture().path()).args(args).output().unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         json["groups"].as_array().unwrap().len()
     };
@@ -52,7 +55,7 @@ fn all_shows_the_bridge_only_groups_too() {
 
 #[test]
 fn table_marks_gpus_their_functions_and_the_holding_vm() {
-    let out = vmrun_on(&fixture()).arg("devices").output().unwrap();
+    let out = vmrun_on(fixture().path()).arg("devices").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     insta::assert_snapshot!("devices_table", text);
@@ -60,17 +63,8 @@ fn table_marks_gpus_their_functions_and_the_holding_vm() {
 
 #[test]
 fn without_iommu_groups_it_says_how_to_turn_the_iommu_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let dev = dir.path().join("sys/bus/pci/devices/0000:01:00.0");
-    std::fs::create_dir_all(&dev).unwrap();
-    for (file, value) in [
-        ("vendor", "0x10de"),
-        ("device", "0x2507"),
-        ("class", "0x030000"),
-    ] {
-        std::fs::write(dev.join(file), format!("{value}\n")).unwrap();
-    }
-    let out = vmrun_on(dir.path()).arg("devices").output().unwrap();
+    let host = TestHost::new().pci(Pci::vga("01:00.0", RTX_3050));
+    let out = vmrun_on(host.path()).arg("devices").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("The IOMMU is off"), "{text}");
@@ -79,7 +73,7 @@ fn without_iommu_groups_it_says_how_to_turn_the_iommu_on() {
         "{text}"
     );
     assert!(text.contains("0000:01:00.0"), "{text}");
-    let out = vmrun_on(dir.path())
+    let out = vmrun_on(host.path())
         .args(["devices", "--json"])
         .output()
         .unwrap();
@@ -101,7 +95,7 @@ fn a_dry_run_missing_the_audio_function_or_taking_a_held_device_exits_1_naming_t
          [[disk]]\npath = \"/var/lib/vmrun/win11/disk.qcow2\"\n\n[qemu]\nuser = \"root\"\n",
     )
     .unwrap();
-    let out = vmrun_on(&fixture())
+    let out = vmrun_on(fixture().path())
         .args(["start", "--dry-run", "--qemu-version", "9.2"])
         .arg(&config)
         .output()

@@ -2,35 +2,26 @@
 //! `start --dry-run` accepts, `check` on the fixture host, `host boot-entry`
 //! against a stand-in grubby that records its calls (first run, re-run,
 //! kernel update), and temp /etc trees for GRUB and the initramfs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command as StdCommand, Output};
+use std::process::Output;
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use serde_json::{json, Value};
+use vmrun::testing::{Machine, TestHost};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A writable copy of the fixture host with an Intel /proc.
-fn host_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let status = StdCommand::new("cp")
-        .arg("-a")
-        .arg(repo().join("tests/fixtures/host/."))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    write(dir.path(), "proc/cpuinfo", "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu cores\t: 1\nsiblings\t: 1\nflags\t\t: fpu vmx\n\n");
-    write(
-        dir.path(),
-        "proc/cmdline",
-        "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet\n",
-    );
-    dir
+fn host_copy() -> TestHost {
+    Machine::FixtureDesktop
+        .build()
+        .file("/proc/cpuinfo", "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu cores\t: 1\nsiblings\t: 1\nflags\t\t: fpu vmx\n\n")
+        .file("/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet\n")
 }
 
 fn write(root: &Path, rel: &str, text: &str) {
@@ -40,7 +31,7 @@ fn write(root: &Path, rel: &str, text: &str) {
 }
 
 struct Env {
-    host: tempfile::TempDir,
+    host: TestHost,
     home: tempfile::TempDir,
     path: String,
 }

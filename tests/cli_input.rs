@@ -1,18 +1,21 @@
 //! `vmrun input` with the real binary: the listing of the fixture host's
 //! input devices (sysfs capabilities and /dev/input links, through
 //! `VMRUN_HOST_ROOT`), and the switch verb's refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::PathBuf;
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use vmrun::testing::Machine;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn list(args: &[&str]) -> String {
+    let host = Machine::FixtureDesktop.build();
     let out = cargo_bin_cmd!("vmrun")
-        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .env("VMRUN_HOST_ROOT", host.path())
         .args(args)
         .output()
         .unwrap();

@@ -1,4 +1,5 @@
 //! A config using every key loads into the expected model, field by field.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::{Path, PathBuf};
 

@@ -1,23 +1,24 @@
 //! Golden QEMU command lines: every `vms/*.toml` (and the fixture configs in
-//! `tests/fixtures/bundle/vms/`) built against the fixed fake host in
-//! `tests/fixtures/host`, for the QEMU versions users run. Any change to the
+//! `tests/fixtures/bundle/vms/`) built against the fixture desktop of the
+//! test-machine catalogue (`Machine::FixtureDesktop`), for the QEMU versions users run. Any change to the
 //! builder shows up as a snapshot diff (`cargo insta review`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::{Path, PathBuf};
 
 use vmrun::config;
 use vmrun::host::qemu::QemuVersion;
-use vmrun::host::HostRoot;
 use vmrun::plan::{self, DirsEnv, PlanContext};
+use vmrun::testing::{Machine, TestHost};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// vmrun running as root on the fixture host, with fixed dirs.
-fn context(version: QemuVersion) -> PlanContext {
+/// vmrun running as root on the fixture desktop `host`, with fixed dirs.
+fn context(host: &TestHost, version: QemuVersion) -> PlanContext {
     PlanContext {
-        root: HostRoot::new(repo().join("tests/fixtures/host")),
+        root: host.root(),
         dirs: DirsEnv {
             is_root: true,
             uid: 0,
@@ -43,7 +44,8 @@ fn golden(file: &Path, version: QemuVersion) -> String {
         .join(file.file_name().unwrap());
     let vm =
         config::load_str(name, &source, &text).unwrap_or_else(|e| panic!("{}", config::render(&e)));
-    let plan = plan::plan(vm, &context(version));
+    let host = Machine::FixtureDesktop.build();
+    let plan = plan::plan(vm, &context(&host, version));
     let mut out = String::new();
     for f in &plan.findings {
         out.push_str(&format!("# {f}\n"));
@@ -104,7 +106,8 @@ fn spawned_qemu_differs_only_in_the_supervisor_monitor() {
     use vmrun::qemu::{build_argv, build_argv_with, QmpListener};
     let text = std::fs::read_to_string(repo().join("vms/demo.toml")).unwrap();
     let vm = config::load_str("demo", &repo().join("vms/demo.toml"), &text).unwrap();
-    let plan = plan::plan(vm, &context("7.2.0".parse().unwrap()));
+    let host = Machine::FixtureDesktop.build();
+    let plan = plan::plan(vm, &context(&host, "7.2.0".parse().unwrap()));
     let shown = build_argv(&plan);
     let spawned = build_argv_with(&plan, QmpListener::Stdin);
     assert_eq!(shown.len(), spawned.len());

@@ -2,6 +2,7 @@
 //! guest, so the emulated VGA is the boot GPU with the firmware's
 //! framebuffer), with the nested QEMU taking the GPU. One guest boot per
 //! scenario (see `tests/lab/scenarios/takeover_*.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 mod lab_checks;
 

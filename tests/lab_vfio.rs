@@ -2,6 +2,7 @@
 //! kernel (QEMU TCG guest, emulated intel-iommu, emulated GPU), with the
 //! nested QEMU taking the devices. One guest boot per test; each checks a
 //! group of facts (see `tests/lab/scenarios/vfio_*.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 mod lab_checks;
 

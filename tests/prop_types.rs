@@ -1,4 +1,5 @@
 //! Round trips and "never panics" for the config value types and the loader.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! The QMP client against a scripted fake QEMU: everything a newer or odd
 //! QEMU may send must be survived, and the session must keep working.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! The QMP client against a real QEMU (TCG, no guest): the whole lifecycle
 //! the supervisor drives. Fails, never skips, when QEMU is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

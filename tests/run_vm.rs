@@ -3,6 +3,7 @@
 //! issue 3's "done means": detach, status, raw QMP, every way a VM ends
 //! (guest power-off, escalation to quit, crash, signals), the run-dir lock,
 //! stale run dirs, TPM and QEMU's privilege drop.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! A QEMU that dies while starting (before its QMP monitor answers) is a
 //! failed start, exit 3, not a forced stop of a guest that "did not power
 //! off" (exit 5). Needs qemu-system-x86_64, like tests/qmp_real_qemu.rs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,7 @@
 //! on an instance of it, with ExecStart pointing at the binary under test
 //! (verify checks that the command exists). Settings systemd can't parse are
 //! only warnings to it, so any output at all fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::process::Command;
 

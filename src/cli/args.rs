@@ -19,13 +19,13 @@ use crate::host::qemu::QemuVersion;
         5 the guest ignored the ACPI powerdown and was stopped by force, host restored. \
         `vmrun check`: 0 all passed, 1 warnings, 2 failures."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Start a VM (also: `vmrun NAME`).
     Start(StartArgs),
     /// Shut a running VM down: ACPI powerdown, then quit, then signals.
@@ -118,7 +118,7 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct StartArgs {
+pub(crate) struct StartArgs {
     /// A VM name (looked up in the vms/ directories) or a path to its TOML file.
     pub vm: String,
     /// Print the plan and the QEMU command line; change nothing.
@@ -139,7 +139,7 @@ pub struct StartArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct StopArgs {
+pub(crate) struct StopArgs {
     /// VM name or config path.
     pub vm: String,
     /// How long the guest gets to power off (default: the config's [shutdown] timeout).
@@ -151,7 +151,7 @@ pub struct StopArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// The VM's name: the file becomes vms/NAME.toml in the first config directory.
     pub name: String,
     /// The GPU to pass: a PCI address, `auto` (a secondary GPU, else the only one) or `none`.
@@ -164,14 +164,14 @@ pub struct InitArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TemplateArg {
+pub(crate) enum TemplateArg {
     Windows,
     Linux,
     Headless,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum HostCommand {
+pub(crate) enum HostCommand {
     /// Print the kernel arguments that isolate a VM's devices at boot.
     KernelArgs {
         /// The VM whose devices go to vfio-pci at boot (without: only the IOMMU).
@@ -194,7 +194,7 @@ pub enum HostCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum RomCommand {
+pub(crate) enum RomCommand {
     /// Read a device's option ROM through sysfs, validate it and write it to a file.
     Dump {
         /// The device, e.g. 0000:01:00.0 or 01:00.0.
@@ -209,7 +209,7 @@ pub enum RomCommand {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct InputArgs {
+pub(crate) struct InputArgs {
     /// `list`, or the name (or config path) of a running VM in router mode.
     pub target: String,
     /// Who gets the keyboard and mouse; without it, prints who has them.
@@ -221,14 +221,14 @@ pub struct InputArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SideArg {
+pub(crate) enum SideArg {
     Host,
     Guest,
     Toggle,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Shell {
+pub(crate) enum Shell {
     Bash,
     Zsh,
     Fish,
@@ -244,7 +244,7 @@ fn is_subcommand(word: &str) -> bool {
 }
 
 /// Parses `args`, rewriting `vmrun NAME ...` to `vmrun start NAME ...`.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+pub(super) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
     let mut args: Vec<OsString> = args.into_iter().collect();
     if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
         if !first.starts_with('-') && !is_subcommand(first) {

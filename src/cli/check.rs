@@ -14,7 +14,7 @@ use crate::setup::check::{self, Check, CheckContext, Status};
 
 const DEFAULT_QEMU: &str = "qemu-system-x86_64";
 
-pub fn check(vm: Option<&str>, json: bool) -> i32 {
+pub(super) fn check(vm: Option<&str>, json: bool) -> i32 {
     let vm = match vm.map(super::load_vm).transpose() {
         Ok(vm) => vm,
         Err(exit) => return exit.code(),
@@ -67,7 +67,7 @@ pub fn check(vm: Option<&str>, json: bool) -> i32 {
 }
 
 /// One line per check, its fix indented under it, then a count.
-pub fn render(checks: &[Check]) -> String {
+pub(super) fn render(checks: &[Check]) -> String {
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     for c in checks {

@@ -40,7 +40,7 @@ impl Drop for RawTerminal {
     }
 }
 
-pub fn console(vm: &str) -> Exit {
+pub(super) fn console(vm: &str) -> Exit {
     let (name, paths) = match vm_paths(vm) {
         Ok(v) => v,
         Err(exit) => return exit,

@@ -10,14 +10,14 @@ use crate::plan::DirsEnv;
 
 /// Prints the listing; always exit 0 (an IOMMU that is off is news, not a
 /// failure of this command).
-pub fn devices(json: bool, all: bool) -> Exit {
+pub(super) fn devices(json: bool, all: bool) -> Exit {
     let root = HostRoot::from_env();
     let inv = inventory::inventory(&root, &DirsEnv::from_process().run_base(), all);
     super::print_listing(&inv, json, render)
 }
 
 /// How a host turns the IOMMU on.
-pub const IOMMU_OFF: &str = "The IOMMU is off: this host has no IOMMU groups, so no device can be passed through.\n\
+pub(super) const IOMMU_OFF: &str = "The IOMMU is off: this host has no IOMMU groups, so no device can be passed through.\n\
     Turn it on: enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup, then boot with\n\
     intel_iommu=on (Intel) or amd_iommu=on (AMD, usually on by default) on the kernel command line.\n";
 
@@ -35,7 +35,7 @@ const HEADERS: [&str; 9] = [
 
 /// The human listing: one table, groups separated by a blank line; the
 /// last column (the name) is left unpadded.
-pub fn render(inv: &Inventory) -> String {
+pub(super) fn render(inv: &Inventory) -> String {
     let mut out = String::new();
     if !inv.iommu {
         out.push_str(IOMMU_OFF);

@@ -18,7 +18,7 @@ struct DryRunJson<'a> {
     argv: Vec<String>,
 }
 
-pub fn render_json(plan: &Plan, argv: &[OsString]) -> String {
+pub(super) fn render_json(plan: &Plan, argv: &[OsString]) -> String {
     let json = DryRunJson {
         plan,
         argv: std::iter::once(plan.qemu.binary.as_os_str())
@@ -29,7 +29,7 @@ pub fn render_json(plan: &Plan, argv: &[OsString]) -> String {
     serde_json::to_string_pretty(&json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
-pub fn render_text(plan: &Plan, argv: &[OsString]) -> String {
+pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
     let mut out = String::new();
     let vm = &plan.vm;
     let _ = writeln!(

@@ -18,7 +18,7 @@ use crate::setup::boot_steps;
 use crate::setup::kernel_args::{kernel_args, KernelArgs};
 use crate::setup::{backup, initramfs};
 
-pub fn host(command: HostCommand) -> Exit {
+pub(super) fn host(command: HostCommand) -> Exit {
     let root = HostRoot::from_env();
     match command {
         HostCommand::KernelArgs { vm } => match args_for(&root, vm.as_deref()) {

@@ -13,7 +13,7 @@ use crate::host::HostRoot;
 use crate::setup::init::{self, GpuChoice, Template};
 
 /// `$VMRUN_HOME/vms`, else `~/.config/vmrun/vms`: where `vmrun NAME` looks first.
-pub fn config_dir() -> PathBuf {
+pub(super) fn config_dir() -> PathBuf {
     config::SearchEnv::from_process()
         .dirs()
         .into_iter()
@@ -21,7 +21,7 @@ pub fn config_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("vms"))
 }
 
-pub fn init(args: &InitArgs) -> Exit {
+pub(super) fn init(args: &InitArgs) -> Exit {
     let name: VmName = match args.name.parse() {
         Ok(n) => n,
         Err(e) => {

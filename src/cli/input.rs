@@ -11,7 +11,7 @@ use crate::input::list::{self, InputDevice};
 use crate::input::Switch;
 use crate::supervisor::control::{Reply, Request};
 
-pub fn input(args: &InputArgs) -> Exit {
+pub(super) fn input(args: &InputArgs) -> Exit {
     if args.target == "list" {
         if args.side.is_some() {
             eprintln!("vmrun: `input list` takes no side");
@@ -55,7 +55,7 @@ fn list(json: bool) -> Exit {
 }
 
 /// One line per device, its stable names indented under it.
-pub fn render(devices: &[InputDevice]) -> String {
+pub(super) fn render(devices: &[InputDevice]) -> String {
     let mut out = String::new();
     if devices.is_empty() {
         out.push_str("no input devices (is /sys mounted, and /sys/class/input there?)\n");

@@ -16,7 +16,7 @@ fn filter() -> EnvFilter {
 }
 
 /// Terminal only (commands that don't run a VM).
-pub fn init_terminal() {
+pub(super) fn init_terminal() {
     let _ = fmt()
         .with_env_filter(filter())
         .with_target(false)
@@ -26,7 +26,7 @@ pub fn init_terminal() {
 }
 
 /// The VM's log file, plus the terminal when `terminal` (a foreground run).
-pub fn init_vm(log: &Path, terminal: bool) {
+pub(super) fn init_vm(log: &Path, terminal: bool) {
     let file = OpenOptions::new().create(true).append(true).open(log).ok();
     let file_layer = file.map(|f| {
         fmt::layer()

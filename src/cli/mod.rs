@@ -22,11 +22,11 @@ use std::ffi::OsString;
 use clap::CommandFactory;
 use out::{out, outln};
 
-pub use crate::exit::Exit;
-pub use args::{Cli, Command, StartArgs, StopArgs};
+pub(crate) use crate::exit::Exit;
+pub(crate) use args::{Cli, Command, StartArgs, StopArgs};
 
 /// Runs vmrun with `args` (including argv[0]) and returns the exit status.
-pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+pub(crate) fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let code = run_verb(args);
     // A reader that closed stdout wanted no more (`| head -1`): that is
     // not a failure. A host left changed still says so.

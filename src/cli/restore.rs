@@ -14,7 +14,7 @@ use crate::prepare::Host;
 use crate::supervisor::rundir::{supervisor_pid, RunDir};
 use crate::teardown;
 
-pub fn restore(vm: Option<&str>, all: bool) -> Exit {
+pub(super) fn restore(vm: Option<&str>, all: bool) -> Exit {
     let targets: Vec<(String, VmPaths)> = if all {
         let dirs = DirsEnv::from_process();
         let names = std::fs::read_dir(dirs.run_base())

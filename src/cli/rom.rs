@@ -23,7 +23,7 @@ fn default_output(vendor: u16, device: u16) -> PathBuf {
         .join(format!("{vendor:04x}-{device:04x}.rom"))
 }
 
-pub fn dump(address: PciAddress, output: Option<&Path>, patch: bool) -> Exit {
+pub(super) fn dump(address: PciAddress, output: Option<&Path>, patch: bool) -> Exit {
     let root = HostRoot::from_env();
     let Some(dev) = pci::read_device(&root, address) else {
         eprintln!("vmrun: {address} is not on this host (`vmrun devices` lists what is)");

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 
 /// `word` as one shell word: bare when it has only safe characters, else in
 /// single quotes (a `'` inside becomes `'\''`).
-pub fn quote(word: &OsStr) -> Cow<'_, str> {
+pub(super) fn quote(word: &OsStr) -> Cow<'_, str> {
     let text = word.to_string_lossy();
     let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
     if !text.is_empty() && text.chars().all(safe) {

@@ -12,7 +12,7 @@ use crate::plan::{self, DirsEnv, Plan, PlanContext, Severity};
 use crate::supervisor::outcome::{exit_status, Ended};
 use crate::supervisor::{self, Outcome, Report, RunOptions};
 
-pub fn start(args: &StartArgs) -> Exit {
+pub(super) fn start(args: &StartArgs) -> Exit {
     if args.detach {
         // The supervisor loads and plans the VM itself; doing it here too
         // would only delay it (a third of vmrun's start overhead).

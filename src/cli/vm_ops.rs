@@ -17,7 +17,7 @@ use crate::supervisor::shutdown::GRACE;
 
 /// A VM's name and paths from its config's location, without validating
 /// the config: a VM must stay stoppable after its file was edited.
-pub fn vm_paths(vm: &str) -> Result<(VmName, VmPaths), Exit> {
+pub(super) fn vm_paths(vm: &str) -> Result<(VmName, VmPaths), Exit> {
     let search = config::SearchEnv::from_process();
     let path = config::locate(vm, &search).map_err(|e| {
         eprint!("{}", config::render(&e));
@@ -51,7 +51,7 @@ fn control_socket(paths: &VmPaths) -> PathBuf {
     paths.run_dir.join("control.sock")
 }
 
-pub fn stop(args: &StopArgs) -> Exit {
+pub(super) fn stop(args: &StopArgs) -> Exit {
     let (name, paths) = match vm_paths(&args.vm) {
         Ok(v) => v,
         Err(exit) => return exit,
@@ -117,7 +117,7 @@ struct NotRunning<'a> {
     needs_restore: bool,
 }
 
-pub fn status(vm: &str, json: bool) -> Exit {
+pub(super) fn status(vm: &str, json: bool) -> Exit {
     let (name, paths) = match vm_paths(vm) {
         Ok(v) => v,
         Err(exit) => return exit,
@@ -170,7 +170,11 @@ pub fn status(vm: &str, json: bool) -> Exit {
 }
 
 /// One request to a running VM's supervisor; failures are printed here.
-pub fn call_supervisor(name: &VmName, paths: &VmPaths, request: &Request) -> Result<Reply, Exit> {
+pub(super) fn call_supervisor(
+    name: &VmName,
+    paths: &VmPaths,
+    request: &Request,
+) -> Result<Reply, Exit> {
     let rt = runtime()?;
     rt.block_on(control::call(&control_socket(paths), request))
         .map_err(|e| {
@@ -216,7 +220,7 @@ struct ListEntry {
     supervisor_pid: Option<i32>,
 }
 
-pub fn list(json: bool) -> Exit {
+pub(super) fn list(json: bool) -> Exit {
     let dirs = DirsEnv::from_process();
     let entries: Vec<ListEntry> = config::list_all(&config::SearchEnv::from_process())
         .into_iter()
@@ -244,7 +248,7 @@ pub fn list(json: bool) -> Exit {
     Exit::Ok
 }
 
-pub fn qmp(vm: &str, command: &str, arguments: Option<&str>) -> Exit {
+pub(super) fn qmp(vm: &str, command: &str, arguments: Option<&str>) -> Exit {
     let (name, paths) = match vm_paths(vm) {
         Ok(v) => v,
         Err(exit) => return exit,
@@ -282,7 +286,7 @@ pub fn qmp(vm: &str, command: &str, arguments: Option<&str>) -> Exit {
     }
 }
 
-pub fn logs(vm: &str, console: bool, follow: bool) -> Exit {
+pub(super) fn logs(vm: &str, console: bool, follow: bool) -> Exit {
     let (name, paths) = match vm_paths(vm) {
         Ok(v) => v,
         Err(exit) => return exit,

@@ -18,32 +18,24 @@ use toml::Spanned;
 
 /// One step of a key path: a table key or an index into an array of tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
+pub(crate) enum Seg {
     Key(String),
     Index(usize),
 }
 
 /// A key path such as `hostdev[1].romfile`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyPath(pub Vec<Seg>);
+pub(crate) struct KeyPath(pub Vec<Seg>);
 
 impl KeyPath {
-    pub fn key(mut self, k: &str) -> Self {
+    pub(crate) fn key(mut self, k: &str) -> Self {
         self.0.push(Seg::Key(k.to_string()));
         self
     }
 
-    pub fn index(mut self, i: usize) -> Self {
+    pub(crate) fn index(mut self, i: usize) -> Self {
         self.0.push(Seg::Index(i));
         self
-    }
-
-    /// The first key: the top-level key or section the path is in.
-    pub fn section(&self) -> Option<&str> {
-        match self.0.first() {
-            Some(Seg::Key(k)) => Some(k),
-            _ => None,
-        }
     }
 }
 
@@ -62,7 +54,7 @@ impl fmt::Display for KeyPath {
 
 /// A deserialization error at one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireError {
+pub(crate) struct WireError {
     pub path: KeyPath,
     pub message: String,
     pub span: Range<usize>,
@@ -70,7 +62,7 @@ pub struct WireError {
 
 /// Deserializes `doc` into `T`, collecting every error. Returns `T` built from
 /// the keys that had no error (`None` only if even that fails), and the errors.
-pub fn deserialize_all<T: DeserializeOwned>(
+pub(crate) fn deserialize_all<T: DeserializeOwned>(
     doc: Spanned<DeTable<'_>>,
 ) -> (Option<T>, Vec<WireError>) {
     let span = doc.span();
@@ -315,6 +307,5 @@ mod tests {
     fn key_path_display() {
         let p = KeyPath::default().key("hostdev").index(1).key("romfile");
         assert_eq!(p.to_string(), "hostdev[1].romfile");
-        assert_eq!(p.section(), Some("hostdev"));
     }
 }

@@ -6,14 +6,14 @@
 //! `check` (every semantic error) -> the model.
 
 mod checker;
-pub mod collect;
-pub mod error;
-pub mod model;
-pub mod search;
-pub mod section;
+pub(crate) mod collect;
+pub(crate) mod error;
+pub(crate) mod model;
+pub(crate) mod search;
+pub(crate) mod section;
 mod suggest;
-pub mod types;
-pub mod vm;
+pub(crate) mod types;
+pub(crate) mod vm;
 
 use std::ops::Range;
 use std::path::Path;

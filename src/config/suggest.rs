@@ -4,7 +4,7 @@
 use super::error::ProblemKind;
 
 /// Levenshtein distance, case-insensitive, over chars.
-pub fn distance(a: &str, b: &str) -> usize {
+pub(super) fn distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.to_lowercase().chars().collect();
     let b: Vec<char> = b.to_lowercase().chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -22,7 +22,7 @@ pub fn distance(a: &str, b: &str) -> usize {
 
 /// The allowed word closest to `word`, if it is close enough to be a typo:
 /// at most a third of the word's length off (at least 1, at most 3 edits).
-pub fn closest<'a>(word: &str, allowed: &'a [String]) -> Option<&'a str> {
+pub(super) fn closest<'a>(word: &str, allowed: &'a [String]) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).clamp(1, 3);
     allowed
         .iter()
@@ -35,7 +35,7 @@ pub fn closest<'a>(word: &str, allowed: &'a [String]) -> Option<&'a str> {
 /// Turns a serde error message into a typed problem. serde words unknown keys
 /// and enum values as "unknown field `x`, expected one of `a`, `b`" (or
 /// "expected `a`", "expected `a` or `b`", "there are no fields").
-pub fn classify(message: &str) -> ProblemKind {
+pub(super) fn classify(message: &str) -> ProblemKind {
     for (prefix, is_key) in [("unknown field `", true), ("unknown variant `", false)] {
         let Some(rest) = message.strip_prefix(prefix) else {
             continue;

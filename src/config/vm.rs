@@ -29,7 +29,7 @@ use super::types::{ByteSize, Duration, VmName};
 /// may complain about are `Spanned`, so the complaint can point at them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireVm {
+pub(crate) struct WireVm {
     pub description: Option<String>,
     pub memory: S<WireMemory>,
     pub machine: S<String>,

@@ -11,7 +11,7 @@ use crate::config::PciAddress;
 
 /// One block device: a disk, a partition, or a dm/md device stacked on one.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct BlockDev {
+pub(crate) struct BlockDev {
     /// The kernel name: `nvme0n1`, `nvme0n1p2`, `dm-0`.
     pub name: String,
     /// A device-mapper device's name (`/dev/mapper/NAME`).
@@ -31,7 +31,7 @@ impl BlockDev {
 
 /// A mounted filesystem or active swap using a block device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Use {
+pub(crate) struct Use {
     pub device: String,
     /// The mount point, or `swap`.
     pub what: String,
@@ -40,7 +40,7 @@ pub struct Use {
 /// The block devices a PCI device carries: each `/sys/block/X` whose
 /// `device` link resolves under the PCI device's sysfs directory, its
 /// partitions (`/sys/block/X/X1`), and what is stacked on them (`holders/`).
-pub fn block_devices_under(root: &HostRoot, address: PciAddress) -> Vec<BlockDev> {
+pub(crate) fn block_devices_under(root: &HostRoot, address: PciAddress) -> Vec<BlockDev> {
     let Ok(pci_dir) = fs::canonicalize(root.pci_device(&address)) else {
         return Vec::new();
     };
@@ -101,7 +101,7 @@ fn collect_with_holders(root: &HostRoot, dir: &Path, found: &mut BTreeSet<BlockD
 
 /// What of `devices` is mounted (`/proc/self/mounts`) or used as swap
 /// (`/proc/swaps`). Unreadable files count as "nothing in use".
-pub fn uses(root: &HostRoot, devices: &[BlockDev]) -> Vec<Use> {
+pub(crate) fn uses(root: &HostRoot, devices: &[BlockDev]) -> Vec<Use> {
     if devices.is_empty() {
         return Vec::new();
     }
@@ -162,30 +162,11 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::{add_device, add_disk, add_dm, write};
+    use crate::testing::machines::NVME;
+    use crate::testing::{Machine, TestHost};
 
-    const NVME: &str = "0000:02:00.0";
-
-    fn nvme_host() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        add_device(
-            dir.path(),
-            NVME,
-            (0x144d, 0xa808),
-            0x010802,
-            Some("nvme"),
-            Some(15),
-        );
-        add_device(
-            dir.path(),
-            "0000:01:00.0",
-            (0x10de, 0x2507),
-            0x030000,
-            None,
-            Some(12),
-        );
-        add_disk(dir.path(), NVME, "nvme0n1", &["nvme0n1p1", "nvme0n1p2"]);
-        dir
+    fn nvme_host() -> TestHost {
+        Machine::NvidiaDesktopWithNvme.build()
     }
 
     fn names(devs: &[BlockDev]) -> Vec<&str> {
@@ -194,8 +175,8 @@ mod tests {
 
     #[test]
     fn finds_the_disk_and_its_partitions_under_the_controller() {
-        let dir = nvme_host();
-        let root = HostRoot::new(dir.path());
+        let host = nvme_host();
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         assert_eq!(names(&devs), ["nvme0n1", "nvme0n1p1", "nvme0n1p2"]);
         assert!(block_devices_under(&root, "01:00.0".parse().unwrap()).is_empty());
@@ -203,13 +184,11 @@ mod tests {
 
     #[test]
     fn mounted_partition_is_in_use() {
-        let dir = nvme_host();
-        write(
-            dir.path(),
+        let host = nvme_host().file(
             "/proc/self/mounts",
             "proc /proc proc rw 0 0\n/dev/nvme0n1p2 /mnt/my\\040data ext4 rw 0 0\n",
         );
-        let root = HostRoot::new(dir.path());
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         let uses = uses(&root, &devs);
         assert_eq!(
@@ -223,27 +202,21 @@ mod tests {
 
     #[test]
     fn swap_partition_is_in_use() {
-        let dir = nvme_host();
-        write(
-            dir.path(),
+        let host = nvme_host().file(
             "/proc/swaps",
             "Filename\tType\tSize\tUsed\tPriority\n/dev/nvme0n1p1 partition 8388604 0 -2\n",
         );
-        let root = HostRoot::new(dir.path());
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         assert_eq!(uses(&root, &devs)[0].what, "swap");
     }
 
     #[test]
     fn lvm_on_a_partition_is_followed_through_holders() {
-        let dir = nvme_host();
-        add_dm(dir.path(), "dm-0", "vg-root", "nvme0n1/nvme0n1p2");
-        write(
-            dir.path(),
-            "/proc/self/mounts",
-            "/dev/mapper/vg-root / ext4 rw 0 0\n",
-        );
-        let root = HostRoot::new(dir.path());
+        let host = nvme_host()
+            .device_mapper("dm-0", "vg-root", "nvme0n1/nvme0n1p2")
+            .file("/proc/self/mounts", "/dev/mapper/vg-root / ext4 rw 0 0\n");
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         assert!(names(&devs).contains(&"dm-0"));
         assert_eq!(uses(&root, &devs)[0].device, "dm-0");
@@ -251,9 +224,8 @@ mod tests {
 
     #[test]
     fn other_disks_mounts_do_not_count() {
-        let dir = nvme_host();
-        write(dir.path(), "/proc/self/mounts", "/dev/sda1 / ext4 rw 0 0\n");
-        let root = HostRoot::new(dir.path());
+        let host = nvme_host().file("/proc/self/mounts", "/dev/sda1 / ext4 rw 0 0\n");
+        let root = host.root();
         let devs = block_devices_under(&root, NVME.parse().unwrap());
         assert!(uses(&root, &devs).is_empty());
     }

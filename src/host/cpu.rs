@@ -13,7 +13,7 @@ use super::HostRoot;
 /// `amd_iommu=on`) and the virtualization flag (`vmx` or `svm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CpuVendor {
+pub(crate) enum CpuVendor {
     Intel,
     Amd,
     Other,
@@ -21,7 +21,7 @@ pub enum CpuVendor {
 
 /// What `/proc/cpuinfo` says about the host's processors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CpuInfo {
+pub(crate) struct CpuInfo {
     pub vendor: CpuVendor,
     /// `vmx` (VT-x) or `svm` (AMD-V) among the flags.
     pub virtualization: bool,
@@ -37,7 +37,7 @@ pub struct CpuInfo {
 
 impl CpuInfo {
     /// The kernel argument that turns this vendor's IOMMU on.
-    pub fn iommu_arg(&self) -> Option<&'static str> {
+    pub(crate) fn iommu_arg(&self) -> Option<&'static str> {
         match self.vendor {
             CpuVendor::Intel => Some("intel_iommu=on"),
             CpuVendor::Amd => Some("amd_iommu=on"),
@@ -47,12 +47,12 @@ impl CpuInfo {
 }
 
 /// Reads `/proc/cpuinfo`; `None` when it is missing or names no processor.
-pub fn cpu_info(root: &HostRoot) -> Option<CpuInfo> {
+pub(crate) fn cpu_info(root: &HostRoot) -> Option<CpuInfo> {
     parse_cpuinfo(&fs::read_to_string(root.path("/proc/cpuinfo")).ok()?)
 }
 
 /// Parses the text of `/proc/cpuinfo` (x86: one block per logical CPU).
-pub fn parse_cpuinfo(text: &str) -> Option<CpuInfo> {
+pub(crate) fn parse_cpuinfo(text: &str) -> Option<CpuInfo> {
     let mut vendor = CpuVendor::Other;
     let (mut logical, mut cores, mut siblings) = (0u32, 0u32, 0u32);
     let mut packages = BTreeSet::new();
@@ -101,7 +101,7 @@ pub fn parse_cpuinfo(text: &str) -> Option<CpuInfo> {
 }
 
 /// A field of `/proc/meminfo` in KiB (`MemTotal`, `MemAvailable`, ...).
-pub fn meminfo_kb(root: &HostRoot, field: &str) -> Option<u64> {
+pub(crate) fn meminfo_kb(root: &HostRoot, field: &str) -> Option<u64> {
     let text = fs::read_to_string(root.path("/proc/meminfo")).ok()?;
     text.lines().find_map(|line| {
         let (key, rest) = line.split_once(':')?;
@@ -110,7 +110,7 @@ pub fn meminfo_kb(root: &HostRoot, field: &str) -> Option<u64> {
 }
 
 /// The running kernel's command line, split into arguments.
-pub fn cmdline(root: &HostRoot) -> Vec<String> {
+pub(crate) fn cmdline(root: &HostRoot) -> Vec<String> {
     fs::read_to_string(root.path("/proc/cmdline"))
         .unwrap_or_default()
         .split_whitespace()
@@ -120,14 +120,14 @@ pub fn cmdline(root: &HostRoot) -> Vec<String> {
 
 /// The value of `key=` on the command line (the last one wins, as in the
 /// kernel's own parser).
-pub fn cmdline_value<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
+pub(crate) fn cmdline_value<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
     args.iter()
         .rev()
         .find_map(|a| a.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// The running kernel's release (`uname -r`), from `/proc/sys/kernel/osrelease`.
-pub fn kernel_release(root: &HostRoot) -> Option<String> {
+pub(crate) fn kernel_release(root: &HostRoot) -> Option<String> {
     fs::read_to_string(root.path("/proc/sys/kernel/osrelease"))
         .ok()
         .map(|s| s.trim().to_string())

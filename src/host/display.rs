@@ -14,10 +14,10 @@ use crate::config::PciAddress;
 
 /// systemd's alias for the enabled display manager (`systemctl enable gdm`
 /// links it to `gdm.service`).
-pub const DISPLAY_MANAGER_LINK: &str = "/etc/systemd/system/display-manager.service";
+pub(crate) const DISPLAY_MANAGER_LINK: &str = "/etc/systemd/system/display-manager.service";
 
 /// The display manager unit `display-manager.service` points to.
-pub fn display_manager_unit(root: &HostRoot) -> Option<String> {
+pub(crate) fn display_manager_unit(root: &HostRoot) -> Option<String> {
     let target = fs::read_link(root.path(DISPLAY_MANAGER_LINK)).ok()?;
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
@@ -41,7 +41,7 @@ impl VtConsole {
 }
 
 /// Every vtconsole, in index order.
-pub fn vtconsoles(root: &HostRoot) -> Vec<VtConsole> {
+pub(crate) fn vtconsoles(root: &HostRoot) -> Vec<VtConsole> {
     let dir = root.path("/sys/class/vtconsole");
     let mut out: Vec<VtConsole> = fs::read_dir(dir)
         .into_iter()
@@ -64,7 +64,7 @@ pub fn vtconsoles(root: &HostRoot) -> Vec<VtConsole> {
 
 /// The platform drivers of firmware framebuffers. simpledrm registers as
 /// `simple-framebuffer` too (drivers/gpu/drm/tiny/simpledrm.c).
-pub const FRAMEBUFFER_DRIVERS: [&str; 3] =
+pub(crate) const FRAMEBUFFER_DRIVERS: [&str; 3] =
     ["efi-framebuffer", "simple-framebuffer", "vesa-framebuffer"];
 
 /// The names firmware framebuffers give their memory in `/proc/iomem`
@@ -105,7 +105,7 @@ fn parse_hex(s: &str) -> Option<u64> {
 
 /// The memory BARs of a PCI device: `(start, end)` from its `resource`
 /// file, one `start end flags` line per BAR (drivers/pci/pci-sysfs.c).
-pub fn memory_bars(root: &HostRoot, address: PciAddress) -> Vec<(usize, u64, u64)> {
+pub(crate) fn memory_bars(root: &HostRoot, address: PciAddress) -> Vec<(usize, u64, u64)> {
     let text = fs::read_to_string(root.pci_device(&address).join("resource")).unwrap_or_default();
     text.lines()
         .enumerate()
@@ -144,7 +144,7 @@ fn kind_of(root: &HostRoot, driver: &str) -> &'static str {
 /// memory: efifb's `base` attribute or the framebuffer's region in
 /// `/proc/iomem`, against the GPU's BARs. When the address can't be read,
 /// a framebuffer counts as the boot VGA's (the firmware draws on that one).
-pub fn framebuffers(root: &HostRoot, gpu: PciAddress, boot_vga: bool) -> Vec<Framebuffer> {
+pub(crate) fn framebuffers(root: &HostRoot, gpu: PciAddress, boot_vga: bool) -> Vec<Framebuffer> {
     let bars = memory_bars(root, gpu);
     let regions = iomem_framebuffers(root);
     let mut out = Vec::new();
@@ -189,18 +189,18 @@ pub fn framebuffers(root: &HostRoot, gpu: PciAddress, boot_vga: bool) -> Vec<Fra
 
 /// The kernel module behind a device's driver (`driver/module`), if it is
 /// a module and not built in.
-pub fn driver_module(root: &HostRoot, address: PciAddress) -> Option<String> {
+pub(crate) fn driver_module(root: &HostRoot, address: PciAddress) -> Option<String> {
     let link = fs::read_link(root.pci_device(&address).join("driver/module")).ok()?;
     Some(link.file_name()?.to_string_lossy().into_owned())
 }
 
 /// Whether `name` is a loaded module (built-in ones have no `refcnt`).
-pub fn module_loaded(root: &HostRoot, name: &str) -> bool {
+pub(crate) fn module_loaded(root: &HostRoot, name: &str) -> bool {
     root.path(format!("/sys/module/{name}/refcnt")).exists()
 }
 
 /// The modules using `name` (`/sys/module/NAME/holders`), sorted.
-pub fn module_holders(root: &HostRoot, name: &str) -> Vec<String> {
+pub(crate) fn module_holders(root: &HostRoot, name: &str) -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(root.path(format!("/sys/module/{name}/holders")))
         .into_iter()
         .flatten()
@@ -214,7 +214,7 @@ pub fn module_holders(root: &HostRoot, name: &str) -> Vec<String> {
 /// `module` and everything stacked on it, in an order that unloads: each
 /// module after every module holding it (nvidia_drm before nvidia_modeset
 /// before nvidia). Modules are named as in /sys/module (underscores).
-pub fn unload_order(root: &HostRoot, module: &str) -> Vec<String> {
+pub(crate) fn unload_order(root: &HostRoot, module: &str) -> Vec<String> {
     fn visit(root: &HostRoot, m: &str, out: &mut Vec<String>, depth: usize) {
         if out.iter().any(|o| o == m) || depth > 32 {
             return;
@@ -233,7 +233,7 @@ pub fn unload_order(root: &HostRoot, module: &str) -> Vec<String> {
 
 /// The modules that only `removed` use, which `modprobe -r` takes along
 /// (bochs's drm_vram_helper, ttm, drm_kms_helper, drm), in removal order.
-pub fn unused_after(root: &HostRoot, removed: &[String]) -> Vec<String> {
+pub(crate) fn unused_after(root: &HostRoot, removed: &[String]) -> Vec<String> {
     let mut gone: Vec<String> = removed.to_vec();
     let mut helpers = Vec::new();
     let all: Vec<String> = fs::read_dir(root.path("/sys/module"))
@@ -265,100 +265,32 @@ pub fn unused_after(root: &HostRoot, removed: &[String]) -> Vec<String> {
 
 #[cfg(test)]
 pub(crate) mod fake {
-    //! Builders for the display side of a fake host tree.
-    use std::fs;
-    use std::os::unix::fs::symlink;
-    use std::path::Path;
-
-    pub fn add_vtcon(root: &Path, index: u32, name: &str, bound: bool) {
-        let dir = root.join(format!("sys/class/vtconsole/vtcon{index}"));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("name"), format!("{name}\n")).unwrap();
-        fs::write(dir.join("bind"), if bound { "1\n" } else { "0\n" }).unwrap();
-    }
-
-    /// A platform framebuffer device bound to `driver`, with efifb's
-    /// `base` attribute when given.
-    pub fn add_framebuffer(root: &Path, driver: &str, device: &str, base: Option<u64>) {
-        let dev = root.join("sys/devices/platform").join(device);
-        fs::create_dir_all(&dev).unwrap();
-        if let Some(b) = base {
-            fs::write(dev.join("base"), format!("0x{b:x}\n")).unwrap();
-        }
-        let drv = root.join("sys/bus/platform/drivers").join(driver);
-        fs::create_dir_all(&drv).unwrap();
-        symlink(&dev, drv.join(device)).unwrap();
-        symlink(&drv, dev.join("driver")).unwrap();
-        let devs = root.join("sys/bus/platform/devices");
-        fs::create_dir_all(&devs).unwrap();
-        let _ = symlink(&dev, devs.join(device));
-    }
-
-    /// A loaded module with the modules holding it.
-    pub fn add_module(root: &Path, name: &str, holders: &[&str]) {
-        let dir = root.join("sys/module").join(name);
-        fs::create_dir_all(dir.join("holders")).unwrap();
-        fs::write(dir.join("refcnt"), format!("{}\n", holders.len())).unwrap();
-        for h in holders {
-            let hdir = root.join("sys/module").join(h);
-            fs::create_dir_all(&hdir).unwrap();
-            let _ = symlink(&hdir, dir.join("holders").join(h));
-        }
-    }
-
-    /// The lab's single-GPU desktop: bochs-drm (module bochs, with two
-    /// helpers) on the boot VGA `addr` with card0, fbcon bound on vtcon1.
-    pub fn bochs_desktop(root: &Path, addr: &str) {
-        use crate::host::pci::fake::{add_device, add_drm, set_attr};
-        add_device(
-            root,
-            addr,
-            (0x1234, 0x1111),
-            0x030000,
-            Some("bochs-drm"),
-            Some(3),
-        );
-        set_attr(root, addr, "boot_vga", "1");
-        add_drm(root, addr, &["card0"]);
-        add_module(root, "bochs", &[]);
-        add_module(root, "drm_kms_helper", &["bochs"]);
-        add_module(root, "drm", &["bochs", "drm_kms_helper"]);
-        set_driver_module(root, "bochs-drm", "bochs");
-        add_vtcon(root, 0, "(S) dummy device", false);
-        add_vtcon(root, 1, "(M) frame buffer device", true);
-    }
-
-    /// Makes `module` the module of PCI driver `driver`.
-    pub fn set_driver_module(root: &Path, driver: &str, module: &str) {
-        let drv = root.join("sys/bus/pci/drivers").join(driver);
-        fs::create_dir_all(&drv).unwrap();
-        let _ = fs::remove_file(drv.join("module"));
-        symlink(root.join("sys/module").join(module), drv.join("module")).unwrap();
-    }
+    //! The flat builders `prepare`'s tests still call; new tests build
+    //! hosts with `crate::testing::TestHost` and its `Machine` catalogue.
+    pub(crate) use crate::testing::machines::add_bochs_boot_gpu as bochs_desktop;
+    pub(crate) use crate::testing::sysfs::{add_framebuffer, add_vtcon};
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fake::*;
     use super::*;
-    use crate::host::pci::fake::{add_device, set_attr, write};
+    use crate::testing::machines::{ids::RTX_3050, BOCHS_GPU};
+    use crate::testing::{Machine, Pci, TestHost};
 
     const GPU: &str = "0000:01:00.0";
 
-    fn gpu(dir: &Path) {
-        add_device(dir, GPU, (0x10de, 0x2507), 0x030000, None, Some(1));
-        set_attr(
-            dir,
-            GPU,
+    /// An unbound RTX 3050 whose BAR 2 is at 0xe000000000.
+    fn gpu_host() -> TestHost {
+        TestHost::new().pci(Pci::vga(GPU, RTX_3050).group(1).attr(
             "resource",
             "0x00000000f6000000 0x00000000f6ffffff 0x0000000000040200\n0x0000000000000000 0x0000000000000000 0x0000000000000000\n0x000000e000000000 0x000000efffffffff 0x000000000014220c",
-        );
+        ))
     }
 
     #[test]
     fn display_manager_comes_from_the_systemd_alias() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = HostRoot::new(dir.path());
+        let host = TestHost::new();
+        let root = host.root();
         assert_eq!(display_manager_unit(&root), None);
         let link = root.path(DISPLAY_MANAGER_LINK);
         fs::create_dir_all(link.parent().unwrap()).unwrap();
@@ -368,11 +300,11 @@ mod tests {
 
     #[test]
     fn only_bound_fbcon_consoles_sit_on_a_framebuffer() {
-        let dir = tempfile::tempdir().unwrap();
-        add_vtcon(dir.path(), 0, "(S) dummy device", false);
-        add_vtcon(dir.path(), 1, "(M) frame buffer device", true);
-        add_vtcon(dir.path(), 2, "(S) VGA+", true);
-        let v = vtconsoles(&HostRoot::new(dir.path()));
+        let host = TestHost::new()
+            .vtcon(0, "(S) dummy device", false)
+            .vtcon(1, "(M) frame buffer device", true)
+            .vtcon(2, "(S) VGA+", true);
+        let v = vtconsoles(&host.root());
         let fb: Vec<u32> = v
             .iter()
             .filter(|c| c.bound && c.on_framebuffer())
@@ -384,15 +316,9 @@ mod tests {
 
     #[test]
     fn efifb_is_matched_to_the_gpu_by_its_base_address() {
-        let dir = tempfile::tempdir().unwrap();
-        gpu(dir.path());
-        add_framebuffer(
-            dir.path(),
-            "efi-framebuffer",
-            "efi-framebuffer.0",
-            Some(0xe000000000),
-        );
-        let fbs = framebuffers(&HostRoot::new(dir.path()), GPU.parse().unwrap(), false);
+        let host =
+            gpu_host().framebuffer("efi-framebuffer", "efi-framebuffer.0", Some(0xe000000000));
+        let fbs = framebuffers(&host.root(), GPU.parse().unwrap(), false);
         assert_eq!(fbs.len(), 1);
         assert!(fbs[0].on_gpu, "{fbs:?}");
         assert_eq!(fbs[0].kind, "efifb");
@@ -401,33 +327,25 @@ mod tests {
 
     #[test]
     fn a_simple_framebuffer_elsewhere_is_not_the_gpus() {
-        let dir = tempfile::tempdir().unwrap();
-        gpu(dir.path());
-        add_framebuffer(
-            dir.path(),
-            "simple-framebuffer",
-            "simple-framebuffer.0",
-            None,
-        );
-        add_module(dir.path(), "simpledrm", &[]);
-        write(
-            dir.path(),
-            "/proc/iomem",
-            "c0000000-febfffff : PCI Bus 0000:00\n  c0000000-c0ffffff : 0000:00:02.0\n    c0000000-c03e7fff : BOOTFB\n",
-        );
-        let fbs = framebuffers(&HostRoot::new(dir.path()), GPU.parse().unwrap(), true);
+        let host = gpu_host()
+            .framebuffer("simple-framebuffer", "simple-framebuffer.0", None)
+            .module("simpledrm", &[])
+            .file(
+                "/proc/iomem",
+                "c0000000-febfffff : PCI Bus 0000:00\n  c0000000-c0ffffff : 0000:00:02.0\n    c0000000-c03e7fff : BOOTFB\n",
+            );
+        let fbs = framebuffers(&host.root(), GPU.parse().unwrap(), true);
         assert_eq!(fbs[0].kind, "simpledrm");
         assert!(!fbs[0].on_gpu, "{fbs:?}");
     }
 
     #[test]
     fn vesafb_without_a_readable_address_goes_with_the_boot_vga() {
-        let dir = tempfile::tempdir().unwrap();
-        gpu(dir.path());
-        add_framebuffer(dir.path(), "vesa-framebuffer", "vesa-framebuffer.0", None);
-        // Without CAP_SYS_ADMIN /proc/iomem shows zeros.
-        write(dir.path(), "/proc/iomem", "00000000-00000000 : vesafb\n");
-        let root = HostRoot::new(dir.path());
+        let host = gpu_host()
+            .framebuffer("vesa-framebuffer", "vesa-framebuffer.0", None)
+            // Without CAP_SYS_ADMIN /proc/iomem shows zeros.
+            .file("/proc/iomem", "00000000-00000000 : vesafb\n");
+        let root = host.root();
         let fbs = framebuffers(&root, GPU.parse().unwrap(), true);
         assert_eq!((fbs[0].kind.as_str(), fbs[0].on_gpu), ("vesafb", true));
         assert!(!framebuffers(&root, GPU.parse().unwrap(), false)[0].on_gpu);
@@ -435,14 +353,13 @@ mod tests {
 
     #[test]
     fn nvidia_modules_unload_holders_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        add_module(p, "nvidia", &["nvidia_modeset", "nvidia_uvm"]);
-        add_module(p, "nvidia_modeset", &["nvidia_drm"]);
-        add_module(p, "nvidia_uvm", &[]);
-        add_module(p, "nvidia_drm", &[]);
-        add_module(p, "drm", &["nvidia_drm", "drm_kms_helper"]);
-        let root = HostRoot::new(p);
+        let host = TestHost::new()
+            .module("nvidia", &["nvidia_modeset", "nvidia_uvm"])
+            .module("nvidia_modeset", &["nvidia_drm"])
+            .module("nvidia_uvm", &[])
+            .module("nvidia_drm", &[])
+            .module("drm", &["nvidia_drm", "drm_kms_helper"]);
+        let root = host.root();
         assert_eq!(
             unload_order(&root, "nvidia"),
             ["nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]
@@ -453,26 +370,24 @@ mod tests {
 
     #[test]
     fn bochs_takes_its_now_unused_helpers_along() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        add_module(p, "bochs", &[]);
-        add_module(p, "drm_vram_helper", &["bochs"]);
-        add_module(p, "drm_ttm_helper", &["bochs", "drm_vram_helper"]);
-        add_module(p, "ttm", &["drm_ttm_helper", "drm_vram_helper"]);
-        add_module(p, "drm_kms_helper", &["bochs", "drm_vram_helper"]);
-        add_module(
-            p,
-            "drm",
-            &[
-                "bochs",
-                "drm_kms_helper",
-                "drm_ttm_helper",
-                "drm_vram_helper",
-                "ttm",
-            ],
-        );
-        add_module(p, "9pnet", &["9p"]);
-        let root = HostRoot::new(p);
+        let host = TestHost::new()
+            .module("bochs", &[])
+            .module("drm_vram_helper", &["bochs"])
+            .module("drm_ttm_helper", &["bochs", "drm_vram_helper"])
+            .module("ttm", &["drm_ttm_helper", "drm_vram_helper"])
+            .module("drm_kms_helper", &["bochs", "drm_vram_helper"])
+            .module(
+                "drm",
+                &[
+                    "bochs",
+                    "drm_kms_helper",
+                    "drm_ttm_helper",
+                    "drm_vram_helper",
+                    "ttm",
+                ],
+            )
+            .module("9pnet", &["9p"]);
+        let root = host.root();
         let order = unload_order(&root, "bochs");
         assert_eq!(order, ["bochs"]);
         let mut helpers = unused_after(&root, &order);
@@ -492,12 +407,10 @@ mod tests {
 
     #[test]
     fn the_driver_module_comes_from_the_driver_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        bochs_desktop(p, GPU);
-        let root = HostRoot::new(p);
+        let host = Machine::BochsDesktop.build();
+        let root = host.root();
         assert_eq!(
-            driver_module(&root, GPU.parse().unwrap()).as_deref(),
+            driver_module(&root, BOCHS_GPU.parse().unwrap()).as_deref(),
             Some("bochs")
         );
         assert!(module_loaded(&root, "bochs"));

@@ -10,12 +10,12 @@ use super::HostRoot;
 use crate::config::PciAddress;
 
 /// The file in a run dir that names the VM's devices.
-pub const DEVICES_FILE: &str = "devices";
+pub(crate) const DEVICES_FILE: &str = "devices";
 
 /// Every device named by a `devices` file under `run_base` (the parent of
 /// the VM run dirs), mapped to the VM (run dir name) holding it. Lines that
 /// are not addresses are ignored; an unreadable run base holds nothing.
-pub fn held_by(root: &HostRoot, run_base: &Path) -> HashMap<PciAddress, String> {
+pub(crate) fn held_by(root: &HostRoot, run_base: &Path) -> HashMap<PciAddress, String> {
     let mut held = HashMap::new();
     let Ok(vms) = fs::read_dir(root.path(run_base)) else {
         return held;
@@ -37,20 +37,16 @@ pub fn held_by(root: &HostRoot, run_base: &Path) -> HashMap<PciAddress, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::write;
+    use crate::testing::TestHost;
 
     #[test]
     fn devices_files_name_their_vm() {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "/run/vmrun/win11/devices",
-            "0000:01:00.0\n0000:01:00.1\n\n",
-        );
-        write(dir.path(), "/run/vmrun/other/qemu.pid", "123\n");
-        let held = held_by(&HostRoot::new(dir.path()), Path::new("/run/vmrun"));
+        let host = TestHost::new()
+            .file("/run/vmrun/win11/devices", "0000:01:00.0\n0000:01:00.1\n\n")
+            .file("/run/vmrun/other/qemu.pid", "123\n");
+        let held = held_by(&host.root(), Path::new("/run/vmrun"));
         assert_eq!(held.len(), 2);
         assert_eq!(held[&"01:00.1".parse().unwrap()], "win11");
-        assert!(held_by(&HostRoot::new(dir.path()), Path::new("/nowhere")).is_empty());
+        assert!(held_by(&host.root(), Path::new("/nowhere")).is_empty());
     }
 }

@@ -14,7 +14,7 @@ use crate::config::PciAddress;
 
 /// The host's devices, grouped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Inventory {
+pub(crate) struct Inventory {
     /// Whether the kernel made IOMMU groups; without them nothing can be
     /// passed through.
     pub iommu: bool,
@@ -26,7 +26,7 @@ pub struct Inventory {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Group {
+pub(crate) struct Group {
     pub group: Option<u32>,
     pub devices: Vec<Entry>,
 }
@@ -34,7 +34,7 @@ pub struct Group {
 /// How a device stands out in the listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub(crate) enum Role {
     /// A display controller (class 0x03).
     Gpu,
     /// Another function of a GPU's slot (its HDMI audio, USB-C, ...): goes
@@ -47,7 +47,7 @@ pub enum Role {
 
 /// One PCI function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub address: PciAddress,
     /// `CCSSPP`, hex.
     pub class: String,
@@ -76,7 +76,7 @@ pub struct Entry {
 
 impl Entry {
     /// `Vendor Device` from pci.ids, with hex for what it lacks.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         format!(
             "{} {}",
             self.vendor_name.as_deref().unwrap_or(&self.vendor_id),
@@ -90,7 +90,7 @@ impl Entry {
 /// Whether a device could be worth giving a VM: not a bridge, SMBus,
 /// memory controller, system peripheral (IOMMU, RTC), processor or signal
 /// processing (thermal) function.
-pub fn worth_passing(dev: &PciDevice) -> bool {
+pub(crate) fn worth_passing(dev: &PciDevice) -> bool {
     let base = dev.class >> 16;
     !(matches!(base, 0x05 | 0x06 | 0x08 | 0x0b | 0x11) || dev.class >> 8 == 0x0c05)
 }
@@ -98,7 +98,7 @@ pub fn worth_passing(dev: &PciDevice) -> bool {
 /// Reads the host's devices. `run_base` is where VM run dirs live
 /// (`DirsEnv::run_base`); without `all`, groups with nothing worth passing
 /// are left out.
-pub fn inventory(root: &HostRoot, run_base: &Path, all: bool) -> Inventory {
+pub(crate) fn inventory(root: &HostRoot, run_base: &Path, all: bool) -> Inventory {
     let devices = pci::list_devices(root);
     let vendors: BTreeSet<u16> = devices.iter().map(|d| d.vendor).collect();
     let ids = PciIds::load(root, &vendors);
@@ -193,50 +193,21 @@ fn entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::{add_device, write};
+    use crate::testing::{Class, Machine, Pci, TestHost};
 
-    fn host() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        add_device(p, "0000:00:00.0", (0x8086, 1), 0x060000, None, Some(0));
-        add_device(p, "0000:00:1f.4", (0x8086, 2), 0x0c0500, None, Some(0));
-        add_device(
-            p,
-            "0000:01:00.0",
-            (0x10de, 0x2507),
-            0x030000,
-            Some("nvidia"),
-            Some(12),
-        );
-        add_device(
-            p,
-            "0000:01:00.1",
-            (0x10de, 0x228e),
-            0x040300,
-            None,
-            Some(12),
-        );
-        add_device(
-            p,
-            "0000:00:01.0",
-            (0x8086, 3),
-            0x060400,
-            Some("pcieport"),
-            Some(12),
-        );
-        write(
-            p,
-            "/usr/share/misc/pci.ids",
-            "10de  NVIDIA Corporation\n\t2507  GA106 [GeForce RTX 3050]\n",
-        );
-        write(p, "/run/vmrun/win11/devices", "0000:01:00.1\n");
-        dir
+    /// The NVIDIA desktop with pci.ids naming the GPU only, its audio
+    /// function held by VM win11.
+    fn host() -> TestHost {
+        Machine::NvidiaDesktop
+            .build()
+            .pci_ids("10de  NVIDIA Corporation\n\t2507  GA106 [GeForce RTX 3050]\n")
+            .held_by("win11", &["01:00.1"])
     }
 
     #[test]
     fn chipset_only_groups_are_hidden_unless_all() {
-        let dir = host();
-        let root = HostRoot::new(dir.path());
+        let host = host();
+        let root = host.root();
         let inv = inventory(&root, Path::new("/run/vmrun"), false);
         assert!(inv.iommu);
         let groups: Vec<Option<u32>> = inv.groups.iter().map(|g| g.group).collect();
@@ -249,8 +220,7 @@ mod tests {
 
     #[test]
     fn gpu_and_sibling_stand_out_with_names_and_holder() {
-        let dir = host();
-        let inv = inventory(&HostRoot::new(dir.path()), Path::new("/run/vmrun"), false);
+        let inv = inventory(&host().root(), Path::new("/run/vmrun"), false);
         let devs = &inv.groups[0].devices;
         let roles: Vec<Role> = devs.iter().map(|d| d.role).collect();
         assert_eq!(roles, [Role::Bridge, Role::Gpu, Role::GpuFunction]);
@@ -265,10 +235,10 @@ mod tests {
 
     #[test]
     fn iommu_off_lists_devices_without_groups() {
-        let dir = tempfile::tempdir().unwrap();
-        add_device(dir.path(), "0000:01:00.0", (1, 2), 0x030000, None, None);
-        add_device(dir.path(), "0000:00:00.0", (1, 3), 0x060000, None, None);
-        let inv = inventory(&HostRoot::new(dir.path()), Path::new("/run/vmrun"), false);
+        let host = TestHost::new()
+            .pci(Pci::vga("01:00.0", (1, 2)))
+            .pci(Pci::new("00:00.0", (1, 3), Class::HostBridge));
+        let inv = inventory(&host.root(), Path::new("/run/vmrun"), false);
         assert!(!inv.iommu);
         assert_eq!(inv.groups.len(), 1);
         assert_eq!(inv.groups[0].group, None);

@@ -8,7 +8,7 @@ use super::HostRoot;
 use crate::config::PciAddress;
 
 /// The devices of group `group`, in address order.
-pub fn group_members(root: &HostRoot, group: u32) -> Vec<PciAddress> {
+pub(crate) fn group_members(root: &HostRoot, group: u32) -> Vec<PciAddress> {
     let dir = root.path(format!("/sys/kernel/iommu_groups/{group}/devices"));
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -21,7 +21,7 @@ pub fn group_members(root: &HostRoot, group: u32) -> Vec<PciAddress> {
 }
 
 /// Every group and its devices; empty when the IOMMU is off.
-pub fn groups(root: &HostRoot) -> BTreeMap<u32, Vec<PciAddress>> {
+pub(crate) fn groups(root: &HostRoot) -> BTreeMap<u32, Vec<PciAddress>> {
     let Ok(entries) = fs::read_dir(root.path("/sys/kernel/iommu_groups")) else {
         return BTreeMap::new();
     };
@@ -34,15 +34,15 @@ pub fn groups(root: &HostRoot) -> BTreeMap<u32, Vec<PciAddress>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::add_device;
+    use crate::testing::{Class, Pci, TestHost};
 
     #[test]
     fn groups_list_their_members_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        add_device(dir.path(), "0000:01:00.1", (1, 2), 0x040300, None, Some(12));
-        add_device(dir.path(), "0000:01:00.0", (1, 3), 0x030000, None, Some(12));
-        add_device(dir.path(), "0000:00:01.0", (1, 4), 0x060400, None, Some(1));
-        let root = HostRoot::new(dir.path());
+        let host = TestHost::new()
+            .pci(Pci::audio("01:00.1", (1, 2)).group(12))
+            .pci(Pci::vga("01:00.0", (1, 3)).group(12))
+            .pci(Pci::new("00:01.0", (1, 4), Class::RootPort).group(1));
+        let root = host.root();
         let groups = groups(&root);
         assert_eq!(groups.keys().copied().collect::<Vec<_>>(), [1, 12]);
         assert_eq!(

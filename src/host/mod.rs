@@ -1,15 +1,15 @@
 //! The read side of the host: sysfs, /dev, /proc, QEMU's own answers. Nothing
 //! here writes; all writes live in `prepare`.
 
-pub mod block;
-pub mod cpu;
-pub mod display;
-pub mod held;
-pub mod inventory;
-pub mod iommu;
-pub mod pci;
-pub mod pci_ids;
-pub mod procs;
+pub(crate) mod block;
+pub(crate) mod cpu;
+pub(crate) mod display;
+pub(crate) mod held;
+pub(crate) mod inventory;
+pub(crate) mod iommu;
+pub(crate) mod pci;
+pub(crate) mod pci_ids;
+pub(crate) mod procs;
 pub mod qemu;
 pub mod root;
 

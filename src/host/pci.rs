@@ -62,7 +62,7 @@ impl PciDevice {
 }
 
 /// A readable name for common classes (pci.ids' `C` section, abridged).
-pub fn class_name(class: u32) -> &'static str {
+pub(crate) fn class_name(class: u32) -> &'static str {
     match class >> 8 {
         0x0100 => "SCSI storage controller",
         0x0101 => "IDE interface",
@@ -127,7 +127,7 @@ fn link_name(path: &Path) -> Option<String> {
 }
 
 /// Reads one device; `None` when the host has no such device.
-pub fn read_device(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
+pub(crate) fn read_device(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
     let dir = root.pci_device(&address);
     Some(PciDevice {
         address,
@@ -149,7 +149,7 @@ pub fn read_device(root: &HostRoot, address: PciAddress) -> Option<PciDevice> {
 }
 
 /// Every PCI device of the host, in address order.
-pub fn list_devices(root: &HostRoot) -> Vec<PciDevice> {
+pub(crate) fn list_devices(root: &HostRoot) -> Vec<PciDevice> {
     let Ok(entries) = fs::read_dir(root.path("/sys/bus/pci/devices")) else {
         return Vec::new();
     };
@@ -162,7 +162,7 @@ pub fn list_devices(root: &HostRoot) -> Vec<PciDevice> {
 }
 
 /// Whether the kernel has IOMMU groups (the IOMMU is on).
-pub fn iommu_enabled(root: &HostRoot) -> bool {
+pub(crate) fn iommu_enabled(root: &HostRoot) -> bool {
     fs::read_dir(root.path("/sys/kernel/iommu_groups"))
         .map(|mut d| d.next().is_some())
         .unwrap_or(false)
@@ -170,115 +170,25 @@ pub fn iommu_enabled(root: &HostRoot) -> bool {
 
 #[cfg(test)]
 pub(crate) mod fake {
-    //! A minimal fake sysfs for read-side unit tests.
-    use super::*;
-    use std::os::unix::fs::symlink;
-
-    pub fn add_device(
-        root: &Path,
-        addr: &str,
-        ids: (u16, u16),
-        class: u32,
-        driver: Option<&str>,
-        group: Option<u32>,
-    ) {
-        let dev = root.join("sys/bus/pci/devices").join(addr);
-        fs::create_dir_all(&dev).unwrap();
-        fs::write(dev.join("vendor"), format!("0x{:04x}\n", ids.0)).unwrap();
-        fs::write(dev.join("device"), format!("0x{:04x}\n", ids.1)).unwrap();
-        fs::write(dev.join("class"), format!("0x{class:06x}\n")).unwrap();
-        fs::write(dev.join("driver_override"), "(null)\n").unwrap();
-        if let Some(drv) = driver {
-            let d = root.join("sys/bus/pci/drivers").join(drv);
-            fs::create_dir_all(&d).unwrap();
-            symlink(&d, dev.join("driver")).unwrap();
-        }
-        if let Some(g) = group {
-            let gdir = root.join("sys/kernel/iommu_groups").join(g.to_string());
-            fs::create_dir_all(gdir.join("devices")).unwrap();
-            symlink(&gdir, dev.join("iommu_group")).unwrap();
-            symlink(&dev, gdir.join("devices").join(addr)).unwrap();
-        }
-    }
-
-    /// Writes `value` to the device's sysfs attribute `name` (e.g. `boot_vga`).
-    pub fn set_attr(root: &Path, addr: &str, name: &str, value: &str) {
-        let dev = root.join("sys/bus/pci/devices").join(addr);
-        fs::write(dev.join(name), format!("{value}\n")).unwrap();
-    }
-
-    /// Writes a host file such as `/proc/cmdline` under the fake root.
-    pub fn write(root: &Path, abs: &str, contents: &str) {
-        let path = root.join(abs.trim_start_matches('/'));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, contents).unwrap();
-    }
-
-    /// An NVMe-style disk behind the PCI device, as `/sys/block/DISK` with
-    /// its `device` link and one directory per partition.
-    pub fn add_disk(root: &Path, addr: &str, disk: &str, partitions: &[&str]) {
-        let ctrl = root
-            .join("sys/bus/pci/devices")
-            .join(addr)
-            .join("nvme/nvme0");
-        let dir = ctrl.join(disk);
-        fs::create_dir_all(&dir).unwrap();
-        for part in partitions {
-            fs::create_dir_all(dir.join(part)).unwrap();
-            fs::write(dir.join(part).join("partition"), "1\n").unwrap();
-        }
-        symlink(&ctrl, dir.join("device")).unwrap();
-        fs::create_dir_all(root.join("sys/block")).unwrap();
-        symlink(&dir, root.join("sys/block").join(disk)).unwrap();
-    }
-
-    /// A device-mapper device `dm` named `name`, stacked on `under`
-    /// (`disk` or `disk/partition` under `/sys/block`).
-    pub fn add_dm(root: &Path, dm: &str, name: &str, under: &str) {
-        let dir = root.join("sys/devices/virtual/block").join(dm);
-        fs::create_dir_all(dir.join("dm")).unwrap();
-        fs::write(dir.join("dm/name"), format!("{name}\n")).unwrap();
-        symlink(&dir, root.join("sys/block").join(dm)).unwrap();
-        let holders = root.join("sys/block").join(under).join("holders");
-        fs::create_dir_all(&holders).unwrap();
-        symlink(&dir, holders.join(dm)).unwrap();
-    }
-
-    /// DRM nodes (`card1`, `renderD128`) of a PCI device.
-    pub fn add_drm(root: &Path, addr: &str, nodes: &[&str]) {
-        let drm = root.join("sys/bus/pci/devices").join(addr).join("drm");
-        for node in nodes {
-            fs::create_dir_all(drm.join(node)).unwrap();
-        }
-    }
-
-    /// A process `pid` named `comm` with open files at host paths `fds`.
-    pub fn add_process(root: &Path, pid: u32, comm: &str, fds: &[&str]) {
-        let dir = root.join("proc").join(pid.to_string());
-        fs::create_dir_all(dir.join("fd")).unwrap();
-        fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
-        for (n, target) in fds.iter().enumerate() {
-            symlink(target, dir.join("fd").join(n.to_string())).unwrap();
-        }
-    }
+    //! The flat builders `prepare`'s tests still call; new tests build
+    //! hosts with `crate::testing::TestHost` and its `Machine` catalogue.
+    pub(crate) use crate::testing::sysfs::{add_device, add_process, set_attr};
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::machines::ids::RTX_3050_MOBILE;
+    use crate::testing::{Class, Pci, TestHost};
 
     #[test]
     fn reads_a_bound_gpu() {
-        let dir = tempfile::tempdir().unwrap();
-        fake::add_device(
-            dir.path(),
-            "0000:01:00.0",
-            (0x10de, 0x25a1),
-            0x030000,
-            Some("nvidia"),
-            Some(12),
+        let host = TestHost::new().pci(
+            Pci::vga("01:00.0", RTX_3050_MOBILE)
+                .driver("nvidia")
+                .group(12),
         );
-        let root = HostRoot::new(dir.path());
+        let root = host.root();
         let dev = read_device(&root, "01:00.0".parse().unwrap()).unwrap();
         assert_eq!((dev.vendor, dev.device), (0x10de, 0x25a1));
         assert!(dev.is_vga() && dev.is_display() && !dev.is_bridge());
@@ -290,10 +200,10 @@ mod tests {
 
     #[test]
     fn missing_device_is_none_and_listing_is_sorted() {
-        let dir = tempfile::tempdir().unwrap();
-        fake::add_device(dir.path(), "0000:02:00.0", (1, 2), 0x010802, None, None);
-        fake::add_device(dir.path(), "0000:01:00.0", (1, 3), 0x010802, None, None);
-        let root = HostRoot::new(dir.path());
+        let host = TestHost::new()
+            .pci(Pci::new("02:00.0", (1, 2), Class::Nvme))
+            .pci(Pci::new("01:00.0", (1, 3), Class::Nvme));
+        let root = host.root();
         assert!(read_device(&root, "03:00.0".parse().unwrap()).is_none());
         let list = list_devices(&root);
         assert_eq!(list.len(), 2);

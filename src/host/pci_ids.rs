@@ -13,7 +13,7 @@ use super::HostRoot;
 
 /// Where distributions install pci.ids: Debian's pciutils, then hwdata
 /// (Fedora, Arch).
-pub const PATHS: [&str; 2] = ["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids"];
+pub(crate) const PATHS: [&str; 2] = ["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids"];
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Vendor {
@@ -29,13 +29,13 @@ struct Device {
 
 /// The names of some vendors; empty when the host has no pci.ids.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PciIds {
+pub(crate) struct PciIds {
     vendors: HashMap<u16, Vendor>,
 }
 
 impl PciIds {
     /// Reads the first pci.ids found under `root`, keeping only `vendors`.
-    pub fn load(root: &HostRoot, vendors: &BTreeSet<u16>) -> Self {
+    pub(crate) fn load(root: &HostRoot, vendors: &BTreeSet<u16>) -> Self {
         if vendors.is_empty() {
             return Self::default();
         }
@@ -48,7 +48,7 @@ impl PciIds {
 
     /// Parses pci.ids text, keeping only `vendors`. Malformed lines are
     /// skipped: a name is a nicety, never a reason to fail.
-    pub fn parse(text: &str, vendors: &BTreeSet<u16>) -> Self {
+    pub(crate) fn parse(text: &str, vendors: &BTreeSet<u16>) -> Self {
         let mut out = Self::default();
         let mut vendor: Option<u16> = None;
         let mut device: Option<u16> = None;
@@ -114,11 +114,11 @@ impl PciIds {
         out
     }
 
-    pub fn vendor(&self, vendor: u16) -> Option<&str> {
+    pub(crate) fn vendor(&self, vendor: u16) -> Option<&str> {
         self.vendors.get(&vendor).map(|v| v.name.as_str())
     }
 
-    pub fn device(&self, vendor: u16, device: u16) -> Option<&str> {
+    pub(crate) fn device(&self, vendor: u16, device: u16) -> Option<&str> {
         self.vendors
             .get(&vendor)?
             .devices
@@ -127,7 +127,12 @@ impl PciIds {
     }
 
     /// The board's name when pci.ids lists it under the chip.
-    pub fn subsystem(&self, vendor: u16, device: u16, subsystem: (u16, u16)) -> Option<&str> {
+    pub(crate) fn subsystem(
+        &self,
+        vendor: u16,
+        device: u16,
+        subsystem: (u16, u16),
+    ) -> Option<&str> {
         self.vendors
             .get(&vendor)?
             .devices
@@ -138,7 +143,7 @@ impl PciIds {
     }
 
     /// `Vendor Device`, falling back to hex ids for what pci.ids lacks.
-    pub fn describe(&self, vendor: u16, device: u16) -> String {
+    pub(crate) fn describe(&self, vendor: u16, device: u16) -> String {
         let v = self
             .vendor(vendor)
             .map(str::to_string)
@@ -168,6 +173,7 @@ fn id_and_name(s: &str) -> Option<(u16, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestHost;
 
     const TINY: &str = "\
 # a comment
@@ -229,10 +235,7 @@ C 03  Display controller
 
     #[test]
     fn load_reads_the_hwdata_copy_when_misc_is_absent() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("usr/share/hwdata");
-        fs::create_dir_all(&path).unwrap();
-        fs::write(path.join("pci.ids"), TINY).unwrap();
+        let dir = TestHost::new().file("/usr/share/hwdata/pci.ids", TINY);
         let ids = PciIds::load(&HostRoot::new(dir.path()), &wanted(&[0x10de]));
         assert_eq!(ids.vendor(0x10de), Some("NVIDIA Corporation"));
         let none = PciIds::load(

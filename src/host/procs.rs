@@ -11,7 +11,7 @@ use crate::config::PciAddress;
 
 /// A process holding one of the wanted paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub pid: u32,
     /// `/proc/PID/comm`: the name `ps` shows.
     pub comm: String,
@@ -21,7 +21,7 @@ pub struct Holder {
 
 /// The result of one scan of `/proc`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scan {
+pub(crate) struct Scan {
     pub holders: Vec<Holder>,
     /// Processes whose fds could not be read (another user's, when not
     /// root): the answer may be incomplete.
@@ -30,7 +30,7 @@ pub struct Scan {
 
 /// Scans every process's open files for paths `wanted` accepts. Each
 /// process appears once per distinct path.
-pub fn holders(root: &HostRoot, wanted: impl Fn(&Path) -> bool) -> Scan {
+pub(crate) fn holders(root: &HostRoot, wanted: impl Fn(&Path) -> bool) -> Scan {
     let mut scan = Scan::default();
     let Ok(procs) = fs::read_dir(root.proc()) else {
         return scan;
@@ -79,7 +79,7 @@ pub fn holders(root: &HostRoot, wanted: impl Fn(&Path) -> bool) -> Scan {
 
 /// The device nodes through which a process uses a GPU.
 #[derive(Debug, Default)]
-pub struct GpuNodes {
+pub(crate) struct GpuNodes {
     pub exact: Vec<PathBuf>,
     /// The NVIDIA minor is unknown: any `/dev/nvidiaN` may be this GPU.
     pub any_nvidia: bool,
@@ -87,7 +87,7 @@ pub struct GpuNodes {
 
 impl GpuNodes {
     /// The DRM nodes of `dev`, and its `/dev/nvidiaN` when NVIDIA drives it.
-    pub fn of(root: &HostRoot, dev: &PciDevice) -> Self {
+    pub(crate) fn of(root: &HostRoot, dev: &PciDevice) -> Self {
         let mut nodes = Self::default();
         // `/sys/bus/pci/devices/ADDR/drm/{cardN,renderDN}` are the DRM nodes
         // `/dev/dri/cardN`, `/dev/dri/renderDN` of this device.
@@ -108,7 +108,7 @@ impl GpuNodes {
     }
 
     /// Whether `path` is one of these nodes.
-    pub fn matches(&self, path: &Path) -> bool {
+    pub(crate) fn matches(&self, path: &Path) -> bool {
         self.exact.iter().any(|p| p == path)
             || (self.any_nvidia
                 && path
@@ -132,20 +132,15 @@ fn nvidia_minor(root: &HostRoot, address: PciAddress) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::add_process;
+    use crate::testing::TestHost;
 
     #[test]
     fn names_the_processes_holding_a_node() {
-        let dir = tempfile::tempdir().unwrap();
-        add_process(dir.path(), 4321, "Xorg", &["/dev/dri/card1", "/dev/null"]);
-        add_process(dir.path(), 77, "bash", &["/dev/pts/0"]);
-        add_process(
-            dir.path(),
-            99,
-            "kwin",
-            &["/dev/dri/renderD129", "/dev/dri/card1"],
-        );
-        let scan = holders(&HostRoot::new(dir.path()), |p| {
+        let host = TestHost::new()
+            .process(4321, "Xorg", &["/dev/dri/card1", "/dev/null"])
+            .process(77, "bash", &["/dev/pts/0"])
+            .process(99, "kwin", &["/dev/dri/renderD129", "/dev/dri/card1"]);
+        let scan = holders(&host.root(), |p| {
             p.starts_with("/dev/dri/card1") || p.starts_with("/dev/dri/renderD129")
         });
         let found: Vec<(u32, &str)> = scan
@@ -159,10 +154,6 @@ mod tests {
 
     #[test]
     fn no_proc_means_no_holders() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            holders(&HostRoot::new(dir.path()), |_| true),
-            Scan::default()
-        );
+        assert_eq!(holders(&TestHost::new().root(), |_| true), Scan::default());
     }
 }

@@ -21,13 +21,13 @@ use super::hotkey::Hotkey;
 /// The side that has the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Side {
+pub(crate) enum Side {
     Host,
     Guest,
 }
 
 impl Side {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Side::Host => "host",
             Side::Guest => "guest",
@@ -38,7 +38,7 @@ impl Side {
 /// What `vmrun input NAME ...` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Switch {
+pub(crate) enum Switch {
     Host,
     Guest,
     Toggle,
@@ -46,15 +46,15 @@ pub enum Switch {
 
 /// The configured devices, each with its own proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Keyboard = 0,
     Mouse = 1,
 }
 
 impl Source {
-    pub const ALL: [Source; 2] = [Source::Keyboard, Source::Mouse];
+    pub(crate) const ALL: [Source; 2] = [Source::Keyboard, Source::Mouse];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Source::Keyboard => "keyboard",
             Source::Mouse => "mouse",
@@ -64,7 +64,7 @@ impl Source {
 
 /// What the device side must do, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Write these events, then a SYN_REPORT, to the source's proxy.
     Forward(Source, Vec<InputEvent>),
     Grab(Source),
@@ -84,7 +84,7 @@ struct SourceState {
 }
 
 #[derive(Debug)]
-pub struct Focus {
+pub(crate) struct Focus {
     side: Side,
     hotkey: Hotkey,
     sources: [SourceState; 2],
@@ -92,7 +92,7 @@ pub struct Focus {
 
 impl Focus {
     /// The guest starts with the input, as with QEMU's grab-on-startup.
-    pub fn new(hotkey: Hotkey) -> Self {
+    pub(crate) fn new(hotkey: Hotkey) -> Self {
         Self {
             side: Side::Guest,
             hotkey,
@@ -100,21 +100,26 @@ impl Focus {
         }
     }
 
-    pub fn side(&self) -> Side {
+    pub(crate) fn side(&self) -> Side {
         self.side
     }
 
-    pub fn is_grabbed(&self, s: Source) -> bool {
+    #[cfg(test)]
+    fn is_grabbed(&self, s: Source) -> bool {
         self.sources[s as usize].grabbed
     }
 
     /// The device side reports a grab that failed (another reader holds it).
-    pub fn grab_failed(&mut self, s: Source) {
+    pub(crate) fn grab_failed(&mut self, s: Source) {
         self.sources[s as usize].grabbed = false;
     }
 
     /// A source was opened (at start or after a replug) with `held` down.
-    pub fn attached(&mut self, s: Source, held: impl IntoIterator<Item = u16>) -> Vec<Action> {
+    pub(crate) fn attached(
+        &mut self,
+        s: Source,
+        held: impl IntoIterator<Item = u16>,
+    ) -> Vec<Action> {
         let st = &mut self.sources[s as usize];
         st.present = true;
         st.grabbed = false;
@@ -126,7 +131,7 @@ impl Focus {
 
     /// A source vanished: whatever it held is released on the proxy, so
     /// nothing stays pressed in the guest until it comes back.
-    pub fn detached(&mut self, s: Source) -> Vec<Action> {
+    pub(crate) fn detached(&mut self, s: Source) -> Vec<Action> {
         let st = &mut self.sources[s as usize];
         st.present = false;
         st.grabbed = false;
@@ -137,7 +142,7 @@ impl Focus {
     }
 
     /// One batch of a source's events (up to, not including, its SYN_REPORT).
-    pub fn on_batch(&mut self, s: Source, batch: &[InputEvent]) -> Vec<Action> {
+    pub(crate) fn on_batch(&mut self, s: Source, batch: &[InputEvent]) -> Vec<Action> {
         let mut forward = Vec::with_capacity(batch.len());
         let mut hotkey = false;
         for ev in batch {
@@ -180,7 +185,7 @@ impl Focus {
     }
 
     /// Moves the focus; nothing happens when it is already there.
-    pub fn switch(&mut self, to: Switch) -> Vec<Action> {
+    pub(crate) fn switch(&mut self, to: Switch) -> Vec<Action> {
         let next = match (to, self.side) {
             (Switch::Host, _) | (Switch::Toggle, Side::Guest) => Side::Host,
             (Switch::Guest, _) | (Switch::Toggle, Side::Host) => Side::Guest,

@@ -10,16 +10,16 @@ use evdev::KeyCode;
 use crate::config::{QemuToggle, Toggle};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hotkey(Vec<Vec<KeyCode>>);
+pub(crate) struct Hotkey(Vec<Vec<KeyCode>>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not a key name (try LeftCtrl, RightAlt, F12, ScrollLock)")]
-pub struct BadKey(pub String);
+pub(crate) struct BadKey(pub String);
 
 impl Hotkey {
     /// The keys of `toggle`; the config has checked its grammar and names,
     /// so an error here is a name evdev does not know.
-    pub fn of(toggle: &Toggle) -> Result<Self, BadKey> {
+    pub(crate) fn of(toggle: &Toggle) -> Result<Self, BadKey> {
         use KeyCode as K;
         let fixed = |groups: &[&[KeyCode]]| Self(groups.iter().map(|g| g.to_vec()).collect());
         let ctrl: &[KeyCode] = &[K::KEY_LEFTCTRL, K::KEY_RIGHTCTRL];
@@ -42,7 +42,7 @@ impl Hotkey {
 
     /// Whether `pressed` completes the hotkey, with `held(key)` telling
     /// which keys are down (`pressed` included).
-    pub fn completed_by(&self, pressed: KeyCode, held: impl Fn(KeyCode) -> bool) -> bool {
+    pub(crate) fn completed_by(&self, pressed: KeyCode, held: impl Fn(KeyCode) -> bool) -> bool {
         self.0.iter().any(|g| g.contains(&pressed))
             && self.0.iter().all(|g| g.iter().any(|k| held(*k)))
     }

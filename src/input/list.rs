@@ -26,7 +26,7 @@ const ABS_Y: usize = 1;
 /// What a device is, judged from what it can report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     Keyboard,
     Mouse,
     Tablet,
@@ -35,7 +35,7 @@ pub enum Kind {
 
 /// One `/dev/input/eventN` node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InputDevice {
+pub(crate) struct InputDevice {
     /// `/dev/input/eventN`.
     pub node: String,
     pub name: String,
@@ -52,10 +52,10 @@ pub struct InputDevice {
 /// A capability bitmap as sysfs prints it: `unsigned long` words in hex,
 /// most significant first, separated by spaces (`input_print_bitmap`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Bits(Vec<u64>);
+pub(crate) struct Bits(Vec<u64>);
 
 impl Bits {
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let words = text
             .split_whitespace()
             .rev()
@@ -64,7 +64,7 @@ impl Bits {
         Self(words)
     }
 
-    pub fn has(&self, bit: usize) -> bool {
+    pub(crate) fn has(&self, bit: usize) -> bool {
         self.0
             .get(bit / 64)
             .is_some_and(|w| w & (1u64 << (bit % 64)) != 0)
@@ -73,7 +73,7 @@ impl Bits {
 
 /// The capability bitmaps that decide the kind.
 #[derive(Debug, Default, Clone)]
-pub struct Caps {
+pub(crate) struct Caps {
     pub key: Bits,
     pub rel: Bits,
     pub abs: Bits,
@@ -82,7 +82,7 @@ pub struct Caps {
 impl Caps {
     /// Keys before pointers: a gaming mouse's macro-key node is a keyboard
     /// to the host, and it is listed as its own entry.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         let key = |k| self.key.has(k);
         if key(KEY_A) && (key(KEY_ENTER) || key(KEY_SPACE)) {
             Kind::Keyboard
@@ -100,7 +100,7 @@ impl Caps {
 }
 
 /// Every evdev node under `root`, sorted by node number.
-pub fn list(root: &HostRoot) -> Vec<InputDevice> {
+pub(crate) fn list(root: &HostRoot) -> Vec<InputDevice> {
     let links = |dir: &str| stable_links(&root.path(format!("/dev/input/{dir}")), dir);
     let by_id = links("by-id");
     let by_path = links("by-path");

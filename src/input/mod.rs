@@ -3,20 +3,20 @@
 //! `proxy.rs`); `qemu` mode: QEMU's input-linux reads them and vmrun re-adds
 //! a replugged one (`readd.rs`). `list.rs` is `vmrun input list`.
 
-pub mod focus;
-pub mod hotkey;
-pub mod list;
-pub mod proxy;
-pub mod readd;
-pub mod router;
-pub mod watch;
+pub(crate) mod focus;
+pub(crate) mod hotkey;
+pub(crate) mod list;
+pub(crate) mod proxy;
+pub(crate) mod readd;
+pub(crate) mod router;
+pub(crate) mod watch;
 
 use std::path::PathBuf;
 
-pub use focus::{Side, Switch};
+pub(crate) use focus::{Side, Switch};
 
 #[derive(Debug, thiserror::Error)]
-pub enum InputError {
+pub(crate) enum InputError {
     #[error("cannot open the input device {}: {error}; `vmrun input list` shows the connected ones", path.display())]
     Open {
         path: PathBuf,

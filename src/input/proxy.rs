@@ -20,7 +20,7 @@ use super::InputError;
 const MAX_NAME: usize = 78;
 
 #[derive(Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     dev: VirtualDevice,
     /// `/dev/input/eventN` of the proxy.
     pub node: PathBuf,
@@ -32,7 +32,7 @@ impl Proxy {
     /// buttons, both wheels and their high-resolution twins) may send, so a
     /// different model plugged in later still gets through. QEMU's
     /// virtio-input-host copies the capabilities once, at realize.
-    pub fn create(
+    pub(crate) fn create(
         source: Source,
         vm: &str,
         from: &Device,
@@ -118,7 +118,7 @@ impl Proxy {
     /// for the SYN alone, and each uinput write is a trip through the
     /// input core). The kernel stamps the time itself, so it is left zero.
     #[cfg(target_pointer_width = "64")]
-    pub fn emit(&mut self, events: &[InputEvent]) -> std::io::Result<()> {
+    pub(crate) fn emit(&mut self, events: &[InputEvent]) -> std::io::Result<()> {
         use std::os::fd::AsFd;
         // struct input_event on 64-bit Linux: struct timeval (two 64-bit
         // fields), __u16 type, __u16 code, __s32 value: 24 bytes.

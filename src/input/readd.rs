@@ -14,7 +14,7 @@ use crate::config::{Input, InputMode};
 
 /// One `-object input-linux`, as on the command line and in `object-add`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputLinux {
+pub(crate) struct InputLinux {
     pub id: &'static str,
     pub evdev: PathBuf,
     /// Keyboard only: its toggle also (un)grabs the mouse.
@@ -26,7 +26,7 @@ pub struct InputLinux {
 
 impl InputLinux {
     /// The objects of a `qemu`-mode `[input]`.
-    pub fn of(input: &Input) -> Vec<InputLinux> {
+    pub(crate) fn of(input: &Input) -> Vec<InputLinux> {
         let obj = |id, evdev: &PathBuf, kbd| InputLinux {
             id,
             evdev: evdev.clone(),
@@ -40,7 +40,7 @@ impl InputLinux {
     }
 
     /// `object-add`'s arguments (flat since QEMU 6.0's QAPI object-add).
-    pub fn qmp_args(&self) -> Value {
+    pub(crate) fn qmp_args(&self) -> Value {
         let mut args = json!({
             "qom-type": "input-linux",
             "id": self.id,
@@ -65,13 +65,13 @@ fn identity(path: &std::path::Path) -> Identity {
     std::fs::metadata(path).ok().map(|m| (m.ino(), m.rdev()))
 }
 
-pub struct Readd {
+pub(crate) struct Readd {
     watch: Watch,
     objects: Vec<(InputLinux, Identity)>,
 }
 
 impl Readd {
-    pub fn new(input: &Input) -> Option<std::io::Result<Self>> {
+    pub(crate) fn new(input: &Input) -> Option<std::io::Result<Self>> {
         if input.mode != InputMode::Qemu {
             return None;
         }
@@ -86,13 +86,13 @@ impl Readd {
         Some(Watch::new(paths).map(|watch| Self { watch, objects }))
     }
 
-    pub async fn changed(&mut self) {
+    pub(crate) async fn changed(&mut self) {
         self.watch.changed().await
     }
 
     /// The objects whose device is back as a different node since the
     /// last look (a device that is gone is remembered as gone).
-    pub fn replugged(&mut self) -> Vec<InputLinux> {
+    pub(crate) fn replugged(&mut self) -> Vec<InputLinux> {
         let mut out = Vec::new();
         for (obj, last) in &mut self.objects {
             let now = identity(&obj.evdev);

@@ -22,7 +22,7 @@ use crate::config::Input;
 
 /// What woke the router.
 #[derive(Debug)]
-pub enum Wake {
+pub(crate) enum Wake {
     /// A source's batch is complete (its SYN_REPORT arrived).
     Batch(Source),
     /// Reading a source failed: unplugged (ENODEV) or worse.
@@ -38,7 +38,7 @@ struct Slot {
     batch: Vec<InputEvent>,
 }
 
-pub struct Router {
+pub(crate) struct Router {
     paths: [Option<PathBuf>; 2],
     slots: [Option<Slot>; 2],
     proxies: [Option<Proxy>; 2],
@@ -51,7 +51,7 @@ pub struct Router {
 impl Router {
     /// Creates the proxies (each with its source's capabilities) and
     /// their links; the sources are only opened for that, not grabbed.
-    pub fn new(vm: &str, input: &Input, links: [PathBuf; 2]) -> Result<Self, InputError> {
+    pub(crate) fn new(vm: &str, input: &Input, links: [PathBuf; 2]) -> Result<Self, InputError> {
         let hotkey = Hotkey::of(&input.toggle).map_err(InputError::Hotkey)?;
         let paths = [input.keyboard.clone(), input.mouse.clone()];
         let mut proxies = [None, None];
@@ -84,18 +84,18 @@ impl Router {
 
     /// Starts routing: called once QEMU holds the proxies, so no event
     /// reaches a proxy the host could still read.
-    pub fn activate(&mut self) {
+    pub(crate) fn activate(&mut self) {
         self.active = true;
         self.reopen();
         tracing::info!("input: the guest has the keyboard and mouse");
     }
 
-    pub fn side(&self) -> Side {
+    pub(crate) fn side(&self) -> Side {
         self.focus.side()
     }
 
     /// Waits for the next thing to do; never returns before `activate`.
-    pub async fn next(&mut self) -> Wake {
+    pub(crate) async fn next(&mut self) -> Wake {
         if !self.active {
             return std::future::pending().await;
         }
@@ -110,7 +110,7 @@ impl Router {
         }
     }
 
-    pub fn handle(&mut self, wake: Wake) {
+    pub(crate) fn handle(&mut self, wake: Wake) {
         match wake {
             Wake::Batch(s) => {
                 let batch = match &mut self.slots[s as usize] {
@@ -137,7 +137,7 @@ impl Router {
     }
 
     /// `vmrun input NAME host|guest|toggle`.
-    pub fn switch(&mut self, to: Switch) -> Side {
+    pub(crate) fn switch(&mut self, to: Switch) -> Side {
         let actions = self.focus.switch(to);
         self.apply(actions);
         self.focus.side()

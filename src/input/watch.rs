@@ -21,13 +21,13 @@ impl AsRawFd for Fd {
     }
 }
 
-pub struct Watch {
+pub(crate) struct Watch {
     fd: AsyncFd<Fd>,
     paths: Vec<PathBuf>,
 }
 
 impl Watch {
-    pub fn new(paths: Vec<PathBuf>) -> std::io::Result<Self> {
+    pub(crate) fn new(paths: Vec<PathBuf>) -> std::io::Result<Self> {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
         // `AsyncFd::new` is deprecated because a `T` could close its fd while
         // registered; `Fd` owns the inotify fd and only closes it on drop,
@@ -59,7 +59,7 @@ impl Watch {
     }
 
     /// Returns after something changed in a watched directory.
-    pub async fn changed(&mut self) {
+    pub(crate) async fn changed(&mut self) {
         loop {
             let Ok(mut guard) = self.fd.readable().await else {
                 return std::future::pending().await;

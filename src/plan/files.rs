@@ -9,7 +9,7 @@ use super::finding::Finding;
 use crate::config::{DiskMedia, VmConfig};
 use crate::host::HostRoot;
 
-pub fn check_host_files(vm: &VmConfig, root: &HostRoot, findings: &mut Vec<Finding>) {
+pub(crate) fn check_host_files(vm: &VmConfig, root: &HostRoot, findings: &mut Vec<Finding>) {
     for disk in &vm.disks {
         if exists(root, &disk.path) {
             continue;

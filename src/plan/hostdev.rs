@@ -22,7 +22,7 @@ pub struct PlannedHostdev {
 
 /// Resolves every hostdev; problems become findings, never errors, so that a
 /// dry-run for another machine still prints a command line.
-pub fn plan_hostdevs(
+pub(crate) fn plan_hostdevs(
     hostdevs: &[Hostdev],
     root: &HostRoot,
     findings: &mut Vec<Finding>,
@@ -87,7 +87,7 @@ pub fn plan_hostdevs(
 /// device without function 0 is absent), so a lone `0e:00.3` (an AMD CPU's
 /// USB controller, whose functions 0-2 stay on the host) must become
 /// function 0.
-pub fn guest_function(passed: &[PciAddress], address: PciAddress) -> u8 {
+pub(crate) fn guest_function(passed: &[PciAddress], address: PciAddress) -> u8 {
     let below = passed
         .iter()
         .filter(|a| a.slot_key() == address.slot_key() && a.function < address.function)
@@ -143,7 +143,7 @@ pub(crate) mod fake {
     use super::*;
 
     /// A hostdev planned by address against a fake tree.
-    pub fn planned(root: &HostRoot, addr: &str, x_vga: bool) -> PlannedHostdev {
+    pub(crate) fn planned(root: &HostRoot, addr: &str, x_vga: bool) -> PlannedHostdev {
         let address: PciAddress = addr.parse().unwrap();
         PlannedHostdev {
             address,
@@ -160,7 +160,8 @@ pub(crate) mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::add_device;
+    use crate::testing::machines::ids::RTX_3050;
+    use crate::testing::{Machine, Pci, TestHost};
 
     fn hostdev(selector: HostdevSelector) -> Hostdev {
         Hostdev {
@@ -169,45 +170,22 @@ mod tests {
         }
     }
 
-    fn gpu_host() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        add_device(
-            dir.path(),
-            "0000:01:00.0",
-            (0x10de, 0x25a1),
-            0x030000,
-            Some("nvidia"),
-            Some(12),
-        );
-        add_device(
-            dir.path(),
-            "0000:01:00.1",
-            (0x10de, 0x2291),
-            0x040300,
-            Some("snd_hda_intel"),
-            Some(12),
-        );
-        add_device(
-            dir.path(),
-            "0000:02:00.0",
-            (0x10de, 0x25a1),
-            0x030000,
-            None,
-            Some(13),
-        );
-        dir
+    /// The NVIDIA desktop with a second, unbound RTX 3050 in group 13.
+    fn gpu_host() -> TestHost {
+        Machine::NvidiaDesktop
+            .build()
+            .pci(Pci::vga("02:00.0", RTX_3050).group(13))
     }
 
     #[test]
     fn function_zero_with_sibling_is_multifunction() {
-        let dir = gpu_host();
         let mut findings = vec![];
         let planned = plan_hostdevs(
             &[
                 hostdev(HostdevSelector::Address("01:00.0".parse().unwrap())),
                 hostdev(HostdevSelector::Address("01:00.1".parse().unwrap())),
             ],
-            &HostRoot::new(dir.path()),
+            &gpu_host().root(),
             &mut findings,
         );
         assert!(findings.is_empty(), "{findings:?}");
@@ -216,18 +194,19 @@ mod tests {
 
     #[test]
     fn ids_and_index_pick_the_nth_match_in_address_order() {
-        let dir = gpu_host();
+        let host = gpu_host();
+        let root = host.root();
         let mut findings = vec![];
-        let ids = "10de:25a1".parse().unwrap();
+        let ids = "10de:2507".parse().unwrap();
         let planned = plan_hostdevs(
             &[hostdev(HostdevSelector::Ids { ids, index: 1 })],
-            &HostRoot::new(dir.path()),
+            &root,
             &mut findings,
         );
         assert_eq!(planned[0].address.to_string(), "0000:02:00.0");
         let planned = plan_hostdevs(
             &[hostdev(HostdevSelector::Ids { ids, index: 2 })],
-            &HostRoot::new(dir.path()),
+            &root,
             &mut findings,
         );
         assert_eq!(planned[0].device, None);
@@ -236,14 +215,13 @@ mod tests {
 
     #[test]
     fn missing_device_and_iommu_off_are_findings() {
-        let dir = tempfile::tempdir().unwrap();
-        add_device(dir.path(), "0000:01:00.0", (1, 2), 0x030000, None, None);
+        let host = TestHost::new().pci(Pci::vga("01:00.0", (1, 2)));
         let mut findings = vec![];
         plan_hostdevs(
             &[hostdev(HostdevSelector::Address(
                 "05:00.0".parse().unwrap(),
             ))],
-            &HostRoot::new(dir.path()),
+            &host.root(),
             &mut findings,
         );
         let subjects: Vec<&str> = findings.iter().map(|f| f.subject.as_str()).collect();

@@ -3,16 +3,16 @@
 //! plain data that `--dry-run` prints. Host problems become findings, so a
 //! dry-run for another machine still shows its command line.
 
-pub mod files;
-pub mod finding;
-pub mod firmware;
-pub mod hostdev;
-pub mod paths;
-pub mod safety;
-pub mod takeover;
-pub mod user;
-pub mod uuid;
-pub mod viability;
+pub(crate) mod files;
+pub(crate) mod finding;
+pub(crate) mod firmware;
+pub(crate) mod hostdev;
+pub(crate) mod paths;
+pub(crate) mod safety;
+pub(crate) mod takeover;
+pub(crate) mod user;
+pub(crate) mod uuid;
+pub(crate) mod viability;
 
 use serde::Serialize;
 

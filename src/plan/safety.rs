@@ -38,7 +38,7 @@ const AMD: u16 = 0x1002;
 
 /// What the safety rules need beyond the devices.
 #[derive(Debug, Clone)]
-pub struct SafetyContext<'a> {
+pub(crate) struct SafetyContext<'a> {
     pub root: &'a HostRoot,
     /// Where VM run dirs (and their `devices` files) live.
     pub run_base: &'a Path,
@@ -50,7 +50,11 @@ pub struct SafetyContext<'a> {
 }
 
 /// Checks every planned hostdev that exists on this host.
-pub fn check(hostdevs: &[PlannedHostdev], ctx: &SafetyContext<'_>, findings: &mut Vec<Finding>) {
+pub(crate) fn check(
+    hostdevs: &[PlannedHostdev],
+    ctx: &SafetyContext<'_>,
+    findings: &mut Vec<Finding>,
+) {
     let devices: Vec<&PciDevice> = hostdevs.iter().filter_map(|h| h.device.as_ref()).collect();
     let held = held::held_by(ctx.root, ctx.run_base);
     let cmdline_ids = vfio_pci_cmdline_ids(ctx.root);
@@ -220,30 +224,28 @@ fn gpus_in_use(root: &HostRoot, devices: &[&PciDevice], findings: &mut Vec<Findi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::{add_device, add_disk, add_drm, add_process, set_attr, write};
     use crate::plan::Severity;
+    use crate::testing::machines::{ids::BOCHS_VGA, NVIDIA_GPU as GPU, NVME};
+    use crate::testing::{Machine, Pci, TestHost};
 
-    const GPU: &str = "0000:01:00.0";
-    const NVME: &str = "0000:02:00.0";
+    /// The NVIDIA desktop: the RTX 3050 (`nvidia`, not the boot GPU, FLR)
+    /// and a Samsung NVMe (FLR) with two partitions.
+    fn host() -> TestHost {
+        Machine::NvidiaDesktopWithNvme.build()
+    }
 
-    fn host() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        add_device(p, GPU, (0x10de, 0x2507), 0x030000, Some("nvidia"), Some(12));
-        set_attr(p, GPU, "boot_vga", "0");
-        set_attr(p, GPU, "reset_method", "flr bus");
-        add_device(p, NVME, (0x144d, 0xa808), 0x010802, Some("nvme"), Some(15));
-        set_attr(p, NVME, "reset_method", "flr");
-        add_disk(p, NVME, "nvme0n1", &["nvme0n1p1", "nvme0n1p2"]);
-        dir
+    /// The desktop plus `gpu` with a bus reset and a DRM node `card0`.
+    fn with_display_gpu(gpu: Pci) -> TestHost {
+        let addr = gpu.address().to_string();
+        host().pci(gpu.reset_method("bus")).drm(&addr, &["card0"])
     }
 
     fn planned(root: &HostRoot, addr: &str) -> PlannedHostdev {
         super::super::hostdev::fake::planned(root, addr, false)
     }
 
-    fn run_as(dir: &tempfile::TempDir, addrs: &[&str], vm: &str, takeover: bool) -> Vec<Finding> {
-        let root = HostRoot::new(dir.path());
+    fn run_as(host: &TestHost, addrs: &[&str], vm: &str, takeover: bool) -> Vec<Finding> {
+        let root = host.root();
         let hostdevs: Vec<PlannedHostdev> = addrs.iter().map(|a| planned(&root, a)).collect();
         let ctx = SafetyContext {
             root: &root,
@@ -256,8 +258,8 @@ mod tests {
         findings
     }
 
-    fn run(dir: &tempfile::TempDir, addrs: &[&str], takeover: bool) -> Vec<Finding> {
-        run_as(dir, addrs, "win11", takeover)
+    fn run(host: &TestHost, addrs: &[&str], takeover: bool) -> Vec<Finding> {
+        run_as(host, addrs, "win11", takeover)
     }
 
     fn errors(findings: &[Finding]) -> Vec<&Finding> {
@@ -269,19 +271,13 @@ mod tests {
 
     #[test]
     fn idle_devices_pass() {
-        let dir = host();
-        assert_eq!(run(&dir, &[GPU, NVME], false), []);
+        assert_eq!(run(&host(), &[GPU, NVME], false), []);
     }
 
     #[test]
     fn mounted_nvme_is_refused() {
-        let dir = host();
-        write(
-            dir.path(),
-            "/proc/self/mounts",
-            "/dev/nvme0n1p2 /home ext4 rw 0 0\n",
-        );
-        let findings = run(&dir, &[NVME], false);
+        let host = host().file("/proc/self/mounts", "/dev/nvme0n1p2 /home ext4 rw 0 0\n");
+        let findings = run(&host, &[NVME], false);
         let errs = errors(&findings);
         assert_eq!(errs.len(), 1, "{findings:?}");
         assert_eq!(errs[0].subject, NVME);
@@ -296,59 +292,49 @@ mod tests {
 
     #[test]
     fn swap_on_nvme_is_refused() {
-        let dir = host();
-        write(
-            dir.path(),
+        let host = host().file(
             "/proc/swaps",
             "Filename Type Size Used Priority\n/dev/nvme0n1p1 partition 100 0 -2\n",
         );
-        let errs = run(&dir, &[NVME], false);
+        let errs = run(&host, &[NVME], false);
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("/dev/nvme0n1p1 is active swap"));
     }
 
     #[test]
     fn an_idle_boot_vga_is_a_warning_without_takeover_and_silent_with_it() {
-        let dir = host();
-        set_attr(dir.path(), GPU, "boot_vga", "1");
-        let findings = run(&dir, &[GPU], false);
+        let host = host().attr(GPU, "boot_vga", "1");
+        let findings = run(&host, &[GPU], false);
         assert_eq!(errors(&findings).len(), 0);
         assert_eq!(findings[0].severity, Severity::Warning);
         assert!(findings[0].message.contains("boot VGA"));
         assert!(findings[0].fix.as_deref().unwrap().contains("[takeover]"));
-        assert_eq!(run(&dir, &[GPU], true), []);
+        assert_eq!(run(&host, &[GPU], true), []);
     }
 
     #[test]
     fn device_held_by_another_vm_is_refused() {
-        let dir = host();
-        write(dir.path(), "/run/vmrun/games/devices", &format!("{GPU}\n"));
-        let findings = run(&dir, &[GPU], false);
+        let host = host().held_by("games", &[GPU]);
+        let findings = run(&host, &[GPU], false);
         assert_eq!(errors(&findings).len(), 1);
         assert_eq!(findings[0].message, "is held by VM games");
         // Its own devices file (a restart of the same VM) is no conflict.
-        assert_eq!(run_as(&dir, &[GPU], "games", false), []);
+        assert_eq!(run_as(&host, &[GPU], "games", false), []);
     }
 
     #[test]
     fn nvidia_in_use_names_the_process() {
-        let dir = host();
-        add_drm(dir.path(), GPU, &["card1", "renderD129"]);
-        write(
-            dir.path(),
-            &format!("/proc/driver/nvidia/gpus/{GPU}/information"),
-            "Model: \t\t NVIDIA GeForce RTX 3050\nDevice Minor: \t 0\n",
-        );
-        add_process(
-            dir.path(),
-            1234,
-            "Xorg",
-            &["/dev/nvidia0", "/dev/nvidiactl"],
-        );
-        add_process(dir.path(), 777, "nvidia-persistenced", &["/dev/nvidia0"]);
-        add_process(dir.path(), 555, "kwin_wayland", &["/dev/dri/renderD129"]);
-        add_process(dir.path(), 9, "other", &["/dev/nvidia1", "/dev/dri/card0"]);
-        let findings = run(&dir, &[GPU], false);
+        let host = host()
+            .drm(GPU, &["card1", "renderD129"])
+            .file(
+                &format!("/proc/driver/nvidia/gpus/{GPU}/information"),
+                "Model: \t\t NVIDIA GeForce RTX 3050\nDevice Minor: \t 0\n",
+            )
+            .process(1234, "Xorg", &["/dev/nvidia0", "/dev/nvidiactl"])
+            .process(777, "nvidia-persistenced", &["/dev/nvidia0"])
+            .process(555, "kwin_wayland", &["/dev/dri/renderD129"])
+            .process(9, "other", &["/dev/nvidia1", "/dev/dri/card0"]);
+        let findings = run(&host, &[GPU], false);
         let errs = errors(&findings);
         assert_eq!(errs.len(), 1, "{findings:?}");
         let msg = &errs[0].message;
@@ -364,15 +350,16 @@ mod tests {
         );
         assert!(!msg.contains("other"), "{msg}");
         // Takeover stops the holders itself.
-        assert_eq!(run(&dir, &[GPU], true), []);
+        assert_eq!(run(&host, &[GPU], true), []);
     }
 
     #[test]
     fn nvidia_without_proc_info_matches_any_nvidia_node() {
-        let dir = host();
-        add_process(dir.path(), 1234, "Xorg", &["/dev/nvidia3"]);
-        add_process(dir.path(), 5, "x", &["/dev/nvidiactl"]);
-        let errs = run(&dir, &[GPU], false);
+        let host =
+            host()
+                .process(1234, "Xorg", &["/dev/nvidia3"])
+                .process(5, "x", &["/dev/nvidiactl"]);
+        let errs = run(&host, &[GPU], false);
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("Xorg (pid 1234"));
         assert!(!errs[0].message.contains("(pid 5"));
@@ -380,19 +367,9 @@ mod tests {
 
     #[test]
     fn any_display_driver_in_use_names_the_holder() {
-        let dir = host();
-        add_device(
-            dir.path(),
-            "0000:00:0a.0",
-            (0x1234, 0x1111),
-            0x030000,
-            Some("bochs-drm"),
-            Some(3),
-        );
-        set_attr(dir.path(), "0000:00:0a.0", "reset_method", "bus");
-        add_drm(dir.path(), "0000:00:0a.0", &["card0"]);
-        add_process(dir.path(), 77, "sddm", &["/dev/dri/card0"]);
-        let findings = run(&dir, &["0000:00:0a.0"], false);
+        let host = with_display_gpu(Pci::vga("00:0a.0", BOCHS_VGA).driver("bochs-drm").group(3))
+            .process(77, "sddm", &["/dev/dri/card0"]);
+        let findings = run(&host, &["0000:00:0a.0"], false);
         let errs = errors(&findings);
         assert_eq!(errs.len(), 1);
         assert!(errs[0]
@@ -402,34 +379,19 @@ mod tests {
 
     #[test]
     fn bound_but_idle_amdgpu_passes() {
-        let dir = host();
-        add_device(
-            dir.path(),
-            "0000:03:00.0",
-            (AMD, 0x73bf),
-            0x030000,
-            Some("amdgpu"),
-            Some(14),
-        );
-        set_attr(dir.path(), "0000:03:00.0", "reset_method", "bus");
-        add_drm(dir.path(), "0000:03:00.0", &["card0"]);
-        add_process(dir.path(), 1, "systemd", &["/dev/null"]);
-        assert_eq!(run(&dir, &["0000:03:00.0"], false), []);
+        let rx_6800 = Pci::vga("03:00.0", (AMD, 0x73bf))
+            .driver("amdgpu")
+            .group(14);
+        let host = with_display_gpu(rx_6800).process(1, "systemd", &["/dev/null"]);
+        assert_eq!(run(&host, &["0000:03:00.0"], false), []);
     }
 
     #[test]
     fn no_reset_method_warns_and_suggests_vendor_reset_for_polaris() {
-        let dir = host();
-        add_device(
-            dir.path(),
-            "0000:03:00.0",
-            (AMD, 0x67df),
-            0x030000,
-            None,
-            Some(14),
-        );
-        set_attr(dir.path(), "0000:03:00.0", "reset_method", "");
-        let findings = run(&dir, &["0000:03:00.0"], false);
+        let polaris = Pci::vga("03:00.0", (AMD, 0x67df))
+            .group(14)
+            .reset_method("");
+        let findings = run(&host().pci(polaris), &["0000:03:00.0"], false);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].severity, Severity::Warning);
         assert!(findings[0].message.contains("no reset mechanism"));
@@ -438,17 +400,9 @@ mod tests {
 
     #[test]
     fn no_reset_on_other_devices_warns_without_vendor_reset() {
-        let dir = host();
         // No reset_method file and no reset file: an old kernel with nothing.
-        add_device(
-            dir.path(),
-            "0000:04:00.0",
-            (0x10de, 0x1b80),
-            0x030000,
-            None,
-            Some(16),
-        );
-        let findings = run(&dir, &["0000:04:00.0"], false);
+        let gtx_1080 = Pci::vga("04:00.0", (0x10de, 0x1b80)).group(16);
+        let findings = run(&host().pci(gtx_1080), &["0000:04:00.0"], false);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].severity, Severity::Warning);
         assert!(!findings[0].fix.as_deref().unwrap().contains("vendor-reset"));
@@ -456,13 +410,11 @@ mod tests {
 
     #[test]
     fn vfio_pci_ids_on_the_command_line_warns() {
-        let dir = host();
-        write(
-            dir.path(),
+        let host = host().file(
             "/proc/cmdline",
             "BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on vfio-pci.ids=10de:2507,10de:228e quiet\n",
         );
-        let findings = run(&dir, &[GPU, NVME], false);
+        let findings = run(&host, &[GPU, NVME], false);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].severity, Severity::Warning);
         assert_eq!(findings[0].subject, GPU);

@@ -70,7 +70,7 @@ pub struct TakeoverPlan {
 }
 
 /// Any process whose `comm` matches one of `patterns` (globs).
-pub fn matches_any(patterns: &[String], comm: &str) -> bool {
+pub(crate) fn matches_any(patterns: &[String], comm: &str) -> bool {
     patterns.iter().any(|p| {
         // comm is the first 15 bytes of the executable's name.
         let short: String = p.chars().take(15).collect();
@@ -84,7 +84,7 @@ pub fn matches_any(patterns: &[String], comm: &str) -> bool {
 /// `/run/systemd/sessions/N` saying `TYPE=x11` or `TYPE=wayland`.
 /// Stopping the display manager ends that session and every process in
 /// its scope, vmrun included, half way through the takeover.
-pub fn graphical_session(root: &HostRoot) -> Option<String> {
+pub(crate) fn graphical_session(root: &HostRoot) -> Option<String> {
     let cgroup = std::fs::read_to_string(root.path("/proc/self/cgroup")).ok()?;
     let id = cgroup.lines().find_map(|l| {
         let scope = l.rsplit('/').next()?;
@@ -96,7 +96,7 @@ pub fn graphical_session(root: &HostRoot) -> Option<String> {
 }
 
 /// The error finding for a takeover started from the desktop it stops.
-pub fn session_finding(root: &HostRoot) -> Option<super::Finding> {
+pub(crate) fn session_finding(root: &HostRoot) -> Option<super::Finding> {
     let session = graphical_session(root)?;
     Some(
         super::Finding::error(
@@ -108,7 +108,7 @@ pub fn session_finding(root: &HostRoot) -> Option<super::Finding> {
 }
 
 /// Plans the takeover of the GPUs among `hostdevs`.
-pub fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -> TakeoverPlan {
+pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -> TakeoverPlan {
     let display_manager = match &t.display_manager {
         DisplayManager::Auto => match display::display_manager_unit(root) {
             Some(unit) => DmAction::Unit {
@@ -332,10 +332,8 @@ impl TakeoverPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::display::fake::*;
-    use crate::host::pci::fake::{add_process, write};
-
-    const GPU: &str = "0000:00:0a.0";
+    use crate::testing::machines::BOCHS_GPU as GPU;
+    use crate::testing::{Machine, TestHost};
 
     fn planned(root: &HostRoot, addr: &str) -> PlannedHostdev {
         crate::plan::hostdev::fake::planned(root, addr, true)
@@ -352,17 +350,16 @@ mod tests {
     }
 
     /// The lab's bochs case, with Xorg holding card0.
-    fn bochs_host() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        bochs_desktop(dir.path(), GPU);
-        add_process(dir.path(), 400, "Xorg", &["/dev/dri/card0"]);
-        dir
+    fn bochs_host() -> TestHost {
+        Machine::BochsDesktop
+            .build()
+            .process(400, "Xorg", &["/dev/dri/card0"])
     }
 
     #[test]
     fn bochs_host_plans_every_step() {
-        let dir = bochs_host();
-        let root = HostRoot::new(dir.path());
+        let host = bochs_host();
+        let root = host.root();
         let t = plan(
             &takeover(DisplayManager::Auto),
             &[planned(&root, GPU)],
@@ -390,27 +387,23 @@ mod tests {
 
     #[test]
     fn a_start_from_inside_a_graphical_session_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        let root = HostRoot::new(p);
-        write(
-            p,
-            "/proc/self/cgroup",
-            "0::/user.slice/user-1000.slice/session-3.scope\n",
-        );
-        write(
-            p,
-            "/run/systemd/sessions/3",
-            "UID=1000\nTYPE=wayland\nCLASS=user\n",
-        );
+        let host = TestHost::new()
+            .file(
+                "/proc/self/cgroup",
+                "0::/user.slice/user-1000.slice/session-3.scope\n",
+            )
+            .file(
+                "/run/systemd/sessions/3",
+                "UID=1000\nTYPE=wayland\nCLASS=user\n",
+            );
+        let root = host.root();
         let f = session_finding(&root).expect("refused");
         assert!(f.to_string().contains("session 3 (wayland)"), "{f}");
         // An SSH or text-console login is a tty session: stopping the
         // display manager leaves it alone.
-        write(p, "/run/systemd/sessions/3", "UID=1000\nTYPE=tty\n");
+        let host = host.file("/run/systemd/sessions/3", "UID=1000\nTYPE=tty\n");
         assert!(session_finding(&root).is_none());
-        write(
-            p,
+        let _host = host.file(
             "/proc/self/cgroup",
             "0::/system.slice/system-vmrun.slice/vmrun@win11.service\n",
         );

@@ -13,7 +13,7 @@ use crate::host::HostRoot;
 const AUTO_USERS: [&str; 3] = ["vmrun", "qemu", "libvirt-qemu"];
 
 /// The user QEMU should drop to, or `None` to leave it as it starts.
-pub fn qemu_user(
+pub(crate) fn qemu_user(
     wanted: &QemuUser,
     is_root: bool,
     root: &HostRoot,
@@ -53,12 +53,10 @@ pub fn qemu_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestHost;
 
-    fn root_with_passwd(text: &str) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("etc")).unwrap();
-        fs::write(dir.path().join("etc/passwd"), text).unwrap();
-        dir
+    fn root_with_passwd(text: &str) -> TestHost {
+        TestHost::new().file("/etc/passwd", text)
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::finding::Finding;
 use crate::host::HostRoot;
 
 /// The UUID of VM `name` on the host at `root`, as QEMU's `-uuid` takes it.
-pub fn vm_uuid(root: &HostRoot, name: &str, findings: &mut Vec<Finding>) -> String {
+pub(crate) fn vm_uuid(root: &HostRoot, name: &str, findings: &mut Vec<Finding>) -> String {
     let namespace = machine_id(root).unwrap_or_else(|| {
         findings.push(
             Finding::info(

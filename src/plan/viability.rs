@@ -29,7 +29,7 @@ fn leaves_group_viable(dev: &PciDevice) -> bool {
 }
 
 /// One finding per group whose other members would block the VM.
-pub fn check(hostdevs: &[PlannedHostdev], root: &HostRoot, findings: &mut Vec<Finding>) {
+pub(crate) fn check(hostdevs: &[PlannedHostdev], root: &HostRoot, findings: &mut Vec<Finding>) {
     let passed: BTreeSet<PciAddress> = hostdevs.iter().map(|h| h.address).collect();
     // Group -> the first hostdev in it (the finding's subject).
     let mut groups: BTreeMap<u32, PciAddress> = BTreeMap::new();
@@ -102,52 +102,24 @@ fn not_viable(root: &HostRoot, group: u32, subject: PciAddress, blocking: &[PciD
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::{add_device, write};
     use crate::plan::Severity;
+    use crate::testing::machines::NVIDIA_AUDIO;
+    use crate::testing::{Class, Machine, Pci, TestHost};
 
     fn planned(root: &HostRoot, addr: &str) -> PlannedHostdev {
         crate::plan::hostdev::fake::planned(root, addr, false)
     }
 
-    /// NVIDIA GPU + HDMI audio in group 12, behind a root port in the same
-    /// group (as on boards without ACS on the root port).
-    fn gpu_host(audio_driver: Option<&str>) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        add_device(
-            p,
-            "0000:01:00.0",
-            (0x10de, 0x2507),
-            0x030000,
-            Some("nvidia"),
-            Some(12),
-        );
-        add_device(
-            p,
-            "0000:01:00.1",
-            (0x10de, 0x228e),
-            0x040300,
-            audio_driver,
-            Some(12),
-        );
-        add_device(
-            p,
-            "0000:00:01.0",
-            (0x8086, 0x4c01),
-            0x060400,
-            Some("pcieport"),
-            Some(12),
-        );
-        write(
-            p,
-            "/usr/share/misc/pci.ids",
-            "10de  NVIDIA Corporation\n\t228e  GA106 High Definition Audio Controller\n",
-        );
-        dir
+    /// The NVIDIA desktop: GPU + HDMI audio in group 12, behind a root port
+    /// in the same group (as on boards without ACS on the root port).
+    fn gpu_host() -> TestHost {
+        Machine::NvidiaDesktop
+            .build()
+            .pci_ids("10de  NVIDIA Corporation\n\t228e  GA106 High Definition Audio Controller\n")
     }
 
-    fn run(dir: &tempfile::TempDir, addrs: &[&str]) -> Vec<Finding> {
-        let root = HostRoot::new(dir.path());
+    fn run(host: &TestHost, addrs: &[&str]) -> Vec<Finding> {
+        let root = host.root();
         let hostdevs: Vec<PlannedHostdev> = addrs.iter().map(|a| planned(&root, a)).collect();
         let mut findings = vec![];
         check(&hostdevs, &root, &mut findings);
@@ -156,8 +128,7 @@ mod tests {
 
     #[test]
     fn missing_audio_sibling_is_refused_naming_it() {
-        let dir = gpu_host(Some("snd_hda_intel"));
-        let findings = run(&dir, &["01:00.0"]);
+        let findings = run(&gpu_host(), &["01:00.0"]);
         assert_eq!(findings.len(), 1, "{findings:?}");
         let f = &findings[0];
         assert_eq!(f.severity, Severity::Error);
@@ -182,51 +153,42 @@ mod tests {
 
     #[test]
     fn whole_group_with_bridge_is_viable() {
-        let dir = gpu_host(Some("snd_hda_intel"));
-        assert!(run(&dir, &["01:00.0", "01:00.1"]).is_empty());
+        assert!(run(&gpu_host(), &["01:00.0", "01:00.1"]).is_empty());
     }
 
     #[test]
     fn bridge_on_another_driver_is_viable() {
-        let dir = gpu_host(None);
         // A PCI bridge bound to some other driver is still exempt by class.
-        add_device(
-            dir.path(),
-            "0000:00:01.1",
-            (0x8086, 1),
-            0x060400,
-            Some("shpchp"),
-            Some(12),
+        let host = gpu_host().unbind(NVIDIA_AUDIO).pci(
+            Pci::new("00:01.1", (0x8086, 1), Class::RootPort)
+                .driver("shpchp")
+                .group(12),
         );
-        assert!(run(&dir, &["01:00.0"]).is_empty());
+        assert!(run(&host, &["01:00.0"]).is_empty());
     }
 
     #[test]
     fn sibling_already_on_vfio_pci_is_viable() {
-        let dir = gpu_host(Some("vfio-pci"));
-        assert!(run(&dir, &["01:00.0"]).is_empty());
-        let dir = gpu_host(Some("pci-stub"));
-        assert!(run(&dir, &["01:00.0"]).is_empty());
+        let host = gpu_host().bind(NVIDIA_AUDIO, "vfio-pci");
+        assert!(run(&host, &["01:00.0"]).is_empty());
+        let host = gpu_host().bind(NVIDIA_AUDIO, "pci-stub");
+        assert!(run(&host, &["01:00.0"]).is_empty());
     }
 
     #[test]
     fn unbound_sibling_is_viable() {
-        let dir = gpu_host(None);
-        assert!(run(&dir, &["01:00.0"]).is_empty());
+        let host = gpu_host().unbind(NVIDIA_AUDIO);
+        assert!(run(&host, &["01:00.0"]).is_empty());
     }
 
     #[test]
     fn one_finding_per_group_even_with_two_hostdevs_in_it() {
-        let dir = gpu_host(Some("snd_hda_intel"));
-        add_device(
-            dir.path(),
-            "0000:01:00.2",
-            (0x10de, 0x1ada),
-            0x0c0330,
-            Some("xhci_hcd"),
-            Some(12),
+        let host = gpu_host().pci(
+            Pci::new("01:00.2", (0x10de, 0x1ada), Class::Usb)
+                .driver("xhci_hcd")
+                .group(12),
         );
-        let findings = run(&dir, &["01:00.0", "01:00.2"]);
+        let findings = run(&host, &["01:00.0", "01:00.2"]);
         assert_eq!(findings.len(), 1);
     }
 }

@@ -163,11 +163,11 @@ pub(crate) struct Undone {
 
 #[cfg(test)]
 impl Undone {
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.steps.iter().all(|s| s.problem.is_none())
     }
 
-    pub fn problems(&self) -> impl Iterator<Item = String> + '_ {
+    pub(crate) fn problems(&self) -> impl Iterator<Item = String> + '_ {
         self.steps
             .iter()
             .filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.what)))

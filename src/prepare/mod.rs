@@ -7,7 +7,7 @@
 pub mod change;
 pub mod journal;
 pub mod kernel;
-pub mod rom;
+pub(crate) mod rom;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -18,7 +18,7 @@ use crate::config::PciAddress;
 use crate::host::HostRoot;
 
 #[derive(Debug, thiserror::Error)]
-pub enum RomReadError {
+pub(crate) enum RomReadError {
     #[error("{address} has no `rom` file: the device has no option ROM BAR")]
     NoRom { address: PciAddress },
     #[error(transparent)]
@@ -40,7 +40,7 @@ pub enum RomReadError {
 }
 
 /// The ROM bytes of `address`; the `rom` attribute ends as it started.
-pub fn read_rom(
+pub(crate) fn read_rom(
     root: &HostRoot,
     kernel: &dyn Kernel,
     address: PciAddress,

@@ -44,7 +44,7 @@ const HYPERV_FLAGS: [&str; 12] = [
 const MIGRATABLE_SINCE: (u32, u32) = (2, 1);
 
 /// Used for `hv-vendor-id` when `hide_hypervisor` is set without `vendor_id`.
-pub const DEFAULT_VENDOR_ID: &str = "0123456789ab";
+pub(crate) const DEFAULT_VENDOR_ID: &str = "0123456789ab";
 
 /// Where the supervisor's QMP monitor listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -208,7 +208,7 @@ pub(crate) fn network(a: &mut Argv, plan: &Plan) {
 
 /// A stable MAC for a VM without one: QEMU's 52:54:00 prefix and three
 /// bytes of a hash of the name, so the guest's DHCP lease survives restarts.
-pub fn derived_mac(name: &str) -> String {
+pub(super) fn derived_mac(name: &str) -> String {
     let mut h: u32 = 0x811c_9dc5;
     for b in name.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);

@@ -18,7 +18,7 @@ use crate::host::qemu::find_in_path;
 use crate::plan::Plan;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
+pub(crate) enum SpawnError {
     #[error("could not start {binary}: {source}")]
     Spawn {
         binary: PathBuf,
@@ -43,7 +43,7 @@ pub enum SpawnError {
 /// RLIMIT_MEMLOCK (Documentation/driver-api/vfio.rst); a QEMU that dropped
 /// root has no CAP_IPC_LOCK to bypass it. The limit is inherited across
 /// exec and survives QEMU's own privilege drop, so it is raised here.
-pub fn raise_memlock_for_vfio(plan: &Plan) -> Result<(), SpawnError> {
+pub(crate) fn raise_memlock_for_vfio(plan: &Plan) -> Result<(), SpawnError> {
     if plan.hostdevs.is_empty() {
         return Ok(());
     }
@@ -60,7 +60,7 @@ pub fn raise_memlock_for_vfio(plan: &Plan) -> Result<(), SpawnError> {
 /// once: the connection waits in the listen backlog until QEMU, handed the
 /// listener as its stdin (`QmpListener::Stdin`), accepts it. If QEMU dies
 /// first, the last listener closes and the read sees the end.
-pub fn qmp_listen(path: &Path) -> Result<(UnixListener, UnixStream), SpawnError> {
+pub(crate) fn qmp_listen(path: &Path) -> Result<(UnixListener, UnixStream), SpawnError> {
     let err = |source| SpawnError::QmpSocket {
         path: path.to_owned(),
         source,
@@ -82,7 +82,7 @@ pub fn qmp_listen(path: &Path) -> Result<(UnixListener, UnixStream), SpawnError>
 /// `qmp_listener` becomes QEMU's stdin: the monitor of
 /// `QmpListener::Stdin` (QEMU reads nothing else from stdin: no `stdio`
 /// chardev is ever configured).
-pub fn spawn(
+pub(crate) fn spawn(
     plan: &Plan,
     argv: &[OsString],
     qmp_listener: UnixListener,
@@ -107,7 +107,7 @@ pub fn spawn(
 
 /// Passes QEMU's stderr, line by line, to the supervisor's log (and so to
 /// the terminal in the foreground), until QEMU closes it.
-pub async fn log_stderr(stderr: ChildStderr) {
+pub(crate) async fn log_stderr(stderr: ChildStderr) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(target: "qemu", "{line}");

@@ -18,7 +18,7 @@ use nix::unistd::{chown, Pid, User};
 use crate::plan::VmPaths;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SwtpmError {
+pub(crate) enum SwtpmError {
     #[error("could not start swtpm: {source}. Install it: apt install swtpm / dnf install swtpm / pacman -S swtpm")]
     Spawn {
         #[source]
@@ -38,7 +38,7 @@ pub enum SwtpmError {
 
 /// A running swtpm for one VM.
 #[derive(Debug)]
-pub struct Swtpm {
+pub(crate) struct Swtpm {
     child: Child,
     log: PathBuf,
 }
@@ -52,7 +52,7 @@ pub struct Swtpm {
 /// state must be reached by path: the user owns `tpm/`, and the state dir
 /// gets search permission (0711) so the user can reach `tpm/` by name
 /// without being able to list or read anything else there.
-pub fn start(paths: &VmPaths, user: Option<&str>) -> Result<Swtpm, SwtpmError> {
+pub(crate) fn start(paths: &VmPaths, user: Option<&str>) -> Result<Swtpm, SwtpmError> {
     let state = &paths.tpm_state_dir;
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -164,7 +164,7 @@ impl Swtpm {
     /// Stops swtpm (normally it has exited with QEMU already).
     /// A swtpm that failed on its own (bad state, no access) is reported
     /// with its log: QEMU only says "TPM result for CMD_INIT".
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         match self.child.try_wait() {
             Ok(None) => {
                 let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);

@@ -52,7 +52,7 @@ pub(crate) struct Dispatch {
 
 impl Dispatch {
     /// Registers a waiter for `id`; `None` if the connection is gone.
-    pub fn register(&self, id: u64) -> Option<oneshot::Receiver<Reply>> {
+    pub(super) fn register(&self, id: u64) -> Option<oneshot::Receiver<Reply>> {
         let mut p = self.lock();
         if p.closed {
             return None;
@@ -63,7 +63,7 @@ impl Dispatch {
     }
 
     /// Forgets a waiter whose caller gave up (timeout or cancellation).
-    pub fn forget(&self, id: u64) {
+    pub(super) fn forget(&self, id: u64) {
         self.lock().waiters.remove(&id);
     }
 

@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
-pub enum BackupError {
+pub(crate) enum BackupError {
     #[error("backing up {path} to {backup}: {source}")]
     Backup {
         path: PathBuf,
@@ -26,7 +26,7 @@ pub enum BackupError {
 
 /// What one change did, and how to take it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     pub path: PathBuf,
     /// `None` when the file did not exist before.
     pub backup: Option<PathBuf>,
@@ -34,7 +34,7 @@ pub struct Change {
 
 impl Change {
     /// The shell command that undoes this change.
-    pub fn undo(&self) -> String {
+    pub(crate) fn undo(&self) -> String {
         match &self.backup {
             Some(b) => format!("cp -p '{}' '{}'", b.display(), self.path.display()),
             None => format!("rm '{}'", self.path.display()),
@@ -46,7 +46,7 @@ impl Change {
     /// Takes the change back now (what `undo` tells a person to do): the
     /// backup is copied over the file, or a file that was new is removed.
     /// The backup itself stays.
-    pub fn revert(&self) -> io::Result<()> {
+    pub(crate) fn revert(&self) -> io::Result<()> {
         match &self.backup {
             Some(b) => fs::copy(b, &self.path).map(drop),
             None => fs::remove_file(&self.path),
@@ -68,7 +68,7 @@ fn backup_path(path: &Path) -> PathBuf {
 }
 
 /// Copies `path` to a backup if it exists, then replaces it with `contents`.
-pub fn write_with_backup(path: &Path, contents: &str) -> Result<Change, BackupError> {
+pub(crate) fn write_with_backup(path: &Path, contents: &str) -> Result<Change, BackupError> {
     let backup = if path.exists() {
         let backup = backup_path(path);
         fs::copy(path, &backup).map_err(|source| BackupError::Backup {

@@ -14,11 +14,11 @@ use std::process::Command;
 use crate::host::HostRoot;
 
 /// Marks vmrun's entries: whatever follows the cloned entry's own title.
-pub const TITLE_SUFFIX: &str = "[vmrun passthrough]";
+pub(crate) const TITLE_SUFFIX: &str = "[vmrun passthrough]";
 
 /// One entry as `grubby --info=ALL` prints it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub index: usize,
     pub kernel: String,
     pub args: String,
@@ -28,13 +28,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn is_ours(&self) -> bool {
+    pub(crate) fn is_ours(&self) -> bool {
         self.title.ends_with(TITLE_SUFFIX)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BootEntryError {
+pub(crate) enum BootEntryError {
     #[error("running {binary} {args}: {source}")]
     Spawn {
         binary: PathBuf,
@@ -55,7 +55,7 @@ pub enum BootEntryError {
 }
 
 /// Parses `grubby --info=ALL`: `key=value` lines, a new entry at `index=`.
-pub fn parse_info(text: &str) -> Vec<Entry> {
+pub(crate) fn parse_info(text: &str) -> Vec<Entry> {
     let mut entries: Vec<Entry> = Vec::new();
     for line in text.lines() {
         let Some((key, value)) = line.split_once('=') else {
@@ -86,19 +86,19 @@ pub fn parse_info(text: &str) -> Vec<Entry> {
 
 /// The `grubby` binary and how to call it.
 #[derive(Debug, Clone)]
-pub struct Grubby {
+pub(crate) struct Grubby {
     pub binary: PathBuf,
 }
 
 impl Grubby {
     /// `grubby` from `PATH`, if installed.
-    pub fn find() -> Option<Self> {
+    pub(crate) fn find() -> Option<Self> {
         crate::host::qemu::find_in_path(Path::new("grubby"))
             .filter(|p| p.is_file())
             .map(|binary| Self { binary })
     }
 
-    pub fn run(&self, args: &[String]) -> Result<String, BootEntryError> {
+    pub(crate) fn run(&self, args: &[String]) -> Result<String, BootEntryError> {
         let shown = args.join(" ");
         let out = Command::new(&self.binary)
             .args(args)
@@ -119,7 +119,7 @@ impl Grubby {
     }
 
     /// The entries and the default entry's index.
-    pub fn state(&self) -> Result<(Vec<Entry>, usize), BootEntryError> {
+    pub(crate) fn state(&self) -> Result<(Vec<Entry>, usize), BootEntryError> {
         let entries = parse_info(&self.run(&["--info=ALL".into()])?);
         let text = self.run(&["--default-index".into()])?;
         let default = text
@@ -132,7 +132,7 @@ impl Grubby {
 
 /// What to change so that exactly one up-to-date passthrough entry exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrubbyPlan {
+pub(crate) struct GrubbyPlan {
     /// The normal entry cloned (the default, or the newest normal one when
     /// the passthrough entry is the default).
     pub base: Entry,
@@ -176,7 +176,7 @@ fn same_args(a: &str, b: &str) -> bool {
 }
 
 /// Plans the change from grubby's current state.
-pub fn plan(
+pub(crate) fn plan(
     entries: &[Entry],
     default: usize,
     ours: &[String],
@@ -226,7 +226,7 @@ pub fn plan(
 }
 
 /// The index the default must point at after the change.
-pub fn default_after(entries: &[Entry], plan: &GrubbyPlan) -> Option<usize> {
+pub(crate) fn default_after(entries: &[Entry], plan: &GrubbyPlan) -> Option<usize> {
     entries
         .iter()
         .find(|e| {
@@ -240,7 +240,7 @@ pub fn default_after(entries: &[Entry], plan: &GrubbyPlan) -> Option<usize> {
 }
 
 /// Carries the plan out; returns the commands run, in order.
-pub fn apply(grubby: &Grubby, plan: &GrubbyPlan) -> Result<Vec<String>, BootEntryError> {
+pub(crate) fn apply(grubby: &Grubby, plan: &GrubbyPlan) -> Result<Vec<String>, BootEntryError> {
     let mut ran = Vec::new();
     let mut call = |args: Vec<String>| -> Result<String, BootEntryError> {
         ran.push(format!("grubby {}", args.join(" ")));
@@ -262,7 +262,7 @@ pub fn apply(grubby: &Grubby, plan: &GrubbyPlan) -> Result<Vec<String>, BootEntr
 }
 
 /// The boot files grubby changes, to copy before `--apply`.
-pub fn files_grubby_changes(root: &HostRoot) -> Vec<PathBuf> {
+pub(crate) fn files_grubby_changes(root: &HostRoot) -> Vec<PathBuf> {
     let mut files = Vec::new();
     if let Ok(dir) = fs::read_dir(root.path("/boot/loader/entries")) {
         files.extend(

@@ -12,7 +12,7 @@ use crate::host::HostRoot;
 
 /// Exact steps for a host without grubby: systemd-boot when its entries
 /// exist, else GRUB through `/etc/default/grub`.
-pub fn manual_steps(root: &HostRoot, args: &str) -> String {
+pub(crate) fn manual_steps(root: &HostRoot, args: &str) -> String {
     for dir in [
         "/boot/loader/entries",
         "/efi/loader/entries",
@@ -129,17 +129,13 @@ fn grub_steps(root: &HostRoot, args: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::setup::fixtures::write;
+    use crate::testing::TestHost;
 
     #[test]
     fn systemd_boot_steps_show_the_new_entry_file() {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "/boot/loader/loader.conf",
-            "default arch.conf\ntimeout 3\n",
-        );
-        write(dir.path(), "/boot/loader/entries/arch.conf", "title Arch Linux\nlinux /vmlinuz-linux\ninitrd /initramfs-linux.img\noptions root=UUID=ab rw\n");
+        let dir = TestHost::new()
+            .file("/boot/loader/loader.conf", "default arch.conf\ntimeout 3\n")
+            .file("/boot/loader/entries/arch.conf", "title Arch Linux\nlinux /vmlinuz-linux\ninitrd /initramfs-linux.img\noptions root=UUID=ab rw\n");
         let s = manual_steps(&HostRoot::new(dir.path()), "amd_iommu=on iommu=pt");
         assert!(
             s.contains("/boot/loader/entries/arch-vmrun-passthrough.conf"),
@@ -157,7 +153,7 @@ mod tests {
 
     #[test]
     fn without_a_known_boot_loader_the_arguments_are_printed() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TestHost::new();
         let s = manual_steps(&HostRoot::new(dir.path()), "amd_iommu=on");
         assert!(
             s.starts_with("No grubby, GRUB or systemd-boot") && s.contains("    amd_iommu=on"),
@@ -167,13 +163,12 @@ mod tests {
 
     #[test]
     fn grub_steps_merge_the_current_default_line() {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "/etc/default/grub",
-            "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\n",
-        );
-        write(dir.path(), "/usr/sbin/update-grub", "");
+        let dir = TestHost::new()
+            .file(
+                "/etc/default/grub",
+                "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\n",
+            )
+            .file("/usr/sbin/update-grub", "");
         let s = manual_steps(&HostRoot::new(dir.path()), "intel_iommu=on iommu=pt");
         assert!(
             s.contains("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash intel_iommu=on iommu=pt\""),

@@ -18,7 +18,7 @@ use crate::plan::{safety, Finding, Severity};
 /// How one check came out; the order is the exit status's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum Status {
+pub(crate) enum Status {
     Pass,
     Warn,
     Fail,
@@ -26,7 +26,7 @@ pub enum Status {
 
 /// One precondition and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub status: Status,
     /// Short key: `cpu`, `iommu`, `kvm`, a device address, ...
     pub name: String,
@@ -68,7 +68,7 @@ impl From<&Finding> for Check {
 
 /// The facts a check needs that don't come from files under the root.
 #[derive(Debug, Clone)]
-pub struct CheckContext {
+pub(crate) struct CheckContext {
     pub root: HostRoot,
     /// The QEMU probe's answer (the VM's `[qemu] binary`, or the default).
     pub qemu: Result<QemuInfo, String>,
@@ -86,7 +86,7 @@ pub struct CheckContext {
 const OLDEST_TESTED_QEMU: QemuVersion = QemuVersion::new(7, 2, 0);
 
 /// Checks of the host itself, whatever the VM.
-pub fn host_checks(ctx: &CheckContext) -> Vec<Check> {
+pub(crate) fn host_checks(ctx: &CheckContext) -> Vec<Check> {
     let root = &ctx.root;
     let mut out = Vec::new();
     let cpu = cpu::cpu_info(root);
@@ -367,7 +367,7 @@ fn gpu_checks(root: &HostRoot, out: &mut Vec<Check>) {
 }
 
 /// The worst status, which is the exit status (0 pass, 1 warn, 2 fail).
-pub fn worst(checks: &[Check]) -> Status {
+pub(crate) fn worst(checks: &[Check]) -> Status {
     checks
         .iter()
         .map(|c| c.status)
@@ -378,7 +378,7 @@ pub fn worst(checks: &[Check]) -> Status {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::setup::fixtures::{self, Fixture};
+    use crate::testing::Machine;
 
     pub(crate) fn ctx(root: &std::path::Path) -> CheckContext {
         CheckContext {
@@ -403,7 +403,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_laptop_passes_and_sees_the_nvidia_group() {
-        let host = fixtures::build(Fixture::IntelNvidiaLaptop);
+        let host = Machine::IntelNvidiaLaptop.build();
         let checks = host_checks(&ctx(host.path()));
         for name in [
             "cpu", "iommu", "cmdline", "kvm", "vfio", "qemu", "swtpm", "memlock",
@@ -425,7 +425,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_iommu_off_host_fails_with_the_intel_fix() {
-        let host = fixtures::build(Fixture::IommuOff);
+        let host = Machine::IommuOff.build();
         let checks = host_checks(&ctx(host.path()));
         let iommu = find(&checks, "iommu");
         assert_eq!(iommu.status, Status::Fail);
@@ -439,7 +439,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_amd_desktop_warns_about_the_polaris_reset_and_names_vendor_reset() {
-        let host = fixtures::build(Fixture::AmdTwoGpus);
+        let host = Machine::AmdTwoGpus.build();
         let checks = host_checks(&ctx(host.path()));
         assert_eq!(
             find(&checks, "cmdline").status,
@@ -456,7 +456,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_single_gpu_desktop_says_takeover_is_needed() {
-        let host = fixtures::build(Fixture::SingleGpu);
+        let host = Machine::SingleGpu.build();
         let checks = host_checks(&ctx(host.path()));
         let gpu = find(&checks, "0000:01:00.0");
         assert!(gpu.message.contains("[takeover]"), "{gpu:?}");
@@ -464,9 +464,10 @@ pub(crate) mod tests {
 
     #[test]
     fn missing_kvm_qemu_and_vfio_fail_with_fixes() {
-        let host = fixtures::build(Fixture::SingleGpu);
-        fs::remove_file(host.path().join("dev/kvm")).unwrap();
-        fs::remove_dir_all(host.path().join("lib/modules")).unwrap();
+        let host = Machine::SingleGpu
+            .build()
+            .remove("/dev/kvm")
+            .remove("/lib/modules");
         let mut c = ctx(host.path());
         c.qemu = Err("QEMU binary `qemu-system-x86_64` could not be run".into());
         let checks = host_checks(&c);
@@ -477,7 +478,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_user_without_memlock_fails_for_a_passthrough_vm() {
-        let host = fixtures::build(Fixture::IntelNvidiaLaptop);
+        let host = Machine::IntelNvidiaLaptop.build();
         let mut c = ctx(host.path());
         c.is_root = false;
         let check = memlock_check(&c, Some(ByteSize::from_bytes(8 * ByteSize::GIB)));

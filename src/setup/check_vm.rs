@@ -12,7 +12,7 @@ use crate::plan::{Plan, Severity};
 
 /// Checks that depend on the VM: the plan's findings, huge pages, memlock,
 /// swtpm for `[tpm]`.
-pub fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
+pub(crate) fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
     let vm = &plan.vm;
     let mut out: Vec<Check> = plan.findings.iter().map(Check::from).collect();
     if !plan.hostdevs.is_empty() && !plan.findings.iter().any(|f| f.severity == Severity::Error) {
@@ -51,7 +51,7 @@ pub fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
 }
 
 /// Host lines that don't apply to this VM: a TCG guest needs no /dev/kvm.
-pub fn relax_host_checks(vm: &VmConfig, host: &mut [Check]) {
+pub(crate) fn relax_host_checks(vm: &VmConfig, host: &mut [Check]) {
     if vm.qemu.accel != crate::config::Accel::Tcg {
         return;
     }
@@ -137,7 +137,7 @@ mod tests {
     use crate::host::qemu::QemuVersion;
     use crate::setup::check::tests::{ctx, find};
     use crate::setup::check::{host_checks, worst};
-    use crate::setup::fixtures::{self, Fixture};
+    use crate::testing::{self, Machine};
 
     fn plan_on(host: &std::path::Path, text: &str) -> Plan {
         let ctx = crate::plan::PlanContext {
@@ -155,14 +155,14 @@ mod tests {
             },
             qemu_version: Some(QemuVersion::new(8, 2, 0)),
         };
-        crate::plan::plan(fixtures::vm(text), &ctx)
+        crate::plan::plan(testing::vm(text), &ctx)
     }
 
     const GPU_PAIR: &str = "memory = \"4G\"\n[firmware]\ntype = \"bios\"\n[qemu]\nuser = \"root\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n[[hostdev]]\naddress = \"0000:01:00.1\"\n";
 
     #[test]
     fn takeover_is_confirmed_for_the_boot_gpu_and_questioned_for_a_secondary_one() {
-        let single = fixtures::build(Fixture::SingleGpu);
+        let single = Machine::SingleGpu.build();
         let plan = plan_on(
             single.path(),
             &format!("{GPU_PAIR}[takeover]\nenabled = true\n"),
@@ -175,7 +175,7 @@ mod tests {
                 .any(|c| c.name == "devices" && c.status == Status::Pass),
             "{checks:#?}"
         );
-        let laptop = fixtures::build(Fixture::IntelNvidiaLaptop);
+        let laptop = Machine::IntelNvidiaLaptop.build();
         let plan = plan_on(
             laptop.path(),
             &format!("{GPU_PAIR}[takeover]\nenabled = true\n"),
@@ -188,17 +188,16 @@ mod tests {
 
     #[test]
     fn a_tcg_vm_does_not_fail_on_a_missing_kvm() {
-        let host = fixtures::build(Fixture::SingleGpu);
-        fs::remove_file(host.path().join("dev/kvm")).unwrap();
+        let host = Machine::SingleGpu.build().remove("/dev/kvm");
         let mut checks = host_checks(&ctx(host.path()));
         assert_eq!(find(&checks, "kvm").status, Status::Fail);
         relax_host_checks(
-            &fixtures::vm("memory = \"1G\"\n[qemu]\naccel = \"kvm\"\n"),
+            &testing::vm("memory = \"1G\"\n[qemu]\naccel = \"kvm\"\n"),
             &mut checks,
         );
         assert_eq!(find(&checks, "kvm").status, Status::Fail);
         relax_host_checks(
-            &fixtures::vm("memory = \"1G\"\n[qemu]\naccel = \"tcg\"\n"),
+            &testing::vm("memory = \"1G\"\n[qemu]\naccel = \"tcg\"\n"),
             &mut checks,
         );
         assert_eq!(find(&checks, "kvm").status, Status::Pass);
@@ -206,7 +205,7 @@ mod tests {
 
     #[test]
     fn swtpm_missing_passes_for_the_host_and_fails_for_a_tpm_vm() {
-        let host = fixtures::build(Fixture::SingleGpu);
+        let host = Machine::SingleGpu.build();
         let mut c = ctx(host.path());
         c.swtpm = None;
         assert_eq!(find(&host_checks(&c), "swtpm").status, Status::Pass);
@@ -218,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_vm_missing_a_group_member_fails_with_the_plans_fix() {
-        let laptop = fixtures::build(Fixture::IntelNvidiaLaptop);
+        let laptop = Machine::IntelNvidiaLaptop.build();
         let plan = plan_on(
             laptop.path(),
             "memory = \"4G\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n",
@@ -235,14 +234,13 @@ mod tests {
 
     #[test]
     fn hugepages_short_of_free_warn_and_without_memory_fail() {
-        let host = fixtures::build(Fixture::AmdTwoGpus);
-        let root = HostRoot::new(host.path());
-        let vm = fixtures::vm("[memory]\nsize = \"8G\"\nhugepages = \"1G\"\n");
+        let host = Machine::AmdTwoGpus.build();
+        let root = host.root();
+        let vm = testing::vm("[memory]\nsize = \"8G\"\nhugepages = \"1G\"\n");
         let warn = hugepage_check(&root, &vm, ByteSize::from_bytes(ByteSize::GIB));
         assert_eq!(warn.status, Status::Warn, "{warn:?}");
         assert!(warn.fix.unwrap().contains("hugepagesz=1G hugepages=8"));
-        fixtures::write(
-            host.path(),
+        let _host = host.file(
             "/proc/meminfo",
             "MemTotal: 4000000 kB\nMemAvailable: 1000000 kB\n",
         );

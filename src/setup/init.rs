@@ -15,7 +15,7 @@ use crate::host::{iommu, HostRoot};
 
 /// What kind of guest the file is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Template {
+pub(crate) enum Template {
     Windows,
     Linux,
     Headless,
@@ -23,7 +23,7 @@ pub enum Template {
 
 /// Which GPU the VM gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GpuChoice {
+pub(crate) enum GpuChoice {
     None,
     /// A secondary GPU if there is one, else the only one (with takeover).
     Auto,
@@ -31,7 +31,7 @@ pub enum GpuChoice {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InitError {
+pub(crate) enum InitError {
     #[error("no GPU (display controller) on this host's PCI bus: use --template headless, or --gpu ADDRESS")]
     NoGpu,
     #[error("{0} is not on this host (`vmrun devices` lists what is)")]
@@ -44,7 +44,7 @@ pub enum InitError {
 }
 
 /// Picks the GPU for `choice`: `None` for no GPU.
-pub fn pick_gpu(root: &HostRoot, choice: GpuChoice) -> Result<Option<PciDevice>, InitError> {
+pub(crate) fn pick_gpu(root: &HostRoot, choice: GpuChoice) -> Result<Option<PciDevice>, InitError> {
     match choice {
         GpuChoice::None => Ok(None),
         GpuChoice::Address(a) => {
@@ -76,7 +76,7 @@ pub fn pick_gpu(root: &HostRoot, choice: GpuChoice) -> Result<Option<PciDevice>,
 
 /// The functions that go with `gpu`: its IOMMU group without bridges
 /// (the kernel hands out whole groups), or its slot when the IOMMU is off.
-pub fn gpu_functions(root: &HostRoot, gpu: &PciDevice) -> Vec<PciDevice> {
+pub(crate) fn gpu_functions(root: &HostRoot, gpu: &PciDevice) -> Vec<PciDevice> {
     let addresses = match gpu.iommu_group {
         Some(g) => iommu::group_members(root, g),
         None => pci::list_devices(root)
@@ -111,7 +111,7 @@ fn input_device(root: &HostRoot, suffix: &str) -> Option<String> {
 }
 
 /// The config text for `name` on this host.
-pub fn generate(
+pub(crate) fn generate(
     root: &HostRoot,
     name: &VmName,
     template: Template,
@@ -303,20 +303,13 @@ fn input(t: &mut String, root: &HostRoot) {
 mod tests {
     use super::*;
     use crate::config::{self, VmConfig};
-    use crate::setup::fixtures::{self, Fixture};
+    use crate::testing::Machine;
     use std::path::Path;
 
-    const ALL: [Fixture; 4] = [
-        Fixture::IntelNvidiaLaptop,
-        Fixture::AmdTwoGpus,
-        Fixture::SingleGpu,
-        Fixture::IommuOff,
-    ];
-
-    fn init(fixture: Fixture, template: Template, gpu: GpuChoice) -> (String, VmConfig) {
-        let host = fixtures::build(fixture);
+    fn init(fixture: Machine, template: Template, gpu: GpuChoice) -> (String, VmConfig) {
+        let host = fixture.build();
         let name: VmName = "vm1".parse().unwrap();
-        let text = generate(&HostRoot::new(host.path()), &name, template, gpu).unwrap();
+        let text = generate(&host.root(), &name, template, gpu).unwrap();
         let vm =
             config::load_str("vm1", Path::new("/cfg/vms/vm1.toml"), &text).unwrap_or_else(|e| {
                 panic!(
@@ -339,7 +332,7 @@ mod tests {
 
     #[test]
     fn every_fixture_and_template_validates() {
-        for fixture in ALL {
+        for fixture in Machine::SETUP {
             for template in [Template::Windows, Template::Linux] {
                 init(fixture, template, GpuChoice::Auto);
             }
@@ -350,7 +343,7 @@ mod tests {
     #[test]
     fn the_laptop_gets_the_nvidia_gpu_and_its_audio_without_the_root_port() {
         let (text, vm) = init(
-            Fixture::IntelNvidiaLaptop,
+            Machine::IntelNvidiaLaptop,
             Template::Windows,
             GpuChoice::Auto,
         );
@@ -374,7 +367,7 @@ mod tests {
 
     #[test]
     fn the_amd_desktop_gets_the_second_gpu_with_topoext() {
-        let (_, vm) = init(Fixture::AmdTwoGpus, Template::Linux, GpuChoice::Auto);
+        let (_, vm) = init(Machine::AmdTwoGpus, Template::Linux, GpuChoice::Auto);
         assert_eq!(addresses(&vm), ["0000:0b:00.0", "0000:0b:00.1"]);
         assert!(vm.hostdevs[0].x_vga);
         assert!(vm.takeover.is_none());
@@ -385,21 +378,21 @@ mod tests {
 
     #[test]
     fn the_single_gpu_desktop_gets_takeover() {
-        let (_, vm) = init(Fixture::SingleGpu, Template::Windows, GpuChoice::Auto);
+        let (_, vm) = init(Machine::SingleGpu, Template::Windows, GpuChoice::Auto);
         assert_eq!(addresses(&vm), ["0000:01:00.0", "0000:01:00.1"]);
         assert!(vm.takeover.is_some());
     }
 
     #[test]
     fn with_the_iommu_off_the_slot_functions_are_used() {
-        let (text, vm) = init(Fixture::IommuOff, Template::Linux, GpuChoice::Auto);
+        let (text, vm) = init(Machine::IommuOff, Template::Linux, GpuChoice::Auto);
         assert_eq!(addresses(&vm), ["0000:01:00.0", "0000:01:00.1"]);
         assert!(text.contains("The IOMMU is off"));
     }
 
     #[test]
     fn headless_has_no_gpu_and_a_serial_console() {
-        let (_, vm) = init(Fixture::SingleGpu, Template::Headless, GpuChoice::None);
+        let (_, vm) = init(Machine::SingleGpu, Template::Headless, GpuChoice::None);
         assert!(vm.hostdevs.is_empty() && vm.input.is_none() && vm.takeover.is_none());
         assert_eq!(vm.display, config::Display::Serial);
         assert!(vm.cpu.topology.cores <= 2);
@@ -407,8 +400,8 @@ mod tests {
 
     #[test]
     fn a_named_device_must_be_a_gpu_on_this_host() {
-        let host = fixtures::build(Fixture::AmdTwoGpus);
-        let root = HostRoot::new(host.path());
+        let host = Machine::AmdTwoGpus.build();
+        let root = host.root();
         let name: VmName = "x".parse().unwrap();
         let audio = GpuChoice::Address("0b:00.1".parse().unwrap());
         assert!(matches!(

@@ -11,11 +11,11 @@ use crate::host::HostRoot;
 
 /// vfio first: vfio_pci depends on vfio and vfio_iommu_type1 (kernel 6.2
 /// folded vfio_virqfd into vfio).
-pub const MODULES: [&str; 3] = ["vfio_pci", "vfio", "vfio_iommu_type1"];
+pub(crate) const MODULES: [&str; 3] = ["vfio_pci", "vfio", "vfio_iommu_type1"];
 
 /// The initramfs generators vmrun knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Generator {
+pub(crate) enum Generator {
     Dracut,
     Mkinitcpio,
     InitramfsTools,
@@ -24,7 +24,7 @@ pub enum Generator {
 impl Generator {
     /// The command that rebuilds every installed kernel's initramfs after
     /// the edit (the modules must be in the one the next boot uses).
-    pub fn rebuild(self) -> &'static [&'static str] {
+    pub(crate) fn rebuild(self) -> &'static [&'static str] {
         match self {
             Self::Dracut => &["dracut", "--force", "--regenerate-all"],
             Self::Mkinitcpio => &["mkinitcpio", "-P"],
@@ -44,7 +44,7 @@ impl Generator {
 /// The edit for this host: which file, its new text, or `None` when the
 /// modules are already there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Edit {
+pub(crate) struct Edit {
     pub generator: Generator,
     /// The host path (not under the root).
     pub file: PathBuf,
@@ -52,7 +52,7 @@ pub struct Edit {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InitramfsError {
+pub(crate) enum InitramfsError {
     #[error("no dracut, mkinitcpio or initramfs-tools config under /etc: add the modules {} to your initramfs by hand", MODULES.join(", "))]
     Unknown,
     #[error(
@@ -63,7 +63,7 @@ pub enum InitramfsError {
 
 /// Finds the generator of this host (dracut first: Fedora ships the
 /// others' configs rarely, Arch and Debian never ship dracut's by default).
-pub fn detect(root: &HostRoot) -> Option<Generator> {
+pub(crate) fn detect(root: &HostRoot) -> Option<Generator> {
     if root.path("/etc/dracut.conf.d").is_dir() || root.path("/etc/dracut.conf").is_file() {
         Some(Generator::Dracut)
     } else if root.path("/etc/mkinitcpio.conf").is_file() {
@@ -76,7 +76,7 @@ pub fn detect(root: &HostRoot) -> Option<Generator> {
 }
 
 /// The edit that puts the vfio modules in this host's initramfs.
-pub fn plan(root: &HostRoot) -> Result<Edit, InitramfsError> {
+pub(crate) fn plan(root: &HostRoot) -> Result<Edit, InitramfsError> {
     let generator = detect(root).ok_or(InitramfsError::Unknown)?;
     let file = PathBuf::from(generator.file());
     let current = fs::read_to_string(root.path(&file)).ok();
@@ -154,15 +154,15 @@ fn mkinitcpio(text: &str) -> Option<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::setup::fixtures::write;
+    use crate::testing::sysfs::write;
+    use crate::testing::TestHost;
 
-    fn root_with(files: &[(&str, &str)]) -> (tempfile::TempDir, HostRoot) {
-        let dir = tempfile::tempdir().unwrap();
-        for (path, text) in files {
-            write(dir.path(), path, text);
-        }
-        let root = HostRoot::new(dir.path());
-        (dir, root)
+    fn root_with(files: &[(&str, &str)]) -> (TestHost, HostRoot) {
+        let host = files
+            .iter()
+            .fold(TestHost::new(), |host, (path, text)| host.file(path, text));
+        let root = host.root();
+        (host, root)
     }
 
     #[test]

@@ -12,13 +12,13 @@ use crate::host::HostRoot;
 
 /// The arguments, and why each is there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelArgs {
+pub(crate) struct KernelArgs {
     pub args: Vec<String>,
     pub notes: Vec<String>,
 }
 
 impl KernelArgs {
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         self.args.join(" ")
     }
 
@@ -49,7 +49,11 @@ fn module_of(root: &HostRoot, driver: &str) -> String {
 }
 
 /// The arguments for `devices` (the VM's hostdevs, empty without a VM).
-pub fn kernel_args(root: &HostRoot, devices: &[PciDevice], vm: Option<&VmConfig>) -> KernelArgs {
+pub(crate) fn kernel_args(
+    root: &HostRoot,
+    devices: &[PciDevice],
+    vm: Option<&VmConfig>,
+) -> KernelArgs {
     let mut out = KernelArgs {
         args: Vec::new(),
         notes: Vec::new(),
@@ -159,7 +163,7 @@ pub fn kernel_args(root: &HostRoot, devices: &[PciDevice], vm: Option<&VmConfig>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::setup::fixtures::{self, Fixture};
+    use crate::testing::{self, Machine};
 
     fn devices(root: &HostRoot, addrs: &[&str]) -> Vec<PciDevice> {
         addrs
@@ -170,15 +174,15 @@ mod tests {
 
     #[test]
     fn without_a_vm_only_the_iommu_is_turned_on() {
-        let host = fixtures::build(Fixture::AmdTwoGpus);
-        let args = kernel_args(&HostRoot::new(host.path()), &[], None);
+        let host = Machine::AmdTwoGpus.build();
+        let args = kernel_args(&host.root(), &[], None);
         assert_eq!(args.line(), "amd_iommu=on iommu=pt");
     }
 
     #[test]
     fn the_laptop_dgpu_gets_ids_and_nvidia_blacklists_but_keeps_the_efifb() {
-        let host = fixtures::build(Fixture::IntelNvidiaLaptop);
-        let root = HostRoot::new(host.path());
+        let host = Machine::IntelNvidiaLaptop.build();
+        let root = host.root();
         let args = kernel_args(
             &root,
             &devices(&root, &["0000:01:00.0", "0000:01:00.1"]),
@@ -199,15 +203,11 @@ mod tests {
 
     #[test]
     fn a_driver_is_blacklisted_by_its_module_name() {
-        let host = fixtures::build(Fixture::IntelNvidiaLaptop);
-        let module = host.path().join("sys/module/bochs");
-        std::fs::create_dir_all(&module).unwrap();
-        std::os::unix::fs::symlink(
-            &module,
-            host.path().join("sys/bus/pci/drivers/nvidia/module"),
-        )
-        .unwrap();
-        let root = HostRoot::new(host.path());
+        let host = Machine::IntelNvidiaLaptop
+            .build()
+            .module("bochs", &[])
+            .driver_module("nvidia", "bochs");
+        let root = host.root();
         let args = kernel_args(&root, &devices(&root, &["0000:01:00.0"]), None);
         assert!(
             args.line().contains("modprobe.blacklist=bochs,nouveau,"),
@@ -218,8 +218,8 @@ mod tests {
 
     #[test]
     fn amdgpu_is_not_blacklisted_while_the_host_gpu_needs_it() {
-        let host = fixtures::build(Fixture::AmdTwoGpus);
-        let root = HostRoot::new(host.path());
+        let host = Machine::AmdTwoGpus.build();
+        let root = host.root();
         let args = kernel_args(
             &root,
             &devices(&root, &["0000:0b:00.0", "0000:0b:00.1"]),
@@ -231,9 +231,9 @@ mod tests {
 
     #[test]
     fn the_single_boot_gpu_gets_efifb_off_and_1g_pages() {
-        let host = fixtures::build(Fixture::SingleGpu);
-        let root = HostRoot::new(host.path());
-        let vm = fixtures::vm("[memory]\nsize = \"16G\"\nhugepages = \"1G\"\n");
+        let host = Machine::SingleGpu.build();
+        let root = host.root();
+        let vm = testing::vm("[memory]\nsize = \"16G\"\nhugepages = \"1G\"\n");
         let args = kernel_args(
             &root,
             &devices(&root, &["0000:01:00.0", "0000:01:00.1"]),

@@ -5,15 +5,12 @@
 //! `HostRoot`; the only writes are the boot files `--apply` changes
 //! (each backed up first, `backup.rs`) and the ROM file.
 
-pub mod backup;
-pub mod boot_entry;
-pub mod boot_steps;
-pub mod check;
-pub mod check_vm;
-pub mod init;
-pub mod initramfs;
-pub mod kernel_args;
-pub mod rom;
-
-#[cfg(test)]
-pub(crate) mod fixtures;
+pub(crate) mod backup;
+pub(crate) mod boot_entry;
+pub(crate) mod boot_steps;
+pub(crate) mod check;
+pub(crate) mod check_vm;
+pub(crate) mod init;
+pub(crate) mod initramfs;
+pub(crate) mod kernel_args;
+pub(crate) mod rom;

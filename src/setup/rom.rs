@@ -7,7 +7,7 @@
 const PCIR_POINTER: usize = 0x18;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RomError {
+pub(crate) enum RomError {
     #[error("the ROM is empty: the kernel returned no bytes (is the card's ROM shadowed or disabled by its driver?)")]
     Empty,
     #[error("no 55 AA signature at the start of the ROM (it starts with {found}): not an option ROM image")]
@@ -27,7 +27,7 @@ pub enum RomError {
 
 /// What a valid image says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RomImage {
+pub(crate) struct RomImage {
     pub vendor: u16,
     pub device: u16,
     /// Bytes stripped before the signature (`--patch`), 0 when none.
@@ -75,7 +75,7 @@ fn parse_at(bytes: &[u8]) -> Result<RomImage, RomError> {
 /// header before the first `55 AA` that starts a valid image for this
 /// device is stripped (seed 003: "remove before the 0x55 after VIDEO").
 /// Returns the image and the bytes to write.
-pub fn validate(
+pub(crate) fn validate(
     bytes: &[u8],
     vendor: u16,
     device: u16,

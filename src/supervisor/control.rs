@@ -19,7 +19,7 @@ use crate::qmp::RunStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "kebab-case")]
-pub enum Request {
+pub(crate) enum Request {
     Status,
     /// Shut the guest down; `force` skips straight to the next escalation
     /// step, `timeout_ms` replaces the config's `[shutdown] timeout`.
@@ -35,7 +35,7 @@ pub enum Request {
 
 /// What `vmrun status` shows.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Status {
+pub(crate) struct Status {
     pub name: String,
     pub state: VmState,
     pub supervisor_pid: u32,
@@ -56,7 +56,7 @@ pub struct Status {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Reply {
+pub(crate) enum Reply {
     Status(Box<Status>),
     Stopping { step: Step },
     Input { focus: Side },
@@ -64,7 +64,7 @@ pub enum Reply {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     #[error("the supervisor's control socket {path} did not answer: {source}")]
     Io {
         path: String,
@@ -76,7 +76,7 @@ pub enum ControlError {
 }
 
 /// Sends `request` to the supervisor at `socket` and returns its reply.
-pub async fn call(socket: &Path, request: &Request) -> Result<Reply, ControlError> {
+pub(crate) async fn call(socket: &Path, request: &Request) -> Result<Reply, ControlError> {
     let io = |source| ControlError::Io {
         path: socket.display().to_string(),
         source,
@@ -100,7 +100,7 @@ pub async fn call(socket: &Path, request: &Request) -> Result<Reply, ControlErro
 }
 
 /// Reads one request from a freshly accepted connection.
-pub async fn read_request(stream: &mut UnixStream) -> Option<Request> {
+pub(crate) async fn read_request(stream: &mut UnixStream) -> Option<Request> {
     let mut line = String::new();
     let mut reader = BufReader::new(stream);
     tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line))
@@ -110,7 +110,7 @@ pub async fn read_request(stream: &mut UnixStream) -> Option<Request> {
     serde_json::from_str(&line).ok()
 }
 
-pub async fn write_reply(stream: &mut UnixStream, reply: &Reply) {
+pub(crate) async fn write_reply(stream: &mut UnixStream, reply: &Reply) {
     if let Ok(mut line) = serde_json::to_vec(reply) {
         line.push(b'\n');
         let _ = stream.write_all(&line).await;

@@ -3,16 +3,16 @@
 //! the same teardown, and the outcome says which way it was.
 
 mod console;
-pub mod control;
+pub(crate) mod control;
 mod event_loop;
-pub mod outcome;
+pub(crate) mod outcome;
 mod pin;
-pub mod rundir;
+pub(crate) mod rundir;
 mod setup;
-pub mod shutdown;
-pub mod state;
+pub(crate) mod shutdown;
+pub(crate) mod state;
 mod stop;
-pub mod vmfiles;
+pub(crate) mod vmfiles;
 
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use state::VmState;
 const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
+pub(crate) enum SupervisorError {
     #[error(transparent)]
     RunDir(#[from] rundir::RunDirError),
     #[error(transparent)]
@@ -70,7 +70,7 @@ fn undo_summary(undo: &crate::teardown::Report) -> String {
 
 impl SupervisorError {
     /// Whether the host was left changed (the error needs `vmrun restore`).
-    pub fn host_left_changed(&self) -> bool {
+    pub(crate) fn host_left_changed(&self) -> bool {
         match self {
             Self::StaleRestore(_) => true,
             Self::Prepare { undo, .. } => !undo.complete(),
@@ -82,7 +82,7 @@ impl SupervisorError {
 /// How the VM ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The guest powered itself off (or obeyed an ACPI powerdown).
     GuestShutdown,
     /// Stopped on request, but the guest ignored ACPI: `step` ended it.
@@ -95,7 +95,7 @@ pub enum Outcome {
 
 /// The end of a supervised run.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub outcome: Outcome,
     pub leftovers_cleaned: bool,
     /// How the host was put back after QEMU exited.
@@ -103,10 +103,10 @@ pub struct Report {
 }
 
 /// Told the VM's name once the guest runs.
-pub type OnRunning = Box<dyn FnOnce(&str)>;
+pub(crate) type OnRunning = Box<dyn FnOnce(&str)>;
 
 /// How the supervisor talks to the person or script that started it.
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Show QEMU's stderr and the serial console on the terminal.
     pub foreground: bool,
     /// Called once the guest runs (a detached start returns to its caller).
@@ -115,7 +115,7 @@ pub struct RunOptions {
 
 /// Runs the VM of `plan` to its end. Errors are returned only for failures
 /// before QEMU was spawned; after that, every path gives a `Report`.
-pub fn run(plan: &Plan, opts: RunOptions) -> Result<Report, SupervisorError> {
+pub(crate) fn run(plan: &Plan, opts: RunOptions) -> Result<Report, SupervisorError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -78,7 +78,7 @@ impl Outcome {
 
 /// How a supervised start ended, as far as its exit status cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended<'a> {
+pub(crate) enum Ended<'a> {
     /// Refused or failed before QEMU was spawned (a `SupervisorError`).
     BeforeQemu,
     /// QEMU was spawned and is reaped.
@@ -87,7 +87,7 @@ pub enum Ended<'a> {
 
 /// The exit status of `vmrun start`: whether the host is back decides
 /// first (a script must know to run `vmrun restore`), then how it ended.
-pub fn exit_status(ended: Ended<'_>, host_restored: bool) -> Exit {
+pub(crate) fn exit_status(ended: Ended<'_>, host_restored: bool) -> Exit {
     if !host_restored {
         return Exit::RestoreIncomplete;
     }

@@ -8,7 +8,7 @@ use nix::unistd::Pid;
 use crate::qmp::QmpClient;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PinError {
+pub(super) enum PinError {
     #[error("QMP query-cpus-fast: {0}")]
     Qmp(#[from] crate::qmp::QmpError),
     #[error("QEMU reports {got} vCPU threads, the config pins {want}")]
@@ -23,7 +23,7 @@ pub enum PinError {
     },
 }
 
-pub async fn pin_vcpus(qmp: &QmpClient, pins: &[u32]) -> Result<(), PinError> {
+pub(super) async fn pin_vcpus(qmp: &QmpClient, pins: &[u32]) -> Result<(), PinError> {
     if pins.is_empty() {
         return Ok(());
     }

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use crate::plan::VmPaths;
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunDirError {
+pub(crate) enum RunDirError {
     #[error("VM {name} is already running (supervisor pid {pid}): `vmrun status {name}`, or `vmrun stop {name}` first")]
     AlreadyRunning { name: String, pid: String },
     #[error("{path}: {source}")]
@@ -35,7 +35,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunDirError + '_ {
 
 /// What a previous, dead supervisor left behind.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Leftovers {
+pub(crate) struct Leftovers {
     /// A QEMU of this VM still running without its supervisor (now killed).
     pub killed_qemu: Option<i32>,
     /// Files of the old run (sockets, pidfiles) were found and removed.
@@ -44,7 +44,7 @@ pub struct Leftovers {
 
 /// The run dir of a VM, locked by this process for as long as it lives.
 #[derive(Debug)]
-pub struct RunDir {
+pub(crate) struct RunDir {
     dir: PathBuf,
     _lock: Flock<File>,
 }
@@ -59,7 +59,7 @@ fn supervisor_pid_path(run_dir: &Path) -> PathBuf {
 
 /// Creates `dir` (and parents) with mode 0700: sockets inside give control
 /// of the VM, so only the owner may reach them.
-pub fn create_private_dir(dir: &Path) -> Result<(), RunDirError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), RunDirError> {
     crate::fsutil::create_private_dir(dir).map_err(|e| RunDirError::Io {
         path: e.path,
         source: e.source,
@@ -69,7 +69,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), RunDirError> {
 impl RunDir {
     /// Locks the run dir of `paths`, cleaning up after a dead supervisor.
     /// The journal, if any, is left for teardown to replay.
-    pub fn acquire(name: &str, paths: &VmPaths) -> Result<(Self, Leftovers), RunDirError> {
+    pub(crate) fn acquire(name: &str, paths: &VmPaths) -> Result<(Self, Leftovers), RunDirError> {
         let dir = paths.run_dir.clone();
         create_private_dir(&dir)?;
         create_private_dir(&paths.state_dir)?;
@@ -100,7 +100,7 @@ impl RunDir {
 
     /// Removes the run dir's files but `keep` (the journal when teardown
     /// was incomplete), then the dir itself if nothing is kept.
-    pub fn finish(self, keep: Option<&Path>) {
+    pub(crate) fn finish(self, keep: Option<&Path>) {
         if let Ok(entries) = fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let path = entry.path();
@@ -140,7 +140,7 @@ fn clean_stale(name: &str, paths: &VmPaths) -> Result<Leftovers, RunDirError> {
 
 /// The pid in `pidfile` if it is a live QEMU started for VM `name`
 /// (checked against its command line, so a reused pid is never killed).
-pub fn live_qemu_of(name: &str, pidfile: &Path) -> Option<Pid> {
+pub(crate) fn live_qemu_of(name: &str, pidfile: &Path) -> Option<Pid> {
     let pid: i32 = fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let needle = format!("guest={name},");
@@ -159,7 +159,7 @@ pub fn live_qemu_of(name: &str, pidfile: &Path) -> Option<Pid> {
 /// group among them (seen in the lab: QEMU's "IO mon_iothread" released
 /// the group after its leader showed Z, and a PCI `remove` written in
 /// between crashed the kernel). So a zombie with threads left still runs.
-pub fn is_running(pid: i32) -> bool {
+pub(crate) fn is_running(pid: i32) -> bool {
     let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
     };
@@ -206,7 +206,7 @@ fn terminate(pid: Pid) {
 
 /// Whether a supervisor holds the VM's run dir, read without taking the
 /// lock (a starting supervisor must never lose a race to `vmrun status`).
-pub fn supervisor_pid(paths: &VmPaths) -> Option<i32> {
+pub(crate) fn supervisor_pid(paths: &VmPaths) -> Option<i32> {
     let pid: i32 = fs::read_to_string(supervisor_pid_path(&paths.run_dir))
         .ok()?
         .trim()

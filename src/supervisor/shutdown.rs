@@ -8,15 +8,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// How often `system_powerdown` is repeated while the guest ignores it.
-pub const POWERDOWN_RESEND: Duration = Duration::from_secs(5);
+pub(crate) const POWERDOWN_RESEND: Duration = Duration::from_secs(5);
 /// How long QEMU gets to exit after `quit` before SIGTERM, and after
 /// SIGTERM before SIGKILL.
-pub const GRACE: Duration = Duration::from_secs(3);
+pub(crate) const GRACE: Duration = Duration::from_secs(3);
 
 /// A step of the escalation, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Step {
+pub(crate) enum Step {
     Powerdown,
     Quit,
     Sigterm,
@@ -35,7 +35,7 @@ impl Step {
 
 /// Where a stop is in its escalation.
 #[derive(Debug, Clone)]
-pub struct Escalation {
+pub(crate) struct Escalation {
     step: Step,
     /// Time since the current step began.
     in_step: Duration,
@@ -46,7 +46,7 @@ pub struct Escalation {
 
 /// What the supervisor should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Send(Step),
     Wait,
 }
@@ -54,7 +54,7 @@ pub enum Action {
 impl Escalation {
     /// Starts a stop whose guest gets `timeout` to power off. Returns the
     /// first action (a powerdown, or `quit` when the timeout is zero).
-    pub fn begin(timeout: Duration) -> (Self, Action) {
+    pub(crate) fn begin(timeout: Duration) -> (Self, Action) {
         let step = if timeout.is_zero() {
             Step::Quit
         } else {
@@ -69,7 +69,7 @@ impl Escalation {
         (e, Action::Send(step))
     }
 
-    pub fn step(&self) -> Step {
+    pub(crate) fn step(&self) -> Step {
         self.step
     }
 
@@ -83,7 +83,7 @@ impl Escalation {
     }
 
     /// Advances the clock by `elapsed` and says what to send, if anything.
-    pub fn tick(&mut self, elapsed: Duration) -> Action {
+    pub(crate) fn tick(&mut self, elapsed: Duration) -> Action {
         self.in_step += elapsed;
         self.since_powerdown += elapsed;
         if self.in_step >= self.step_length() {
@@ -97,7 +97,7 @@ impl Escalation {
     }
 
     /// Goes to the next step now (a second Ctrl-C, `vmrun stop --force`).
-    pub fn escalate(&mut self) -> Action {
+    pub(crate) fn escalate(&mut self) -> Action {
         if self.step == Step::Sigkill {
             return Action::Wait;
         }
@@ -107,7 +107,7 @@ impl Escalation {
     }
 
     /// Time until the next `tick` may have something to do.
-    pub fn next_deadline(&self) -> Duration {
+    pub(crate) fn next_deadline(&self) -> Duration {
         let to_next_step = self.step_length().saturating_sub(self.in_step);
         if self.step == Step::Powerdown {
             to_next_step.min(POWERDOWN_RESEND.saturating_sub(self.since_powerdown))

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum VmState {
+pub(crate) enum VmState {
     /// QEMU spawned paused (`-S`); QMP, pinning and `cont` are under way.
     Starting,
     Running,
@@ -21,7 +21,7 @@ pub enum VmState {
 
 impl VmState {
     /// Whether `self -> next` is a transition the supervisor may make.
-    pub fn can_become(self, next: VmState) -> bool {
+    pub(crate) fn can_become(self, next: VmState) -> bool {
         use VmState::*;
         match (self, next) {
             (Starting, Running | Paused | ShuttingDown | Crashed | Stopped) => true,
@@ -31,10 +31,6 @@ impl VmState {
             (Stopped | Crashed, _) => false,
             _ => false,
         }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, VmState::Stopped | VmState::Crashed)
     }
 }
 
@@ -62,6 +58,5 @@ mod tests {
         for s in [Starting, Running, Paused, ShuttingDown, Stopped, Crashed] {
             assert!(!Stopped.can_become(s) && !Crashed.can_become(s));
         }
-        assert!(Stopped.is_final() && Crashed.is_final() && !Running.is_final());
     }
 }

@@ -11,7 +11,7 @@ use crate::plan::Plan;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {source}")]
-pub struct VmFileError {
+pub(crate) struct VmFileError {
     pub path: PathBuf,
     #[source]
     pub source: io::Error,
@@ -20,7 +20,7 @@ pub struct VmFileError {
 /// Copies the firmware's VARS template to the VM's own VARS file, once: it
 /// holds the guest's boot entries and Secure Boot state from then on. When
 /// QEMU runs as another user it must own the copy (the guest writes to it).
-pub fn ensure_vars_copy(plan: &Plan) -> Result<(), VmFileError> {
+pub(crate) fn ensure_vars_copy(plan: &Plan) -> Result<(), VmFileError> {
     let Some(fw) = &plan.firmware else {
         return Ok(());
     };

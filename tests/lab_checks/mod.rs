@@ -10,7 +10,7 @@ use vmrun_lab::{Lab, LabRun, Scenario};
 
 /// Boots the scenario with this crate's vmrun binary and returns its run;
 /// any lab failure panics with the scenario output and serial log.
-pub fn run(scenario: Scenario) -> LabRun {
+pub(crate) fn run(scenario: Scenario) -> LabRun {
     let start = Instant::now();
     let lab = Lab::new().unwrap_or_else(|e| panic!("{e}"));
     let scenario = scenario.vmrun(env!("CARGO_BIN_EXE_vmrun"));
@@ -25,7 +25,7 @@ pub fn run(scenario: Scenario) -> LabRun {
 }
 
 /// Every mismatch of `expected`, as "key: expected X, got Y" lines.
-pub fn mismatches(run: &LabRun, expected: &[(String, Value)]) -> Vec<String> {
+pub(crate) fn mismatches(run: &LabRun, expected: &[(String, Value)]) -> Vec<String> {
     expected
         .iter()
         .filter(|(key, value)| run.get(key) != value)
@@ -35,7 +35,7 @@ pub fn mismatches(run: &LabRun, expected: &[(String, Value)]) -> Vec<String> {
 
 /// The driver and driver_override each function must have under `prefix`
 /// (fields recorded by `rec_devices` in vfio_lib.sh).
-pub fn devices(prefix: &str, state: &[(&str, &str)]) -> Vec<(String, Value)> {
+pub(crate) fn devices(prefix: &str, state: &[(&str, &str)]) -> Vec<(String, Value)> {
     state
         .iter()
         .enumerate()
@@ -48,49 +48,49 @@ pub fn devices(prefix: &str, state: &[(&str, &str)]) -> Vec<(String, Value)> {
         .collect()
 }
 
-pub fn fields(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
+pub(crate) fn fields(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_string(), v.clone()))
         .collect()
 }
 
-pub fn text<'a>(run: &'a LabRun, key: &str) -> &'a str {
+pub(crate) fn text<'a>(run: &'a LabRun, key: &str) -> &'a str {
     run.get(key).as_str().unwrap_or_default()
 }
 
 /// Whether `hay` has `word` delimited by non-alphanumeric characters.
-pub fn has_word(hay: &str, word: &str) -> bool {
+pub(crate) fn has_word(hay: &str, word: &str) -> bool {
     hay.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .any(|w| w == word)
 }
 
 /// Collects every failed check and fails once, printing the whole run.
-pub struct Checks<'a> {
+pub(crate) struct Checks<'a> {
     run: &'a LabRun,
     wrong: Vec<String>,
 }
 
 impl<'a> Checks<'a> {
-    pub fn new(run: &'a LabRun) -> Self {
+    pub(crate) fn new(run: &'a LabRun) -> Self {
         Self {
             run,
             wrong: Vec::new(),
         }
     }
 
-    pub fn fields(&mut self, expected: &[(String, Value)]) {
+    pub(crate) fn fields(&mut self, expected: &[(String, Value)]) {
         let wrong = mismatches(self.run, expected);
         self.wrong.extend(wrong);
     }
 
-    pub fn that(&mut self, ok: bool, what: &str) {
+    pub(crate) fn that(&mut self, ok: bool, what: &str) {
         if !ok {
             self.wrong.push(what.to_string());
         }
     }
 
-    pub fn done(self) {
+    pub(crate) fn done(self) {
         assert!(
             self.wrong.is_empty(),
             "{}\n{}",

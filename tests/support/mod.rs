@@ -14,10 +14,10 @@ use nix::unistd::Pid;
 
 /// Default time a condition gets before the test fails. TCG boots share
 /// two cores with the other tests of the file.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// Polls `probe` every 20 ms until it yields a value or `within` passes.
-pub fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = probe() {
@@ -32,7 +32,7 @@ pub fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Opti
 }
 
 /// Whether a process exists (a zombie counts until it is reaped).
-pub fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok() && !is_zombie(pid)
 }
 
@@ -47,7 +47,7 @@ fn is_zombie(pid: i32) -> bool {
 }
 
 /// A field of `/proc/PID/status` (`Uid`, `VmRSS`...), value only.
-pub fn proc_status_field(pid: i32, field: &str) -> Option<String> {
+pub(crate) fn proc_status_field(pid: i32, field: &str) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
@@ -56,7 +56,7 @@ pub fn proc_status_field(pid: i32, field: &str) -> Option<String> {
 
 /// What a VM config can vary in these tests.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Firmware {
+pub(crate) enum Firmware {
     /// OVMF: prints to the serial console, ignores ACPI powerdown (no OS).
     Uefi,
     /// SeaBIOS with no disk: silent, ignores ACPI powerdown.
@@ -66,7 +66,7 @@ pub enum Firmware {
     BiosPowerButton,
 }
 
-pub struct VmSpec {
+pub(crate) struct VmSpec {
     pub firmware: Firmware,
     pub memory: &'static str,
     pub timeout: &'static str,
@@ -93,7 +93,7 @@ impl Default for VmSpec {
 /// One test's private vmrun world: its own VMRUN_HOME (configs), run and
 /// state dirs. Processes it started are killed when it is dropped, so a
 /// failing test leaves nothing running.
-pub struct World {
+pub(crate) struct World {
     tmp: tempfile::TempDir,
     pub home: PathBuf,
     pub run_base: PathBuf,
@@ -101,7 +101,7 @@ pub struct World {
 }
 
 impl World {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("vmrun-it-")
             .tempdir()
@@ -119,7 +119,7 @@ impl World {
     }
 
     /// Writes `vms/NAME.toml` for `spec`.
-    pub fn vm(&self, name: &str, spec: &VmSpec) -> String {
+    pub(crate) fn vm(&self, name: &str, spec: &VmSpec) -> String {
         let (fw, disk) = match spec.firmware {
             Firmware::Uefi => ("type = \"uefi\"\nsecure_boot = false", String::new()),
             Firmware::Bios => ("type = \"bios\"", String::new()),
@@ -148,25 +148,25 @@ impl World {
 
     /// Opens the world's root to everyone (0755), as `/var/lib` and `/run`
     /// are: a tempdir is 0700.
-    pub fn make_world_readable(&self) {
+    pub(crate) fn make_world_readable(&self) {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(self.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    pub fn run_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn run_dir(&self, name: &str) -> PathBuf {
         self.run_base.join(name)
     }
 
-    pub fn state_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn state_dir(&self, name: &str) -> PathBuf {
         self.state_base.join(name)
     }
 
-    pub fn log(&self, name: &str) -> String {
+    pub(crate) fn log(&self, name: &str) -> String {
         fs::read_to_string(self.state_dir(name).join("vmrun.log")).unwrap_or_default()
     }
 
     /// `vmrun ARGS` in this world, not yet run.
-    pub fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmrun"));
         cmd.args(args)
             .env("VMRUN_HOME", &self.home)
@@ -178,19 +178,19 @@ impl World {
     }
 
     /// Runs `vmrun ARGS` to its end.
-    pub fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
 
     /// `vmrun start NAME --detach`, which must succeed.
-    pub fn start_detached(&self, name: &str) -> Output {
+    pub(crate) fn start_detached(&self, name: &str) -> Output {
         let out = self.run(&["start", name, "--detach"]);
         assert_ok(&out, &format!("vmrun start {name} --detach"));
         out
     }
 
     /// `vmrun status NAME --json`, parsed.
-    pub fn status(&self, name: &str) -> (Option<i32>, serde_json::Value) {
+    pub(crate) fn status(&self, name: &str) -> (Option<i32>, serde_json::Value) {
         let out = self.run(&["status", name, "--json"]);
         let json = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("status --json printed no JSON ({e}): {}", text(&out)));
@@ -198,7 +198,7 @@ impl World {
     }
 
     /// The pid in a run dir file (`supervisor.pid`, `qemu.pid`).
-    pub fn pid_in(&self, name: &str, file: &str) -> Option<i32> {
+    pub(crate) fn pid_in(&self, name: &str, file: &str) -> Option<i32> {
         fs::read_to_string(self.run_dir(name).join(file))
             .ok()?
             .trim()
@@ -207,7 +207,7 @@ impl World {
     }
 
     /// Spawns `vmrun start NAME` in the foreground with piped stdout and stderr.
-    pub fn spawn_foreground(&self, name: &str) -> Child {
+    pub(crate) fn spawn_foreground(&self, name: &str) -> Child {
         self.cmd(&["start", name])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -242,7 +242,7 @@ impl Drop for World {
 /// SLP_EN with SLP_TYP 0 (soft-off on QEMU's ICH9) to PM1_CNT. SeaBIOS sets
 /// q35's ICH9 PMBASE to 0x600 (`info mtree`: acpi-evt 0x600, acpi-cnt 0x604).
 /// QEMU then reports SHUTDOWN with guest=true, reason guest-shutdown.
-pub fn write_power_button_guest(path: &Path) {
+pub(crate) fn write_power_button_guest(path: &Path) {
     #[rustfmt::skip]
     let code: [u8; 29] = [
         0xBA, 0x02, 0x06,       // mov dx, 0x602   (PM1_EN)
@@ -267,7 +267,7 @@ pub fn write_power_button_guest(path: &Path) {
     fs::write(path, img).unwrap();
 }
 
-pub fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}--- stderr\n{}",
         out.status.code(),
@@ -276,6 +276,6 @@ pub fn text(out: &Output) -> String {
     )
 }
 
-pub fn assert_ok(out: &Output, what: &str) {
+pub(crate) fn assert_ok(out: &Output, what: &str) {
     assert!(out.status.success(), "{what} failed: {}", text(out));
 }

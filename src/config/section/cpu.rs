@@ -10,14 +10,14 @@ use crate::config::error::ProblemKind as K;
 use crate::config::section::qemu::Accel;
 
 /// QEMU's `-smp` limit for q35 with x2apic; also keeps the product in `u32`.
-pub const MAX_VCPUS: u64 = 1024;
+pub(crate) const MAX_VCPUS: u64 = 1024;
 
 /// QEMU's `hv-vendor-id` takes at most 12 characters.
 const MAX_VENDOR_ID: usize = 12;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireCpu {
+pub(crate) struct WireCpu {
     pub model: S<String>,
     pub sockets: S<u32>,
     pub dies: S<u32>,

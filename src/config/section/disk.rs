@@ -64,7 +64,7 @@ impl Aio {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireDisk {
+pub(crate) struct WireDisk {
     pub path: S<String>,
     pub interface: Option<DiskInterface>,
     pub media: Option<DiskMedia>,

@@ -29,7 +29,7 @@ impl Display {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireDisplay {
+pub(crate) struct WireDisplay {
     pub mode: S<Display>,
 }
 

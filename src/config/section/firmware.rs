@@ -17,7 +17,7 @@ pub enum FirmwareKind {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireFirmware {
+pub(crate) struct WireFirmware {
     #[serde(rename = "type")]
     pub kind: S<FirmwareKind>,
     pub secure_boot: S<bool>,

@@ -11,7 +11,7 @@ use crate::config::types::{PciAddress, PciIds};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireHostdev {
+pub(crate) struct WireHostdev {
     pub address: S<PciAddress>,
     pub ids: S<PciIds>,
     pub index: S<u32>,

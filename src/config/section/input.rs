@@ -18,7 +18,7 @@ pub enum InputMode {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireInput {
+pub(crate) struct WireInput {
     pub keyboard: Option<String>,
     pub mouse: Option<String>,
     pub toggle: S<String>,

@@ -13,21 +13,21 @@ use crate::config::error::ProblemKind as K;
 use crate::config::types::ByteSize;
 
 #[derive(Debug)]
-pub enum WireMemory {
+pub(crate) enum WireMemory {
     Size(ByteSize),
     Table(WireMemoryTable),
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireMemoryTable {
+pub(crate) struct WireMemoryTable {
     pub size: S<ByteSize>,
     pub hugepages: S<WireHugepages>,
 }
 
 /// `hugepages`: a page size, or `off` (which the model has no page size for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum WireHugepages {
+pub(crate) enum WireHugepages {
     #[serde(rename = "off")]
     Off,
     #[serde(rename = "2M")]

@@ -3,15 +3,15 @@
 //! its validated model, the `check` from one to the other, and their tests.
 //! Leaf enums (`Display`, `Cache`, ...) serve both sides.
 
-pub mod cpu;
-pub mod disk;
-pub mod display;
-pub mod firmware;
-pub mod hostdev;
-pub mod input;
-pub mod memory;
-pub mod network;
-pub mod qemu;
-pub mod shutdown;
-pub mod takeover;
-pub mod tpm;
+pub(crate) mod cpu;
+pub(crate) mod disk;
+pub(crate) mod display;
+pub(crate) mod firmware;
+pub(crate) mod hostdev;
+pub(crate) mod input;
+pub(crate) mod memory;
+pub(crate) mod network;
+pub(crate) mod qemu;
+pub(crate) mod shutdown;
+pub(crate) mod takeover;
+pub(crate) mod tpm;

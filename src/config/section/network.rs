@@ -12,7 +12,7 @@ use crate::config::error::ProblemKind as K;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WireNetworkMode {
+pub(crate) enum WireNetworkMode {
     User,
     Bridge,
     Tap,
@@ -21,7 +21,7 @@ pub enum WireNetworkMode {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireNetwork {
+pub(crate) struct WireNetwork {
     pub mode: S<WireNetworkMode>,
     pub bridge: S<String>,
     pub forward: S<Vec<Spanned<String>>>,

@@ -17,7 +17,7 @@ pub enum Accel {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireQemu {
+pub(crate) struct WireQemu {
     pub binary: Option<String>,
     pub accel: Option<Accel>,
     pub user: S<String>,

@@ -8,7 +8,7 @@ use crate::config::types::Duration;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireShutdown {
+pub(crate) struct WireShutdown {
     pub timeout: S<Duration>,
 }
 

@@ -11,14 +11,14 @@ use crate::config::error::ProblemKind as K;
 
 /// `display_manager`: `"auto"`, a unit name, or `{ stop = [..], start = [..] }`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum WireDisplayManager {
+pub(crate) enum WireDisplayManager {
     Name(String),
     Commands(WireDmCommands),
 }
 
 #[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireDmCommands {
+pub(crate) struct WireDmCommands {
     #[serde(default)]
     pub stop: Vec<String>,
     #[serde(default)]
@@ -27,14 +27,14 @@ pub struct WireDmCommands {
 
 /// `unload_modules`: `"auto"` or an explicit list.
 #[derive(Debug, PartialEq, Eq)]
-pub enum WireUnloadModules {
+pub(crate) enum WireUnloadModules {
     Name(String),
     List(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireTakeover {
+pub(crate) struct WireTakeover {
     pub enabled: Option<bool>,
     pub display_manager: S<WireDisplayManager>,
     #[serde(default)]

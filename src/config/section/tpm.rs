@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireTpm {
+pub(crate) struct WireTpm {
     pub enabled: Option<bool>,
 }
 

@@ -91,16 +91,14 @@ fn exists(root: &HostRoot, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestHost;
 
-    fn host_with(files: &[&str]) -> (tempfile::TempDir, HostRoot) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = HostRoot::new(dir.path());
-        for f in files {
-            let p = root.path(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, b"fw").unwrap();
-        }
-        (dir, root)
+    fn host_with(files: &[&str]) -> (TestHost, HostRoot) {
+        let host = files
+            .iter()
+            .fold(TestHost::new(), |host, f| host.file(f, "fw"));
+        let root = host.root();
+        (host, root)
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct ResolvedFirmware {
 
 /// Where to look for descriptors: `HostRoot` plus the user's config dir.
 #[derive(Debug, Clone)]
-pub struct FirmwareSearch {
+pub(crate) struct FirmwareSearch {
     pub root: HostRoot,
     /// `$XDG_CONFIG_HOME` (or `~/.config`); its `qemu/firmware` overrides.
     pub user_config_dir: Option<PathBuf>,
@@ -66,7 +66,7 @@ pub struct FirmwareSearch {
 const INSTALL_HINT: &str = "install OVMF (apt install ovmf / dnf install edk2-ovmf / pacman -S edk2-ovmf) or set [firmware] code and vars";
 
 #[derive(Debug, thiserror::Error)]
-pub enum FirmwareError {
+pub(crate) enum FirmwareError {
     #[error("[firmware] kind is bios: there is no UEFI firmware to resolve")]
     NotUefi,
     #[error(
@@ -111,7 +111,7 @@ fn describe_rejected(rejected: &[String]) -> String {
 /// Picks the UEFI firmware for `fw` on the machine type `machine`: the
 /// concrete one (`pc-q35-7.2`) as QEMU/libvirt match it, or the alias
 /// `q35`/`pc` (see `descriptor::machine_matches`).
-pub fn resolve(
+pub(crate) fn resolve(
     fw: &Firmware,
     machine: &str,
     search: &FirmwareSearch,
@@ -321,7 +321,7 @@ fn image_format(format: &str) -> Option<ImageFormat> {
 
 /// The file name of a VM's own VARS copy in its state dir, as libvirt names
 /// it (`<nvramDir>/<name>_VARS.fd`, `.qcow2` for a qcow2 template).
-pub fn vars_copy_name(vm: &str, format: ImageFormat) -> String {
+pub(crate) fn vars_copy_name(vm: &str, format: ImageFormat) -> String {
     match format {
         ImageFormat::Raw => format!("{vm}_VARS.fd"),
         ImageFormat::Qcow2 => format!("{vm}_VARS.qcow2"),
@@ -330,26 +330,26 @@ pub fn vars_copy_name(vm: &str, format: ImageFormat) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
-
     use super::*;
     use crate::config::FirmwareFiles;
+    use crate::testing::{TestHost, Tree};
 
     const MACHINE: &str = "pc-q35-7.2";
-
-    fn fixture(name: &str) -> HostRoot {
-        HostRoot::new(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures")
-                .join(name),
-        )
-    }
 
     fn search(root: HostRoot) -> FirmwareSearch {
         FirmwareSearch {
             root,
             user_config_dir: None,
         }
+    }
+
+    /// Debian's descriptors, in the fixture desktop.
+    fn debian() -> FirmwareSearch {
+        search(Tree::DebianFirmware.root())
+    }
+
+    fn fedora() -> FirmwareSearch {
+        search(Tree::FedoraFirmware.root())
     }
 
     fn uefi(secure_boot: Option<bool>) -> Firmware {
@@ -393,29 +393,16 @@ mod tests {
         .to_string()
     }
 
-    /// A scratch host: files written at absolute host paths under a tempdir.
-    struct Scratch {
-        dir: tempfile::TempDir,
+    /// Firmware files on a `TestHost`.
+    trait WithFirmware {
+        /// A plain (no Secure Boot) descriptor named `name` in `dir` with its images.
+        fn plain(self, dir: &str, name: &str, code: &str) -> Self;
+        fn search(&self) -> FirmwareSearch;
     }
 
-    impl Scratch {
-        fn new() -> Self {
-            Self {
-                dir: tempfile::tempdir().unwrap(),
-            }
-        }
-        fn root(&self) -> HostRoot {
-            HostRoot::new(self.dir.path())
-        }
-        fn write(&self, abs: &str, content: &str) -> &Self {
-            let p = self.root().path(abs);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(p, content).unwrap();
-            self
-        }
-        /// A plain (no Secure Boot) descriptor named `name` in `dir` with its images.
-        fn plain(&self, dir: &str, name: &str, code: &str) -> &Self {
-            self.write(code, "fw").write("/fw/VARS.fd", "vars").write(
+    impl WithFirmware for TestHost {
+        fn plain(self, dir: &str, name: &str, code: &str) -> Self {
+            self.file(code, "fw").file("/fw/VARS.fd", "vars").file(
                 &format!("{dir}/{name}"),
                 &descriptor_json(code, "/fw/VARS.fd", &[]),
             )
@@ -427,7 +414,7 @@ mod tests {
 
     #[test]
     fn debian_secure_boot_picks_enrolled_descriptor_with_smm() {
-        let r = resolve(&uefi(Some(true)), MACHINE, &search(fixture("host"))).unwrap();
+        let r = resolve(&uefi(Some(true)), MACHINE, &debian()).unwrap();
         assert_eq!(descriptor_name(&r), "40-edk2-x86_64-secure-enrolled.json");
         assert_eq!(r.code, Path::new("/usr/share/OVMF/OVMF_CODE_4M.ms.fd"));
         assert_eq!(
@@ -448,7 +435,7 @@ mod tests {
 
     #[test]
     fn debian_secure_boot_off_picks_plain_descriptor() {
-        let r = resolve(&uefi(Some(false)), MACHINE, &search(fixture("host"))).unwrap();
+        let r = resolve(&uefi(Some(false)), MACHINE, &debian()).unwrap();
         assert_eq!(descriptor_name(&r), "60-edk2-x86_64.json");
         assert_eq!(r.code, Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd"));
         assert!(!r.secure_boot && !r.enrolled_keys && !r.requires_smm);
@@ -458,25 +445,25 @@ mod tests {
     /// name wins: on Debian that is the enrolled Secure Boot build.
     #[test]
     fn debian_unspecified_secure_boot_takes_first_by_name() {
-        let r = resolve(&uefi(None), MACHINE, &search(fixture("host"))).unwrap();
+        let r = resolve(&uefi(None), MACHINE, &debian()).unwrap();
         assert_eq!(descriptor_name(&r), "40-edk2-x86_64-secure-enrolled.json");
     }
 
     #[test]
     fn unversioned_q35_matches_pc_q35_globs() {
-        let r = resolve(&uefi(Some(false)), "q35", &search(fixture("host"))).unwrap();
+        let r = resolve(&uefi(Some(false)), "q35", &debian()).unwrap();
         assert_eq!(descriptor_name(&r), "60-edk2-x86_64.json");
     }
 
     #[test]
     fn debian_has_no_firmware_for_other_machines() {
-        let err = resolve(&uefi(None), "microvm", &search(fixture("host"))).unwrap_err();
+        let err = resolve(&uefi(None), "microvm", &debian()).unwrap_err();
         assert!(matches!(err, FirmwareError::NotFound { .. }), "{err:?}");
     }
 
     #[test]
     fn fedora_picks_qcow2_images() {
-        let s = search(fixture("host-fedora"));
+        let s = fedora();
         let r = resolve(&uefi(Some(true)), MACHINE, &s).unwrap();
         assert_eq!(
             descriptor_name(&r),
@@ -499,7 +486,7 @@ mod tests {
 
     #[test]
     fn fedora_confidential_and_microvm_builds_are_never_chosen() {
-        let err = resolve(&uefi(None), "microvm", &search(fixture("host-fedora"))).unwrap_err();
+        let err = resolve(&uefi(None), "microvm", &fedora()).unwrap_err();
         let FirmwareError::NotFound { rejected, .. } = err else {
             panic!("expected NotFound");
         };
@@ -511,9 +498,8 @@ mod tests {
 
     #[test]
     fn user_dir_overrides_same_named_descriptor() {
-        let user = Scratch::new();
         // The user's file names host paths; those live in the Debian fixture.
-        user.write(
+        let user = TestHost::new().file(
             "/qemu/firmware/40-edk2-x86_64-secure-enrolled.json",
             &descriptor_json(
                 "/usr/share/OVMF/OVMF_CODE_4M.fd",
@@ -522,8 +508,8 @@ mod tests {
             ),
         );
         let s = FirmwareSearch {
-            root: fixture("host"),
-            user_config_dir: Some(user.dir.path().to_path_buf()),
+            root: Tree::DebianFirmware.root(),
+            user_config_dir: Some(user.path().to_path_buf()),
         };
         let r = resolve(&uefi(None), MACHINE, &s).unwrap();
         let FirmwareSource::Descriptor(path) = &r.source else {
@@ -532,7 +518,6 @@ mod tests {
         assert_eq!(
             path,
             &user
-                .dir
                 .path()
                 .join("qemu/firmware/40-edk2-x86_64-secure-enrolled.json")
         );
@@ -541,11 +526,10 @@ mod tests {
 
     #[test]
     fn zero_length_file_hides_descriptor() {
-        let user = Scratch::new();
-        user.write("/qemu/firmware/40-edk2-x86_64-secure-enrolled.json", "");
+        let user = TestHost::new().file("/qemu/firmware/40-edk2-x86_64-secure-enrolled.json", "");
         let s = FirmwareSearch {
-            root: fixture("host"),
-            user_config_dir: Some(user.dir.path().to_path_buf()),
+            root: Tree::DebianFirmware.root(),
+            user_config_dir: Some(user.path().to_path_buf()),
         };
         let r = resolve(&uefi(None), MACHINE, &s).unwrap();
         assert_eq!(descriptor_name(&r), "50-edk2-x86_64-secure.json");
@@ -553,8 +537,8 @@ mod tests {
 
     #[test]
     fn etc_overrides_usr_share_and_can_unhide() {
-        let host = Scratch::new();
-        host.plain("/usr/share/qemu/firmware", "50-a.json", "/fw/share.fd")
+        let host = TestHost::new()
+            .plain("/usr/share/qemu/firmware", "50-a.json", "/fw/share.fd")
             .plain("/etc/qemu/firmware", "50-a.json", "/fw/etc.fd");
         let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
         assert_eq!(r.code, Path::new("/fw/etc.fd"));
@@ -564,7 +548,7 @@ mod tests {
         );
 
         // Hidden in /etc, provided again by the user's dir.
-        host.write("/etc/qemu/firmware/50-a.json", "").plain(
+        let host = host.file("/etc/qemu/firmware/50-a.json", "").plain(
             "/home/u/.config/qemu/firmware",
             "50-a.json",
             "/fw/user.fd",
@@ -583,53 +567,53 @@ mod tests {
 
     #[test]
     fn descriptors_are_taken_by_file_name_across_dirs() {
-        let host = Scratch::new();
-        host.plain("/usr/share/qemu/firmware", "20-share.json", "/fw/share.fd")
+        let host = TestHost::new()
+            .plain("/usr/share/qemu/firmware", "20-share.json", "/fw/share.fd")
             .plain("/etc/qemu/firmware", "30-etc.json", "/fw/etc.fd")
-            .write("/usr/share/qemu/firmware/10-readme.txt", "not json");
+            .file("/usr/share/qemu/firmware/10-readme.txt", "not json");
         let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
         assert_eq!(r.code, Path::new("/fw/share.fd"));
     }
 
     #[test]
     fn confidential_only_descriptor_is_skipped() {
-        let host = Scratch::new();
-        host.write("/fw/snp.fd", "fw")
-            .write("/fw/VARS.fd", "vars")
-            .write(
+        let host = TestHost::new()
+            .file("/fw/snp.fd", "fw")
+            .file("/fw/VARS.fd", "vars")
+            .file(
                 "/usr/share/qemu/firmware/10-snp.json",
                 &descriptor_json(
                     "/fw/snp.fd",
                     "/fw/VARS.fd",
                     &["amd-sev", "amd-sev-es", "amd-sev-snp"],
                 ),
-            );
-        host.plain("/usr/share/qemu/firmware", "20-plain.json", "/fw/plain.fd");
+            )
+            .plain("/usr/share/qemu/firmware", "20-plain.json", "/fw/plain.fd");
         let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
         assert_eq!(r.code, Path::new("/fw/plain.fd"));
     }
 
     #[test]
     fn descriptor_with_missing_image_is_skipped() {
-        let host = Scratch::new();
-        host.write(
-            "/usr/share/qemu/firmware/10-gone.json",
-            &descriptor_json("/fw/gone.fd", "/fw/VARS.fd", &[]),
-        );
-        host.plain("/usr/share/qemu/firmware", "20-here.json", "/fw/here.fd");
+        let host = TestHost::new()
+            .file(
+                "/usr/share/qemu/firmware/10-gone.json",
+                &descriptor_json("/fw/gone.fd", "/fw/VARS.fd", &[]),
+            )
+            .plain("/usr/share/qemu/firmware", "20-here.json", "/fw/here.fd");
         let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
         assert_eq!(r.code, Path::new("/fw/here.fd"));
     }
 
     #[test]
     fn unparsable_descriptor_is_skipped_with_warning() {
-        let host = Scratch::new();
-        host.write("/usr/share/qemu/firmware/10-bad.json", "{ not json")
-            .write(
+        let host = TestHost::new()
+            .file("/usr/share/qemu/firmware/10-bad.json", "{ not json")
+            .file(
                 "/usr/share/qemu/firmware/11-shape.json",
                 r#"{"interface-types": 5}"#,
-            );
-        host.plain("/usr/share/qemu/firmware", "20-good.json", "/fw/good.fd");
+            )
+            .plain("/usr/share/qemu/firmware", "20-good.json", "/fw/good.fd");
         let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
         assert_eq!(r.code, Path::new("/fw/good.fd"));
         assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
@@ -638,10 +622,10 @@ mod tests {
 
     #[test]
     fn inconsistent_descriptor_is_used_with_warning() {
-        let host = Scratch::new();
-        host.write("/fw/c.fd", "fw")
-            .write("/fw/v.fd", "vars")
-            .write(
+        let host = TestHost::new()
+            .file("/fw/c.fd", "fw")
+            .file("/fw/v.fd", "vars")
+            .file(
                 "/usr/share/qemu/firmware/10-odd.json",
                 &descriptor_json("/fw/c.fd", "/fw/v.fd", &["secure-boot", "enrolled-keys"]),
             );
@@ -656,9 +640,9 @@ mod tests {
 
     #[test]
     fn no_descriptors_falls_back_to_known_paths() {
-        let host = Scratch::new();
-        host.write("/usr/share/OVMF/OVMF_CODE_4M.fd", "fw")
-            .write("/usr/share/OVMF/OVMF_VARS_4M.fd", "vars");
+        let host = TestHost::new()
+            .file("/usr/share/OVMF/OVMF_CODE_4M.fd", "fw")
+            .file("/usr/share/OVMF/OVMF_VARS_4M.fd", "vars");
         let r = resolve(&uefi(Some(false)), MACHINE, &host.search()).unwrap();
         assert_eq!(r.source, FirmwareSource::Fallback);
         assert_eq!(r.code, Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd"));
@@ -672,7 +656,7 @@ mod tests {
 
     #[test]
     fn nothing_installed_is_not_found() {
-        let host = Scratch::new();
+        let host = TestHost::new();
         let err = resolve(&uefi(Some(true)), MACHINE, &host.search()).unwrap_err();
         let FirmwareError::NotFound {
             machine,
@@ -692,9 +676,9 @@ mod tests {
 
     #[test]
     fn explicit_pair_is_used_as_given() {
-        let host = Scratch::new();
-        host.write("/vm/CODE.secboot.fd", "fw")
-            .write("/vm/VARS.qcow2", "vars");
+        let host = TestHost::new()
+            .file("/vm/CODE.secboot.fd", "fw")
+            .file("/vm/VARS.qcow2", "vars");
         let fw = explicit_fw(None, "/vm/CODE.secboot.fd", "/vm/VARS.qcow2");
         let r = resolve(&fw, MACHINE, &host.search()).unwrap();
         assert_eq!(r.source, FirmwareSource::Explicit);
@@ -707,8 +691,9 @@ mod tests {
 
     #[test]
     fn explicit_secure_boot_request_needs_smm_whatever_the_name() {
-        let host = Scratch::new();
-        host.write("/vm/code.fd", "fw").write("/vm/vars.fd", "vars");
+        let host = TestHost::new()
+            .file("/vm/code.fd", "fw")
+            .file("/vm/vars.fd", "vars");
         let r = resolve(
             &explicit_fw(Some(true), "/vm/code.fd", "/vm/vars.fd"),
             MACHINE,
@@ -727,8 +712,7 @@ mod tests {
 
     #[test]
     fn explicit_missing_file_names_it() {
-        let host = Scratch::new();
-        host.write("/vm/code.fd", "fw");
+        let host = TestHost::new().file("/vm/code.fd", "fw");
         let err = resolve(
             &explicit_fw(None, "/vm/code.fd", "/vm/vars.fd"),
             MACHINE,
@@ -747,7 +731,7 @@ mod tests {
             kind: FirmwareKind::Bios,
             ..uefi(None)
         };
-        let err = resolve(&fw, MACHINE, &search(fixture("host"))).unwrap_err();
+        let err = resolve(&fw, MACHINE, &debian()).unwrap_err();
         assert!(matches!(err, FirmwareError::NotUefi));
     }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Kernel, Ran, WriteError};
 
-pub struct FakeKernel {
+pub(crate) struct FakeKernel {
     root: PathBuf,
     /// The driver each device's ids match (what probing picks without an override).
     native: HashMap<String, String>,
@@ -42,7 +42,7 @@ pub struct FakeKernel {
 }
 
 impl FakeKernel {
-    pub fn new(root: &Path) -> Self {
+    pub(crate) fn new(root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
             native: HashMap::new(),
@@ -61,28 +61,28 @@ impl FakeKernel {
     }
 
     /// An active unit whose stop ends `pids`.
-    pub fn unit(self, name: &str, pids: &[u32]) -> Self {
+    pub(crate) fn unit(self, name: &str, pids: &[u32]) -> Self {
         self.units.borrow_mut().insert(name.into(), true);
         self.on_command(name, pids)
     }
 
     /// Running `command` (or stopping unit `command`) ends `pids`.
-    pub fn on_command(mut self, command: &str, pids: &[u32]) -> Self {
+    pub(crate) fn on_command(mut self, command: &str, pids: &[u32]) -> Self {
         self.stops.insert(command.into(), pids.to_vec());
         self
     }
 
-    pub fn failing_command(mut self, command: &str) -> Self {
+    pub(crate) fn failing_command(mut self, command: &str) -> Self {
         self.failing.insert(command.into());
         self
     }
 
-    pub fn driver_module(mut self, driver: &str, module: &str) -> Self {
+    pub(crate) fn driver_module(mut self, driver: &str, module: &str) -> Self {
         self.modules.insert(driver.into(), module.into());
         self
     }
 
-    pub fn stubborn(mut self, pid: u32) -> Self {
+    pub(crate) fn stubborn(mut self, pid: u32) -> Self {
         self.stubborn.insert(pid);
         self
     }
@@ -134,23 +134,23 @@ impl FakeKernel {
         }
     }
 
-    pub fn native(mut self, addr: &str, driver: &str) -> Self {
+    pub(crate) fn native(mut self, addr: &str, driver: &str) -> Self {
         self.native.insert(addr.into(), driver.into());
         self
     }
 
-    pub fn refusing(mut self, driver: &str) -> Self {
+    pub(crate) fn refusing(mut self, driver: &str) -> Self {
         self.refusing.insert(driver.into());
         self
     }
 
-    pub fn hugepage_limit(mut self, pages: u64) -> Self {
+    pub(crate) fn hugepage_limit(mut self, pages: u64) -> Self {
         self.hugepage_limit = Some(pages);
         self
     }
 
     /// From now on `addr` is wedged (a VM left it in a bad state).
-    pub fn wedge(&self, addr: &str) {
+    pub(crate) fn wedge(&self, addr: &str) {
         self.wedged.borrow_mut().insert(addr.into());
     }
 
@@ -180,7 +180,7 @@ impl FakeKernel {
         }
     }
 
-    pub fn hanging_unbind(mut self, addr: &str) -> Self {
+    pub(crate) fn hanging_unbind(mut self, addr: &str) -> Self {
         self.hanging.insert(addr.into());
         self
     }

@@ -1,0 +1,18 @@
+//! Test support shared by the unit tests: fake host trees (`TestHost`, the
+//! `machines` catalogue) and validated VM configs from text. Built for
+//! the unit tests and, with the `testing` feature, for the integration tests.
+//! A fixture that cannot be written is a failed test: these unwrap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod host;
+pub mod machines;
+pub mod sysfs;
+
+pub use host::{Class, Input, Pci, TestHost};
+pub use machines::{Machine, Tree};
+
+/// A validated VM `vm1` from config text (its file would be `/cfg/vms/vm1.toml`).
+pub fn vm(text: &str) -> crate::config::VmConfig {
+    crate::config::load_str("vm1", std::path::Path::new("/cfg/vms/vm1.toml"), text)
+        .unwrap_or_else(|e| panic!("{}", crate::config::render(&e)))
+}
