@@ -19,7 +19,7 @@ sockets = 1
 dies = 1
 cores = 6
 threads = 2
-features = ["+topoext", "-hypervisor"]
+features = ["+topoext", "l3-cache=on"]
 pin = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
 hide_hypervisor = true
 vendor_id = "AuthenticAMD"
@@ -63,7 +63,7 @@ mac = "52:54:00:12:34:56"
 model = "e1000e"
 
 [display]
-mode = "spice"
+mode = "serial"
 
 [input]
 keyboard = "/dev/input/by-id/kbd"
@@ -85,7 +85,7 @@ timeout = "90s"
 
 [qemu]
 binary = "/usr/bin/qemu-system-x86_64"
-accel = "tcg"
+accel = "kvm"
 user = "qemu"
 extra_args = ["-device", "ivshmem-plain,memdev=lg"]
 "#;
@@ -127,7 +127,7 @@ fn full_config_loads_field_by_field() {
     let t = c.cpu.topology;
     assert_eq!((t.sockets, t.dies, t.cores, t.threads), (1, Some(1), 6, 2));
     assert_eq!(t.vcpus(), 12);
-    assert_eq!(c.cpu.features, ["+topoext", "-hypervisor"]);
+    assert_eq!(c.cpu.features, ["+topoext", "l3-cache=on"]);
     assert_eq!(c.cpu.pin, (2..=13).collect::<Vec<u32>>());
     assert!(c.cpu.hide_hypervisor && c.cpu.hyperv);
     assert_eq!(c.cpu.vendor_id.as_deref(), Some("AuthenticAMD"));
@@ -195,7 +195,7 @@ fn full_config_loads_field_by_field() {
     let mac = c.network.mac.map(|m| m.to_string());
     assert_eq!(mac.as_deref(), Some("52:54:00:12:34:56"));
     assert_eq!(c.network.model, "e1000e");
-    assert_eq!(c.display, Display::Spice);
+    assert_eq!(c.display, Display::Serial);
 
     let input = c.input.as_ref().expect("input");
     assert_eq!(input.keyboard, Some(PathBuf::from("/dev/input/by-id/kbd")));
@@ -222,7 +222,7 @@ fn full_config_loads_field_by_field() {
 
     assert_eq!(c.shutdown_timeout, Duration::from_secs(90));
     assert_eq!(c.qemu.binary, PathBuf::from("/usr/bin/qemu-system-x86_64"));
-    assert_eq!(c.qemu.accel, Accel::Tcg);
+    assert_eq!(c.qemu.accel, Accel::Kvm);
     assert_eq!(c.qemu.user, QemuUser::Named("qemu".into()));
     assert_eq!(c.qemu.extra_args, ["-device", "ivshmem-plain,memdev=lg"]);
 }

@@ -158,6 +158,22 @@ pub enum ProblemKind {
     IndexWithoutIds,
     #[error("{memory} is not a multiple of the {page} huge page size")]
     HugepagesMisaligned { memory: String, page: &'static str },
+    #[error("{0} is less than the smallest guest RAM, 1M")]
+    MemoryTooSmall(String),
+    #[error("{size} is not a whole number of MiB, which QEMU takes guest RAM in")]
+    NotWholeMib {
+        size: String,
+        below: String,
+        above: String,
+    },
+    #[error("Hyper-V enlightenments need KVM; QEMU refuses them under `accel = \"tcg\"`")]
+    HypervWithTcg,
+    #[error(
+        "`{0}` clears the hypervisor bit, so Windows ignores the enlightenments of `hyperv = true`"
+    )]
+    HypervisorBitCleared(String),
+    #[error("a hostdev has `x_vga = true`, so the {0} window would show nothing")]
+    WindowWithXVga(&'static str),
     #[error("{0} characters; at most 12")]
     VendorIdTooLong(usize),
     #[error("has no effect without `hide_hypervisor` or `hyperv`")]
@@ -263,6 +279,21 @@ impl ProblemKind {
             Self::HugepagesMisaligned { page, .. } => {
                 format!("round `memory` to a multiple of {page}")
             }
+            Self::MemoryTooSmall(_) => "give the guest at least `1M` (a real OS needs far more)".into(),
+            Self::NotWholeMib { below, above, .. } => {
+                format!("use `{below}` or `{above}`")
+            }
+            Self::HypervWithTcg => {
+                "remove `hyperv` for a TCG guest, or use `accel = \"kvm\"`".into()
+            }
+            Self::HypervisorBitCleared(f) => format!(
+                "remove `{f}`; to hide the VM from NVIDIA drivers before 465, \
+                 `hide_hypervisor = true` hides KVM's signature and keeps the enlightenments"
+            ),
+            Self::WindowWithXVga(_) => "use `mode = \"none\"`: the GPU shows the guest on its own \
+                 monitor, and no emulated display is added beside `x_vga`; or remove `x_vga` to get \
+                 a virtio-vga screen in the window"
+                .into(),
             Self::VendorIdTooLong(_) => "QEMU's hv-vendor-id takes at most 12 characters".into(),
             Self::VendorIdUnused => {
                 "set `hide_hypervisor = true` or `hyperv = true`, or remove `vendor_id`".into()

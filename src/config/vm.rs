@@ -91,16 +91,16 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
     let mut v = Checker::new(dir, cx.exists);
     let (memory, hugepages) = memory::check(wire.memory, &mut v);
     let machine = machine(wire.machine, &mut v);
-    let cpu = cpu::check(wire.cpu, &mut v);
+    let qemu = qemu::check(wire.qemu, &mut v);
+    let cpu = cpu::check(wire.cpu, qemu.accel, &mut v);
     let firmware = firmware::check(wire.firmware, &mut v);
     let hostdevs = hostdev::check(wire.hostdev, &mut v);
     let disks = disk::check(wire.disk, &mut v);
     let network = network::check(wire.network, &mut v);
-    let display = display::check(wire.display, !hostdevs.is_empty());
+    let display = display::check(wire.display, &hostdevs, &mut v);
     let input = input::check(wire.input, &mut v);
     let takeover = takeover::check(wire.takeover, !hostdevs.is_empty(), &mut v);
     let shutdown_timeout = shutdown::check(wire.shutdown, &mut v);
-    let qemu = qemu::check(wire.qemu, &mut v);
     let (Some(memory), false) = (memory, v.has_problems()) else {
         return Err(v.into_problems());
     };

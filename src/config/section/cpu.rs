@@ -7,6 +7,7 @@ use toml::Spanned;
 
 use crate::config::checker::{parts, Checker, S};
 use crate::config::error::ProblemKind as K;
+use crate::config::section::qemu::Accel;
 
 /// QEMU's `-smp` limit for q35 with x2apic; also keeps the product in `u32`.
 pub(crate) const MAX_VCPUS: u64 = 1024;
@@ -23,13 +24,12 @@ pub(crate) struct WireCpu {
     pub cores: S<u32>,
     pub threads: S<u32>,
     #[serde(default)]
-    pub features: Vec<String>,
+    pub features: Vec<Spanned<String>>,
     pub pin: S<Vec<Spanned<u32>>>,
     #[serde(default)]
     pub hide_hypervisor: bool,
     pub vendor_id: S<String>,
-    #[serde(default)]
-    pub hyperv: bool,
+    pub hyperv: S<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,7 +70,7 @@ impl Topology {
     };
 }
 
-pub(crate) fn check(c: S<WireCpu>, v: &mut Checker<'_>) -> Cpu {
+pub(crate) fn check(c: S<WireCpu>, accel: Accel, v: &mut Checker<'_>) -> Cpu {
     let (span, c) = c.map(parts).unwrap_or_default();
     let mut count = |key: &str, n: S<u32>| -> Option<u32> {
         let (s, n) = parts(n?);
@@ -104,7 +104,14 @@ pub(crate) fn check(c: S<WireCpu>, v: &mut Checker<'_>) -> Cpu {
         .pin
         .map(|p| pin_list(p, topology_ok.then_some(topology.vcpus()), v))
         .unwrap_or_default();
-    let (hide_hypervisor, hyperv) = (c.hide_hypervisor, c.hyperv);
+    let hide_hypervisor = c.hide_hypervisor;
+    let hyperv = c.hyperv.as_ref().is_some_and(|h| *h.get_ref());
+    if let (Some(h), true, Accel::Tcg) = (&c.hyperv, hyperv, accel) {
+        // The hv-* CPU properties are KVM's: under TCG QEMU refuses them
+        // (hv-vpindex first) and the VM never starts.
+        v.err("cpu.hyperv", h.span(), K::HypervWithTcg);
+    }
+    let features = features(c.features, hyperv, v);
     let vendor_id = c.vendor_id.map(|id| {
         let (s, id) = parts(id);
         let len = id.chars().count();
@@ -121,12 +128,36 @@ pub(crate) fn check(c: S<WireCpu>, v: &mut Checker<'_>) -> Cpu {
     Cpu {
         model: v.non_empty_or("cpu.model", c.model, "host"),
         topology,
-        features: c.features,
+        features,
         pin,
         hide_hypervisor,
         vendor_id,
         hyperv,
     }
+}
+
+/// The `-cpu` flags as written. With `hyperv`, none may clear CPUID's
+/// hypervisor bit (leaf 1, ECX bit 31): Windows reads the Hyper-V leaves
+/// only when that bit is set, so it would ignore every enlightenment.
+fn features(list: Vec<Spanned<String>>, hyperv: bool, v: &mut Checker<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in list {
+        let (s, f) = parts(f);
+        if hyperv && clears_hypervisor_bit(&f) {
+            v.err("cpu.features", s, K::HypervisorBitCleared(f.clone()));
+        }
+        out.push(f);
+    }
+    out
+}
+
+/// `-hypervisor`, or `hypervisor=` with one of the spellings QEMU's boolean
+/// properties read as false.
+fn clears_hypervisor_bit(feature: &str) -> bool {
+    let f = feature.trim();
+    f == "-hypervisor"
+        || f.strip_prefix("hypervisor=")
+            .is_some_and(|b| matches!(b, "off" | "false" | "no" | "n"))
 }
 
 /// One host CPU per vCPU (`vcpus` is `None` when the topology is already
@@ -194,6 +225,28 @@ mod tests {
     #[test]
     fn vendor_id_without_hiding_is_rejected() {
         assert_eq!(errors("[cpu]\nvendor_id = \"abc\"\n"), [K::VendorIdUnused]);
+    }
+
+    #[test]
+    fn hyperv_under_tcg_is_rejected() {
+        let e = errors("[cpu]\nhyperv = true\n[qemu]\naccel = \"tcg\"\n");
+        assert_eq!(e, [K::HypervWithTcg]);
+        assert!(check("[cpu]\nhyperv = false\n[qemu]\naccel = \"tcg\"\n").is_ok());
+    }
+
+    #[test]
+    fn clearing_the_hypervisor_bit_with_hyperv_is_rejected() {
+        for flag in ["-hypervisor", "hypervisor=off", "hypervisor=false"] {
+            let text = format!("[cpu]\nhyperv = true\nfeatures = [\"+topoext\", \"{flag}\"]\n");
+            assert_eq!(errors(&text), [K::HypervisorBitCleared(flag.into())]);
+        }
+    }
+
+    #[test]
+    fn clearing_the_hypervisor_bit_without_hyperv_is_allowed() {
+        let c = check("[cpu]\nfeatures = [\"-hypervisor\"]\n").expect("valid");
+        assert_eq!(c.cpu.features, ["-hypervisor"]);
+        assert!(check("[cpu]\nhyperv = true\nfeatures = [\"hypervisor=on\"]\n").is_ok());
     }
 
     #[test]

@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::checker::{parts, Checker, S};
+use crate::config::error::ProblemKind as K;
+use crate::config::section::hostdev::Hostdev;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Display {
@@ -11,26 +15,46 @@ pub enum Display {
     Serial,
 }
 
+impl Display {
+    /// The name `mode` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gtk => "gtk",
+            Self::Spice => "spice",
+            Self::Serial => "serial",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireDisplay {
-    pub mode: Option<Display>,
+    pub mode: S<Display>,
 }
 
-pub(crate) fn check(d: WireDisplay, has_hostdev: bool) -> Display {
-    match d.mode {
-        Some(mode) => mode,
+pub(crate) fn check(d: WireDisplay, hostdevs: &[Hostdev], v: &mut Checker<'_>) -> Display {
+    let Some((span, mode)) = d.mode.map(parts) else {
         // A passed-through GPU is the display; without one, the serial
         // console is the only way to see a headless guest.
-        None if has_hostdev => Display::None,
-        None => Display::Serial,
+        return if hostdevs.is_empty() {
+            Display::Serial
+        } else {
+            Display::None
+        };
+    };
+    // x-vga=on hands the legacy VGA ranges to the real GPU, so the argv
+    // adds `-vga none` and no emulated display: a window would stay empty.
+    if matches!(mode, Display::Gtk | Display::Spice) && hostdevs.iter().any(|h| h.x_vga) {
+        v.err("display.mode", span, K::WindowWithXVga(mode.name()));
     }
+    mode
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::vm::testing::check as check_file;
+    use crate::config::vm::testing::{check as check_file, errors};
 
     #[test]
     fn headless_guest_defaults_to_serial() {
@@ -41,5 +65,28 @@ mod tests {
     fn written_mode_wins() {
         let c = check_file("[display]\nmode = \"gtk\"\n").expect("valid");
         assert_eq!(c.display, Display::Gtk);
+    }
+
+    const X_VGA_GPU: &str = "[[hostdev]]\naddress = \"01:00.0\"\nx_vga = true\n";
+
+    #[test]
+    fn a_window_beside_x_vga_is_rejected() {
+        for mode in ["gtk", "spice"] {
+            let e = errors(&format!("{X_VGA_GPU}[display]\nmode = \"{mode}\"\n"));
+            assert_eq!(e, [K::WindowWithXVga(mode)]);
+        }
+    }
+
+    #[test]
+    fn x_vga_with_no_window_is_allowed() {
+        for mode in ["none", "serial"] {
+            assert!(check_file(&format!("{X_VGA_GPU}[display]\nmode = \"{mode}\"\n")).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_window_beside_a_gpu_without_x_vga_is_allowed() {
+        let text = "[[hostdev]]\naddress = \"01:00.0\"\n[display]\nmode = \"gtk\"\n";
+        assert_eq!(check_file(text).expect("valid").display, Display::Gtk);
     }
 }

@@ -3,6 +3,7 @@
 //! form carries the size as `size`.
 
 use std::fmt;
+use std::ops::Range;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -70,15 +71,15 @@ pub(crate) fn check(
         return (None, None);
     };
     let (span, m) = parts(m);
-    let (size, size_span, hugepages) = match m {
-        WireMemory::Size(size) => (Some(size), span, None),
+    let (size, size_key, size_span, hugepages) = match m {
+        WireMemory::Size(size) => (Some(size), "memory", span, None),
         WireMemory::Table(t) => {
             let size = t.size.map(parts);
             if size.is_none() {
                 v.err("memory.size", span.clone(), K::Missing("memory.size"));
             }
             let size_span = size.as_ref().map_or(span, |s| s.0.clone());
-            (size.map(|s| s.1), size_span, t.hugepages)
+            (size.map(|s| s.1), "memory.size", size_span, t.hugepages)
         }
     };
     let page = hugepages.and_then(|h| match h.into_inner() {
@@ -86,7 +87,8 @@ pub(crate) fn check(
         WireHugepages::Size2M => Some(HugePageSize::Size2M),
         WireHugepages::Size1G => Some(HugePageSize::Size1G),
     });
-    if let (Some(size), Some(page)) = (size, page) {
+    let whole_mib = size.is_none_or(|size| whole_mib(size, size_key, size_span.clone(), v));
+    if let (Some(size), Some(page), true) = (size, page, whole_mib) {
         if size.bytes() % page.size().bytes() != 0 {
             let memory = size.to_string();
             let page = page.name();
@@ -94,6 +96,33 @@ pub(crate) fn check(
         }
     }
     (size, page)
+}
+
+/// QEMU takes guest RAM as `-m` and the backend's `size=` in whole MiB
+/// (`ByteSize::mib` rounds down), so a size between two MiB would silently
+/// lose its remainder, and one below 1 MiB would become `-m 0M`. False when
+/// `size` is refused.
+fn whole_mib(size: ByteSize, key: &str, span: Range<usize>, v: &mut Checker<'_>) -> bool {
+    let text = size.to_string();
+    if size.bytes() < ByteSize::MIB {
+        v.err(key, span, K::MemoryTooSmall(text));
+        return false;
+    }
+    if size.bytes() % ByteSize::MIB != 0 {
+        let below = ByteSize::from_bytes(size.mib() * ByteSize::MIB).to_string();
+        let above = ByteSize::from_bytes((size.mib() + 1) * ByteSize::MIB).to_string();
+        v.err(
+            key,
+            span,
+            K::NotWholeMib {
+                size: text,
+                below,
+                above,
+            },
+        );
+        return false;
+    }
+    true
 }
 
 // Hand-written so a wrong type gets a message naming both accepted forms
@@ -152,6 +181,28 @@ mod tests {
     fn memory_table_without_size_is_rejected() {
         let e = check_with("[memory]\nhugepages = \"2M\"\n", &|_| true).unwrap_err();
         assert_eq!(e, [K::Missing("memory.size")]);
+    }
+
+    #[test]
+    fn memory_below_one_mib_is_rejected() {
+        let e = check_with("memory = \"512K\"", &|_| true).unwrap_err();
+        assert_eq!(e, [K::MemoryTooSmall("512K".into())]);
+    }
+
+    #[test]
+    fn memory_between_two_mib_names_both() {
+        let e = check_with("memory = \"1025K\"", &|_| true).unwrap_err();
+        let (below, above) = ("1M".into(), "2M".into());
+        let size = "1025K".into();
+        assert_eq!(e, [K::NotWholeMib { size, below, above }]);
+    }
+
+    #[test]
+    fn memory_table_size_must_be_whole_mib_too() {
+        let text = "[memory]\nsize = \"4194305K\"\nhugepages = \"2M\"\n";
+        let e = check_with(text, &|_| true).unwrap_err();
+        assert!(matches!(&e[..], [K::NotWholeMib { below, above, .. }]
+            if below == "4G" && above == "4097M"));
     }
 
     #[test]

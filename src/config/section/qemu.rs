@@ -94,6 +94,12 @@ mod tests {
     }
 
     #[test]
+    fn tcg_is_read() {
+        let c = check_file("[qemu]\naccel = \"tcg\"\n").expect("valid");
+        assert_eq!(c.qemu.accel, Accel::Tcg);
+    }
+
+    #[test]
     fn bad_qemu_user_is_rejected() {
         assert_eq!(
             errors("[qemu]\nuser = \"Bad User\"\n"),
