@@ -24,7 +24,9 @@ impl Argv {
     }
 }
 
-/// The `hv-*` enlightenments libvirt and the VFIO guides turn on for Windows.
+/// The `hv-*` enlightenments virt-manager enables for a Windows guest
+/// (libvirt's `<hyperv>` features); each is a Hyper-V interface Windows
+/// uses instead of emulated timers, APIC and IPIs.
 const HYPERV_FLAGS: [&str; 12] = [
     "hv-relaxed=on",
     "hv-vapic=on",
@@ -112,7 +114,7 @@ pub fn build_argv_with(plan: &Plan, listener: QmpListener) -> Vec<OsString> {
     }
     if is_q35(&plan.machine) {
         // S3/S4 inside the guest leave a passed-through GPU in a state it
-        // often can't resume from; libvirt guides disable both.
+        // often can't resume from; virt-manager's `<pm>` defaults disable both.
         a.opt("-global", "ICH9-LPC.disable_s3=1");
         a.opt("-global", "ICH9-LPC.disable_s4=1");
     }

@@ -1,5 +1,6 @@
 //! `vmrun host boot-entry`: a separate "passthrough" boot entry beside the
-//! normal one (seed 000's dual-mode setup). On grubby systems (Fedora,
+//! normal one, so the host boots either with the GPU on its driver or with
+//! it isolated for the VM. On grubby systems (Fedora,
 //! RHEL) the default kernel's entry is cloned with the passthrough
 //! arguments; after a kernel update the entry left on the old kernel is
 //! removed and the new kernel cloned; the default boot stays what the

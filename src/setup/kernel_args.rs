@@ -1,6 +1,7 @@
 //! `vmrun host kernel-args`: the kernel command line that isolates a VM's
 //! devices at boot, for GPUs that can't be unbound at runtime and for the
-//! dual-mode setup of seed 000 (a second boot entry with these arguments).
+//! dual-mode setup (a second boot entry with these arguments, beside the
+//! normal one where the GPU stays on its driver).
 
 use std::collections::BTreeSet;
 

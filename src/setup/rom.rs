@@ -73,7 +73,9 @@ fn parse_at(bytes: &[u8]) -> Result<RomImage, RomError> {
 
 /// Validates a ROM read from the device `vendor:device`. With `patch`, a
 /// header before the first `55 AA` that starts a valid image for this
-/// device is stripped (seed 003: "remove before the 0x55 after VIDEO").
+/// device is stripped: some NVIDIA dumps (e.g. from flashing tools) carry
+/// a vendor header before the image, which a PCI option ROM must not have
+/// (its first bytes are the `55 AA` signature).
 /// Returns the image and the bytes to write.
 pub(crate) fn validate(
     bytes: &[u8],

@@ -44,7 +44,8 @@ pub struct Hostdev {
     /// `None`: on for function 0 when the config also passes its siblings.
     pub multifunction: Option<bool>,
     /// When the device won't go back to its driver after the VM: remove it
-    /// from the bus and rescan (seed 001's last resort).
+    /// from the bus and rescan, which gives the kernel a fresh device to
+    /// probe (the last resort for cards whose driver refuses a rebind).
     pub rescan_fallback: bool,
 }
 

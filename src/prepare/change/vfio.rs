@@ -194,7 +194,8 @@ impl DeviceRestore {
 /// tried even if one before it failed. With `rescan_fallback`, a device
 /// that did not come back is removed from the bus and found again by a
 /// rescan, which gives it a fresh `struct pci_dev` and a first probe, then
-/// the same steps run once more (seed 001's manual remedy).
+/// the same steps run once more (`remove` then `rescan` in sysfs, the
+/// kernel's own way to forget and re-enumerate a device).
 pub fn restore(
     host: &Host,
     address: PciAddress,
