@@ -5,7 +5,7 @@
 //! happened is harmless.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -115,12 +115,46 @@ impl Journal {
     }
 }
 
-/// The steps recorded at `path`, oldest first. A torn last line (a crash
-/// mid-append, before fsync returned) was never acted on and is skipped.
-pub fn read(path: &Path) -> Result<Vec<Step>, JournalError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+/// What a journal holds: the steps this vmrun can undo and the lines it
+/// cannot read. An unreadable line is a change nobody undoes unless a person
+/// looks at it, so it is kept and reported, never dropped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Contents {
+    /// The steps recorded, oldest first.
+    pub steps: Vec<Step>,
+    pub unreadable: Vec<UnreadableLine>,
+}
+
+impl Contents {
+    /// Whether the journal records no change at all.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.unreadable.is_empty()
+    }
+}
+
+/// A journal line holding a change this vmrun cannot undo.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("journal {}, line {line}: {what}; the change it recorded was NOT undone: fix the line, or put that change back by hand and delete the line", path.display())]
+pub struct UnreadableLine {
+    pub path: PathBuf,
+    /// Counted from 1, as an editor shows it.
+    pub line: usize,
+    /// What the line holds, as far as it can be told.
+    pub what: String,
+}
+
+/// The steps recorded at `path`, oldest first, and the lines that are not
+/// steps this vmrun can read. A missing journal is empty.
+///
+/// Only a torn last line is skipped: `record` writes a step and its newline
+/// in one append and makes the change only after the fsync, so a crash
+/// mid-append leaves a last line without its newline, or one that is not
+/// JSON, whose change was never made. Any other line that does not read (a
+/// damaged line, a kind of step a newer vmrun wrote) is reported.
+pub fn read(path: &Path) -> Result<Contents, JournalError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Contents::default()),
         Err(source) => {
             return Err(JournalError {
                 path: path.to_path_buf(),
@@ -128,11 +162,63 @@ pub fn read(path: &Path) -> Result<Vec<Step>, JournalError> {
             })
         }
     };
-    Ok(BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str(&line).ok())
-        .collect())
+    // Blank lines hold no step (a hand-edited journal may keep one).
+    let lines: Vec<(usize, &[u8])> = bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|(i, l)| (i + 1, l))
+        .collect();
+    let mut contents = Contents::default();
+    for (k, &(line, text)) in lines.iter().enumerate() {
+        match serde_json::from_slice::<Step>(text) {
+            Ok(step) => contents.steps.push(step),
+            Err(e) => {
+                let last = k + 1 == lines.len();
+                let json = serde_json::from_slice::<serde_json::Value>(text).ok();
+                if last && (!bytes.ends_with(b"\n") || json.is_none()) {
+                    tracing::warn!(
+                        "journal {}, line {line}: torn by a crash while it was written (its change was never made); skipped",
+                        path.display()
+                    );
+                    continue;
+                }
+                contents.unreadable.push(UnreadableLine {
+                    path: path.to_path_buf(),
+                    line,
+                    what: describe(text, json.as_ref(), &e),
+                });
+            }
+        }
+    }
+    Ok(contents)
+}
+
+/// What an unreadable line holds: its step kind when it names one, else
+/// its text (escaped, shortened).
+fn describe(text: &[u8], json: Option<&serde_json::Value>, error: &serde_json::Error) -> String {
+    let tag = json.and_then(|v| v.get("step")).and_then(|t| t.as_str());
+    // serde's words for a tag no variant has.
+    let unknown = error.to_string().starts_with("unknown variant");
+    match tag {
+        Some(tag) if unknown => {
+            format!("a `{tag}` step, a kind of change this vmrun does not know (a newer vmrun wrote it?)")
+        }
+        Some(tag) => {
+            let error = error.to_string();
+            let reason = error.split(" at line ").next().unwrap_or_default();
+            format!("a `{tag}` step that does not read ({reason})")
+        }
+        None => {
+            const SHOWN: usize = 120;
+            let text = String::from_utf8_lossy(text);
+            let mut shown: String = text.chars().take(SHOWN).collect();
+            if text.chars().count() > SHOWN {
+                shown.push('…');
+            }
+            format!("not a journal step: \"{}\"", shown.escape_debug())
+        }
+    }
 }
 
 /// Removes a fully replayed journal.
@@ -147,6 +233,7 @@ pub(crate) fn undo_all(path: &Path, host: &Host) -> Undone {
     Undone {
         steps: read(path)
             .unwrap()
+            .steps
             .iter()
             .rev()
             .map(|s| s.undo(host))
@@ -213,7 +300,7 @@ mod tests {
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.1")).unwrap();
         assert_eq!(
-            read(&path).unwrap(),
+            read(&path).unwrap().steps,
             vec![bind("01:00.0"), hugepages(0, 8), bind("01:00.1")]
         );
     }
@@ -228,7 +315,7 @@ mod tests {
             format!("{}{{\"step\":\"bind-vf", fs::read_to_string(&path).unwrap()),
         )
         .unwrap();
-        assert_eq!(read(&path).unwrap(), vec![bind("01:00.0")]);
+        assert_eq!(read(&path).unwrap().steps, vec![bind("01:00.0")]);
     }
 
     #[test]
@@ -255,7 +342,7 @@ mod tests {
         for s in &steps {
             j.record(s).unwrap();
         }
-        assert_eq!(read(&path).unwrap(), steps);
+        assert_eq!(read(&path).unwrap().steps, steps);
     }
 
     #[test]
