@@ -52,7 +52,11 @@ pub fn replay(path: &Path, host: &Host) -> Report {
     };
     let report = Report {
         steps: contents.steps.iter().rev().map(|s| s.undo(host)).collect(),
-        journal_problems: contents.unreadable.iter().map(ToString::to_string).collect(),
+        journal_problems: contents
+            .unreadable
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
     if report.complete() {
         journal::remove(path);
@@ -116,6 +120,31 @@ mod tests {
         assert!(report.steps[0].problem.is_none(), "{report:?}");
         assert!(report.steps[1].what.contains("1048576 kB"), "{report:?}");
         assert_eq!(report.problems().count(), 1);
+        assert!(path.exists(), "kept for `vmrun restore`");
+    }
+
+    #[test]
+    fn an_unreadable_line_keeps_the_journal_and_the_other_steps_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        pool(dir.path(), 6);
+        let path = dir.path().join("journal");
+        let step = serde_json::to_string(&reserved(2048, 2, 4)).unwrap();
+        std::fs::write(&path, format!("garbage\n{step}\n")).unwrap();
+        let (root, kernel) = (HostRoot::new(dir.path()), FakeKernel::new(dir.path()));
+        let report = replay(&path, &Host::new(&root, &kernel));
+        assert_eq!(report.steps.len(), 1);
+        assert!(report.steps[0].problem.is_none(), "{report:?}");
+        let nr = dir
+            .path()
+            .join("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages");
+        assert_eq!(std::fs::read_to_string(nr).unwrap().trim(), "2");
+        assert!(!report.complete());
+        let problems: Vec<String> = report.problems().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("line 1: not a journal step: \"garbage\""),
+            "{problems:?}"
+        );
         assert!(path.exists(), "kept for `vmrun restore`");
     }
 }
