@@ -194,6 +194,7 @@ fn vfio_crash_of_vmrun_in_prepare_and_while_running_is_restored() {
     c.fields(&devices("c5_partly", &[VFIO, HDA_HOST]));
     c.fields(&devices("c5_restored", &[VGA_HOST, HDA_HOST]));
     let refusal = text(&run, "c5_restore_out");
+    eprintln!("vmrun restore c5 with a damaged line 1:\n{refusal}");
     c.that(
         refusal.contains(
             "/run/vmrun/c5/journal, line 1: not a journal step: \"\\\"step\\\":\\\"bind-vfio\\\"",

@@ -171,8 +171,10 @@ impl LineProblem {
 /// Only a torn last line is skipped: `record` writes a step and its newline
 /// in one append and makes the change only after the fsync, so a crash
 /// mid-append leaves a last line without its newline, or one that is not
-/// JSON, whose change was never made. Any other line that does not read (a
-/// damaged line, a kind of step a newer vmrun wrote) is reported.
+/// JSON, whose change was never made. (A whole step that lost only its
+/// newline still reads and is undone: undoing a change never made is
+/// harmless.) Any other line that does not read is reported: a damaged
+/// line anywhere, or a step of a kind a newer vmrun wrote, even last.
 pub fn read(path: &Path) -> Result<Contents, JournalError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
