@@ -173,6 +173,39 @@ fn vfio_crash_of_vmrun_in_prepare_and_while_running_is_restored() {
             .contains("0000:00:0a.1 back to snd_hda_intel (after remove + rescan): ok"),
         "restore must say the HDA came back through a rescan",
     );
+    // A damaged journal line (the VGA's bind, its first `{` cut off) is
+    // named, the HDA's bind still undone, the journal kept, exit 4; with
+    // the line repaired, the VGA goes back too.
+    c.fields(&fields(&[
+        ("c5_start_exit", json!(0)),
+        ("c5_both_dead", json!(true)),
+        ("c5_state", json!("needs-restore")),
+        ("c5_restore_exit", json!(4)),
+        ("c5_journal_kept", json!(true)),
+        ("c5_restore_again_exit", json!(0)),
+        ("c5_run_dir_gone", json!(true)),
+    ]));
+    c.that(
+        text(&run, "c5_journal")
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("\"address\":\"0000:00:0a.0\"")),
+        "the journal's first line must be the VGA's bind",
+    );
+    c.fields(&devices("c5_partly", &[VFIO, HDA_HOST]));
+    c.fields(&devices("c5_restored", &[VGA_HOST, HDA_HOST]));
+    let refusal = text(&run, "c5_restore_out");
+    eprintln!("vmrun restore c5 with a damaged line 1:\n{refusal}");
+    c.that(
+        refusal.contains(
+            "/run/vmrun/c5/journal, line 1: not a journal step: \"\\\"step\\\":\\\"bind-vfio\\\"",
+        ),
+        "restore must name the damaged line 1 and show its text",
+    );
+    c.that(
+        refusal.contains("fix the line") && refusal.contains("`vmrun restore c5`"),
+        "restore must say what to do: fix the line, then `vmrun restore c5`",
+    );
     c.done();
 }
 

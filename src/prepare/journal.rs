@@ -5,7 +5,7 @@
 //! happened is harmless.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -115,12 +115,70 @@ impl Journal {
     }
 }
 
-/// The steps recorded at `path`, oldest first. A torn last line (a crash
-/// mid-append, before fsync returned) was never acted on and is skipped.
-pub fn read(path: &Path) -> Result<Vec<Step>, JournalError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+/// What a journal holds: the steps this vmrun can undo and the lines it
+/// cannot read. An unreadable line is a change nobody undoes unless a person
+/// looks at it, so it is kept and reported, never dropped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Contents {
+    /// The steps recorded, oldest first.
+    pub steps: Vec<Step>,
+    pub unreadable: Vec<UnreadableLine>,
+}
+
+impl Contents {
+    /// Whether the journal records no change at all.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.unreadable.is_empty()
+    }
+}
+
+/// A journal line holding a change this vmrun cannot undo.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("journal {}, line {line}: {what}; the change it recorded was NOT undone: {}", path.display(), what.remedy())]
+pub struct UnreadableLine {
+    pub path: PathBuf,
+    /// Counted from 1, as an editor shows it.
+    pub line: usize,
+    pub what: LineProblem,
+}
+
+/// What is wrong with an unreadable journal line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineProblem {
+    /// Not a step at all: the line's text, escaped and shortened.
+    #[error("not a journal step: \"{0}\"")]
+    NotAStep(String),
+    /// A step of a kind this vmrun has no undo for.
+    #[error("a `{0}` step, a kind of change this vmrun does not know (a newer vmrun wrote it?)")]
+    UnknownKind(String),
+    /// A known kind of step whose fields do not read.
+    #[error("a `{tag}` step that does not read ({reason})")]
+    Damaged { tag: String, reason: String },
+}
+
+impl LineProblem {
+    fn remedy(&self) -> &'static str {
+        match self {
+            Self::UnknownKind(_) => "restore with the vmrun that wrote it, or put that change back by hand and delete the line",
+            _ => "fix the line, or put that change back by hand and delete the line",
+        }
+    }
+}
+
+/// The steps recorded at `path`, oldest first, and the lines that are not
+/// steps this vmrun can read. A missing journal is empty.
+///
+/// Only a torn last line is skipped: `record` writes a step and its newline
+/// in one append and makes the change only after the fsync, so a crash
+/// mid-append leaves a last line without its newline, or one that is not
+/// JSON, whose change was never made. (A whole step that lost only its
+/// newline still reads and is undone: undoing a change never made is
+/// harmless.) Any other line that does not read is reported: a damaged
+/// line anywhere, or a step of a kind a newer vmrun wrote, even last.
+pub fn read(path: &Path) -> Result<Contents, JournalError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Contents::default()),
         Err(source) => {
             return Err(JournalError {
                 path: path.to_path_buf(),
@@ -128,11 +186,65 @@ pub fn read(path: &Path) -> Result<Vec<Step>, JournalError> {
             })
         }
     };
-    Ok(BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str(&line).ok())
-        .collect())
+    // Blank lines hold no step (a hand-edited journal may keep one).
+    let lines: Vec<(usize, &[u8])> = bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|(i, l)| (i + 1, l))
+        .collect();
+    let mut contents = Contents::default();
+    for (k, &(line, text)) in lines.iter().enumerate() {
+        match serde_json::from_slice::<Step>(text) {
+            Ok(step) => contents.steps.push(step),
+            Err(e) => {
+                let last = k + 1 == lines.len();
+                let json = serde_json::from_slice::<serde_json::Value>(text).ok();
+                if last && (!bytes.ends_with(b"\n") || json.is_none()) {
+                    tracing::warn!(
+                        "journal {}, line {line}: torn by a crash while it was written (its change was never made); skipped",
+                        path.display()
+                    );
+                    continue;
+                }
+                contents.unreadable.push(UnreadableLine {
+                    path: path.to_path_buf(),
+                    line,
+                    what: describe(text, json.as_ref(), &e),
+                });
+            }
+        }
+    }
+    Ok(contents)
+}
+
+/// What an unreadable line holds: its step kind when it names one, else
+/// its text.
+fn describe(
+    text: &[u8],
+    json: Option<&serde_json::Value>,
+    error: &serde_json::Error,
+) -> LineProblem {
+    let tag = json.and_then(|v| v.get("step")).and_then(|t| t.as_str());
+    let error = error.to_string();
+    match tag {
+        // serde's words for a tag no variant has.
+        Some(tag) if error.starts_with("unknown variant") => LineProblem::UnknownKind(tag.into()),
+        Some(tag) => LineProblem::Damaged {
+            tag: tag.into(),
+            // Its "at line 1 column N" counts within the line.
+            reason: error.split(" at line ").next().unwrap_or_default().into(),
+        },
+        None => {
+            const SHOWN: usize = 120;
+            let text = String::from_utf8_lossy(text);
+            let mut shown: String = text.chars().take(SHOWN).collect();
+            if text.chars().count() > SHOWN {
+                shown.push('…');
+            }
+            LineProblem::NotAStep(shown.escape_debug().to_string())
+        }
+    }
 }
 
 /// Removes a fully replayed journal.
@@ -147,6 +259,7 @@ pub(crate) fn undo_all(path: &Path, host: &Host) -> Undone {
     Undone {
         steps: read(path)
             .unwrap()
+            .steps
             .iter()
             .rev()
             .map(|s| s.undo(host))
@@ -213,7 +326,7 @@ mod tests {
         let mut j = Journal::open(&path).unwrap();
         j.record(&bind("01:00.1")).unwrap();
         assert_eq!(
-            read(&path).unwrap(),
+            read(&path).unwrap().steps,
             vec![bind("01:00.0"), hugepages(0, 8), bind("01:00.1")]
         );
     }
@@ -228,7 +341,126 @@ mod tests {
             format!("{}{{\"step\":\"bind-vf", fs::read_to_string(&path).unwrap()),
         )
         .unwrap();
-        assert_eq!(read(&path).unwrap(), vec![bind("01:00.0")]);
+        let contents = read(&path).unwrap();
+        assert_eq!(contents.steps, vec![bind("01:00.0")]);
+        assert!(contents.unreadable.is_empty(), "{contents:?}");
+    }
+
+    /// A journal of these lines, each ended by a newline.
+    fn journal_of(path: &Path, lines: &[&str]) {
+        fs::write(
+            path,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
+    }
+
+    fn line_of(step: &Step) -> String {
+        serde_json::to_string(step).unwrap()
+    }
+
+    #[test]
+    fn a_last_line_that_is_not_json_is_torn_and_skipped() {
+        let (_dir, path) = scratch();
+        journal_of(&path, &[&line_of(&bind("01:00.0")), r#"{"step":"hugepa"#]);
+        let contents = read(&path).unwrap();
+        assert_eq!(contents.steps, vec![bind("01:00.0")]);
+        assert!(contents.unreadable.is_empty(), "{contents:?}");
+    }
+
+    #[test]
+    fn a_damaged_first_line_is_reported_and_the_other_steps_read() {
+        let (_dir, path) = scratch();
+        let first = line_of(&bind("01:00.0")).replace("\"step\"", "\"st\u{0}ep");
+        journal_of(
+            &path,
+            &[
+                &first,
+                &line_of(&hugepages(0, 8)),
+                &line_of(&bind("01:00.1")),
+            ],
+        );
+        let contents = read(&path).unwrap();
+        assert_eq!(contents.steps, vec![hugepages(0, 8), bind("01:00.1")]);
+        assert_eq!(contents.unreadable.len(), 1, "{contents:?}");
+        let bad = &contents.unreadable[0];
+        assert_eq!(bad.line, 1);
+        let message = bad.to_string();
+        // The text, control characters escaped, and what to do.
+        assert!(message.contains("line 1: not a journal step"), "{message}");
+        assert!(message.contains(r#"{\"st\0ep:"#), "{message}");
+        assert!(message.contains("fix the line"), "{message}");
+        assert!(!contents.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_middle_line_is_reported_even_when_it_is_not_utf8() {
+        let (_dir, path) = scratch();
+        let mut bytes = format!("{}\n", line_of(&bind("01:00.0"))).into_bytes();
+        bytes.extend_from_slice(b"{\"step\":\"hugepages\",\xff\xfe\n");
+        bytes.extend_from_slice(format!("{}\n", line_of(&bind("01:00.1"))).as_bytes());
+        fs::write(&path, bytes).unwrap();
+        let contents = read(&path).unwrap();
+        assert_eq!(contents.steps, vec![bind("01:00.0"), bind("01:00.1")]);
+        assert_eq!(contents.unreadable.len(), 1, "{contents:?}");
+        assert_eq!(contents.unreadable[0].line, 2);
+        let what = contents.unreadable[0].what.to_string();
+        assert!(what.contains('\u{fffd}'), "{what}");
+    }
+
+    #[test]
+    fn a_step_of_a_newer_vmrun_is_reported_by_its_tag_even_last() {
+        let (_dir, path) = scratch();
+        journal_of(
+            &path,
+            &[
+                &line_of(&bind("01:00.0")),
+                r#"{"step":"pin-cpuset","cgroup":"/sys/fs/cgroup/vmrun","cpus":"2-5"}"#,
+            ],
+        );
+        let contents = read(&path).unwrap();
+        assert_eq!(contents.steps, vec![bind("01:00.0")]);
+        let message = contents.unreadable[0].to_string();
+        assert!(message.contains("line 2: a `pin-cpuset` step"), "{message}");
+        assert!(message.contains("newer vmrun"), "{message}");
+        assert!(
+            message.contains("restore with the vmrun that wrote it"),
+            "{message}"
+        );
+        // The tag says it: the line's fields are not repeated.
+        assert!(!message.contains("cgroup"), "{message}");
+    }
+
+    #[test]
+    fn a_known_step_with_a_damaged_field_says_which() {
+        let (_dir, path) = scratch();
+        let first = line_of(&bind("01:00.0")).replace("address", "adress");
+        journal_of(&path, &[&first, &line_of(&hugepages(0, 8))]);
+        let contents = read(&path).unwrap();
+        assert_eq!(contents.steps, vec![hugepages(0, 8)]);
+        let what = contents.unreadable[0].what.to_string();
+        assert!(
+            what.contains("a `bind-vfio` step that does not read"),
+            "{what}"
+        );
+        assert!(what.contains("missing field `address`"), "{what}");
+        assert!(!what.contains("column"), "{what}");
+    }
+
+    #[test]
+    fn blank_lines_hold_no_step() {
+        let (_dir, path) = scratch();
+        journal_of(&path, &["", &line_of(&bind("01:00.0")), "  "]);
+        let contents = read(&path).unwrap();
+        assert_eq!(contents.steps, vec![bind("01:00.0")]);
+        assert!(contents.unreadable.is_empty(), "{contents:?}");
+    }
+
+    #[test]
+    fn a_journal_of_only_a_torn_line_is_empty() {
+        let (_dir, path) = scratch();
+        fs::write(&path, r#"{"step":"bind"#).unwrap();
+        assert!(read(&path).unwrap().is_empty());
     }
 
     #[test]
@@ -255,7 +487,7 @@ mod tests {
         for s in &steps {
             j.record(s).unwrap();
         }
-        assert_eq!(read(&path).unwrap(), steps);
+        assert_eq!(read(&path).unwrap().steps, steps);
     }
 
     #[test]

@@ -18,13 +18,14 @@ pub use crate::prepare::change::StepReport;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub steps: Vec<StepReport>,
-    /// Set when the journal itself could not be read.
-    pub journal_problem: Option<String>,
+    /// The journal, or lines of it, could not be read: changes that did
+    /// not go back.
+    pub journal_problems: Vec<String>,
 }
 
 impl Report {
     pub fn complete(&self) -> bool {
-        self.journal_problem.is_none() && self.steps.iter().all(|s| s.problem.is_none())
+        self.journal_problems.is_empty() && self.steps.iter().all(|s| s.problem.is_none())
     }
 
     /// One line per step that did not go back, with what to do.
@@ -32,26 +33,31 @@ impl Report {
         self.steps
             .iter()
             .filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.what)))
-            .chain(self.journal_problem.clone())
+            .chain(self.journal_problems.iter().cloned())
     }
 }
 
-/// Undoes every step of the journal at `path`, newest first; removes the
-/// journal when everything went back.
+/// Undoes every step of the journal at `path` it can read, newest first;
+/// removes the journal when everything went back. A line it cannot read is
+/// a problem of the report and keeps the journal.
 pub fn replay(path: &Path, host: &Host) -> Report {
-    let steps = match journal::read(path) {
-        Ok(steps) => steps,
+    let contents = match journal::read(path) {
+        Ok(contents) => contents,
         Err(e) => {
             return Report {
                 steps: vec![],
-                journal_problem: Some(e.to_string()),
+                journal_problems: vec![e.to_string()],
             }
         }
     };
-    let mut report = Report::default();
-    for step in steps.iter().rev() {
-        report.steps.push(step.undo(host));
-    }
+    let report = Report {
+        steps: contents.steps.iter().rev().map(|s| s.undo(host)).collect(),
+        journal_problems: contents
+            .unreadable
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    };
     if report.complete() {
         journal::remove(path);
     }
@@ -114,6 +120,31 @@ mod tests {
         assert!(report.steps[0].problem.is_none(), "{report:?}");
         assert!(report.steps[1].what.contains("1048576 kB"), "{report:?}");
         assert_eq!(report.problems().count(), 1);
+        assert!(path.exists(), "kept for `vmrun restore`");
+    }
+
+    #[test]
+    fn an_unreadable_line_keeps_the_journal_and_the_other_steps_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        pool(dir.path(), 6);
+        let path = dir.path().join("journal");
+        let step = serde_json::to_string(&reserved(2048, 2, 4)).unwrap();
+        std::fs::write(&path, format!("garbage\n{step}\n")).unwrap();
+        let (root, kernel) = (HostRoot::new(dir.path()), FakeKernel::new(dir.path()));
+        let report = replay(&path, &Host::new(&root, &kernel));
+        assert_eq!(report.steps.len(), 1);
+        assert!(report.steps[0].problem.is_none(), "{report:?}");
+        let nr = dir
+            .path()
+            .join("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages");
+        assert_eq!(std::fs::read_to_string(nr).unwrap().trim(), "2");
+        assert!(!report.complete());
+        let problems: Vec<String> = report.problems().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("line 1: not a journal step: \"garbage\""),
+            "{problems:?}"
+        );
         assert!(path.exists(), "kept for `vmrun restore`");
     }
 }

@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(pool.reserve(8).unwrap(), 6);
         assert_eq!(pool.nr(), 10);
         assert_eq!(
-            journal::read(&pool.journal()).unwrap(),
+            journal::read(&pool.journal()).unwrap().steps,
             [Step::Hugepages(Hugepages {
                 size_kb: 2048,
                 before: 4,

@@ -1,7 +1,8 @@
 # gpu topology, VFIO case (c): vmrun killed at several points of prepare and
 # while the VM runs; `vmrun status` says the host needs a restore and
 # `vmrun restore` gives every function its exact driver and driver_override
-# back (also an override that was set before), stopping a leftover QEMU.
+# back (also an override that was set before), stopping a leftover QEMU; a
+# journal line it cannot read is named, not dropped.
 . "$LAB_LIB"
 . "$LAB_SCENARIO_DIR/vfio_lib.sh"
 
@@ -75,3 +76,31 @@ run_vmrun c4_restore restore c4
 lab_wait 10 drivers_are bochs-drm snd_hda_intel
 rec_devices c4_restored $VGA $HDA
 lab_bool c4_run_dir_gone test ! -e /run/vmrun/c4
+
+# ---- a damaged journal line: vmrun and QEMU killed with both functions on
+# vfio-pci, then the journal's first line (the VGA's bind) damaged. restore
+# names the line, gives the HDA back, keeps the journal and exits 4; once the
+# line is repaired, restore gives the VGA back too.
+vm_cfg c5 $VGA $HDA
+run_vmrun c5_start start c5 --detach
+"$VMRUN" status c5 --json >/tmp/c5.status 2>&1
+spid=$(field supervisor_pid </tmp/c5.status)
+qpid=$(field qemu_pid </tmp/c5.status)
+[ -n "$spid" ] && kill -9 "$spid"
+[ -n "$qpid" ] && kill -9 "$qpid"
+lab_bool c5_both_dead lab_wait 30 eval 'gone "$spid" && gone "$qpid"'
+j=/run/vmrun/c5/journal
+lab_str c5_journal "$(cat "$j" 2>/dev/null)"
+first=$(head -n 1 "$j")
+rest=$(tail -n +2 "$j")
+printf '%s\n%s\n' "${first#?}" "$rest" >"$j"
+lab_str c5_state "$(vm_state c5)"
+run_vmrun c5_restore restore c5
+lab_wait 10 eval '[ "$(pci_driver $HDA)" = snd_hda_intel ]'
+rec_devices c5_partly $VGA $HDA
+lab_bool c5_journal_kept test -e "$j"
+printf '%s\n%s\n' "$first" "$rest" >"$j"
+run_vmrun c5_restore_again restore c5
+lab_wait 10 drivers_are bochs-drm snd_hda_intel
+rec_devices c5_restored $VGA $HDA
+lab_bool c5_run_dir_gone test ! -e /run/vmrun/c5

@@ -202,6 +202,7 @@ fn units_and_user_units_are_stopped_and_started_again() {
     release(&host, &mut j, &plan).unwrap();
     let stopped: Vec<Step> = journal::read(&path)
         .unwrap()
+        .steps
         .into_iter()
         .filter(|s| matches!(s, Step::StopUnit(_)))
         .collect();
@@ -284,7 +285,7 @@ fn efifb_is_unbound_and_bound_again() {
     assert!(!efifb.exists());
     assert_eq!(bound(p, 1), "0");
     assert_eq!(
-        journal::read(&path).unwrap(),
+        journal::read(&path).unwrap().steps,
         [
             Step::UnbindVtcon(UnbindVtcon {
                 index: 1,
