@@ -2,6 +2,7 @@
 //! read are undone, the others are named, the journal is kept and the exit
 //! status is 4 (host not fully restored). The host is a temp tree
 //! (`VMRUN_HOST_ROOT`) holding a huge page pool, so no real host is touched.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::fs;
 use std::path::{Path, PathBuf};

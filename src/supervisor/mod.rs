@@ -50,8 +50,8 @@ pub(crate) enum SupervisorError {
     Input(#[from] crate::input::InputError),
     #[error("could not set up the tokio runtime or signal handlers: {0}")]
     Runtime(#[source] std::io::Error),
-    #[error("a previous run of this VM left the host changed and it could not be restored: {}; fix that and run `vmrun restore NAME`", .0.join("; "))]
-    StaleRestore(Vec<String>),
+    #[error("a previous run of this VM left the host changed and it could not be restored: {}; fix that and run `vmrun restore {vm}`", problems.join("; "))]
+    StaleRestore { vm: String, problems: Vec<String> },
     #[error("{error}; {}", undo_summary(.undo))]
     Prepare {
         error: crate::prepare::PrepareError,
@@ -72,7 +72,7 @@ impl SupervisorError {
     /// Whether the host was left changed (the error needs `vmrun restore`).
     pub(crate) fn host_left_changed(&self) -> bool {
         match self {
-            Self::StaleRestore(_) => true,
+            Self::StaleRestore { .. } => true,
             Self::Prepare { undo, .. } => !undo.complete(),
             _ => false,
         }

@@ -38,7 +38,10 @@ pub(super) struct Started {
 /// Why setup stopped, before the undo is known.
 pub(super) enum SetupFailure {
     /// A dead run's journal did not fully go back; nothing of ours was done.
-    Stale(Vec<String>),
+    Stale {
+        vm: String,
+        problems: Vec<String>,
+    },
     /// Claiming or changing the host failed: the undo's report goes with it.
     Prepare(PrepareError),
     Other(SupervisorError),
@@ -66,7 +69,10 @@ pub(super) fn set_up(
         );
         let stale = teardown::replay(journal, host);
         if !stale.complete() {
-            return Err(SetupFailure::Stale(stale.problems().collect()));
+            return Err(SetupFailure::Stale {
+                vm: plan.vm.name.to_string(),
+                problems: stale.problems().collect(),
+            });
         }
     }
     vmfiles::ensure_vars_copy(plan).map_err(SupervisorError::from)?;
@@ -113,13 +119,13 @@ pub(super) fn abandon(
     }
     let undo = match &failure {
         // Replaying the dead run's journal again would fail again.
-        SetupFailure::Stale(_) => None,
+        SetupFailure::Stale { .. } => None,
         _ => Some(teardown::replay(journal, host)),
     };
     let complete = undo.as_ref().is_some_and(teardown::Report::complete);
     run_dir.finish((!complete).then_some(journal));
     match failure {
-        SetupFailure::Stale(problems) => SupervisorError::StaleRestore(problems),
+        SetupFailure::Stale { vm, problems } => SupervisorError::StaleRestore { vm, problems },
         SetupFailure::Prepare(error) => SupervisorError::Prepare {
             error,
             undo: undo.unwrap_or_default(),
@@ -273,7 +279,13 @@ mod tests {
     #[test]
     fn a_dead_runs_journal_that_did_not_go_back_is_kept_untouched() {
         let (scene, run_dir) = Scene::new(6, &[reserved(2048)]);
-        let err = scene.abandon(SetupFailure::Stale(vec!["x".into()]), run_dir);
+        let err = scene.abandon(
+            SetupFailure::Stale {
+                vm: "t".into(),
+                problems: vec!["x".into()],
+            },
+            run_dir,
+        );
         assert!(err.host_left_changed(), "{err}");
         assert_eq!(scene.pages(), "6", "not replayed a second time");
         assert!(scene.journal.exists());
