@@ -264,14 +264,6 @@ pub(crate) fn unused_after(root: &HostRoot, removed: &[String]) -> Vec<String> {
 }
 
 #[cfg(test)]
-pub(crate) mod fake {
-    //! The flat builders `prepare`'s tests still call; new tests build
-    //! hosts with `crate::testing::TestHost` and its `Machine` catalogue.
-    pub(crate) use crate::testing::machines::add_bochs_boot_gpu as bochs_desktop;
-    pub(crate) use crate::testing::sysfs::{add_framebuffer, add_vtcon};
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::machines::{ids::RTX_3050, BOCHS_GPU};

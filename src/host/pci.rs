@@ -169,13 +169,6 @@ pub(crate) fn iommu_enabled(root: &HostRoot) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) mod fake {
-    //! The flat builders `prepare`'s tests still call; new tests build
-    //! hosts with `crate::testing::TestHost` and its `Machine` catalogue.
-    pub(crate) use crate::testing::sysfs::{add_device, add_process, set_attr};
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::machines::ids::RTX_3050_MOBILE;

@@ -67,6 +67,8 @@ pub(crate) fn read_rom(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::machines::ids::BOCHS_VGA;
+    use crate::testing::{Pci, TestHost};
     use std::cell::RefCell;
     use std::path::Path;
 
@@ -95,19 +97,14 @@ mod tests {
         }
     }
 
-    fn setup(fail_read: bool) -> (tempfile::TempDir, HostRoot, RomKernel, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        crate::host::pci::fake::add_device(
-            dir.path(),
-            "0000:00:0a.0",
-            (0x1234, 0x1111),
-            0x030000,
-            None,
-            None,
-        );
+    fn setup(fail_read: bool) -> (TestHost, HostRoot, RomKernel, PathBuf) {
+        // `rom` is a directory: reading it fails until the fake kernel's
+        // enable write turns it into the image.
+        let dir = TestHost::new()
+            .pci(Pci::vga("00:0a.0", BOCHS_VGA))
+            .dir("/sys/bus/pci/devices/0000:00:0a.0/rom");
         let rom = dir.path().join("sys/bus/pci/devices/0000:00:0a.0/rom");
-        fs::create_dir(&rom).unwrap();
-        let root = HostRoot::new(dir.path());
+        let root = dir.root();
         let kernel = RomKernel {
             image: vec![0x55, 0xAA, 1, 2],
             fail_read,

@@ -357,7 +357,7 @@ fn amdgpu(address: &str, ids: (u16, u16), group: u32) -> Pci {
 /// The bochs VGA at `addr` as the lab guest boots it: bochs-drm (module
 /// bochs, with two helpers) with card0, boot VGA, group 3, fbcon bound on
 /// vtcon1.
-pub fn add_bochs_boot_gpu(root: &Path, addr: &str) {
+fn add_bochs_boot_gpu(root: &Path, addr: &str) {
     Pci::vga(addr, BOCHS_VGA)
         .driver("bochs-drm")
         .group(3)

@@ -333,12 +333,13 @@ fn remove_and_rescan(host: &Host, address: PciAddress) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::pci::fake::add_device;
     use crate::host::pci::read_device;
     use crate::host::HostRoot;
     use crate::prepare::journal::{self, Undone};
     use crate::prepare::kernel::fake::FakeKernel;
     use crate::prepare::kernel::{Kernel, Timings};
+    use crate::testing::machines::ids::{BOCHS_VGA, ICH9_HDA};
+    use crate::testing::{Pci, TestHost};
     use std::fs;
 
     const GPU: &str = "0000:01:00.0";
@@ -347,7 +348,7 @@ mod tests {
     /// A GPU (bochs-drm) and its audio function (snd_hda_intel) in IOMMU
     /// group 7, vfio-pci loaded, a journal at `journal`.
     struct Fixture {
-        dir: tempfile::TempDir,
+        tree: TestHost,
         kernel: FakeKernel,
         root: HostRoot,
         journal: PathBuf,
@@ -359,23 +360,19 @@ mod tests {
         }
 
         fn with(tweak: impl FnOnce(FakeKernel) -> FakeKernel) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            for (addr, ids, class, driver) in [
-                (GPU, (0x1234, 0x1111), 0x030000, "bochs-drm"),
-                (AUDIO, (0x8086, 0x2668), 0x040300, "snd_hda_intel"),
-            ] {
-                add_device(dir.path(), addr, ids, class, Some(driver), Some(7));
-            }
+            let tree = TestHost::new()
+                .pci(Pci::vga(GPU, BOCHS_VGA).driver("bochs-drm").group(7))
+                .pci(Pci::audio(AUDIO, ICH9_HDA).driver("snd_hda_intel").group(7));
             let kernel = tweak(
-                FakeKernel::new(dir.path())
+                FakeKernel::new(tree.path())
                     .native(GPU, "bochs-drm")
                     .native(AUDIO, "snd_hda_intel"),
             );
             kernel.modprobe(VFIO_DRIVER).unwrap();
             Self {
-                root: HostRoot::new(dir.path()),
-                journal: dir.path().join("journal"),
-                dir,
+                root: tree.root(),
+                journal: tree.path().join("journal"),
+                tree,
                 kernel,
             }
         }
@@ -412,7 +409,7 @@ mod tests {
 
         fn set_override(&self, addr: &str, value: &str) {
             let path = format!("sys/bus/pci/devices/{addr}/driver_override");
-            fs::write(self.dir.path().join(path), format!("{value}\n")).unwrap();
+            fs::write(self.tree.path().join(path), format!("{value}\n")).unwrap();
         }
 
         fn wrote(&self, rel: &str) -> bool {
@@ -431,7 +428,7 @@ mod tests {
             assert_eq!(f.bind(a, false).unwrap(), Some(7));
             assert_eq!(f.driver(a).as_deref(), Some("vfio-pci"));
         }
-        assert!(f.dir.path().join("dev/vfio/7").exists());
+        assert!(f.tree.path().join("dev/vfio/7").exists());
         let report = f.replay();
         assert!(report.complete(), "{report:?}");
         assert_eq!(f.driver(GPU).as_deref(), Some("bochs-drm"));
@@ -474,9 +471,9 @@ mod tests {
     fn a_device_already_on_vfio_is_not_journaled() {
         let f = Fixture::new();
         f.bind(GPU, false).unwrap();
-        let mut second = Journal::open(&f.dir.path().join("journal2")).unwrap();
+        let mut second = Journal::open(&f.tree.path().join("journal2")).unwrap();
         bind(&f.host(), &mut second, GPU.parse().unwrap(), false).unwrap();
-        assert!(journal::read(&f.dir.path().join("journal2"))
+        assert!(journal::read(&f.tree.path().join("journal2"))
             .unwrap()
             .is_empty());
     }
@@ -553,7 +550,7 @@ mod tests {
         let f = Fixture::new();
         f.bind(AUDIO, true).unwrap();
         let remove = format!("sys/bus/pci/devices/{AUDIO}/remove");
-        f.kernel.write(&f.dir.path().join(remove), "1").unwrap();
+        f.kernel.write(&f.tree.path().join(remove), "1").unwrap();
         let report = f.replay();
         assert!(report.complete(), "{report:?}");
         assert_eq!(f.driver(AUDIO).as_deref(), Some("snd_hda_intel"));

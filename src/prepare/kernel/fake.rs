@@ -1,4 +1,4 @@
-//! A fake kernel over a fake sysfs tree (`host::pci::fake`): writes to
+//! A fake kernel over a fake sysfs tree (`crate::testing::TestHost`): writes to
 //! driver_override, unbind and drivers_probe change the tree the way the
 //! PCI core does (drivers/pci/pci-driver.c, pci-sysfs.c), after libvirt's
 //! virpcimock. Tests only.

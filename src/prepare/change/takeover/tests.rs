@@ -7,38 +7,30 @@ use std::path::Path;
 use super::*;
 use crate::config::{DisplayManager, Takeover, UnloadModules};
 use crate::host::display;
-use crate::host::display::fake::*;
-use crate::host::pci::fake::{add_device, add_process, set_attr};
 use crate::host::HostRoot;
 use crate::plan::hostdev::fake::planned;
 use crate::prepare::change::vfio;
 use crate::prepare::journal::{self, Step};
 use crate::prepare::kernel::fake::FakeKernel;
 use crate::prepare::kernel::{Kernel, Timings};
+use crate::testing::machines::ids::BOCHS_VGA;
+use crate::testing::machines::{BOCHS_AUDIO, BOCHS_GPU};
+use crate::testing::{Machine, Pci, TestHost};
 use framebuffer::UnbindFramebuffer;
 use units::StopUnit;
 use vtconsoles::UnbindVtcon;
 
-const GPU: &str = "0000:00:0a.0";
-const HDA: &str = "0000:00:0a.1";
+const GPU: &str = BOCHS_GPU;
+const HDA: &str = BOCHS_AUDIO;
 
 /// bochs-drm on the boot GPU with fbcon on its framebuffer, gdm
 /// (pid 400, Xorg) and a tool (pid 500) holding card0.
-fn bochs_host() -> (tempfile::TempDir, FakeKernel) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    bochs_desktop(p, GPU);
-    add_device(
-        p,
-        HDA,
-        (0x8086, 0x2668),
-        0x040300,
-        Some("snd_hda_intel"),
-        Some(3),
-    );
-    add_process(p, 400, "Xorg", &["/dev/dri/card0"]);
-    add_process(p, 500, "gpuhold", &["/dev/dri/card0"]);
-    let kernel = FakeKernel::new(p)
+fn bochs_host() -> (TestHost, FakeKernel) {
+    let dir = Machine::BochsDesktop
+        .build()
+        .process(400, "Xorg", &["/dev/dri/card0"])
+        .process(500, "gpuhold", &["/dev/dri/card0"]);
+    let kernel = FakeKernel::new(dir.path())
         .native(GPU, "bochs-drm")
         .native(HDA, "snd_hda_intel")
         .driver_module("bochs-drm", "bochs")
@@ -184,9 +176,10 @@ fn a_module_that_wont_unload_rolls_back_everything() {
 #[test]
 fn units_and_user_units_are_stopped_and_started_again() {
     let (dir, kernel) = bochs_host();
+    let dir = dir
+        .dir("/run/user/0")
+        .process(600, "kwin_wayland", &["/dev/dri/card0"]);
     let p = dir.path();
-    fs::create_dir_all(p.join("run/user/0")).unwrap();
-    add_process(p, 600, "kwin_wayland", &["/dev/dri/card0"]);
     let kernel = kernel
         .unit("sunshine.service", &[])
         .unit("root@:plasma-kwin_wayland.service", &[600])
@@ -252,17 +245,14 @@ fn a_holder_ignoring_sigterm_gets_sigkill() {
 /// again; nothing is unloaded.
 #[test]
 fn efifb_is_unbound_and_bound_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestHost::new()
+        .pci(Pci::vga(GPU, BOCHS_VGA).group(3).attr(
+            "resource",
+            "0x00000000c0000000 0x00000000c0ffffff 0x0000000000042208",
+        ))
+        .framebuffer("efi-framebuffer", "efi-framebuffer.0", Some(0xc000_0000))
+        .vtcon(1, "(M) frame buffer device", true);
     let p = dir.path();
-    add_device(p, GPU, (0x1234, 0x1111), 0x030000, None, Some(3));
-    set_attr(
-        p,
-        GPU,
-        "resource",
-        "0x00000000c0000000 0x00000000c0ffffff 0x0000000000042208",
-    );
-    add_framebuffer(p, "efi-framebuffer", "efi-framebuffer.0", Some(0xc000_0000));
-    add_vtcon(p, 1, "(M) frame buffer device", true);
     let kernel = FakeKernel::new(p);
     let root = HostRoot::new(p);
     let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
@@ -310,9 +300,8 @@ fn efifb_is_unbound_and_bound_again() {
 
 #[test]
 fn a_framebuffer_the_kernel_removed_is_a_note_not_a_failure() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestHost::new().pci(Pci::vga(GPU, BOCHS_VGA).group(3));
     let p = dir.path();
-    add_device(p, GPU, (0x1234, 0x1111), 0x030000, None, Some(3));
     let kernel = FakeKernel::new(p);
     let root = HostRoot::new(p);
     let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
