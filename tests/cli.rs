@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin_cmd;
-use vmrun::testing::Machine;
+use vmrun::testing::{Machine, TestHost};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -229,12 +229,12 @@ fn query_status(socket: &Path, deadline: Instant) -> Option<String> {
 }
 
 /// Runs vmrun with a stdout whose reader is already gone (`| head -0`).
-fn with_closed_stdout(args: &[&str]) -> std::process::Output {
+fn with_closed_stdout(host: &TestHost, args: &[&str]) -> std::process::Output {
     let (reader, writer) = nix::unistd::pipe().unwrap();
     drop(reader);
     Command::new(env!("CARGO_BIN_EXE_vmrun"))
         .current_dir(repo())
-        .env("VMRUN_HOST_ROOT", repo().join("tests/fixtures/host"))
+        .env("VMRUN_HOST_ROOT", host.path())
         .env("VMRUN_RUN_DIR", "/run/vmrun")
         .args(args)
         .stdin(Stdio::null())
@@ -246,6 +246,7 @@ fn with_closed_stdout(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_closed_stdout_ends_every_verb_quietly_with_exit_0() {
+    let host = Machine::FixtureDesktop.build();
     for args in [
         &["devices"][..],
         &["devices", "--json"],
@@ -258,7 +259,7 @@ fn a_closed_stdout_ends_every_verb_quietly_with_exit_0() {
         &["start", "vms/demo.toml", "--dry-run"],
         &["status", "vms/demo.toml"],
     ] {
-        let out = with_closed_stdout(args);
+        let out = with_closed_stdout(&host, args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
