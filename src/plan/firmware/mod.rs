@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{Firmware, FirmwareKind};
 use crate::host::HostRoot;
 
-use descriptor::{Matched, Request};
+use descriptor::Request;
 
 /// On-disk format of a firmware image (`raw` on Debian/Arch, `qcow2` on Fedora 39+).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -176,51 +176,16 @@ fn from_descriptors(req: &Request, search: &FirmwareSearch) -> Result<ResolvedFi
                 continue;
             }
         };
-        match descriptor::evaluate(&wire, req, &search.root) {
-            Ok(m) => {
-                return Ok(from_match(
-                    m,
-                    &candidate.name,
-                    candidate.host_path,
-                    req.machine,
-                    warnings,
-                ))
+        match descriptor::evaluate(&candidate, &wire, req, &search.root) {
+            Ok(mut firmware) => {
+                warnings.append(&mut firmware.warnings);
+                firmware.warnings = warnings;
+                return Ok(firmware);
             }
             Err(why) => rejected.push(format!("{}: {why}", candidate.name)),
         }
     }
     Err((searched, rejected, warnings))
-}
-
-fn from_match(
-    m: Matched,
-    name: &str,
-    host_path: PathBuf,
-    machine: &str,
-    mut warnings: Vec<String>,
-) -> ResolvedFirmware {
-    // libvirt's qemuFirmwareSanityCheck: warn, still use it.
-    warnings.extend(
-        m.oddities
-            .iter()
-            .map(|o| format!("{}: {o}", host_path.display())),
-    );
-    ResolvedFirmware {
-        reason: format!(
-            "descriptor {name}: uefi, {}, matches {machine} ({})",
-            describe_features(m.secure_boot, m.enrolled_keys),
-            m.pattern
-        ),
-        code: m.code,
-        code_format: m.code_format,
-        vars_template: m.vars_template,
-        vars_format: m.vars_format,
-        secure_boot: m.secure_boot,
-        enrolled_keys: m.enrolled_keys,
-        requires_smm: m.requires_smm,
-        source: FirmwareSource::Descriptor(host_path),
-        warnings,
-    }
 }
 
 fn describe_features(secure_boot: bool, enrolled_keys: bool) -> &'static str {
