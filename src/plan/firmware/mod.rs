@@ -541,33 +541,22 @@ mod tests {
     }
 
     #[test]
-    fn confidential_only_descriptor_is_skipped() {
-        let host = TestHost::new()
-            .file("/fw/snp.fd", "fw")
-            .file("/fw/VARS.fd", "vars")
-            .file(
-                "/usr/share/qemu/firmware/10-snp.json",
-                &descriptor_json(
-                    "/fw/snp.fd",
-                    "/fw/VARS.fd",
-                    &["amd-sev", "amd-sev-es", "amd-sev-snp"],
-                ),
-            )
-            .plain("/usr/share/qemu/firmware", "20-plain.json", "/fw/plain.fd");
-        let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
-        assert_eq!(r.code, Path::new("/fw/plain.fd"));
-    }
-
-    #[test]
-    fn descriptor_with_missing_image_is_skipped() {
-        let host = TestHost::new()
-            .file(
-                "/usr/share/qemu/firmware/10-gone.json",
-                &descriptor_json("/fw/gone.fd", "/fw/VARS.fd", &[]),
-            )
-            .plain("/usr/share/qemu/firmware", "20-here.json", "/fw/here.fd");
-        let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
-        assert_eq!(r.code, Path::new("/fw/here.fd"));
+    fn confidential_only_or_imageless_descriptor_is_skipped() {
+        for (code, features) in [
+            ("/fw/snp.fd", &["amd-sev", "amd-sev-es", "amd-sev-snp"][..]),
+            ("/fw/gone.fd", &[]),
+        ] {
+            let host = TestHost::new()
+                .file("/fw/snp.fd", "fw")
+                .file("/fw/VARS.fd", "vars")
+                .file(
+                    "/usr/share/qemu/firmware/10-skipped.json",
+                    &descriptor_json(code, "/fw/VARS.fd", features),
+                )
+                .plain("/usr/share/qemu/firmware", "20-plain.json", "/fw/plain.fd");
+            let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
+            assert_eq!(r.code, Path::new("/fw/plain.fd"), "{code}");
+        }
     }
 
     #[test]
