@@ -378,19 +378,36 @@ mod tests {
     }
 
     #[test]
-    fn debian_secure_boot_picks_enrolled_descriptor_with_smm() {
+    fn secure_boot_picks_the_enrolled_descriptor_with_smm_in_its_format() {
+        for (search, name, code, format) in [
+            (
+                debian(),
+                "40-edk2-x86_64-secure-enrolled.json",
+                "/usr/share/OVMF/OVMF_CODE_4M.ms.fd",
+                ImageFormat::Raw,
+            ),
+            (
+                fedora(),
+                "30-edk2-ovmf-4m-qcow2-x64-sb-enrolled.json",
+                "/usr/share/edk2/ovmf/OVMF_CODE_4M.secboot.qcow2",
+                ImageFormat::Qcow2,
+            ),
+        ] {
+            let r = resolve(&uefi(Some(true)), MACHINE, &search).unwrap();
+            assert_eq!(descriptor_name(&r), name);
+            assert_eq!(r.code, Path::new(code));
+            assert_eq!((r.code_format, r.vars_format), (format, format), "{name}");
+            assert!(r.secure_boot && r.enrolled_keys && r.requires_smm, "{name}");
+        }
+    }
+
+    #[test]
+    fn debian_secure_boot_descriptor_is_explained() {
         let r = resolve(&uefi(Some(true)), MACHINE, &debian()).unwrap();
-        assert_eq!(descriptor_name(&r), "40-edk2-x86_64-secure-enrolled.json");
-        assert_eq!(r.code, Path::new("/usr/share/OVMF/OVMF_CODE_4M.ms.fd"));
         assert_eq!(
             r.vars_template,
             Path::new("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
         );
-        assert_eq!(
-            (r.code_format, r.vars_format),
-            (ImageFormat::Raw, ImageFormat::Raw)
-        );
-        assert!(r.secure_boot && r.enrolled_keys && r.requires_smm);
         assert_eq!(
             r.reason,
             "descriptor 40-edk2-x86_64-secure-enrolled.json: uefi, secure-boot + enrolled-keys, matches pc-q35-7.2 (pc-q35-*)"
@@ -427,24 +444,8 @@ mod tests {
     }
 
     #[test]
-    fn fedora_picks_qcow2_images() {
-        let s = fedora();
-        let r = resolve(&uefi(Some(true)), MACHINE, &s).unwrap();
-        assert_eq!(
-            descriptor_name(&r),
-            "30-edk2-ovmf-4m-qcow2-x64-sb-enrolled.json"
-        );
-        assert_eq!(
-            r.code,
-            Path::new("/usr/share/edk2/ovmf/OVMF_CODE_4M.secboot.qcow2")
-        );
-        assert_eq!(
-            (r.code_format, r.vars_format),
-            (ImageFormat::Qcow2, ImageFormat::Qcow2)
-        );
-        assert!(r.requires_smm);
-
-        let r = resolve(&uefi(Some(false)), MACHINE, &s).unwrap();
+    fn fedora_secure_boot_off_picks_the_nosb_qcow2_images() {
+        let r = resolve(&uefi(Some(false)), MACHINE, &fedora()).unwrap();
         assert_eq!(descriptor_name(&r), "50-edk2-ovmf-4m-qcow2-x64-nosb.json");
         assert_eq!(r.vars_format, ImageFormat::Qcow2);
     }
