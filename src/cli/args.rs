@@ -283,43 +283,50 @@ mod tests {
     }
 
     #[test]
-    fn devices_is_a_verb_not_a_vm_name() {
-        let cli = parse_strs(&["vmrun", "devices", "--json", "--all"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Devices {
-                json: true,
-                all: true
-            }
-        ));
-    }
-
-    #[test]
-    fn setup_verbs_parse() {
-        let cli = parse_strs(&["vmrun", "check", "win11", "--json"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Check {
-                vm: Some(_),
-                json: true
-            }
-        ));
-        let cli = parse_strs(&["vmrun", "host", "boot-entry", "win11", "--apply"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Host {
-                command: HostCommand::BootEntry { apply: true, .. }
-            }
-        ));
+    fn verbs_parse_to_their_commands() {
+        type Case = (&'static [&'static str], fn(&Command) -> bool);
+        let cases: [Case; 4] = [
+            (&["vmrun", "devices", "--json", "--all"], |c| {
+                matches!(
+                    c,
+                    Command::Devices {
+                        json: true,
+                        all: true
+                    }
+                )
+            }),
+            (&["vmrun", "check", "win11", "--json"], |c| {
+                matches!(
+                    c,
+                    Command::Check {
+                        vm: Some(_),
+                        json: true
+                    }
+                )
+            }),
+            (&["vmrun", "host", "boot-entry", "win11", "--apply"], |c| {
+                matches!(
+                    c,
+                    Command::Host {
+                        command: HostCommand::BootEntry { apply: true, .. }
+                    }
+                )
+            }),
+            (&["vmrun", "init", "w", "--template", "headless"], |c| {
+                matches!(
+                    c,
+                    Command::Init(InitArgs {
+                        template: TemplateArg::Headless,
+                        ..
+                    })
+                )
+            }),
+        ];
+        for (argv, expected) in cases {
+            let cli = parse_strs(argv).unwrap();
+            assert!(expected(&cli.command), "{argv:?}: {:?}", cli.command);
+        }
         assert!(parse_strs(&["vmrun", "rom", "dump", "not-an-address"]).is_err());
-        let cli = parse_strs(&["vmrun", "init", "w", "--template", "headless"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Init(InitArgs {
-                template: TemplateArg::Headless,
-                ..
-            })
-        ));
     }
 
     #[test]

@@ -147,9 +147,13 @@ mod tests {
     fn a_vm_with_a_run_dir_is_found_without_a_config() {
         let f = fixture();
         let run_dir = f.mkdir("run/dm");
-        let (name, paths) = f.resolve("dm").unwrap();
-        assert_eq!(name.as_str(), "dm");
-        assert_eq!(paths.run_dir, run_dir);
+        // A config path means the VM of its file name; the file is gone
+        // since the start: the run dir is enough.
+        for arg in ["dm", "/some/dir/dm.toml"] {
+            let (name, paths) = f.resolve(arg).unwrap();
+            assert_eq!(name.as_str(), "dm", "{arg}");
+            assert_eq!(paths.run_dir, run_dir, "{arg}");
+        }
     }
 
     #[test]
@@ -157,16 +161,6 @@ mod tests {
         let f = fixture();
         f.mkdir("state/dm");
         assert_eq!(f.resolve("dm").unwrap().0.as_str(), "dm");
-    }
-
-    #[test]
-    fn a_config_path_means_the_vm_of_its_file_name() {
-        let f = fixture();
-        let run_dir = f.mkdir("run/dm");
-        // The file is gone since the start: the run dir is enough.
-        let (name, paths) = f.resolve("/some/dir/dm.toml").unwrap();
-        assert_eq!(name.as_str(), "dm");
-        assert_eq!(paths.run_dir, run_dir);
     }
 
     #[test]

@@ -169,6 +169,12 @@ mod tests {
         Machine::NvidiaDesktopWithNvme.build()
     }
 
+    /// The uses `host` makes of the block devices behind the NVMe controller.
+    fn nvme_uses(host: &TestHost) -> Vec<Use> {
+        let root = host.root();
+        uses(&root, &block_devices_under(&root, NVME.parse().unwrap()))
+    }
+
     fn names(devs: &[BlockDev]) -> Vec<&str> {
         devs.iter().map(|d| d.name.as_str()).collect()
     }
@@ -188,11 +194,8 @@ mod tests {
             "/proc/self/mounts",
             "proc /proc proc rw 0 0\n/dev/nvme0n1p2 /mnt/my\\040data ext4 rw 0 0\n",
         );
-        let root = host.root();
-        let devs = block_devices_under(&root, NVME.parse().unwrap());
-        let uses = uses(&root, &devs);
         assert_eq!(
-            uses,
+            nvme_uses(&host),
             [Use {
                 device: "nvme0n1p2".into(),
                 what: "/mnt/my data".into()
@@ -206,9 +209,7 @@ mod tests {
             "/proc/swaps",
             "Filename\tType\tSize\tUsed\tPriority\n/dev/nvme0n1p1 partition 8388604 0 -2\n",
         );
-        let root = host.root();
-        let devs = block_devices_under(&root, NVME.parse().unwrap());
-        assert_eq!(uses(&root, &devs)[0].what, "swap");
+        assert_eq!(nvme_uses(&host)[0].what, "swap");
     }
 
     #[test]
@@ -225,8 +226,6 @@ mod tests {
     #[test]
     fn other_disks_mounts_do_not_count() {
         let host = nvme_host().file("/proc/self/mounts", "/dev/sda1 / ext4 rw 0 0\n");
-        let root = host.root();
-        let devs = block_devices_under(&root, NVME.parse().unwrap());
-        assert!(uses(&root, &devs).is_empty());
+        assert!(nvme_uses(&host).is_empty());
     }
 }

@@ -346,13 +346,16 @@ mod tests {
         assert!(contents.unreadable.is_empty(), "{contents:?}");
     }
 
-    /// A journal of these lines, each ended by a newline.
-    fn journal_of(path: &Path, lines: &[&str]) {
+    /// What `read` makes of a journal of these lines, each ended by a
+    /// newline.
+    fn read_lines(lines: &[&str]) -> Contents {
+        let (_dir, path) = scratch();
         fs::write(
-            path,
+            &path,
             lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
         )
         .unwrap();
+        read(&path).unwrap()
     }
 
     fn line_of(step: &Step) -> String {
@@ -361,26 +364,19 @@ mod tests {
 
     #[test]
     fn a_last_line_that_is_not_json_is_torn_and_skipped() {
-        let (_dir, path) = scratch();
-        journal_of(&path, &[&line_of(&bind("01:00.0")), r#"{"step":"hugepa"#]);
-        let contents = read(&path).unwrap();
+        let contents = read_lines(&[&line_of(&bind("01:00.0")), r#"{"step":"hugepa"#]);
         assert_eq!(contents.steps, vec![bind("01:00.0")]);
         assert!(contents.unreadable.is_empty(), "{contents:?}");
     }
 
     #[test]
     fn a_damaged_first_line_is_reported_and_the_other_steps_read() {
-        let (_dir, path) = scratch();
         let first = line_of(&bind("01:00.0")).replace("\"step\"", "\"st\u{0}ep");
-        journal_of(
-            &path,
-            &[
-                &first,
-                &line_of(&hugepages(0, 8)),
-                &line_of(&bind("01:00.1")),
-            ],
-        );
-        let contents = read(&path).unwrap();
+        let contents = read_lines(&[
+            &first,
+            &line_of(&hugepages(0, 8)),
+            &line_of(&bind("01:00.1")),
+        ]);
         assert_eq!(contents.steps, vec![hugepages(0, 8), bind("01:00.1")]);
         assert_eq!(contents.unreadable.len(), 1, "{contents:?}");
         let bad = &contents.unreadable[0];
@@ -410,15 +406,10 @@ mod tests {
 
     #[test]
     fn a_step_of_a_newer_vmrun_is_reported_by_its_tag_even_last() {
-        let (_dir, path) = scratch();
-        journal_of(
-            &path,
-            &[
-                &line_of(&bind("01:00.0")),
-                r#"{"step":"pin-cpuset","cgroup":"/sys/fs/cgroup/vmrun","cpus":"2-5"}"#,
-            ],
-        );
-        let contents = read(&path).unwrap();
+        let contents = read_lines(&[
+            &line_of(&bind("01:00.0")),
+            r#"{"step":"pin-cpuset","cgroup":"/sys/fs/cgroup/vmrun","cpus":"2-5"}"#,
+        ]);
         assert_eq!(contents.steps, vec![bind("01:00.0")]);
         let message = contents.unreadable[0].to_string();
         assert!(message.contains("line 2: a `pin-cpuset` step"), "{message}");
@@ -433,10 +424,8 @@ mod tests {
 
     #[test]
     fn a_known_step_with_a_damaged_field_says_which() {
-        let (_dir, path) = scratch();
         let first = line_of(&bind("01:00.0")).replace("address", "adress");
-        journal_of(&path, &[&first, &line_of(&hugepages(0, 8))]);
-        let contents = read(&path).unwrap();
+        let contents = read_lines(&[&first, &line_of(&hugepages(0, 8))]);
         assert_eq!(contents.steps, vec![hugepages(0, 8)]);
         let what = contents.unreadable[0].what.to_string();
         assert!(
@@ -449,9 +438,7 @@ mod tests {
 
     #[test]
     fn blank_lines_hold_no_step() {
-        let (_dir, path) = scratch();
-        journal_of(&path, &["", &line_of(&bind("01:00.0")), "  "]);
-        let contents = read(&path).unwrap();
+        let contents = read_lines(&["", &line_of(&bind("01:00.0")), "  "]);
         assert_eq!(contents.steps, vec![bind("01:00.0")]);
         assert!(contents.unreadable.is_empty(), "{contents:?}");
     }

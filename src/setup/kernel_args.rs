@@ -164,31 +164,29 @@ pub(crate) fn kernel_args(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{self, Machine};
+    use crate::testing::{self, Machine, TestHost};
 
-    fn devices(root: &HostRoot, addrs: &[&str]) -> Vec<PciDevice> {
-        addrs
+    /// The arguments for a VM that gets the functions at `addrs` of `host`.
+    fn args_for(host: &TestHost, addrs: &[&str], vm: Option<&VmConfig>) -> KernelArgs {
+        let root = host.root();
+        let devices: Vec<PciDevice> = addrs
             .iter()
-            .map(|a| pci::read_device(root, a.parse().unwrap()).unwrap())
-            .collect()
+            .map(|a| pci::read_device(&root, a.parse().unwrap()).unwrap())
+            .collect();
+        kernel_args(&root, &devices, vm)
     }
 
     #[test]
     fn without_a_vm_only_the_iommu_is_turned_on() {
         let host = Machine::AmdTwoGpus.build();
-        let args = kernel_args(&host.root(), &[], None);
+        let args = args_for(&host, &[], None);
         assert_eq!(args.line(), "amd_iommu=on iommu=pt");
     }
 
     #[test]
     fn the_laptop_dgpu_gets_ids_and_nvidia_blacklists_but_keeps_the_efifb() {
         let host = Machine::IntelNvidiaLaptop.build();
-        let root = host.root();
-        let args = kernel_args(
-            &root,
-            &devices(&root, &["0000:01:00.0", "0000:01:00.1"]),
-            None,
-        );
+        let args = args_for(&host, &["0000:01:00.0", "0000:01:00.1"], None);
         assert_eq!(
             args.args,
             [
@@ -208,8 +206,7 @@ mod tests {
             .build()
             .module("bochs", &[])
             .driver_module("nvidia", "bochs");
-        let root = host.root();
-        let args = kernel_args(&root, &devices(&root, &["0000:01:00.0"]), None);
+        let args = args_for(&host, &["0000:01:00.0"], None);
         assert!(
             args.line().contains("modprobe.blacklist=bochs,nouveau,"),
             "{}",
@@ -220,12 +217,7 @@ mod tests {
     #[test]
     fn amdgpu_is_not_blacklisted_while_the_host_gpu_needs_it() {
         let host = Machine::AmdTwoGpus.build();
-        let root = host.root();
-        let args = kernel_args(
-            &root,
-            &devices(&root, &["0000:0b:00.0", "0000:0b:00.1"]),
-            None,
-        );
+        let args = args_for(&host, &["0000:0b:00.0", "0000:0b:00.1"], None);
         assert!(!args.line().contains("blacklist"), "{}", args.line());
         assert!(args.line().contains("vfio-pci.ids=1002:67df,1002:aaf0"));
     }
@@ -233,13 +225,8 @@ mod tests {
     #[test]
     fn the_single_boot_gpu_gets_efifb_off_and_1g_pages() {
         let host = Machine::SingleGpu.build();
-        let root = host.root();
         let vm = testing::vm("[memory]\nsize = \"16G\"\nhugepages = \"1G\"\n");
-        let args = kernel_args(
-            &root,
-            &devices(&root, &["0000:01:00.0", "0000:01:00.1"]),
-            Some(&vm),
-        );
+        let args = args_for(&host, &["0000:01:00.0", "0000:01:00.1"], Some(&vm));
         let line = args.line();
         assert!(line.contains("video=efifb:off"), "{line}");
         assert!(line.ends_with("hugepagesz=1G hugepages=16"), "{line}");

@@ -281,21 +281,16 @@ mod tests {
     }
 
     #[test]
-    fn guest_poweroff_is_a_shutdown_by_the_guest() {
-        let ev = event(json!({
-            "event": "SHUTDOWN",
-            "data": { "guest": true, "reason": "guest-shutdown" }
-        }));
-        assert_eq!(effect(&ev), Some(Effect::ShuttingDown { by_guest: true }));
-    }
-
-    #[test]
-    fn host_quit_is_a_shutdown_not_by_the_guest() {
-        let ev = event(json!({
-            "event": "SHUTDOWN",
-            "data": { "guest": false, "reason": "host-qmp-quit" }
-        }));
-        assert_eq!(effect(&ev), Some(Effect::ShuttingDown { by_guest: false }));
+    fn a_shutdown_says_whether_the_guest_asked_for_it() {
+        // A guest poweroff, then a host `quit`.
+        for (guest, reason) in [(true, "guest-shutdown"), (false, "host-qmp-quit")] {
+            let ev = event(json!({
+                "event": "SHUTDOWN",
+                "data": { "guest": guest, "reason": reason }
+            }));
+            let want = Effect::ShuttingDown { by_guest: guest };
+            assert_eq!(effect(&ev), Some(want), "{reason}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use glob::Pattern;
 use serde::Deserialize;
 
-use super::{image_format, FirmwareSearch, ImageFormat};
+use super::{describe_features, image_format, FirmwareSearch, FirmwareSource, ResolvedFirmware};
 use crate::host::HostRoot;
 
 /// The system directories, least specific first (firmware.json: "distro"
@@ -145,22 +145,6 @@ pub(super) struct Request<'a> {
     pub secure_boot: Option<bool>,
 }
 
-/// A descriptor that matched.
-#[derive(Debug)]
-pub(super) struct Matched {
-    pub code: PathBuf,
-    pub code_format: ImageFormat,
-    pub vars_template: PathBuf,
-    pub vars_format: ImageFormat,
-    pub secure_boot: bool,
-    pub enrolled_keys: bool,
-    pub requires_smm: bool,
-    /// The machine pattern that matched.
-    pub pattern: String,
-    /// libvirt's `qemuFirmwareSanityCheck` complaints, if any.
-    pub oddities: Vec<String>,
-}
-
 /// Reads and parses `candidate`. The error is one line for the warnings.
 pub(super) fn load(candidate: &Candidate) -> Result<Wire, String> {
     let text = fs::read_to_string(&candidate.fs_path)
@@ -173,9 +157,16 @@ pub(super) fn load(candidate: &Candidate) -> Result<Wire, String> {
     })
 }
 
-/// Whether `wire` satisfies `req` on the host under `root`; `Err` says why
-/// not, for the "nothing matched" error.
-pub(super) fn evaluate(wire: &Wire, req: &Request, root: &HostRoot) -> Result<Matched, String> {
+/// The firmware `candidate` (parsed as `wire`) describes, if it satisfies
+/// `req` on the host under `root`; `Err` says why not, for the "nothing
+/// matched" error. libvirt's `qemuFirmwareSanityCheck` complaints become
+/// warnings: the descriptor is still used.
+pub(super) fn evaluate(
+    candidate: &Candidate,
+    wire: &Wire,
+    req: &Request,
+    root: &HostRoot,
+) -> Result<ResolvedFirmware, String> {
     if !wire.interface_types.iter().any(|i| i == "uefi") {
         return Err("not uefi".into());
     }
@@ -231,7 +222,14 @@ pub(super) fn evaluate(wire: &Wire, req: &Request, root: &HostRoot) -> Result<Ma
     if enrolled_keys && !secure_boot {
         oddities.push("enrolled-keys without secure-boot".into());
     }
-    Ok(Matched {
+    let host_path = &candidate.host_path;
+    Ok(ResolvedFirmware {
+        reason: format!(
+            "descriptor {}: uefi, {}, matches {} ({pattern})",
+            candidate.name,
+            describe_features(secure_boot, enrolled_keys),
+            req.machine
+        ),
         code: flash.executable.filename.clone(),
         code_format,
         vars_template: template.filename.clone(),
@@ -239,8 +237,11 @@ pub(super) fn evaluate(wire: &Wire, req: &Request, root: &HostRoot) -> Result<Ma
         secure_boot,
         enrolled_keys,
         requires_smm,
-        pattern,
-        oddities,
+        source: FirmwareSource::Descriptor(host_path.clone()),
+        warnings: oddities
+            .iter()
+            .map(|o| format!("{}: {o}", host_path.display()))
+            .collect(),
     })
 }
 
@@ -282,6 +283,14 @@ mod tests {
 
     fn wire(json: &str) -> Wire {
         serde_json::from_str(json).expect("test descriptor parses")
+    }
+
+    fn candidate() -> Candidate {
+        Candidate {
+            name: "test.json".into(),
+            host_path: "/usr/share/qemu/firmware/test.json".into(),
+            fs_path: "/nonexistent/test.json".into(),
+        }
     }
 
     #[test]
@@ -328,7 +337,7 @@ mod tests {
             machine: "q35",
             secure_boot: None,
         };
-        let err = evaluate(&w, &req, &HostRoot::new("/nonexistent")).unwrap_err();
+        let err = evaluate(&candidate(), &w, &req, &HostRoot::new("/nonexistent")).unwrap_err();
         assert_eq!(err, "not a flash mapping");
     }
 
@@ -344,7 +353,7 @@ mod tests {
             machine: "pc-q35-7.2",
             secure_boot: None,
         };
-        let err = evaluate(&w, &req, &HostRoot::new("/nonexistent")).unwrap_err();
+        let err = evaluate(&candidate(), &w, &req, &HostRoot::new("/nonexistent")).unwrap_err();
         assert!(err.contains("stateless"), "{err}");
     }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{Firmware, FirmwareKind};
 use crate::host::HostRoot;
 
-use descriptor::{Matched, Request};
+use descriptor::Request;
 
 /// On-disk format of a firmware image (`raw` on Debian/Arch, `qcow2` on Fedora 39+).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -176,51 +176,16 @@ fn from_descriptors(req: &Request, search: &FirmwareSearch) -> Result<ResolvedFi
                 continue;
             }
         };
-        match descriptor::evaluate(&wire, req, &search.root) {
-            Ok(m) => {
-                return Ok(from_match(
-                    m,
-                    &candidate.name,
-                    candidate.host_path,
-                    req.machine,
-                    warnings,
-                ))
+        match descriptor::evaluate(&candidate, &wire, req, &search.root) {
+            Ok(mut firmware) => {
+                warnings.append(&mut firmware.warnings);
+                firmware.warnings = warnings;
+                return Ok(firmware);
             }
             Err(why) => rejected.push(format!("{}: {why}", candidate.name)),
         }
     }
     Err((searched, rejected, warnings))
-}
-
-fn from_match(
-    m: Matched,
-    name: &str,
-    host_path: PathBuf,
-    machine: &str,
-    mut warnings: Vec<String>,
-) -> ResolvedFirmware {
-    // libvirt's qemuFirmwareSanityCheck: warn, still use it.
-    warnings.extend(
-        m.oddities
-            .iter()
-            .map(|o| format!("{}: {o}", host_path.display())),
-    );
-    ResolvedFirmware {
-        reason: format!(
-            "descriptor {name}: uefi, {}, matches {machine} ({})",
-            describe_features(m.secure_boot, m.enrolled_keys),
-            m.pattern
-        ),
-        code: m.code,
-        code_format: m.code_format,
-        vars_template: m.vars_template,
-        vars_format: m.vars_format,
-        secure_boot: m.secure_boot,
-        enrolled_keys: m.enrolled_keys,
-        requires_smm: m.requires_smm,
-        source: FirmwareSource::Descriptor(host_path),
-        warnings,
-    }
 }
 
 fn describe_features(secure_boot: bool, enrolled_keys: bool) -> &'static str {
@@ -413,19 +378,36 @@ mod tests {
     }
 
     #[test]
-    fn debian_secure_boot_picks_enrolled_descriptor_with_smm() {
+    fn secure_boot_picks_the_enrolled_descriptor_with_smm_in_its_format() {
+        for (search, name, code, format) in [
+            (
+                debian(),
+                "40-edk2-x86_64-secure-enrolled.json",
+                "/usr/share/OVMF/OVMF_CODE_4M.ms.fd",
+                ImageFormat::Raw,
+            ),
+            (
+                fedora(),
+                "30-edk2-ovmf-4m-qcow2-x64-sb-enrolled.json",
+                "/usr/share/edk2/ovmf/OVMF_CODE_4M.secboot.qcow2",
+                ImageFormat::Qcow2,
+            ),
+        ] {
+            let r = resolve(&uefi(Some(true)), MACHINE, &search).unwrap();
+            assert_eq!(descriptor_name(&r), name);
+            assert_eq!(r.code, Path::new(code));
+            assert_eq!((r.code_format, r.vars_format), (format, format), "{name}");
+            assert!(r.secure_boot && r.enrolled_keys && r.requires_smm, "{name}");
+        }
+    }
+
+    #[test]
+    fn debian_secure_boot_descriptor_is_explained() {
         let r = resolve(&uefi(Some(true)), MACHINE, &debian()).unwrap();
-        assert_eq!(descriptor_name(&r), "40-edk2-x86_64-secure-enrolled.json");
-        assert_eq!(r.code, Path::new("/usr/share/OVMF/OVMF_CODE_4M.ms.fd"));
         assert_eq!(
             r.vars_template,
             Path::new("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
         );
-        assert_eq!(
-            (r.code_format, r.vars_format),
-            (ImageFormat::Raw, ImageFormat::Raw)
-        );
-        assert!(r.secure_boot && r.enrolled_keys && r.requires_smm);
         assert_eq!(
             r.reason,
             "descriptor 40-edk2-x86_64-secure-enrolled.json: uefi, secure-boot + enrolled-keys, matches pc-q35-7.2 (pc-q35-*)"
@@ -462,24 +444,8 @@ mod tests {
     }
 
     #[test]
-    fn fedora_picks_qcow2_images() {
-        let s = fedora();
-        let r = resolve(&uefi(Some(true)), MACHINE, &s).unwrap();
-        assert_eq!(
-            descriptor_name(&r),
-            "30-edk2-ovmf-4m-qcow2-x64-sb-enrolled.json"
-        );
-        assert_eq!(
-            r.code,
-            Path::new("/usr/share/edk2/ovmf/OVMF_CODE_4M.secboot.qcow2")
-        );
-        assert_eq!(
-            (r.code_format, r.vars_format),
-            (ImageFormat::Qcow2, ImageFormat::Qcow2)
-        );
-        assert!(r.requires_smm);
-
-        let r = resolve(&uefi(Some(false)), MACHINE, &s).unwrap();
+    fn fedora_secure_boot_off_picks_the_nosb_qcow2_images() {
+        let r = resolve(&uefi(Some(false)), MACHINE, &fedora()).unwrap();
         assert_eq!(descriptor_name(&r), "50-edk2-ovmf-4m-qcow2-x64-nosb.json");
         assert_eq!(r.vars_format, ImageFormat::Qcow2);
     }
@@ -576,33 +542,22 @@ mod tests {
     }
 
     #[test]
-    fn confidential_only_descriptor_is_skipped() {
-        let host = TestHost::new()
-            .file("/fw/snp.fd", "fw")
-            .file("/fw/VARS.fd", "vars")
-            .file(
-                "/usr/share/qemu/firmware/10-snp.json",
-                &descriptor_json(
-                    "/fw/snp.fd",
-                    "/fw/VARS.fd",
-                    &["amd-sev", "amd-sev-es", "amd-sev-snp"],
-                ),
-            )
-            .plain("/usr/share/qemu/firmware", "20-plain.json", "/fw/plain.fd");
-        let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
-        assert_eq!(r.code, Path::new("/fw/plain.fd"));
-    }
-
-    #[test]
-    fn descriptor_with_missing_image_is_skipped() {
-        let host = TestHost::new()
-            .file(
-                "/usr/share/qemu/firmware/10-gone.json",
-                &descriptor_json("/fw/gone.fd", "/fw/VARS.fd", &[]),
-            )
-            .plain("/usr/share/qemu/firmware", "20-here.json", "/fw/here.fd");
-        let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
-        assert_eq!(r.code, Path::new("/fw/here.fd"));
+    fn confidential_only_or_imageless_descriptor_is_skipped() {
+        for (code, features) in [
+            ("/fw/snp.fd", &["amd-sev", "amd-sev-es", "amd-sev-snp"][..]),
+            ("/fw/gone.fd", &[]),
+        ] {
+            let host = TestHost::new()
+                .file("/fw/snp.fd", "fw")
+                .file("/fw/VARS.fd", "vars")
+                .file(
+                    "/usr/share/qemu/firmware/10-skipped.json",
+                    &descriptor_json(code, "/fw/VARS.fd", features),
+                )
+                .plain("/usr/share/qemu/firmware", "20-plain.json", "/fw/plain.fd");
+            let r = resolve(&uefi(None), MACHINE, &host.search()).unwrap();
+            assert_eq!(r.code, Path::new("/fw/plain.fd"), "{code}");
+        }
     }
 
     #[test]
