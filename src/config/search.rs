@@ -118,20 +118,25 @@ fn tomls_in(dir: &Path) -> Vec<(VmName, PathBuf)> {
 mod tests {
     use super::*;
 
-    fn env_in(root: &Path) -> SearchEnv {
-        SearchEnv {
+    /// A temporary tree holding `files` (paths relative to its root), and an
+    /// environment whose every directory is inside it.
+    fn tree(files: &[&str]) -> (tempfile::TempDir, SearchEnv) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for f in files {
+            let path = root.join(f);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(path, "memory = \"1G\"\n").unwrap();
+        }
+        let env = SearchEnv {
             vmrun_home: Some(root.join("vmrun-home")),
             xdg_config_home: Some(root.join("xdg")),
             home: Some(root.join("home")),
             cwd: root.join("cwd"),
-        }
-    }
-
-    fn touch(path: &Path) {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
-        std::fs::write(path, "memory = \"1G\"\n").unwrap();
+        };
+        (tmp, env)
     }
 
     #[test]
@@ -161,10 +166,7 @@ mod tests {
 
     #[test]
     fn vmrun_home_wins_over_cwd() {
-        let tmp = tempfile::tempdir().unwrap();
-        let env = env_in(tmp.path());
-        touch(&tmp.path().join("cwd/vms/win.toml"));
-        touch(&tmp.path().join("vmrun-home/vms/win.toml"));
+        let (tmp, env) = tree(&["cwd/vms/win.toml", "vmrun-home/vms/win.toml"]);
         assert_eq!(
             locate("win", &env).unwrap(),
             tmp.path().join("vmrun-home/vms/win.toml")
@@ -173,9 +175,7 @@ mod tests {
 
     #[test]
     fn a_path_is_used_as_given() {
-        let tmp = tempfile::tempdir().unwrap();
-        let env = env_in(tmp.path());
-        touch(&tmp.path().join("cwd/other/x.toml"));
+        let (tmp, env) = tree(&["cwd/other/x.toml"]);
         assert_eq!(
             locate("other/x.toml", &env).unwrap(),
             tmp.path().join("cwd/other/x.toml")
@@ -184,8 +184,7 @@ mod tests {
 
     #[test]
     fn missing_name_lists_every_searched_path() {
-        let tmp = tempfile::tempdir().unwrap();
-        let env = env_in(tmp.path());
+        let (_tmp, env) = tree(&[]);
         match locate("nope", &env) {
             Err(ConfigError::NotFound { searched, .. }) => assert_eq!(searched.len(), 4),
             other => panic!("expected NotFound, got {other:?}"),
@@ -194,12 +193,12 @@ mod tests {
 
     #[test]
     fn list_all_keeps_first_per_name_and_skips_bad_names() {
-        let tmp = tempfile::tempdir().unwrap();
-        let env = env_in(tmp.path());
-        touch(&tmp.path().join("xdg/vmrun/vms/a.toml"));
-        touch(&tmp.path().join("cwd/vms/a.toml"));
-        touch(&tmp.path().join("cwd/vms/b.toml"));
-        touch(&tmp.path().join("cwd/vms/bad name.toml"));
+        let (tmp, env) = tree(&[
+            "xdg/vmrun/vms/a.toml",
+            "cwd/vms/a.toml",
+            "cwd/vms/b.toml",
+            "cwd/vms/bad name.toml",
+        ]);
         let names: Vec<(String, PathBuf)> = list_all(&env)
             .into_iter()
             .map(|(n, p)| (n.to_string(), p))

@@ -30,26 +30,26 @@ use super::types::{ByteSize, Duration, VmName};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireVm {
-    pub description: Option<String>,
-    pub memory: S<WireMemory>,
-    pub machine: S<String>,
-    pub cpu: S<WireCpu>,
-    pub firmware: S<WireFirmware>,
+    description: Option<String>,
+    memory: S<WireMemory>,
+    machine: S<String>,
+    cpu: S<WireCpu>,
+    firmware: S<WireFirmware>,
     #[serde(default)]
-    pub tpm: WireTpm,
+    tpm: WireTpm,
     #[serde(default)]
-    pub hostdev: Vec<Spanned<WireHostdev>>,
+    hostdev: Vec<Spanned<WireHostdev>>,
     #[serde(default)]
-    pub disk: Vec<Spanned<WireDisk>>,
-    pub network: S<WireNetwork>,
+    disk: Vec<Spanned<WireDisk>>,
+    network: S<WireNetwork>,
     #[serde(default)]
-    pub display: WireDisplay,
-    pub input: S<WireInput>,
-    pub takeover: S<WireTakeover>,
+    display: WireDisplay,
+    input: S<WireInput>,
+    takeover: S<WireTakeover>,
     #[serde(default)]
-    pub shutdown: WireShutdown,
+    shutdown: WireShutdown,
     #[serde(default)]
-    pub qemu: WireQemu,
+    qemu: WireQemu,
 }
 
 /// A VM as described by its TOML file, validated; paths are absolute.
@@ -174,6 +174,14 @@ pub(crate) mod testing {
     /// The problems of `memory = "4G"` plus `rest`; none when it is valid.
     pub(crate) fn errors(rest: &str) -> Vec<ProblemKind> {
         check(rest).err().unwrap_or_default()
+    }
+
+    /// Asserts that each `(rest, want)` gives exactly the problems `want`:
+    /// one row per rule a section checks.
+    pub(crate) fn assert_problems(cases: &[(&str, &[ProblemKind])]) {
+        for (rest, want) in cases {
+            assert_eq!(errors(rest), *want, "{rest}");
+        }
     }
 }
 

@@ -65,15 +65,15 @@ impl Aio {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireDisk {
-    pub path: S<String>,
-    pub interface: Option<DiskInterface>,
-    pub media: Option<DiskMedia>,
-    pub format: Option<DiskFormat>,
-    pub readonly: Option<bool>,
-    pub cache: Option<Cache>,
-    pub aio: Option<Aio>,
+    path: S<String>,
+    interface: Option<DiskInterface>,
+    media: Option<DiskMedia>,
+    format: Option<DiskFormat>,
+    readonly: Option<bool>,
+    cache: Option<Cache>,
+    aio: Option<Aio>,
     #[serde(default)]
-    pub discard: bool,
+    discard: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

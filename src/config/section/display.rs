@@ -30,7 +30,7 @@ impl Display {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireDisplay {
-    pub mode: S<Display>,
+    mode: S<Display>,
 }
 
 pub(crate) fn check(d: WireDisplay, hostdevs: &[Hostdev], v: &mut Checker<'_>) -> Display {

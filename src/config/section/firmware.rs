@@ -19,10 +19,10 @@ pub enum FirmwareKind {
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireFirmware {
     #[serde(rename = "type")]
-    pub kind: S<FirmwareKind>,
-    pub secure_boot: S<bool>,
-    pub code: S<String>,
-    pub vars: S<String>,
+    kind: S<FirmwareKind>,
+    secure_boot: S<bool>,
+    code: S<String>,
+    vars: S<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,30 +87,28 @@ pub(crate) fn check(f: S<WireFirmware>, v: &mut Checker<'_>) -> Firmware {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::vm::testing::{check, errors};
+    use crate::config::vm::testing::{assert_problems, check};
 
     #[test]
-    fn secure_boot_with_bios_is_rejected() {
-        let e = errors("[firmware]\ntype = \"bios\"\nsecure_boot = true\n");
-        assert_eq!(e, [K::SecureBootWithBios]);
-    }
-
-    #[test]
-    fn firmware_code_without_vars_is_rejected() {
-        let e = errors("[firmware]\ncode = \"/fw/CODE.fd\"\n");
-        assert_eq!(
-            e,
-            [K::FirmwarePair {
-                given: "code",
-                missing: "vars"
-            }]
-        );
-    }
-
-    #[test]
-    fn missing_firmware_file_is_rejected() {
-        let e = errors("[firmware]\ncode = \"/missing/C.fd\"\nvars = \"/fw/V.fd\"\n");
-        assert!(matches!(e[..], [K::FileNotFound { .. }]));
+    fn each_broken_rule_is_reported() {
+        let pair = K::FirmwarePair {
+            given: "code",
+            missing: "vars",
+        };
+        let missing = K::FileNotFound {
+            searched: vec![PathBuf::from("/missing/C.fd")],
+        };
+        assert_problems(&[
+            (
+                "[firmware]\ntype = \"bios\"\nsecure_boot = true\n",
+                &[K::SecureBootWithBios],
+            ),
+            ("[firmware]\ncode = \"/fw/CODE.fd\"\n", &[pair]),
+            (
+                "[firmware]\ncode = \"/missing/C.fd\"\nvars = \"/fw/V.fd\"\n",
+                &[missing],
+            ),
+        ]);
     }
 
     #[test]

@@ -12,15 +12,15 @@ use crate::config::types::{PciAddress, PciIds};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireHostdev {
-    pub address: S<PciAddress>,
-    pub ids: S<PciIds>,
-    pub index: S<u32>,
-    pub x_vga: S<bool>,
-    pub romfile: S<String>,
-    pub rombar: Option<bool>,
-    pub multifunction: Option<bool>,
+    address: S<PciAddress>,
+    ids: S<PciIds>,
+    index: S<u32>,
+    x_vga: S<bool>,
+    romfile: S<String>,
+    rombar: Option<bool>,
+    multifunction: Option<bool>,
     #[serde(default)]
-    pub rescan_fallback: bool,
+    rescan_fallback: bool,
 }
 
 /// How a `[[hostdev]]` names its device.
@@ -142,23 +142,31 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::vm::testing::{check, check_with, errors};
+    use crate::config::vm::testing::{assert_problems, check, check_with, errors};
     use crate::config::Display;
 
     #[test]
-    fn two_x_vga_is_rejected() {
-        let e = errors(
-            "[[hostdev]]\naddress = \"01:00.0\"\nx_vga = true\n\
-             [[hostdev]]\naddress = \"02:00.0\"\nx_vga = true\n",
-        );
-        assert_eq!(e, [K::MultipleXVga]);
-    }
-
-    #[test]
-    fn duplicate_hostdev_address_is_rejected() {
-        let e =
-            errors("[[hostdev]]\naddress = \"01:00.0\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n");
-        assert_eq!(e, [K::DuplicateHostdev("0000:01:00.0".into())]);
+    fn each_broken_rule_is_reported() {
+        assert_problems(&[
+            (
+                "[[hostdev]]\naddress = \"01:00.0\"\nx_vga = true\n\
+                 [[hostdev]]\naddress = \"02:00.0\"\nx_vga = true\n",
+                &[K::MultipleXVga],
+            ),
+            (
+                "[[hostdev]]\naddress = \"01:00.0\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n",
+                &[K::DuplicateHostdev("0000:01:00.0".into())],
+            ),
+            ("[[hostdev]]\nx_vga = true\n", &[K::NoSelector]),
+            (
+                "[[hostdev]]\naddress = \"01:00.0\"\nids = \"10de:25a1\"\n",
+                &[K::BothSelectors],
+            ),
+            (
+                "[[hostdev]]\naddress = \"01:00.0\"\nindex = 1\n",
+                &[K::IndexWithoutIds],
+            ),
+        ]);
     }
 
     #[test]
@@ -167,23 +175,6 @@ mod tests {
             "[[hostdev]]\nids = \"10de:25a1\"\n[[hostdev]]\nids = \"10de:25a1\"\nindex = 0\n",
         );
         assert!(matches!(e[..], [K::DuplicateHostdev(_)]));
-    }
-
-    #[test]
-    fn hostdev_without_selector_is_rejected() {
-        assert_eq!(errors("[[hostdev]]\nx_vga = true\n"), [K::NoSelector]);
-    }
-
-    #[test]
-    fn hostdev_with_both_selectors_is_rejected() {
-        let e = errors("[[hostdev]]\naddress = \"01:00.0\"\nids = \"10de:25a1\"\n");
-        assert_eq!(e, [K::BothSelectors]);
-    }
-
-    #[test]
-    fn index_without_ids_is_rejected() {
-        let e = errors("[[hostdev]]\naddress = \"01:00.0\"\nindex = 1\n");
-        assert_eq!(e, [K::IndexWithoutIds]);
     }
 
     #[test]

@@ -19,12 +19,12 @@ pub enum InputMode {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireInput {
-    pub keyboard: Option<String>,
-    pub mouse: Option<String>,
-    pub toggle: S<String>,
-    pub mode: Option<InputMode>,
+    keyboard: Option<String>,
+    mouse: Option<String>,
+    toggle: S<String>,
+    mode: Option<InputMode>,
     #[serde(default)]
-    pub on_switch: Vec<String>,
+    on_switch: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -2,32 +2,34 @@
 //! cannot hold both a `memory` string and a `[memory]` table, so the table
 //! form carries the size as `size`.
 
-use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::checker::{parts, Checker, S};
 use crate::config::error::ProblemKind as K;
+use crate::config::section::string_or::{Rich, StringOr};
 use crate::config::types::ByteSize;
 
-#[derive(Debug)]
-pub(crate) enum WireMemory {
-    Size(ByteSize),
-    Table(WireMemoryTable),
-}
+/// `memory`: a size, or a table with `size` and `hugepages`.
+pub(crate) type WireMemory = StringOr<ByteSize, WireMemoryTable>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireMemoryTable {
-    pub size: S<ByteSize>,
-    pub hugepages: S<WireHugepages>,
+    size: S<ByteSize>,
+    hugepages: S<WireHugepages>,
+}
+
+impl Rich for WireMemoryTable {
+    const EXPECTING: &'static str =
+        "a size such as \"16G\", or a table with `size` and `hugepages`";
+    const TABLE: bool = true;
 }
 
 /// `hugepages`: a page size, or `off` (which the model has no page size for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub(crate) enum WireHugepages {
+enum WireHugepages {
     #[serde(rename = "off")]
     Off,
     #[serde(rename = "2M")]
@@ -72,8 +74,8 @@ pub(crate) fn check(
     };
     let (span, m) = parts(m);
     let (size, size_key, size_span, hugepages) = match m {
-        WireMemory::Size(size) => (Some(size), "memory", span, None),
-        WireMemory::Table(t) => {
+        StringOr::Str(size) => (Some(size), "memory", span, None),
+        StringOr::Rich(t) => {
             let size = t.size.map(parts);
             if size.is_none() {
                 v.err("memory.size", span.clone(), K::Missing("memory.size"));
@@ -125,28 +127,6 @@ fn whole_mib(size: ByteSize, key: &str, span: Range<usize>, v: &mut Checker<'_>)
     true
 }
 
-// Hand-written so a wrong type gets a message naming both accepted forms
-// (serde's `untagged` would only say "did not match any variant").
-impl<'de> Deserialize<'de> for WireMemory {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = WireMemory;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a size such as \"16G\", or a table with `size` and `hugepages`")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<WireMemory, E> {
-                v.parse().map(WireMemory::Size).map_err(E::custom)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<WireMemory, A::Error> {
-                let de = de::value::MapAccessDeserializer::new(map);
-                WireMemoryTable::deserialize(de).map(WireMemory::Table)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -155,9 +135,20 @@ mod tests {
     use crate::config::vm::testing::check_with;
 
     #[test]
-    fn missing_memory_is_rejected() {
-        let e = check_with("", &|_| true).unwrap_err();
-        assert_eq!(e, [K::Missing("memory")]);
+    fn each_broken_rule_is_reported() {
+        let not_whole = K::NotWholeMib {
+            size: "1025K".into(),
+            below: "1M".into(),
+            above: "2M".into(),
+        };
+        for (text, want) in [
+            ("", K::Missing("memory")),
+            ("[memory]\nhugepages = \"2M\"\n", K::Missing("memory.size")),
+            ("memory = \"512K\"", K::MemoryTooSmall("512K".into())),
+            ("memory = \"1025K\"", not_whole),
+        ] {
+            assert_eq!(check_with(text, &|_| true).unwrap_err(), [want], "{text}");
+        }
     }
 
     #[test]
@@ -175,26 +166,6 @@ mod tests {
             &|_: &Path| true,
         );
         assert_eq!(c.expect("valid").hugepages, None);
-    }
-
-    #[test]
-    fn memory_table_without_size_is_rejected() {
-        let e = check_with("[memory]\nhugepages = \"2M\"\n", &|_| true).unwrap_err();
-        assert_eq!(e, [K::Missing("memory.size")]);
-    }
-
-    #[test]
-    fn memory_below_one_mib_is_rejected() {
-        let e = check_with("memory = \"512K\"", &|_| true).unwrap_err();
-        assert_eq!(e, [K::MemoryTooSmall("512K".into())]);
-    }
-
-    #[test]
-    fn memory_between_two_mib_names_both() {
-        let e = check_with("memory = \"1025K\"", &|_| true).unwrap_err();
-        let (below, above) = ("1M".into(), "2M".into());
-        let size = "1025K".into();
-        assert_eq!(e, [K::NotWholeMib { size, below, above }]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One module per TOML section, as the file has them: each holds the section's
 //! wire struct (the TOML as written: every key optional, unknown keys refused),
 //! its validated model, the `check` from one to the other, and their tests.
-//! Leaf enums (`Display`, `Cache`, ...) serve both sides.
+//! Leaf enums (`Display`, `Cache`, ...) serve both sides. `string_or` reads
+//! the keys that take a string or something richer.
 
 pub(crate) mod cpu;
 pub(crate) mod disk;
@@ -13,5 +14,6 @@ pub(crate) mod memory;
 pub(crate) mod network;
 pub(crate) mod qemu;
 pub(crate) mod shutdown;
+pub(crate) mod string_or;
 pub(crate) mod takeover;
 pub(crate) mod tpm;

@@ -22,12 +22,12 @@ pub(crate) enum WireNetworkMode {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireNetwork {
-    pub mode: S<WireNetworkMode>,
-    pub bridge: S<String>,
-    pub forward: S<Vec<Spanned<String>>>,
-    pub mac: S<String>,
-    pub ifname: S<String>,
-    pub model: S<String>,
+    mode: S<WireNetworkMode>,
+    bridge: S<String>,
+    forward: S<Vec<Spanned<String>>>,
+    mac: S<String>,
+    ifname: S<String>,
+    model: S<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -264,7 +264,7 @@ fn ifname(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::vm::testing::{check, errors};
+    use crate::config::vm::testing::{assert_problems, check, errors};
 
     #[test]
     fn forward_parses_and_rejects() {
@@ -298,9 +298,22 @@ mod tests {
     }
 
     #[test]
-    fn forward_outside_user_mode_is_rejected() {
-        let e = errors("[network]\nmode = \"none\"\nforward = [\"tcp:1:1\"]\n");
-        assert_eq!(e, [K::OnlyWithMode { mode: "user" }]);
+    fn each_broken_rule_is_reported() {
+        let bridge = K::ModeNeeds {
+            mode: "bridge",
+            key: "bridge",
+        };
+        assert_problems(&[
+            (
+                "[network]\nmode = \"none\"\nforward = [\"tcp:1:1\"]\n",
+                &[K::OnlyWithMode { mode: "user" }],
+            ),
+            (
+                "[network]\nmac = \"01:00:5e:00:00:01\"\n",
+                &[K::MulticastMac("01:00:5e:00:00:01".into())],
+            ),
+            ("[network]\nmode = \"bridge\"\n", &[bridge]),
+        ]);
     }
 
     #[test]
@@ -330,22 +343,6 @@ mod tests {
     fn multicast_mac_is_rejected() {
         let mac = "01:00:5e:00:00:01".parse::<MacAddress>();
         assert_eq!(mac, Err(MacAddressError::Multicast));
-        assert_eq!(
-            errors("[network]\nmac = \"01:00:5e:00:00:01\"\n"),
-            [K::MulticastMac("01:00:5e:00:00:01".into())]
-        );
-    }
-
-    #[test]
-    fn bridge_mode_needs_bridge() {
-        let e = errors("[network]\nmode = \"bridge\"\n");
-        assert_eq!(
-            e,
-            [K::ModeNeeds {
-                mode: "bridge",
-                key: "bridge"
-            }]
-        );
     }
 
     #[test]

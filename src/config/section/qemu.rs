@@ -18,11 +18,11 @@ pub enum Accel {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireQemu {
-    pub binary: Option<String>,
-    pub accel: Option<Accel>,
-    pub user: S<String>,
+    binary: Option<String>,
+    accel: Option<Accel>,
+    user: S<String>,
     #[serde(default)]
-    pub extra_args: Vec<String>,
+    extra_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -9,7 +9,7 @@ use crate::config::types::Duration;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireShutdown {
-    pub timeout: S<Duration>,
+    timeout: S<Duration>,
 }
 
 /// The shutdown timeout; a minute when not written.

@@ -1,49 +1,50 @@
 //! `[takeover]`: stopping the host's display (manager, units, processes,
 //! modules) so a single GPU can go to the VM, and starting it again after.
 
-use std::fmt;
-
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::checker::{parts, Checker, S};
 use crate::config::error::ProblemKind as K;
+use crate::config::section::string_or::{Rich, StringOr};
 
 /// `display_manager`: `"auto"`, a unit name, or `{ stop = [..], start = [..] }`.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum WireDisplayManager {
-    Name(String),
-    Commands(WireDmCommands),
+type WireDisplayManager = StringOr<String, WireDmCommands>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireDmCommands {
+    #[serde(default)]
+    stop: Vec<String>,
+    #[serde(default)]
+    start: Vec<String>,
 }
 
-#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct WireDmCommands {
-    #[serde(default)]
-    pub stop: Vec<String>,
-    #[serde(default)]
-    pub start: Vec<String>,
+impl Rich for WireDmCommands {
+    const EXPECTING: &'static str =
+        "\"auto\", a systemd unit name, or a table { stop = [...], start = [...] }";
+    const TABLE: bool = true;
 }
 
 /// `unload_modules`: `"auto"` or an explicit list.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum WireUnloadModules {
-    Name(String),
-    List(Vec<String>),
+type WireUnloadModules = StringOr<String, Vec<String>>;
+
+impl Rich for Vec<String> {
+    const EXPECTING: &'static str = "\"auto\" or a list of module names";
+    const TABLE: bool = false;
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireTakeover {
-    pub enabled: Option<bool>,
-    pub display_manager: S<WireDisplayManager>,
+    enabled: Option<bool>,
+    display_manager: S<WireDisplayManager>,
     #[serde(default)]
-    pub stop_units: Vec<String>,
+    stop_units: Vec<String>,
     #[serde(default)]
-    pub user_units: Vec<String>,
+    user_units: Vec<String>,
     #[serde(default)]
-    pub stop_processes: Vec<String>,
-    pub unload_modules: S<WireUnloadModules>,
+    stop_processes: Vec<String>,
+    unload_modules: S<WireUnloadModules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,14 +98,14 @@ pub(crate) fn check(
     let display_manager = display_manager(t.display_manager, v);
     let unload_modules = match t.unload_modules.map(parts) {
         None => UnloadModules::Auto,
-        Some((_, WireUnloadModules::Name(n))) if n == "auto" => UnloadModules::Auto,
-        Some((s, WireUnloadModules::Name(value))) => {
+        Some((_, StringOr::Str(n))) if n == "auto" => UnloadModules::Auto,
+        Some((s, StringOr::Str(value))) => {
             let allowed = vec!["auto".to_string()];
             let key = "takeover.unload_modules";
             v.err(key, s, K::UnknownValue { value, allowed });
             UnloadModules::Auto
         }
-        Some((_, WireUnloadModules::List(l))) => UnloadModules::List(l),
+        Some((_, StringOr::Rich(l))) => UnloadModules::List(l),
     };
     for (key, list) in [
         ("takeover.user_units", &t.user_units),
@@ -131,65 +132,19 @@ pub(crate) fn check(
 fn display_manager(dm: S<WireDisplayManager>, v: &mut Checker<'_>) -> DisplayManager {
     match dm.map(parts) {
         None => DisplayManager::Auto,
-        Some((_, WireDisplayManager::Name(n))) if n == "auto" => DisplayManager::Auto,
-        Some((s, WireDisplayManager::Name(n))) if n.trim().is_empty() => {
+        Some((_, StringOr::Str(n))) if n == "auto" => DisplayManager::Auto,
+        Some((s, StringOr::Str(n))) if n.trim().is_empty() => {
             v.err("takeover.display_manager", s, K::Empty);
             DisplayManager::Auto
         }
-        Some((_, WireDisplayManager::Name(n))) => DisplayManager::Unit(n),
-        Some((s, WireDisplayManager::Commands(c))) => {
+        Some((_, StringOr::Str(n))) => DisplayManager::Unit(n),
+        Some((s, StringOr::Rich(c))) => {
             let (stop, start) = (c.stop, c.start);
             if stop.is_empty() {
                 v.err("takeover.display_manager.stop", s, K::Missing("stop"));
             }
             DisplayManager::Commands { stop, start }
         }
-    }
-}
-
-// Hand-written visitors for the "string or something richer" keys, so a
-// wrong type gets a message naming every accepted form (serde's `untagged`
-// would only say "did not match any variant").
-
-impl<'de> Deserialize<'de> for WireDisplayManager {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = WireDisplayManager;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(
-                    "\"auto\", a systemd unit name, or a table { stop = [...], start = [...] }",
-                )
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(WireDisplayManager::Name(v.to_string()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let de = de::value::MapAccessDeserializer::new(map);
-                WireDmCommands::deserialize(de).map(WireDisplayManager::Commands)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for WireUnloadModules {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = WireUnloadModules;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"auto\" or a list of module names")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(WireUnloadModules::Name(v.to_string()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                let de = de::value::SeqAccessDeserializer::new(seq);
-                Vec::<String>::deserialize(de).map(WireUnloadModules::List)
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 

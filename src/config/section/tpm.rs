@@ -5,7 +5,7 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireTpm {
-    pub enabled: Option<bool>,
+    enabled: Option<bool>,
 }
 
 /// Off unless asked for.
