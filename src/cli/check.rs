@@ -9,7 +9,7 @@ use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
 
 use crate::host::qemu::{self, find_in_path};
 use crate::host::HostRoot;
-use crate::plan::{self, DirsEnv, PlanContext};
+use crate::plan::{self, PlanContext};
 use crate::setup::check::{self, Check, CheckContext, Status};
 
 const DEFAULT_QEMU: &str = "qemu-system-x86_64";
@@ -19,7 +19,10 @@ pub(super) fn check(vm: Option<&str>, json: bool) -> i32 {
         Ok(vm) => vm,
         Err(exit) => return exit.code(),
     };
-    let dirs = DirsEnv::from_process();
+    let dirs = match super::process_dirs() {
+        Ok(dirs) => dirs,
+        Err(exit) => return exit.code(),
+    };
     let binary = vm
         .as_ref()
         .map(|v| v.qemu.binary.clone())
@@ -27,11 +30,11 @@ pub(super) fn check(vm: Option<&str>, json: bool) -> i32 {
     let hard = getrlimit(Resource::RLIMIT_MEMLOCK).map(|(_, h)| h).ok();
     let ctx = CheckContext {
         root: HostRoot::from_env(),
-        qemu: qemu::probe(&binary, Some(&dirs.cache_dir())).map_err(|e| e.to_string()),
+        qemu: qemu::probe(&binary, dirs.cache_dir().as_deref()).map_err(|e| e.to_string()),
         swtpm: find_in_path(Path::new("swtpm")).filter(|p| p.is_file()),
         is_root: dirs.is_root,
         memlock_hard: hard.filter(|h| *h != RLIM_INFINITY),
-        user_config_dir: Some(dirs.config_home()),
+        user_config_dir: dirs.config_home(),
     };
     let mut checks = check::host_checks(&ctx);
     if let Some(vm) = vm {

@@ -6,13 +6,16 @@ use std::fmt::Write as _;
 use crate::exit::Exit;
 use crate::host::inventory::{self, Entry, Inventory, Role};
 use crate::host::HostRoot;
-use crate::plan::DirsEnv;
 
 /// Prints the listing; always exit 0 (an IOMMU that is off is news, not a
 /// failure of this command).
 pub(super) fn devices(json: bool, all: bool) -> Exit {
     let root = HostRoot::from_env();
-    let inv = inventory::inventory(&root, &DirsEnv::from_process().run_base(), all);
+    let dirs = match super::process_dirs() {
+        Ok(dirs) => dirs,
+        Err(exit) => return exit,
+    };
+    let inv = inventory::inventory(&root, &dirs.run_base(), all);
     super::print_listing(&inv, json, render)
 }
 

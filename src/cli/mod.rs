@@ -120,6 +120,15 @@ fn load_vm(name_or_path: &str) -> Result<crate::config::VmConfig, Exit> {
         })
 }
 
+/// Where this process keeps VMs' run and state dirs; a user without a
+/// private runtime dir is refused here (exit 2).
+fn process_dirs() -> Result<crate::plan::DirsEnv, Exit> {
+    crate::plan::DirsEnv::from_process().map_err(|e| {
+        eprintln!("vmrun: {e}");
+        Exit::Usage
+    })
+}
+
 /// Prints a device listing as JSON or as `render` makes it; exit 0 unless
 /// it cannot be encoded.
 fn print_listing<T: serde::Serialize>(

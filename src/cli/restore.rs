@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::target::{known_vm, with_run_dirs};
 use crate::exit::Exit;
 use crate::host::HostRoot;
-use crate::plan::{DirsEnv, VmPaths};
+use crate::plan::VmPaths;
 use crate::prepare::kernel::RealKernel;
 use crate::prepare::Host;
 use crate::supervisor::rundir::{supervisor_pid, RunDir};
@@ -16,7 +16,11 @@ use crate::teardown;
 
 pub(super) fn restore(vm: Option<&str>, all: bool) -> Exit {
     let targets: Vec<(String, VmPaths)> = if all {
-        with_run_dirs(&DirsEnv::from_process())
+        let dirs = match super::process_dirs() {
+            Ok(dirs) => dirs,
+            Err(exit) => return exit,
+        };
+        with_run_dirs(&dirs)
             .into_iter()
             .map(|(name, paths)| (name.to_string(), paths))
             .collect()

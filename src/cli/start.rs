@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use super::{dry_run, logging, StartArgs};
 use crate::exit::Exit;
 use crate::host::HostRoot;
-use crate::plan::{self, DirsEnv, Plan, PlanContext, Severity};
+use crate::plan::{self, Plan, PlanContext, Severity};
 use crate::supervisor::outcome::{exit_status, Ended};
 use crate::supervisor::{self, Outcome, Report, RunOptions};
 
@@ -22,9 +22,13 @@ pub(super) fn start(args: &StartArgs) -> Exit {
         Ok(vm) => vm,
         Err(exit) => return exit,
     };
+    let dirs = match super::process_dirs() {
+        Ok(dirs) => dirs,
+        Err(exit) => return exit,
+    };
     let ctx = PlanContext {
         root: HostRoot::from_env(),
-        dirs: DirsEnv::from_process(),
+        dirs,
         qemu_version: args.qemu_version,
     };
     let plan = plan::plan(vm, &ctx);

@@ -13,21 +13,15 @@ use crate::plan::{DirsEnv, VmPaths};
 /// The VM `arg` (a name, or the path of its config) means for `status`,
 /// `stop`, `qmp`, `console`, `logs`, `input` and `restore`.
 pub(super) fn known_vm(arg: &str) -> Result<(VmName, VmPaths), Exit> {
-    printed(resolve(
-        arg,
-        &SearchEnv::from_process(),
-        &DirsEnv::from_process(),
-    ))
+    let dirs = super::process_dirs()?;
+    printed(resolve(arg, &SearchEnv::from_process(), &dirs))
 }
 
 /// The VM of the config file `arg` names, found by the config search; the
 /// file is not validated here.
 pub(super) fn configured_vm(arg: &str) -> Result<(VmName, VmPaths), Exit> {
-    printed(from_config(
-        arg,
-        &SearchEnv::from_process(),
-        &DirsEnv::from_process(),
-    ))
+    let dirs = super::process_dirs()?;
+    printed(from_config(arg, &SearchEnv::from_process(), &dirs))
 }
 
 /// Every VM with a run dir under the run base: running, or left by a

@@ -11,7 +11,7 @@ use super::target::{known_vm, with_run_dirs};
 use super::StopArgs;
 use crate::config::{self, VmName};
 use crate::exit::Exit;
-use crate::plan::{DirsEnv, VmPaths};
+use crate::plan::VmPaths;
 use crate::supervisor::control::{self, Reply, Request, Status};
 use crate::supervisor::rundir::{is_running, recorded_config, supervisor_pid};
 use crate::supervisor::shutdown::GRACE;
@@ -206,7 +206,10 @@ struct ListEntry {
 /// Every running VM, whatever file it was started from, then every config
 /// the search finds that is not running.
 pub(super) fn list(json: bool) -> Exit {
-    let dirs = DirsEnv::from_process();
+    let dirs = match super::process_dirs() {
+        Ok(dirs) => dirs,
+        Err(exit) => return exit,
+    };
     let configs = config::list_all(&config::SearchEnv::from_process());
     let searched = |name: &VmName| {
         configs

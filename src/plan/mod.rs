@@ -19,7 +19,7 @@ use serde::Serialize;
 pub use finding::{Finding, Severity};
 pub use firmware::ResolvedFirmware;
 pub use hostdev::PlannedHostdev;
-pub use paths::{DirsEnv, VmPaths};
+pub use paths::{DirsEnv, DirsError, VmPaths};
 
 use crate::config::{Accel, FirmwareKind, VmConfig};
 use crate::host::qemu::{self, QemuInfo, QemuVersion};
@@ -78,7 +78,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         FirmwareKind::Uefi => {
             let search = firmware::FirmwareSearch {
                 root: ctx.root.clone(),
-                user_config_dir: Some(ctx.dirs.config_home()),
+                user_config_dir: ctx.dirs.config_home(),
             };
             match firmware::resolve(&vm.firmware, &machine, &search) {
                 Ok(fw) => Some(fw),
@@ -138,7 +138,7 @@ fn qemu_info(vm: &VmConfig, ctx: &PlanContext, findings: &mut Vec<Finding>) -> Q
     if let Some(version) = ctx.qemu_version {
         return QemuInfo::assumed(binary, version);
     }
-    match qemu::probe(&binary, Some(&ctx.dirs.cache_dir())) {
+    match qemu::probe(&binary, ctx.dirs.cache_dir().as_deref()) {
         Ok(info) => info,
         Err(e) => {
             findings.push(Finding::error("qemu", e.to_string()));

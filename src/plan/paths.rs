@@ -26,15 +26,27 @@ pub struct DirsEnv {
     pub state_base: Option<PathBuf>,
 }
 
+/// The process has no private place for vmrun's files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirsError {
+    #[error("XDG_RUNTIME_DIR is not set: vmrun keeps its sockets and journals only in a private runtime dir; log in through a session that sets it (systemd-logind's /run/user/UID), or set VMRUN_RUN_DIR to a directory only you can write")]
+    NoRuntimeDir,
+    #[error("neither XDG_DATA_HOME nor HOME is set: vmrun keeps the VM's state (VARS, TPM, logs) under one of them; set HOME, or set VMRUN_STATE_DIR to a directory only you can write")]
+    NoStateDir,
+}
+
 impl DirsEnv {
-    pub fn from_process() -> Self {
+    /// The dirs of this process; refuses a user without a private runtime
+    /// or data dir rather than falling back to a shared one such as `/tmp`,
+    /// where another user could have made the dir first.
+    pub fn from_process() -> Result<Self, DirsError> {
         let var = |name: &str| {
             std::env::var_os(name)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
         let uid = nix::unistd::geteuid();
-        Self {
+        let env = Self {
             is_root: uid.is_root(),
             uid: uid.as_raw(),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
@@ -44,11 +56,30 @@ impl DirsEnv {
             home: var("HOME"),
             run_base: var("VMRUN_RUN_DIR"),
             state_base: var("VMRUN_STATE_DIR"),
+        };
+        env.check()?;
+        Ok(env)
+    }
+
+    /// Whether this environment names a private run and state base.
+    pub fn check(&self) -> Result<(), DirsError> {
+        if self.is_root {
+            return Ok(());
         }
+        if self.run_base.is_none() && self.xdg_runtime_dir.is_none() {
+            return Err(DirsError::NoRuntimeDir);
+        }
+        if self.state_base.is_none() && self.user_dir(&self.xdg_data_home, ".local/share").is_none()
+        {
+            return Err(DirsError::NoStateDir);
+        }
+        Ok(())
     }
 
     /// Parent of every VM's run dir: `/run/vmrun` for root, else
-    /// `$XDG_RUNTIME_DIR/vmrun` (or `/tmp/vmrun-UID` without one).
+    /// `$XDG_RUNTIME_DIR/vmrun`. Without one (refused by `check`), the
+    /// dir systemd-logind makes for the user, `/run/user/UID/vmrun`: only
+    /// root can create entries in `/run/user`.
     pub fn run_base(&self) -> PathBuf {
         if let Some(dir) = &self.run_base {
             return dir.clone();
@@ -58,11 +89,13 @@ impl DirsEnv {
         }
         match &self.xdg_runtime_dir {
             Some(dir) => dir.join("vmrun"),
-            None => PathBuf::from(format!("/tmp/vmrun-{}", self.uid)),
+            None => PathBuf::from(format!("/run/user/{}/vmrun", self.uid)),
         }
     }
 
-    /// Parent of every VM's state dir: `/var/lib/vmrun` or `$XDG_DATA_HOME/vmrun`.
+    /// Parent of every VM's state dir: `/var/lib/vmrun` for root, else
+    /// `$XDG_DATA_HOME/vmrun` (`~/.local/share/vmrun`). Without either
+    /// (refused by `check`), under the logind runtime dir as `run_base`.
     pub fn state_base(&self) -> PathBuf {
         if let Some(dir) = &self.state_base {
             return dir.clone();
@@ -70,25 +103,37 @@ impl DirsEnv {
         if self.is_root {
             return PathBuf::from("/var/lib/vmrun");
         }
-        self.xdg_dir(&self.xdg_data_home, ".local/share")
-            .join("vmrun")
+        match self.user_dir(&self.xdg_data_home, ".local/share") {
+            Some(dir) => dir.join("vmrun"),
+            None => PathBuf::from(format!("/run/user/{}/vmrun-state", self.uid)),
+        }
     }
 
-    /// `$XDG_CACHE_HOME/vmrun` (QEMU probe results).
-    pub fn cache_dir(&self) -> PathBuf {
-        self.xdg_dir(&self.xdg_cache_home, ".cache").join("vmrun")
+    /// Where QEMU probe results are cached: `/var/cache/vmrun` for root,
+    /// else `$XDG_CACHE_HOME/vmrun` (`~/.cache/vmrun`); none without either.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.is_root {
+            return Some(PathBuf::from("/var/cache/vmrun"));
+        }
+        Some(self.user_dir(&self.xdg_cache_home, ".cache")?.join("vmrun"))
     }
 
-    /// `$XDG_CONFIG_HOME` or `~/.config`.
-    pub fn config_home(&self) -> PathBuf {
-        self.xdg_dir(&self.xdg_config_home, ".config")
+    /// The user's config dir (`$XDG_CONFIG_HOME` or `~/.config`), whose
+    /// `qemu/firmware` descriptors override the system's. None for root:
+    /// root reads only root-owned system dirs, and `sudo` may have kept a
+    /// user's `HOME` or `XDG_CONFIG_HOME`.
+    pub fn config_home(&self) -> Option<PathBuf> {
+        if self.is_root {
+            return None;
+        }
+        self.user_dir(&self.xdg_config_home, ".config")
     }
 
-    fn xdg_dir(&self, var: &Option<PathBuf>, fallback: &str) -> PathBuf {
+    fn user_dir(&self, var: &Option<PathBuf>, fallback: &str) -> Option<PathBuf> {
         match (var, &self.home) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(home)) => home.join(fallback),
-            (None, None) => PathBuf::from("/tmp").join(format!("vmrun-{}", self.uid)),
+            (Some(dir), _) => Some(dir.clone()),
+            (None, Some(home)) => Some(home.join(fallback)),
+            (None, None) => None,
         }
     }
 }
@@ -207,11 +252,70 @@ mod tests {
     }
 
     #[test]
-    fn user_without_runtime_dir_falls_back_to_tmp() {
+    fn user_without_runtime_dir_is_refused() {
         let env = DirsEnv {
             xdg_runtime_dir: None,
             ..user_env()
         };
-        assert_eq!(env.run_base(), Path::new("/tmp/vmrun-1000"));
+        assert_eq!(env.check(), Err(DirsError::NoRuntimeDir));
+        assert!(!env.run_base().starts_with("/tmp"));
+    }
+
+    #[test]
+    fn user_without_home_or_data_dir_is_refused() {
+        let env = DirsEnv {
+            home: None,
+            ..user_env()
+        };
+        assert_eq!(env.check(), Err(DirsError::NoStateDir));
+        assert_eq!(env.cache_dir(), None);
+        assert_eq!(env.config_home(), None);
+    }
+
+    #[test]
+    fn explicit_bases_need_no_xdg_dirs() {
+        let env = DirsEnv {
+            xdg_runtime_dir: None,
+            home: None,
+            run_base: Some("/srv/r".into()),
+            state_base: Some("/srv/s".into()),
+            ..user_env()
+        };
+        assert_eq!(env.check(), Ok(()));
+    }
+
+    #[test]
+    fn root_without_home_uses_only_system_dirs() {
+        let env = DirsEnv {
+            is_root: true,
+            uid: 0,
+            xdg_runtime_dir: None,
+            home: None,
+            ..user_env()
+        };
+        assert_eq!(env.check(), Ok(()));
+        assert_eq!(env.run_base(), Path::new("/run/vmrun"));
+        assert_eq!(env.state_base(), Path::new("/var/lib/vmrun"));
+        assert_eq!(
+            env.cache_dir().as_deref(),
+            Some(Path::new("/var/cache/vmrun"))
+        );
+        assert_eq!(env.config_home(), None);
+    }
+
+    #[test]
+    fn root_ignores_a_users_home_and_xdg_dirs() {
+        let env = DirsEnv {
+            is_root: true,
+            uid: 0,
+            xdg_cache_home: Some("/home/u/.cache".into()),
+            xdg_config_home: Some("/home/u/.config".into()),
+            ..user_env()
+        };
+        assert_eq!(
+            env.cache_dir().as_deref(),
+            Some(Path::new("/var/cache/vmrun"))
+        );
+        assert_eq!(env.config_home(), None);
     }
 }

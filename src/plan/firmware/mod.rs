@@ -60,6 +60,7 @@ pub struct ResolvedFirmware {
 pub(crate) struct FirmwareSearch {
     pub root: HostRoot,
     /// `$XDG_CONFIG_HOME` (or `~/.config`); its `qemu/firmware` overrides.
+    /// None for root, which reads only the root-owned system dirs.
     pub user_config_dir: Option<PathBuf>,
 }
 
