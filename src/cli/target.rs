@@ -8,20 +8,40 @@ use std::path::Path;
 
 use crate::config::{self, ConfigError, SearchEnv, VmName};
 use crate::exit::Exit;
+use crate::fsutil::DirError;
 use crate::plan::{DirsEnv, VmPaths};
+use crate::supervisor::rundir::verify_vm_dir;
 
 /// The VM `arg` (a name, or the path of its config) means for `status`,
 /// `stop`, `qmp`, `console`, `logs`, `input` and `restore`.
 pub(super) fn known_vm(arg: &str) -> Result<(VmName, VmPaths), Exit> {
     let dirs = super::process_dirs()?;
-    printed(resolve(arg, &SearchEnv::from_process(), &dirs))
+    trusted(printed(resolve(arg, &SearchEnv::from_process(), &dirs))?)
 }
 
 /// The VM of the config file `arg` names, found by the config search; the
 /// file is not validated here.
 pub(super) fn configured_vm(arg: &str) -> Result<(VmName, VmPaths), Exit> {
     let dirs = super::process_dirs()?;
-    printed(from_config(arg, &SearchEnv::from_process(), &dirs))
+    trusted(printed(from_config(
+        arg,
+        &SearchEnv::from_process(),
+        &dirs,
+    ))?)
+}
+
+/// The VM if its run and state dirs, where they exist, are vmrun's own:
+/// the pidfiles, journal and logs in them are acted on or shown.
+fn trusted(vm: (VmName, VmPaths)) -> Result<(VmName, VmPaths), Exit> {
+    for dir in [&vm.1.run_dir, &vm.1.state_dir] {
+        if std::fs::symlink_metadata(dir).is_ok() {
+            if let Err(e) = verify_vm_dir(dir) {
+                eprintln!("vmrun: {}: {e}", vm.0);
+                return Err(Exit::HostProblems);
+            }
+        }
+    }
+    Ok(vm)
 }
 
 /// Every VM with a run dir under the run base: running, or left by a
@@ -32,8 +52,17 @@ pub(super) fn with_run_dirs(dirs: &DirsEnv) -> Vec<(VmName, VmPaths)> {
     };
     let mut vms: Vec<(VmName, VmPaths)> = entries
         .flatten()
-        .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().into_string().ok()?.parse::<VmName>().ok())
+        .filter(
+            |name| match verify_vm_dir(&dirs.run_base().join(name.as_str())) {
+                Ok(()) => true,
+                Err(DirError::NotDir { .. }) => false,
+                Err(e) => {
+                    eprintln!("vmrun: skipping {name}: {e}");
+                    false
+                }
+            },
+        )
         .map(|name| {
             let paths = VmPaths::new(&name, dirs);
             (name, paths)
@@ -191,5 +220,49 @@ mod tests {
             .map(|(n, _)| n.to_string())
             .collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    fn chmod(dir: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_run_dir_other_users_may_write_is_not_acted_on() {
+        let f = fixture();
+        let run_dir = f.mkdir("run/dm");
+        std::fs::write(run_dir.join("journal"), "").unwrap();
+        chmod(&run_dir, 0o777);
+        let vm = f.resolve("dm").unwrap();
+        assert_eq!(trusted(vm).unwrap_err(), Exit::HostProblems);
+        assert!(with_run_dirs(&f.dirs).is_empty());
+    }
+
+    #[test]
+    fn a_run_base_other_users_may_write_is_not_acted_on() {
+        let f = fixture();
+        f.mkdir("run/dm");
+        chmod(&f.tmp.path().join("run"), 0o1777);
+        let vm = f.resolve("dm").unwrap();
+        assert_eq!(trusted(vm).unwrap_err(), Exit::HostProblems);
+        assert!(with_run_dirs(&f.dirs).is_empty());
+    }
+
+    #[test]
+    fn a_symlinked_run_dir_is_not_acted_on() {
+        let f = fixture();
+        let elsewhere = f.mkdir("elsewhere");
+        f.mkdir("run");
+        std::os::unix::fs::symlink(&elsewhere, f.tmp.path().join("run/dm")).unwrap();
+        let vm = f.resolve("dm").unwrap();
+        assert_eq!(trusted(vm).unwrap_err(), Exit::HostProblems);
+        assert!(with_run_dirs(&f.dirs).is_empty());
+    }
+
+    #[test]
+    fn a_private_run_dir_is_acted_on() {
+        let f = fixture();
+        f.mkdir("run/dm");
+        assert!(trusted(f.resolve("dm").unwrap()).is_ok());
     }
 }

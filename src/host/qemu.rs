@@ -113,8 +113,13 @@ pub enum QemuProbeError {
 pub fn probe(binary: &Path, cache_dir: Option<&Path>) -> Result<QemuInfo, QemuProbeError> {
     let resolved = find_in_path(binary);
     let key = resolved.as_deref().and_then(cache_key);
+    // A cache dir another user made or can write to is neither read (its
+    // answer picks the machine type) nor written (through a planted link).
+    // A cache that can't be used only costs this run a probe.
     let cache_file = match (cache_dir, &key) {
-        (Some(dir), Some(key)) => Some(dir.join(format!("qemu-{key}.json"))),
+        (Some(dir), Some(key)) if crate::fsutil::create_private_dir(dir).is_ok() => {
+            Some(dir.join(format!("qemu-{key}.json")))
+        }
         _ => None,
     };
     if let Some(info) = cache_file.as_deref().and_then(read_cache) {
@@ -124,16 +129,33 @@ pub fn probe(binary: &Path, cache_dir: Option<&Path>) -> Result<QemuInfo, QemuPr
     }
     let info = probe_uncached(binary)?;
     if let Some(file) = cache_file {
-        // A cache that can't be written only costs the next run a probe.
-        let _ = std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")));
-        if let Ok(json) = serde_json::to_vec(&info) {
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, &file);
-            }
-        }
+        write_cache(&file, &info);
     }
     Ok(info)
+}
+
+/// Writes `info` to `file` through a new temporary file: O_CREAT|O_EXCL
+/// fails on any existing name, a symbolic link included, so nothing is
+/// written through a link; rename(2) then replaces `file` atomically.
+fn write_cache(file: &Path, info: &QemuInfo) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(json) = serde_json::to_vec(info) else {
+        return;
+    };
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&json));
+    if written.is_ok() {
+        let _ = std::fs::rename(&tmp, file);
+    } else {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 fn read_cache(file: &Path) -> Option<QemuInfo> {
@@ -254,5 +276,59 @@ mod tests {
     fn assumed_info_aliases_to_its_version() {
         let info = QemuInfo::assumed("qemu".into(), QemuVersion::new(10, 1, 0));
         assert_eq!(info.concrete_machine("q35"), "pc-q35-10.1");
+    }
+
+    /// A stand-in QEMU printing version 8.2.0, in `dir`.
+    fn fake_qemu(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("qemu-system-x86_64");
+        std::fs::write(&bin, "#!/bin/sh\necho 'QEMU emulator version 8.2.0'\n").unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
+    #[test]
+    fn probe_caches_in_a_private_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = fake_qemu(tmp.path());
+        let cache = tmp.path().join("cache/vmrun");
+        probe(&bin, Some(&cache)).unwrap();
+        let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            files[0].metadata().unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn probe_writes_nothing_through_a_symlinked_cache_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = fake_qemu(tmp.path());
+        let target = tmp.path().join("victim");
+        std::fs::create_dir(&target).unwrap();
+        let cache = tmp.path().join("cache");
+        std::os::unix::fs::symlink(&target, &cache).unwrap();
+        let info = probe(&bin, Some(&cache)).unwrap();
+        assert_eq!(info.version, QemuVersion::new(8, 2, 0));
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn probe_ignores_a_cache_in_a_world_writable_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = fake_qemu(tmp.path());
+        let cache = tmp.path().join("cache");
+        probe(&bin, Some(&cache)).unwrap();
+        // Another user rewrites the answer in a dir they may write to.
+        let planted = QemuInfo::assumed(bin.clone(), QemuVersion::new(1, 0, 0));
+        for entry in std::fs::read_dir(&cache).unwrap().flatten() {
+            std::fs::write(entry.path(), serde_json::to_vec(&planted).unwrap()).unwrap();
+        }
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let info = probe(&bin, Some(&cache)).unwrap();
+        assert_eq!(info.version, QemuVersion::new(8, 2, 0));
     }
 }

@@ -58,7 +58,7 @@ pub(crate) fn start(paths: &VmPaths, user: Option<&str>) -> Result<Swtpm, SwtpmE
         let path = path.to_path_buf();
         move |source: std::io::Error| SwtpmError::Io { path, source }
     };
-    crate::fsutil::create_private_dir(state).map_err(|e| SwtpmError::Io {
+    crate::fsutil::create_handed_dir(state).map_err(|e| SwtpmError::Io {
         path: state.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;

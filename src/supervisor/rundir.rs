@@ -14,6 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::fsutil::{self, DirError};
 use crate::plan::VmPaths;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,8 @@ pub(crate) enum RunDirError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Dir(#[from] DirError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunDirError + '_ {
@@ -63,13 +66,25 @@ fn config_record_path(run_dir: &Path) -> PathBuf {
     run_dir.join("config.path")
 }
 
-/// Creates `dir` (and parents) with mode 0700: sockets inside give control
-/// of the VM, so only the owner may reach them.
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), RunDirError> {
-    crate::fsutil::create_private_dir(dir).map_err(|e| RunDirError::Io {
-        path: e.path,
-        source: e.source,
-    })
+/// Creates a VM's run or state `dir` (and parents) with mode 0700: sockets
+/// inside give control of the VM, so only the owner may reach them. The
+/// base it sits in is checked as well as `dir` itself: whoever can write to
+/// the base can rename `dir` away and put their own in its place.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), DirError> {
+    if let Some(base) = dir.parent() {
+        fsutil::create_private_dir(base)?;
+    }
+    fsutil::create_private_dir(dir)
+}
+
+/// Whether the existing VM dir `dir` and its base are vmrun's own (see
+/// `fsutil::verify_private_dir`): a journal or pidfile in any other is
+/// never read, as another user could have written it.
+pub(crate) fn verify_vm_dir(dir: &Path) -> Result<(), DirError> {
+    if let Some(base) = dir.parent() {
+        fsutil::verify_private_dir(base)?;
+    }
+    fsutil::verify_private_dir(dir)
 }
 
 impl RunDir {
@@ -265,6 +280,53 @@ mod tests {
         assert!(matches!(err, RunDirError::AlreadyRunning { .. }), "{err}");
         drop(first);
         assert!(RunDir::acquire("t1", &paths).is_ok());
+    }
+
+    #[test]
+    fn acquire_refuses_a_run_dir_another_user_made() {
+        // Runs as root (here and in CI): chown(2) to another uid needs it.
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        fs::create_dir_all(&paths.run_dir).unwrap();
+        fs::write(&paths.pidfile, "1\n").unwrap();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(&paths.run_dir, Some(nobody), None).unwrap();
+        let err = RunDir::acquire("t1", &paths).unwrap_err();
+        assert!(
+            matches!(err, RunDirError::Dir(DirError::ForeignOwner { .. })),
+            "{err}"
+        );
+        assert!(!paths.run_dir.join("lock").exists());
+    }
+
+    #[test]
+    fn acquire_refuses_a_world_writable_run_base() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        let base = paths.run_dir.parent().unwrap();
+        fs::create_dir_all(base).unwrap();
+        fs::set_permissions(base, fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = RunDir::acquire("t1", &paths).unwrap_err();
+        assert!(
+            matches!(err, RunDirError::Dir(DirError::Writable { .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn acquire_refuses_a_symlinked_state_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::create_dir_all(paths.state_dir.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &paths.state_dir).unwrap();
+        let err = RunDir::acquire("t1", &paths).unwrap_err();
+        assert!(
+            matches!(err, RunDirError::Dir(DirError::Symlink { .. })),
+            "{err}"
+        );
     }
 
     #[test]
