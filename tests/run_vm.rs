@@ -193,6 +193,12 @@ fn a_guest_that_powers_off_by_itself_ends_the_run_with_exit_0() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("self-off powered off"), "{stderr}");
     assert_torn_down(&w, &name, supervisor, qemu);
+    // The guest's console and the supervisor's log are its owner's alone.
+    for log in ["console.log", "vmrun.log"] {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(w.state_dir(&name).join(log)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{log}");
+    }
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! file in its state dir (what `vmrun logs` shows). `VMRUN_LOG` takes
 //! tracing's filter syntax (`debug`, `vmrun=debug,qemu=warn`).
 
-use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -27,7 +26,7 @@ pub(super) fn init_terminal() {
 
 /// The VM's log file, plus the terminal when `terminal` (a foreground run).
 pub(super) fn init_vm(log: &Path, terminal: bool) {
-    let file = OpenOptions::new().create(true).append(true).open(log).ok();
+    let file = crate::supervisor::vmfiles::open_private_log(log).ok();
     let file_layer = file.map(|f| {
         fmt::layer()
             .with_ansi(false)

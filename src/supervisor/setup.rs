@@ -76,6 +76,7 @@ pub(super) fn set_up(
         }
     }
     vmfiles::ensure_vars_copy(plan).map_err(SupervisorError::from)?;
+    vmfiles::ensure_console_log(plan).map_err(SupervisorError::from)?;
     if plan.vm.tpm {
         *tpm = Some(
             swtpm::start(&plan.paths, plan.qemu_user.as_deref()).map_err(SupervisorError::from)?,

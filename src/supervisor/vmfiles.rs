@@ -1,9 +1,9 @@
 //! The VM's own files in its state dir, made before QEMU starts.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use nix::unistd::{chown, User};
 
@@ -44,4 +44,84 @@ pub(crate) fn ensure_vars_copy(plan: &Plan) -> Result<(), VmFileError> {
         }
     }
     Ok(())
+}
+
+/// Opens the log `path` for appending, made mode 0600 if new and set to
+/// 0600 if an older vmrun left it readable: a VM's logs show what its
+/// guest printed and what the host did, for its owner only.
+pub(crate) fn open_private_log(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Makes the console log QEMU appends to (`logfile=` of the console
+/// chardev) before QEMU runs: QEMU would create it 0666 less its umask,
+/// and it opens an existing file without changing its mode.
+pub(crate) fn ensure_console_log(plan: &Plan) -> Result<(), VmFileError> {
+    let path = &plan.paths.console_log;
+    open_private_log(path)
+        .map(drop)
+        .map_err(|source| VmFileError {
+            path: path.clone(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_log_is_made_0600() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("console.log");
+        open_private_log(&log).unwrap();
+        assert_eq!(mode(&log), 0o600);
+    }
+
+    #[test]
+    fn an_old_readable_log_is_made_0600_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("vmrun.log");
+        fs::write(&log, "before\n").unwrap();
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o644)).unwrap();
+        open_private_log(&log).unwrap();
+        assert_eq!(mode(&log), 0o600);
+        assert_eq!(fs::read_to_string(&log).unwrap(), "before\n");
+    }
+
+    #[test]
+    fn the_console_log_exists_0600_before_qemu_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = crate::plan::PlanContext {
+            root: crate::host::HostRoot::new(tmp.path()),
+            dirs: crate::plan::DirsEnv {
+                is_root: true,
+                uid: 0,
+                xdg_runtime_dir: None,
+                xdg_data_home: None,
+                xdg_cache_home: None,
+                xdg_config_home: None,
+                home: None,
+                run_base: Some(tmp.path().join("run")),
+                state_base: Some(tmp.path().to_path_buf()),
+            },
+            qemu_version: Some(crate::host::qemu::QemuVersion::new(8, 2, 0)),
+        };
+        let vm = crate::testing::vm("memory = \"256M\"\n[firmware]\ntype = \"bios\"\n");
+        let plan = crate::plan::plan(vm, &ctx);
+        fs::create_dir(&plan.paths.state_dir).unwrap();
+        ensure_console_log(&plan).unwrap();
+        assert_eq!(mode(&plan.paths.console_log), 0o600);
+    }
 }
