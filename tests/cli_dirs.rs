@@ -2,6 +2,8 @@
 //! private place: never a shared dir such as `/tmp`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,11 +34,17 @@ fn bare(cmd: &mut Command) -> &mut Command {
 fn a_user_without_a_runtime_dir_is_refused_instead_of_using_tmp() {
     // Runs as root (here and in CI) to become uid 65534 for the command.
     let fallback = Path::new("/tmp/vmrun-65534");
+    // The checkout may sit where uid 65534 can't reach (under /root): run
+    // a copy from a dir anyone can enter.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+    let vmrun = dir.path().join("vmrun");
+    std::fs::copy(env!("CARGO_BIN_EXE_vmrun"), &vmrun).unwrap();
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_vmrun"))
+        .arg(&vmrun)
         .arg("list");
-    let out = bare(&mut cmd).output().unwrap();
+    let out = bare(&mut cmd).current_dir(dir.path()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("XDG_RUNTIME_DIR"), "{err}");
