@@ -310,7 +310,9 @@ impl ProblemKind {
                 format!("looked in:\n{}", list.join("\n"))
             }
             Self::BadForward { .. } => {
-                "write `tcp:HOSTPORT:GUESTPORT` or `udp:HOSTPORT:GUESTPORT`, ports 1-65535".into()
+                "write `tcp:HOSTPORT:GUESTPORT` or `udp:HOSTPORT:GUESTPORT`, ports 1-65535; \
+                 `tcp:0.0.0.0:HOSTPORT:GUESTPORT` listens beyond 127.0.0.1"
+                    .into()
             }
             Self::BadMac(_) => "write six hex pairs, e.g. `52:54:00:12:34:56`".into(),
             Self::MulticastMac(_) => {
