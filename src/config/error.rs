@@ -178,6 +178,12 @@ pub enum ProblemKind {
     VendorIdTooLong(usize),
     #[error("has no effect without `hide_hypervisor` or `hyperv`")]
     VendorIdUnused,
+    #[error("`{0}` holds a character `hv-vendor-id` cannot carry")]
+    BadVendorId(String),
+    #[error("`{0}` is not a single `-cpu` flag")]
+    BadCpuFeature(String),
+    #[error("`{0}` is not a CPU model name")]
+    BadCpuModel(String),
     #[error("secure boot needs UEFI firmware")]
     SecureBootWithBios,
     #[error("`{given}` is given without `{missing}`")]
@@ -295,6 +301,17 @@ impl ProblemKind {
                  a virtio-vga screen in the window"
                 .into(),
             Self::VendorIdTooLong(_) => "QEMU's hv-vendor-id takes at most 12 characters".into(),
+            Self::BadVendorId(_) => {
+                "use letters, digits, spaces and punctuation other than `,` and `=`: \
+                 QEMU splits `-cpu` at every comma, so a comma would add a flag"
+                    .into()
+            }
+            Self::BadCpuFeature(_) => "write one flag per entry: `+name`, `-name`, `name` or \
+                 `name=value`, names of letters, digits, `-`, `_` and `.`, no `,` or spaces"
+                .into(),
+            Self::BadCpuModel(_) => {
+                "use a name from `qemu-system-x86_64 -cpu help`, e.g. `host` or `EPYC-Rome`".into()
+            }
             Self::VendorIdUnused => {
                 "set `hide_hypervisor = true` or `hyperv = true`, or remove `vendor_id`".into()
             }
