@@ -89,15 +89,51 @@ impl Diagnostic for ConfigError {
     }
 }
 
-/// A file that was read but has problems; all of them are here.
+/// At most this many problems of one file are kept: rendering each one
+/// scans the file for its line, so a file of 200k unknown keys would keep the
+/// report busy for minutes, and nobody reads past the first screens.
+pub(crate) const MAX_PROBLEMS: usize = 100;
+
+/// A file that was read but has problems: the first `MAX_PROBLEMS` of them,
+/// in file order, and how many more there were.
 #[derive(Debug, thiserror::Error, Diagnostic)]
-#[error("{}: {} problem{}", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" })]
+#[error("{}: {} problem{}", path.display(), self.total(), if self.total() == 1 { "" } else { "s" })]
 pub struct InvalidConfig {
     pub path: PathBuf,
     #[source_code]
     pub src: NamedSource<String>,
     #[related]
     pub problems: Vec<Problem>,
+    /// Problems found after the first `MAX_PROBLEMS`, not kept.
+    pub omitted: usize,
+    #[help]
+    more: Option<String>,
+}
+
+impl InvalidConfig {
+    /// Keeps the first `MAX_PROBLEMS` of `problems` (already in file order).
+    pub(crate) fn new(path: PathBuf, src: NamedSource<String>, mut problems: Vec<Problem>) -> Self {
+        let omitted = problems.len().saturating_sub(MAX_PROBLEMS);
+        problems.truncate(MAX_PROBLEMS);
+        let more = (omitted > 0).then(|| {
+            format!(
+                "{omitted} more problem{} not shown; the first {MAX_PROBLEMS} are below",
+                if omitted == 1 { "" } else { "s" }
+            )
+        });
+        Self {
+            path,
+            src,
+            problems,
+            omitted,
+            more,
+        }
+    }
+
+    /// Every problem found, shown or not.
+    pub fn total(&self) -> usize {
+        self.problems.len() + self.omitted
+    }
 }
 
 /// One problem, at a place in the file.

@@ -110,11 +110,11 @@ pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigE
         p.span = first_line(text, p.span.clone());
     }
     problems.sort_by_key(|p| p.span.start);
-    Err(ConfigError::Invalid(Box::new(InvalidConfig {
-        path: path.to_path_buf(),
-        src: NamedSource::new(path.display().to_string(), text.to_string()),
+    Err(ConfigError::Invalid(Box::new(InvalidConfig::new(
+        path.to_path_buf(),
+        NamedSource::new(path.display().to_string(), text.to_string()),
         problems,
-    })))
+    ))))
 }
 
 /// The table a key is in, down to the array element: `hostdev[1]`, `cpu`.
@@ -158,6 +158,24 @@ mod tests {
         assert_eq!(scope("hostdev[1].romfile"), "hostdev[1]");
         assert_eq!(scope("cpu.pin"), "cpu");
         assert_eq!(scope("memory"), "memory");
+    }
+
+    #[test]
+    fn thousands_of_unknown_keys_keep_the_first_hundred_and_count_the_rest() {
+        let mut text = String::from("memory = \"1G\"\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("unknown_{i} = 1\n"));
+        }
+        let err = load_str("many", Path::new("/nonexistent/many.toml"), &text).err();
+        let Some(ConfigError::Invalid(inv)) = err else {
+            panic!("expected an invalid config, got {err:?}");
+        };
+        assert_eq!(inv.problems.len(), error::MAX_PROBLEMS);
+        assert_eq!(inv.omitted, 20_000 - error::MAX_PROBLEMS);
+        assert_eq!(inv.problems[0].key, "unknown_0");
+        let report = render(&ConfigError::Invalid(inv));
+        assert!(report.contains("20000 problems"), "{report}");
+        assert!(report.contains("19900 more problems not shown"), "{report}");
     }
 
     #[test]
