@@ -262,6 +262,8 @@ pub enum ProblemKind {
     BadIfname(String),
     #[error("[input] names neither `keyboard` nor `mouse`")]
     InputWithoutDevices,
+    #[error("holds the control character U+{:04X}", u32::from(*.0))]
+    ControlChar(char),
 }
 
 impl ProblemKind {
@@ -396,6 +398,9 @@ impl ProblemKind {
             Self::InputWithoutDevices => {
                 "add `keyboard = \"/dev/input/by-id/...-event-kbd\"` or remove [input]".into()
             }
+            Self::ControlChar(_) => "remove it: QEMU's arguments, paths and names cannot carry \
+                 control characters (only `description` may hold tabs and newlines)"
+                .into(),
             Self::TakeoverWithoutHostdev => {
                 "add the GPU as a [[hostdev]], or remove [takeover]".into()
             }
