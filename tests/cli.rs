@@ -213,6 +213,58 @@ fn the_printed_command_pasted_into_a_shell_starts_qemu() {
     );
 }
 
+/// A description is free text: whatever it holds, the dry-run prints it as
+/// comments, and the rest is vmrun's own lines of quoted words.
+#[test]
+fn a_description_cannot_add_a_line_to_the_pasteable_dry_run() {
+    let dirs = tempfile::tempdir().unwrap();
+    let file = dirs.path().join("evil.toml");
+    std::fs::write(
+        &file,
+        "memory = \"64M\"\n\
+         description = \"fine\\n; touch pwned\\n$(touch pwned)\\t`touch pwned` '\"\n\
+         [display]\nmode = \"none\"\n[network]\nmode = \"none\"\n",
+    )
+    .unwrap();
+    let host = Machine::FixtureDesktop.build();
+    let out = vmrun()
+        .env("VMRUN_HOST_ROOT", host.path())
+        .env("VMRUN_RUN_DIR", dirs.path().join("run"))
+        .env("VMRUN_STATE_DIR", dirs.path().join("state"))
+        .arg(&file)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("#   fine\n#     ; touch pwned\n"), "{text}");
+    // Outside comments: vmrun's mkdir, the VARS copy, and QEMU's argv, one
+    // option per continuation line; none of the description.
+    let mut continued = false;
+    for line in text.lines() {
+        let ours = line.starts_with('#')
+            || line.starts_with("mkdir -p -m 0700 ")
+            || line.starts_with("[ -e ")
+            || (continued && line.starts_with("  -"))
+            || line.ends_with(" \\") && !continued;
+        assert!(ours, "a line vmrun did not write: {line:?}\n{text}");
+        assert!(line.starts_with('#') || !line.contains("pwned"), "{line}");
+        continued = line.ends_with(" \\");
+    }
+    let script = dirs.path().join("paste.sh");
+    std::fs::write(&script, &text).unwrap();
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash -n refused:\n{text}");
+}
+
 fn query_status(socket: &Path, deadline: Instant) -> Option<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

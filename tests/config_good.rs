@@ -1,6 +1,7 @@
 //! A config using every key loads into the expected model, field by field.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use vmrun::config::*;
@@ -182,11 +183,13 @@ fn full_config_loads_field_by_field() {
     let forward = vec![
         PortForward {
             protocol: Protocol::Tcp,
+            host_addr: Ipv4Addr::LOCALHOST,
             host_port: 3389,
             guest_port: 3389,
         },
         PortForward {
             protocol: Protocol::Udp,
+            host_addr: Ipv4Addr::LOCALHOST,
             host_port: 5000,
             guest_port: 5001,
         },

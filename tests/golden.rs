@@ -133,3 +133,26 @@ fn qemu_mode_input_reads_the_devices_with_input_linux() {
 fn a_lone_function_3_is_placed_at_function_0() {
     snapshot("tests/fixtures/bundle/vms", "usb-fn3.toml", "7.2");
 }
+
+/// A forwarded port listens on the host's loopback unless the rule names
+/// another address.
+#[test]
+fn port_forwards_listen_on_localhost_unless_an_address_is_given() {
+    let text = "memory = \"1G\"\n[network]\nforward = [\"tcp:2222:22\", \"udp:0.0.0.0:5000:53\"]\n";
+    let vm = config::load_str("fw", &repo().join("vms/fw.toml"), text)
+        .unwrap_or_else(|e| panic!("{}", config::render(&e)));
+    let host = Machine::FixtureDesktop.build();
+    let plan = plan::plan(vm, &context(&host, "7.2.0".parse().unwrap()));
+    let argv: Vec<String> = vmrun::qemu::build_argv(&plan)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let netdev = argv
+        .iter()
+        .find(|a| a.starts_with("user,"))
+        .expect("a user-mode netdev");
+    assert_eq!(
+        netdev,
+        "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5000-:53"
+    );
+}

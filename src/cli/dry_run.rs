@@ -29,19 +29,48 @@ pub(super) fn render_json(plan: &Plan, argv: &[OsString]) -> String {
     serde_json::to_string_pretty(&json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
+/// Writes one comment line; see `comment`.
+macro_rules! note {
+    ($out:expr, $($arg:tt)*) => {
+        comment(&mut $out, &format!($($arg)*))
+    };
+}
+
+/// Appends `line` (which starts with `#`) as comment lines only, whatever
+/// the strings it was formatted from hold: a newline (a description may hold
+/// some) continues the comment on a `#` line of its own, and every other
+/// control character but tab is shown escaped (`\u{1b}`), so nothing of a
+/// config or host string reaches a shell that the dry-run is pasted into,
+/// nor a terminal's escape sequences.
+fn comment(out: &mut String, line: &str) {
+    for (i, part) in line.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("#     ");
+        }
+        for c in part.chars() {
+            if c.is_control() && c != '\t' {
+                out.extend(c.escape_unicode());
+            } else {
+                out.push(c);
+            }
+        }
+        out.push('\n');
+    }
+}
+
 pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
     let mut out = String::new();
     let vm = &plan.vm;
-    let _ = writeln!(
+    note!(
         out,
         "# vmrun dry-run of {} ({})",
         vm.name,
         vm.source.display()
     );
     if let Some(d) = &vm.description {
-        let _ = writeln!(out, "#   {d}");
+        note!(out, "#   {d}");
     }
-    let _ = writeln!(
+    note!(
         out,
         "# QEMU {} ({}), machine {}",
         plan.qemu.version,
@@ -50,9 +79,9 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
     );
     match &plan.firmware {
         Some(fw) => {
-            let _ = writeln!(out, "# firmware: {}", fw.code.display());
-            let _ = writeln!(out, "#   why: {}", fw.reason);
-            let _ = writeln!(
+            note!(out, "# firmware: {}", fw.code.display());
+            note!(out, "#   why: {}", fw.reason);
+            note!(
                 out,
                 "#   VARS: {} (copied once from {})",
                 plan.paths.vars_file.display(),
@@ -60,7 +89,7 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             );
         }
         None => {
-            let _ = writeln!(
+            note!(
                 out,
                 "# firmware: {}",
                 match vm.firmware.kind {
@@ -71,7 +100,7 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
         }
     }
     if !plan.hostdevs.is_empty() {
-        let _ = writeln!(out, "# devices to bind to vfio-pci:");
+        note!(out, "# devices to bind to vfio-pci:");
         for hd in &plan.hostdevs {
             let state = match &hd.device {
                 Some(d) => format!(
@@ -84,34 +113,34 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
                 ),
                 None => "not on this host".into(),
             };
-            let _ = writeln!(out, "#   {} ({state})", hd.address);
+            note!(out, "#   {} ({state})", hd.address);
         }
     }
     if let Some(t) = &plan.takeover {
-        let _ = writeln!(out, "# takeover (the host display gives up the GPU first):");
+        note!(out, "# takeover (the host display gives up the GPU first):");
         for (i, step) in t.describe(&plan.root).iter().enumerate() {
             match step.strip_prefix("  ") {
                 Some(detail) => {
-                    let _ = writeln!(out, "#      {detail}");
+                    note!(out, "#      {detail}");
                 }
                 None => {
-                    let _ = writeln!(out, "#   {}. {step}", i + 1);
+                    note!(out, "#   {}. {step}", i + 1);
                 }
             }
         }
     }
-    let _ = writeln!(out, "# run dir: {}", plan.paths.run_dir.display());
-    let _ = writeln!(out, "# state dir: {}", plan.paths.state_dir.display());
-    let _ = writeln!(
+    note!(out, "# run dir: {}", plan.paths.run_dir.display());
+    note!(out, "# state dir: {}", plan.paths.state_dir.display());
+    note!(
         out,
         "# (vmrun binds qmp.sock itself and hands it to QEMU as stdin, fd=0, started with -S)"
     );
     if let Some(user) = &plan.qemu_user {
-        let _ = writeln!(out, "# QEMU drops privileges to user {user}");
+        note!(out, "# QEMU drops privileges to user {user}");
     }
     for finding in &plan.findings {
         for (i, line) in finding.to_string().lines().enumerate() {
-            let _ = writeln!(out, "#{} {line}", if i == 0 { "" } else { " " });
+            note!(out, "#{} {line}", if i == 0 { "" } else { " " });
         }
     }
     let q = |p: &std::path::Path| quote(p.as_os_str()).into_owned();
@@ -146,4 +175,19 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
     }
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comment_stays_comments_whatever_it_holds() {
+        let mut out = String::new();
+        comment(&mut out, "#   one\n; rm -rf /\n\x1b]0;x\x07\tend\r");
+        assert_eq!(
+            out,
+            "#   one\n#     ; rm -rf /\n#     \\u{1b}]0;x\\u{7}\tend\\u{d}\n"
+        );
+    }
 }

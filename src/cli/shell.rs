@@ -3,13 +3,35 @@
 use std::borrow::Cow;
 use std::ffi::OsStr;
 
-/// `word` as one shell word: bare when it has only safe characters, else in
-/// single quotes (a `'` inside becomes `'\''`).
+/// `word` as one shell word on one line: bare when it has only safe
+/// characters, else in single quotes (a `'` inside becomes `'\''`), or, when
+/// it holds a control character, in bash's `$'...'` with that character
+/// escaped, so a newline cannot split the printed command.
 pub(super) fn quote(word: &OsStr) -> Cow<'_, str> {
     let text = word.to_string_lossy();
     let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
     if !text.is_empty() && text.chars().all(safe) {
         text
+    } else if text.chars().any(char::is_control) {
+        let mut out = String::from("$'");
+        for c in text.chars() {
+            match c {
+                '\\' | '\'' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                // bash reads `\xHH` as one byte: UTF-8 is written byte by byte.
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        Cow::Owned(out)
     } else {
         Cow::Owned(format!("'{}'", text.replace('\'', r"'\''")))
     }
@@ -33,5 +55,14 @@ mod tests {
         assert_eq!(quote(OsStr::new("it's")), r"'it'\''s'");
         assert_eq!(quote(OsStr::new("")), "''");
         assert_eq!(quote(OsStr::new("$HOME")), "'$HOME'");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_on_one_line() {
+        assert_eq!(
+            quote(OsStr::new("a\n; rm -rf /'\\")),
+            r"$'a\x0a; rm -rf /\'\\'"
+        );
+        assert_eq!(quote(OsStr::new("\u{85}")), r"$'\xc2\x85'");
     }
 }

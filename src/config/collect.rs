@@ -87,6 +87,38 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(
     }
 }
 
+/// Every string value under `table`, with its key path and span. The strings of an array share its path
+/// (`cpu.features`); the tables of an array are indexed (`hostdev[1].romfile`).
+pub(crate) fn strings<'a>(
+    table: &'a DeTable<'_>,
+    path: &KeyPath,
+    out: &mut Vec<(KeyPath, Range<usize>, &'a str)>,
+) {
+    for (key, value) in table.iter() {
+        string_values(value, &path.clone().key(key.get_ref()), out);
+    }
+}
+
+fn string_values<'a>(
+    value: &'a Spanned<DeValue<'_>>,
+    path: &KeyPath,
+    out: &mut Vec<(KeyPath, Range<usize>, &'a str)>,
+) {
+    match value.get_ref() {
+        DeValue::String(s) => out.push((path.clone(), value.span(), s.as_ref())),
+        DeValue::Table(t) => strings(t, path, out),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                match item.get_ref() {
+                    DeValue::Table(t) => strings(t, &path.clone().index(i), out),
+                    _ => string_values(item, path, out),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn try_de<T: DeserializeOwned>(
     table: DeTable<'_>,
     span: Range<usize>,
@@ -301,6 +333,28 @@ mod tests {
         assert_eq!(errors[0].path.to_string(), "nope");
         assert_eq!(at(text, &errors[0]), "nope");
         assert!(doc.is_some());
+    }
+
+    #[test]
+    fn every_string_is_found_with_its_path() {
+        let text = "b = \"top\"\n[sub]\nl = [\"x\", [\"y\"]]\n[[item]]\ns = \"z\"\n";
+        let (doc, syntax) = DeTable::parse_recoverable(text);
+        assert!(syntax.is_empty(), "{syntax:?}");
+        let mut found = Vec::new();
+        strings(doc.get_ref(), &KeyPath::default(), &mut found);
+        let found: Vec<(String, &str, &str)> = found
+            .iter()
+            .map(|(p, span, s)| (p.to_string(), &text[span.clone()], *s))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("b".into(), "\"top\"", "top"),
+                ("item[0].s".into(), "\"z\"", "z"),
+                ("sub.l".into(), "\"x\"", "x"),
+                ("sub.l".into(), "\"y\"", "y"),
+            ]
+        );
     }
 
     #[test]

@@ -89,15 +89,51 @@ impl Diagnostic for ConfigError {
     }
 }
 
-/// A file that was read but has problems; all of them are here.
+/// At most this many problems of one file are kept: rendering each one
+/// scans the file for its line, so a file of 200k unknown keys would keep the
+/// report busy for minutes, and nobody reads past the first screens.
+pub(crate) const MAX_PROBLEMS: usize = 100;
+
+/// A file that was read but has problems: the first `MAX_PROBLEMS` of them,
+/// in file order, and how many more there were.
 #[derive(Debug, thiserror::Error, Diagnostic)]
-#[error("{}: {} problem{}", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" })]
+#[error("{}: {} problem{}", path.display(), self.total(), if self.total() == 1 { "" } else { "s" })]
 pub struct InvalidConfig {
     pub path: PathBuf,
     #[source_code]
     pub src: NamedSource<String>,
     #[related]
     pub problems: Vec<Problem>,
+    /// Problems found after the first `MAX_PROBLEMS`, not kept.
+    pub omitted: usize,
+    #[help]
+    more: Option<String>,
+}
+
+impl InvalidConfig {
+    /// Keeps the first `MAX_PROBLEMS` of `problems` (already in file order).
+    pub(crate) fn new(path: PathBuf, src: NamedSource<String>, mut problems: Vec<Problem>) -> Self {
+        let omitted = problems.len().saturating_sub(MAX_PROBLEMS);
+        problems.truncate(MAX_PROBLEMS);
+        let more = (omitted > 0).then(|| {
+            format!(
+                "{omitted} more problem{} not shown; the first {MAX_PROBLEMS} are below",
+                if omitted == 1 { "" } else { "s" }
+            )
+        });
+        Self {
+            path,
+            src,
+            problems,
+            omitted,
+            more,
+        }
+    }
+
+    /// Every problem found, shown or not.
+    pub fn total(&self) -> usize {
+        self.problems.len() + self.omitted
+    }
 }
 
 /// One problem, at a place in the file.
@@ -178,6 +214,12 @@ pub enum ProblemKind {
     VendorIdTooLong(usize),
     #[error("has no effect without `hide_hypervisor` or `hyperv`")]
     VendorIdUnused,
+    #[error("`{0}` holds a character `hv-vendor-id` cannot carry")]
+    BadVendorId(String),
+    #[error("`{0}` is not a single `-cpu` flag")]
+    BadCpuFeature(String),
+    #[error("`{0}` is not a CPU model name")]
+    BadCpuModel(String),
     #[error("secure boot needs UEFI firmware")]
     SecureBootWithBios,
     #[error("`{given}` is given without `{missing}`")]
@@ -220,6 +262,8 @@ pub enum ProblemKind {
     BadIfname(String),
     #[error("[input] names neither `keyboard` nor `mouse`")]
     InputWithoutDevices,
+    #[error("holds the control character U+{:04X}", u32::from(*.0))]
+    ControlChar(char),
 }
 
 impl ProblemKind {
@@ -295,6 +339,17 @@ impl ProblemKind {
                  a virtio-vga screen in the window"
                 .into(),
             Self::VendorIdTooLong(_) => "QEMU's hv-vendor-id takes at most 12 characters".into(),
+            Self::BadVendorId(_) => {
+                "use letters, digits, spaces and punctuation other than `,` and `=`: \
+                 QEMU splits `-cpu` at every comma, so a comma would add a flag"
+                    .into()
+            }
+            Self::BadCpuFeature(_) => "write one flag per entry: `+name`, `-name`, `name` or \
+                 `name=value`, names of letters, digits, `-`, `_` and `.`, no `,` or spaces"
+                .into(),
+            Self::BadCpuModel(_) => {
+                "use a name from `qemu-system-x86_64 -cpu help`, e.g. `host` or `EPYC-Rome`".into()
+            }
             Self::VendorIdUnused => {
                 "set `hide_hypervisor = true` or `hyperv = true`, or remove `vendor_id`".into()
             }
@@ -310,7 +365,9 @@ impl ProblemKind {
                 format!("looked in:\n{}", list.join("\n"))
             }
             Self::BadForward { .. } => {
-                "write `tcp:HOSTPORT:GUESTPORT` or `udp:HOSTPORT:GUESTPORT`, ports 1-65535".into()
+                "write `tcp:HOSTPORT:GUESTPORT` or `udp:HOSTPORT:GUESTPORT`, ports 1-65535; \
+                 `tcp:0.0.0.0:HOSTPORT:GUESTPORT` listens beyond 127.0.0.1"
+                    .into()
             }
             Self::BadMac(_) => "write six hex pairs, e.g. `52:54:00:12:34:56`".into(),
             Self::MulticastMac(_) => {
@@ -341,6 +398,9 @@ impl ProblemKind {
             Self::InputWithoutDevices => {
                 "add `keyboard = \"/dev/input/by-id/...-event-kbd\"` or remove [input]".into()
             }
+            Self::ControlChar(_) => "remove it: QEMU's arguments, paths and names cannot carry \
+                 control characters (only `description` may hold tabs and newlines)"
+                .into(),
             Self::TakeoverWithoutHostdev => {
                 "add the GPU as a [[hostdev]], or remove [takeover]".into()
             }

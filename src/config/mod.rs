@@ -57,6 +57,7 @@ pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigE
             span: e.span().unwrap_or(0..0),
         })
         .collect();
+    let control = control_chars(doc.get_ref());
     let (wire, wire_errors) = collect::deserialize_all::<vm::WireVm>(doc);
     let broken_sections: Vec<String> = wire_errors
         .iter()
@@ -78,6 +79,9 @@ pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigE
         kind: suggest::classify(&e.message),
         span: e.span,
     }));
+    // What a section says about a string it could not read is noise.
+    let control_spans: Vec<Range<usize>> = control.iter().map(|p| p.span.clone()).collect();
+    problems.extend(control.into_iter().filter(|p| p.span.start < trusted_until));
     // Semantic checks on a document that did not parse would mostly report
     // the syntax errors again, as missing keys.
     if let (true, Some(wire)) = (syntax.is_empty(), wire) {
@@ -94,7 +98,8 @@ pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigE
             Err(semantic) => problems.extend(
                 semantic
                     .into_iter()
-                    .filter(|p| !broken_sections.iter().any(|s| s == scope(&p.key))),
+                    .filter(|p| !broken_sections.iter().any(|s| s == scope(&p.key)))
+                    .filter(|p| !control_spans.contains(&p.span)),
             ),
         }
     }
@@ -110,11 +115,38 @@ pub fn load_str(name: &str, path: &Path, text: &str) -> Result<VmConfig, ConfigE
         p.span = first_line(text, p.span.clone());
     }
     problems.sort_by_key(|p| p.span.start);
-    Err(ConfigError::Invalid(Box::new(InvalidConfig {
-        path: path.to_path_buf(),
-        src: NamedSource::new(path.display().to_string(), text.to_string()),
+    Err(ConfigError::Invalid(Box::new(InvalidConfig::new(
+        path.to_path_buf(),
+        NamedSource::new(path.display().to_string(), text.to_string()),
         problems,
-    })))
+    ))))
+}
+
+/// A problem for each string holding a control character. A NUL cannot
+/// reach QEMU's argv (the spawn fails, after the host was changed), and
+/// newlines or escapes in names and paths end up in journals, unit files and
+/// terminals. Only `description`, free text shown as a comment, may hold
+/// tabs and newlines.
+fn control_chars(doc: &DeTable<'_>) -> Vec<Problem> {
+    let mut strings = Vec::new();
+    collect::strings(doc, &collect::KeyPath::default(), &mut strings);
+    strings
+        .into_iter()
+        .filter_map(|(path, span, s)| {
+            let key = path.to_string();
+            let allowed: &[char] = if key == "description" {
+                &['\t', '\n']
+            } else {
+                &[]
+            };
+            let c = s.chars().find(|c| c.is_control() && !allowed.contains(c))?;
+            Some(Problem {
+                key,
+                kind: ProblemKind::ControlChar(c),
+                span,
+            })
+        })
+        .collect()
 }
 
 /// The table a key is in, down to the array element: `hostdev[1]`, `cpu`.
@@ -158,6 +190,56 @@ mod tests {
         assert_eq!(scope("hostdev[1].romfile"), "hostdev[1]");
         assert_eq!(scope("cpu.pin"), "cpu");
         assert_eq!(scope("memory"), "memory");
+    }
+
+    #[test]
+    fn thousands_of_unknown_keys_keep_the_first_hundred_and_count_the_rest() {
+        let mut text = String::from("memory = \"1G\"\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("unknown_{i} = 1\n"));
+        }
+        let err = load_str("many", Path::new("/nonexistent/many.toml"), &text).err();
+        let Some(ConfigError::Invalid(inv)) = err else {
+            panic!("expected an invalid config, got {err:?}");
+        };
+        assert_eq!(inv.problems.len(), error::MAX_PROBLEMS);
+        assert_eq!(inv.omitted, 20_000 - error::MAX_PROBLEMS);
+        assert_eq!(inv.problems[0].key, "unknown_0");
+        let report = render(&ConfigError::Invalid(inv));
+        assert!(report.contains("20000 problems"), "{report}");
+        assert!(report.contains("19900 more problems not shown"), "{report}");
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_string_but_description_text() {
+        let text = "memory = \"1G\"\ndescription = \"two\\nlines\\tand a tab\"\n\
+                    [cpu]\nfeatures = [\"+a\", \"+b\\u0000\"]\n\
+                    [[disk]]\npath = \"/x\\u001b[2J.img\"\n";
+        let err = load_str("c", Path::new("/nonexistent/c.toml"), text).err();
+        let found: Vec<(String, ProblemKind)> = err
+            .iter()
+            .flat_map(|e| e.problems())
+            .map(|p| (p.key.clone(), p.kind.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("cpu.features".into(), ProblemKind::ControlChar('\0')),
+                ("disk[0].path".into(), ProblemKind::ControlChar('\u{1b}')),
+            ]
+        );
+        let err = load_str(
+            "c",
+            Path::new("/x/c.toml"),
+            "memory = \"1G\"\ndescription = \"a\\rb\"\n",
+        )
+        .err();
+        let kinds: Vec<ProblemKind> = err
+            .iter()
+            .flat_map(|e| e.problems())
+            .map(|p| p.kind.clone())
+            .collect();
+        assert_eq!(kinds, [ProblemKind::ControlChar('\r')]);
     }
 
     #[test]

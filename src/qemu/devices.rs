@@ -184,7 +184,7 @@ pub(crate) fn network(a: &mut Argv, plan: &Plan) {
                 };
                 o = o.set(
                     "hostfwd",
-                    format!("{proto}::{}-:{}", f.host_port, f.guest_port),
+                    format!("{proto}:{}:{}-:{}", f.host_addr, f.host_port, f.guest_port),
                 );
             }
             o

@@ -115,7 +115,9 @@ pub(crate) fn check(c: S<WireCpu>, accel: Accel, v: &mut Checker<'_>) -> Cpu {
     let vendor_id = c.vendor_id.map(|id| {
         let (s, id) = parts(id);
         let len = id.chars().count();
-        if len > MAX_VENDOR_ID {
+        if !is_vendor_id(&id) {
+            v.err("cpu.vendor_id", s.clone(), K::BadVendorId(id.clone()));
+        } else if len > MAX_VENDOR_ID {
             v.err("cpu.vendor_id", s.clone(), K::VendorIdTooLong(len));
         } else if id.is_empty() {
             v.err("cpu.vendor_id", s.clone(), K::Empty);
@@ -125,8 +127,15 @@ pub(crate) fn check(c: S<WireCpu>, accel: Accel, v: &mut Checker<'_>) -> Cpu {
         }
         id
     });
+    let model = v.non_empty_or("cpu.model", c.model.clone(), "host");
+    if let Some(m) = c
+        .model
+        .filter(|_| !model.trim().is_empty() && !is_cpu_name(&model))
+    {
+        v.err("cpu.model", m.span(), K::BadCpuModel(model.clone()));
+    }
     Cpu {
-        model: v.non_empty_or("cpu.model", c.model, "host"),
+        model,
         topology,
         features,
         pin,
@@ -143,12 +152,50 @@ fn features(list: Vec<Spanned<String>>, hyperv: bool, v: &mut Checker<'_>) -> Ve
     let mut out = Vec::new();
     for f in list {
         let (s, f) = parts(f);
-        if hyperv && clears_hypervisor_bit(&f) {
+        if !is_cpu_flag(&f) {
+            v.err("cpu.features", s, K::BadCpuFeature(f.clone()));
+        } else if hyperv && clears_hypervisor_bit(&f) {
             v.err("cpu.features", s, K::HypervisorBitCleared(f.clone()));
         }
         out.push(f);
     }
     out
+}
+
+// QEMU splits `-cpu MODEL,FLAGS` at the first comma, then the flags at every
+// comma with no `,,` escape (target/i386/cpu.c, `x86_cpu_parse_featurestr`
+// uses strtok), then each flag at its first `=`. A value holding `,` would
+// therefore add a flag of its own (`kvm=on` undoing `hide_hypervisor`), so
+// every piece of `-cpu` is checked to be one token.
+
+/// A CPU model or property name: letters, digits, `-`, `_`, `.`.
+fn is_cpu_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// One `-cpu` flag: `+name`, `-name`, `name` or `name=value`, the value
+/// printable ASCII without `,` or spaces.
+fn is_cpu_flag(flag: &str) -> bool {
+    if let Some(name) = flag.strip_prefix(['+', '-']) {
+        return is_cpu_name(name);
+    }
+    match flag.split_once('=') {
+        Some((name, value)) => {
+            is_cpu_name(name)
+                && !value.is_empty()
+                && value.chars().all(|c| c.is_ascii_graphic() && c != ',')
+        }
+        None => is_cpu_name(flag),
+    }
+}
+
+/// `hv-vendor-id`'s value: printable ASCII or spaces, without `,` or `=`.
+fn is_vendor_id(id: &str) -> bool {
+    id.chars()
+        .all(|c| (c.is_ascii_graphic() || c == ' ') && c != ',' && c != '=')
 }
 
 /// `-hypervisor`, or `hypervisor=` with one of the spellings QEMU's boolean
@@ -204,7 +251,60 @@ mod tests {
                 &[K::HypervWithTcg],
             ),
             ("[cpu]\nmodel = \" \"\n", &[K::Empty]),
+            (
+                "[cpu]\nhide_hypervisor = true\nvendor_id = \"a,kvm=on\"\n",
+                &[K::BadVendorId("a,kvm=on".into())],
+            ),
+            (
+                "[cpu]\nmodel = \"host,kvm=on\"\n",
+                &[K::BadCpuModel("host,kvm=on".into())],
+            ),
         ]);
+    }
+
+    #[test]
+    fn each_feature_must_be_one_flag() {
+        for bad in [
+            "+a,kvm=on",
+            "kvm=on,x",
+            "+",
+            "-",
+            "a=",
+            "=on",
+            "a b",
+            "+a=b",
+            "l3=o n",
+            "",
+        ] {
+            let text = format!("[cpu]\nfeatures = [\"{bad}\"]\n");
+            assert_eq!(errors(&text), [K::BadCpuFeature(bad.into())], "{bad}");
+        }
+        let good = [
+            "+topoext",
+            "-hypervisor",
+            "l3-cache=on",
+            "hv-vendor-id=ab.c",
+            "x_y",
+        ];
+        let text = format!("[cpu]\nfeatures = {good:?}\n");
+        assert_eq!(check(&text).expect("valid").cpu.features, good);
+    }
+
+    #[test]
+    fn vendor_id_takes_printable_characters_without_comma_or_equals() {
+        for bad in ["a,b", "a=b", "é"] {
+            let text = format!("[cpu]\nhyperv = true\nvendor_id = \"{bad}\"\n");
+            assert!(
+                matches!(errors(&text)[..], [K::BadVendorId(_)]),
+                "{bad}: {:?}",
+                errors(&text)
+            );
+        }
+        let c = check("[cpu]\nhyperv = true\nvendor_id = \"Auth AMD_1-x\"\n");
+        assert_eq!(
+            c.expect("valid").cpu.vendor_id.as_deref(),
+            Some("Auth AMD_1-x")
+        );
     }
 
     #[test]

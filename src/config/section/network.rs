@@ -1,6 +1,7 @@
 //! `[network]`: user-mode NAT with port forwards, a bridge, a tap, or none.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::str::FromStr;
 
@@ -37,18 +38,22 @@ pub enum Protocol {
     Udp,
 }
 
-/// A user-mode network port forward, `tcp:HOSTPORT:GUESTPORT`.
+/// A user-mode network port forward, `tcp:[HOSTADDR:]HOSTPORT:GUESTPORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PortForward {
     pub protocol: Protocol,
+    /// The host address QEMU listens on; 127.0.0.1 unless the rule names one.
+    pub host_addr: Ipv4Addr,
     pub host_port: u16,
     pub guest_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortForwardError {
-    #[error("expected PROTOCOL:HOSTPORT:GUESTPORT")]
+    #[error("expected PROTOCOL:[HOSTADDR:]HOSTPORT:GUESTPORT")]
     Shape,
+    #[error("`{0}` is not an IPv4 address")]
+    Address(String),
     #[error("protocol `{0}` is not tcp or udp")]
     Protocol(String),
     #[error("`{0}` is not a port from 1 to 65535")]
@@ -60,10 +65,12 @@ impl FromStr for PortForward {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(':').collect();
-        let [proto, host, guest] = parts.as_slice() else {
-            return Err(PortForwardError::Shape);
+        let (proto, addr, host, guest) = match parts.as_slice() {
+            [proto, host, guest] => (*proto, None, *host, *guest),
+            [proto, addr, host, guest] => (*proto, Some(*addr), *host, *guest),
+            _ => return Err(PortForwardError::Shape),
         };
-        let protocol = match *proto {
+        let protocol = match proto {
             "tcp" => Protocol::Tcp,
             "udp" => Protocol::Udp,
             other => return Err(PortForwardError::Protocol(other.to_string())),
@@ -72,8 +79,17 @@ impl FromStr for PortForward {
             Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
             _ => Err(PortForwardError::Port(p.to_string())),
         };
+        // Listening on every interface exposes the guest's port to the
+        // network; a rule asks for it by naming `0.0.0.0` (or an address).
+        let host_addr = match addr {
+            None => Ipv4Addr::LOCALHOST,
+            Some(a) => a
+                .parse()
+                .map_err(|_| PortForwardError::Address(a.to_string()))?,
+        };
         Ok(Self {
             protocol,
+            host_addr,
             host_port: port(host)?,
             guest_port: port(guest)?,
         })
@@ -272,13 +288,34 @@ mod tests {
             "udp:5000:53".parse(),
             Ok(PortForward {
                 protocol: Protocol::Udp,
+                host_addr: Ipv4Addr::LOCALHOST,
                 host_port: 5000,
                 guest_port: 53
             })
         );
+        assert_eq!(
+            "tcp:0.0.0.0:2222:22"
+                .parse::<PortForward>()
+                .map(|f| f.host_addr),
+            Ok(Ipv4Addr::UNSPECIFIED)
+        );
+        assert_eq!(
+            "tcp:192.168.1.5:2222:22"
+                .parse::<PortForward>()
+                .map(|f| f.host_addr),
+            Ok(Ipv4Addr::new(192, 168, 1, 5))
+        );
         let bad = |s: &str| s.parse::<PortForward>().err();
         assert_eq!(bad("tcp:1"), Some(PortForwardError::Shape));
         assert_eq!(bad(""), Some(PortForwardError::Shape));
+        assert_eq!(bad("tcp:a:b:1:1"), Some(PortForwardError::Shape));
+        for addr in ["localhost", "1.2.3", "1.2.3.256", ""] {
+            assert_eq!(
+                bad(&format!("tcp:{addr}:1:1")),
+                Some(PortForwardError::Address(addr.into())),
+                "{addr}"
+            );
+        }
         assert_eq!(
             bad("sctp:1:1"),
             Some(PortForwardError::Protocol("sctp".into()))
