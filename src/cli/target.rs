@@ -141,15 +141,10 @@ mod tests {
             ..Default::default()
         };
         let dirs = DirsEnv {
-            is_root: false,
             uid: 1000,
-            xdg_runtime_dir: None,
-            xdg_data_home: None,
-            xdg_cache_home: None,
-            xdg_config_home: None,
-            home: None,
             run_base: Some(tmp.path().join("run")),
             state_base: Some(tmp.path().join("state")),
+            ..Default::default()
         };
         Fixture { tmp, search, dirs }
     }

@@ -11,7 +11,7 @@ use crate::config::VmName;
 
 /// The process facts that decide the dirs; `from_process` in real runs,
 /// literal values in tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirsEnv {
     pub is_root: bool,
     pub uid: u32,

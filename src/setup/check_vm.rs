@@ -145,13 +145,9 @@ mod tests {
             dirs: crate::plan::DirsEnv {
                 is_root: true,
                 uid: 0,
-                xdg_runtime_dir: None,
-                xdg_data_home: None,
-                xdg_cache_home: None,
-                xdg_config_home: None,
-                home: None,
                 run_base: Some(host.join("run/vmrun")),
                 state_base: Some(host.join("state")),
+                ..Default::default()
             },
             qemu_version: Some(QemuVersion::new(8, 2, 0)),
         };

@@ -258,15 +258,10 @@ mod tests {
 
     fn paths_in(dir: &Path) -> VmPaths {
         let env = DirsEnv {
-            is_root: false,
             uid: 1000,
             xdg_runtime_dir: Some(dir.join("run")),
             xdg_data_home: Some(dir.join("data")),
-            xdg_cache_home: None,
-            xdg_config_home: None,
-            home: None,
-            run_base: None,
-            state_base: None,
+            ..Default::default()
         };
         VmPaths::new(&"t1".parse().unwrap(), &env)
     }

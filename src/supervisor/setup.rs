@@ -188,15 +188,10 @@ mod tests {
             fs::write(pool.join("nr_hugepages"), format!("{pages}\n")).unwrap();
             fs::write(pool.join("free_hugepages"), format!("{pages}\n")).unwrap();
             let env = DirsEnv {
-                is_root: false,
                 uid: 1000,
                 xdg_runtime_dir: Some(dir.path().join("run")),
                 xdg_data_home: Some(dir.path().join("data")),
-                xdg_cache_home: None,
-                xdg_config_home: None,
-                home: None,
-                run_base: None,
-                state_base: None,
+                ..Default::default()
             };
             let paths = VmPaths::new(&"t1".parse().unwrap(), &env);
             let (run_dir, _) = RunDir::acquire("t1", &paths).unwrap();

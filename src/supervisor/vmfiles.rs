@@ -108,13 +108,9 @@ mod tests {
             dirs: crate::plan::DirsEnv {
                 is_root: true,
                 uid: 0,
-                xdg_runtime_dir: None,
-                xdg_data_home: None,
-                xdg_cache_home: None,
-                xdg_config_home: None,
-                home: None,
                 run_base: Some(tmp.path().join("run")),
                 state_base: Some(tmp.path().to_path_buf()),
+                ..Default::default()
             },
             qemu_version: Some(crate::host::qemu::QemuVersion::new(8, 2, 0)),
         };
