@@ -98,12 +98,38 @@ struct NotRunning<'a> {
     needs_restore: bool,
 }
 
+/// `vmrun status`'s answer while a supervisor sets up, before it serves
+/// `control.sock` (it replays a dead run's journal and starts swtpm first).
+#[derive(Serialize)]
+struct Starting<'a> {
+    name: &'a str,
+    state: &'static str,
+    supervisor_pid: i32,
+}
+
 pub(super) fn status(vm: &str, json: bool) -> Exit {
     let (name, paths) = match known_vm(vm) {
         Ok(v) => v,
         Err(exit) => return exit,
     };
-    if supervisor_pid(&paths).is_none() {
+    let pid = supervisor_pid(&paths);
+    if let Some(pid) = pid.filter(|_| !control_socket(&paths).exists()) {
+        if json {
+            let starting = Starting {
+                name: name.as_str(),
+                state: "starting",
+                supervisor_pid: pid,
+            };
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&starting).unwrap_or_default()
+            );
+        } else {
+            outln!("{name}: starting (supervisor pid {pid})");
+        }
+        return Exit::Ok;
+    }
+    if pid.is_none() {
         let stale = paths.run_dir.exists();
         let needs_restore = !crate::prepare::journal::read(&paths.run_dir.join("journal"))
             .unwrap_or_default()
