@@ -1,5 +1,7 @@
 //! The edge: parses the command line, runs the stages, prints errors once
 //! and turns the outcome into an exit status.
+// `print!` panics when stdout is a closed pipe; stdout goes through `out!`.
+#![deny(clippy::print_stdout)]
 
 mod args;
 mod check;
