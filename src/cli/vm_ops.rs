@@ -99,7 +99,9 @@ struct NotRunning<'a> {
 }
 
 /// `vmrun status`'s answer while a supervisor sets up, before it serves
-/// `control.sock` (it replays a dead run's journal and starts swtpm first).
+/// `control.sock` (it replays a dead run's journal and starts swtpm first;
+/// bind(2) makes the socket file before listen(2), so a connect in between
+/// is refused).
 #[derive(Serialize)]
 struct Starting<'a> {
     name: &'a str,
@@ -112,24 +114,7 @@ pub(super) fn status(vm: &str, json: bool) -> Exit {
         Ok(v) => v,
         Err(exit) => return exit,
     };
-    let pid = supervisor_pid(&paths);
-    if let Some(pid) = pid.filter(|_| !control_socket(&paths).exists()) {
-        if json {
-            let starting = Starting {
-                name: name.as_str(),
-                state: "starting",
-                supervisor_pid: pid,
-            };
-            outln!(
-                "{}",
-                serde_json::to_string_pretty(&starting).unwrap_or_default()
-            );
-        } else {
-            outln!("{name}: starting (supervisor pid {pid})");
-        }
-        return Exit::Ok;
-    }
-    if pid.is_none() {
+    let Some(pid) = supervisor_pid(&paths) else {
         let stale = paths.run_dir.exists();
         let needs_restore = !crate::prepare::journal::read(&paths.run_dir.join("journal"))
             .unwrap_or_default()
@@ -158,8 +143,32 @@ pub(super) fn status(vm: &str, json: bool) -> Exit {
             }
         }
         return Exit::HostProblems;
-    }
-    match call_supervisor(&name, &paths, &Request::Status) {
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(exit) => return exit,
+    };
+    match rt.block_on(control::call(&control_socket(&paths), &Request::Status)) {
+        Err(e) if e.not_listening() => {
+            if json {
+                let starting = Starting {
+                    name: name.as_str(),
+                    state: "starting",
+                    supervisor_pid: pid,
+                };
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&starting).unwrap_or_default()
+                );
+            } else {
+                outln!("{name}: starting (supervisor pid {pid})");
+            }
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("vmrun: {name}: {e}");
+            Exit::VmFailed
+        }
         Ok(Reply::Status(st)) => {
             if json {
                 outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
@@ -172,7 +181,6 @@ pub(super) fn status(vm: &str, json: bool) -> Exit {
             eprintln!("vmrun: {name}: unexpected reply {other:?}");
             Exit::VmFailed
         }
-        Err(exit) => exit,
     }
 }
 

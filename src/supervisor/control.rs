@@ -75,6 +75,15 @@ pub(crate) enum ControlError {
     Protocol(String),
 }
 
+impl ControlError {
+    /// Nothing listens on the socket yet: its file is missing, or bound
+    /// but not yet listening (ECONNREFUSED on a unix socket).
+    pub(crate) fn not_listening(&self) -> bool {
+        matches!(self, Self::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused))
+    }
+}
+
 /// Sends `request` to the supervisor at `socket` and returns its reply.
 pub(crate) async fn call(socket: &Path, request: &Request) -> Result<Reply, ControlError> {
     let io = |source| ControlError::Io {
@@ -195,6 +204,26 @@ fn run_status_name(status: &RunStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call_now(socket: &Path) -> Result<Reply, ControlError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(call(socket, &Request::Status))
+    }
+
+    #[test]
+    fn a_socket_that_is_missing_or_not_listening_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("control.sock");
+        assert!(call_now(&missing).unwrap_err().not_listening());
+        // A listener that was dropped leaves its file behind: connect(2) to
+        // it is refused, as between a supervisor's bind(2) and listen(2).
+        drop(std::os::unix::net::UnixListener::bind(&missing).unwrap());
+        assert!(call_now(&missing).unwrap_err().not_listening());
+        assert!(!ControlError::Protocol("x".into()).not_listening());
+    }
 
     #[test]
     fn run_status_names_are_qmp_wire_names() {
