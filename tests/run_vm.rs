@@ -91,15 +91,9 @@ fn detached_vm_answers_status_qmp_list_logs_and_stop_escalates_past_ignored_acpi
     assert_eq!(reply["status"], "running", "{reply}");
     assert_eq!(reply["running"], true);
 
-    let list = w.run(&["list", "--json"]);
-    assert_ok(&list, "vmrun list --json");
-    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
-    let entry = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "esc")
-        .unwrap_or_else(|| panic!("esc missing from {list}"));
+    let entry = w
+        .list_entry("esc")
+        .unwrap_or_else(|| panic!("esc missing from vmrun list"));
     assert_eq!(entry["running"], true);
     assert_eq!(entry["supervisor_pid"], supervisor);
 
@@ -432,15 +426,9 @@ fn a_vm_started_by_path_is_reached_by_name_by_every_verb() {
     let supervisor = st["supervisor_pid"].as_i64().unwrap() as i32;
     let qemu = st["qemu_pid"].as_i64().unwrap() as i32;
 
-    let list = w.run(&["list", "--json"]);
-    assert_ok(&list, "vmrun list --json");
-    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
-    let entry = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "bypath")
-        .unwrap_or_else(|| panic!("bypath missing from {list}"));
+    let entry = w
+        .list_entry("bypath")
+        .unwrap_or_else(|| panic!("bypath missing from vmrun list"));
     assert_eq!(entry["running"], true);
     assert_eq!(entry["supervisor_pid"], supervisor);
     assert_eq!(entry["config"], config.to_str().unwrap());

@@ -206,6 +206,14 @@ impl World {
         out
     }
 
+    /// `name`'s entry in `vmrun list --json`, if it is listed.
+    pub(crate) fn list_entry(&self, name: &str) -> Option<serde_json::Value> {
+        let out = self.run(&["list", "--json"]);
+        assert_ok(&out, "vmrun list --json");
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        list.as_array()?.iter().find(|e| e["name"] == name).cloned()
+    }
+
     /// `vmrun status NAME --json`, parsed.
     pub(crate) fn status(&self, name: &str) -> (Option<i32>, serde_json::Value) {
         let out = self.run(&["status", name, "--json"]);
