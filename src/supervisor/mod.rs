@@ -57,6 +57,13 @@ pub(crate) enum SupervisorError {
         error: crate::prepare::PrepareError,
         undo: crate::teardown::Report,
     },
+    /// A later setup step (swtpm, spawn...) failed after the host was
+    /// changed, and the undo did not put everything back.
+    #[error("{error}; {}", undo_summary(.undo))]
+    NotUndone {
+        error: Box<SupervisorError>,
+        undo: crate::teardown::Report,
+    },
 }
 
 fn undo_summary(undo: &crate::teardown::Report) -> String {
@@ -73,7 +80,7 @@ impl SupervisorError {
     pub(crate) fn host_left_changed(&self) -> bool {
         match self {
             Self::StaleRestore { .. } => true,
-            Self::Prepare { undo, .. } => !undo.complete(),
+            Self::Prepare { undo, .. } | Self::NotUndone { undo, .. } => !undo.complete(),
             _ => false,
         }
     }

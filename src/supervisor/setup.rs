@@ -131,7 +131,15 @@ pub(super) fn abandon(
             error,
             undo: undo.unwrap_or_default(),
         },
-        SetupFailure::Other(e) => e,
+        // Spawning QEMU comes after prepare: a failure there must still
+        // say when the host did not fully go back.
+        SetupFailure::Other(error) => match undo {
+            Some(undo) if !undo.complete() => SupervisorError::NotUndone {
+                error: Box::new(error),
+                undo,
+            },
+            _ => error,
+        },
     }
 }
 
@@ -270,6 +278,17 @@ mod tests {
         assert!(matches!(err, SupervisorError::Runtime(_)), "{err}");
         assert_eq!(scene.pages(), "2");
         assert!(!scene.paths.run_dir.exists());
+    }
+
+    #[test]
+    fn any_other_failure_whose_undo_fails_says_so_and_keeps_the_journal() {
+        let (scene, run_dir) = Scene::new(6, &[reserved(1_048_576)]);
+        let failure = SetupFailure::Other(SupervisorError::Runtime(std::io::Error::other("x")));
+        let err = scene.abandon(failure, run_dir);
+        assert!(matches!(err, SupervisorError::NotUndone { .. }), "{err}");
+        assert!(err.host_left_changed(), "{err}");
+        assert!(err.to_string().contains("NOT everything could be undone"));
+        assert!(scene.journal.exists());
     }
 
     #[test]
