@@ -108,7 +108,6 @@ pub fn lock_devices(plan: &Plan) -> Result<DeviceLocks, PrepareError> {
 pub fn prepare(plan: &Plan, host: &Host) -> Result<(), PrepareError> {
     let mut journal = Journal::open(&journal_path(plan))?;
     apply(plan, host, &mut journal)
-        .inspect_err(|e| tracing::error!("preparing the host failed: {e}"))
 }
 
 fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareError> {
