@@ -27,6 +27,12 @@ fn qmp(world: &World, name: &str, command: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{command}: {e}: {}", text(&out)))
 }
 
+fn qmp_with(world: &World, name: &str, command: &str, arguments: &str) -> Value {
+    let out = world.run(&["qmp", name, command, arguments]);
+    assert_ok(&out, &format!("vmrun qmp {name} {command} {arguments}"));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{command}: {e}: {}", text(&out)))
+}
+
 fn qemu_pid(world: &World, name: &str) -> i32 {
     let (_, st) = world.status(name);
     st["qemu_pid"]
@@ -553,6 +559,79 @@ fn tpm_vm_runs_swtpm_and_qemu_has_the_tpm() {
     assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop --force");
     assert_torn_down(&w, &name, supervisor, qemu);
     assert!(!alive(swtpm), "swtpm outlived the VM");
+}
+
+/// The firmware files named by the QEMU firmware descriptors on this host
+/// that offer Secure Boot (`features` has `secure-boot`).
+fn secure_boot_firmware() -> Vec<String> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/usr/share/qemu/firmware").unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let desc: Value = serde_json::from_str(&text).unwrap();
+        let features = desc["features"].as_array().cloned().unwrap_or_default();
+        if features.iter().any(|f| f == "secure-boot") {
+            found.push(
+                desc["mapping"]["executable"]["filename"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    found
+}
+
+#[test]
+fn secure_boot_tpm_vm_runs_the_firmware_a_descriptor_offers_for_secure_boot() {
+    let w = World::new();
+    let name = w.vm(
+        "sb",
+        &VmSpec {
+            firmware: Firmware::UefiSecureBoot,
+            tpm: true,
+            ..VmSpec::default()
+        },
+    );
+    // Debian 12 names OVMF_CODE_4M.ms.fd, Debian 13 OVMF_CODE_4M.secboot.fd:
+    // whatever this host's descriptors offer, vmrun must pick one of them.
+    let dry = w.run(&[&name, "--dry-run"]);
+    assert_ok(&dry, "vmrun --dry-run");
+    let dry = text(&dry);
+    let code = dry
+        .lines()
+        .find_map(|l| l.strip_prefix("# firmware: "))
+        .unwrap_or_else(|| panic!("no firmware line: {dry}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let offered = secure_boot_firmware();
+    assert!(offered.contains(&code), "{code} is not among {offered:?}");
+
+    w.start_detached(&name);
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    let qemu = qemu_pid(&w, &name);
+    // Secure Boot firmware needs SMM and a flash that only SMM code writes.
+    let smm = qmp_with(
+        &w,
+        &name,
+        "qom-get",
+        r#"{"path": "/machine", "property": "smm"}"#,
+    );
+    assert_eq!(smm, "on", "{smm}");
+    let secure = qmp_with(
+        &w,
+        &name,
+        "qom-get",
+        r#"{"path": "/machine/system.flash0", "property": "secure"}"#,
+    );
+    assert_eq!(secure, true, "{secure}");
+    let tpms = qmp(&w, &name, "query-tpm");
+    assert_eq!(tpms[0]["options"]["type"], "emulator", "{tpms}");
+    assert!(w.state_dir(&name).join(format!("{name}_VARS.fd")).is_file());
+
+    assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop --force");
+    assert_torn_down(&w, &name, supervisor, qemu);
 }
 
 fn uid_of(user: &str) -> u32 {

@@ -59,6 +59,8 @@ pub(crate) fn proc_status_field(pid: i32, field: &str) -> Option<String> {
 pub(crate) enum Firmware {
     /// OVMF: prints to the serial console, ignores ACPI powerdown (no OS).
     Uefi,
+    /// OVMF with Secure Boot, chosen from QEMU's firmware descriptors.
+    UefiSecureBoot,
     /// SeaBIOS with no disk: silent, ignores ACPI powerdown.
     Bios,
     /// SeaBIOS booting `pwrbtn.img`: a guest that powers off on the ACPI
@@ -141,6 +143,7 @@ impl World {
     fn config_text(&self, spec: &VmSpec) -> String {
         let (fw, disk) = match spec.firmware {
             Firmware::Uefi => ("type = \"uefi\"\nsecure_boot = false", String::new()),
+            Firmware::UefiSecureBoot => ("type = \"uefi\"\nsecure_boot = true", String::new()),
             Firmware::Bios => ("type = \"bios\"", String::new()),
             Firmware::BiosPowerButton => {
                 let img = self.home.join("pwrbtn.img");
