@@ -86,3 +86,35 @@ impl Write for CappedLog {
         self.file.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vm_log_is_rotated_once_past_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmrun.log");
+        let mut log = CappedLog {
+            file: crate::supervisor::vmfiles::open_private_log(&path).unwrap(),
+            path: path.clone(),
+        };
+        let line = [b'q'; 64 * 1024];
+        for _ in 0..(logcap::VMRUN_LOG_CAP / line.len() as u64) {
+            log.write_all(&line).unwrap();
+        }
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            logcap::VMRUN_LOG_CAP
+        );
+        log.write_all(b"one more\n").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        log.write_all(b"after\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"after\n");
+        let old = logcap::rotated_path(&path);
+        assert_eq!(
+            std::fs::metadata(old).unwrap().len(),
+            logcap::VMRUN_LOG_CAP + 9
+        );
+    }
+}

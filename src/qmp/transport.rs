@@ -432,4 +432,56 @@ mod tests {
         assert!(rx.await.is_err());
         assert!(d.register(2).is_none());
     }
+
+    #[test]
+    fn invented_event_names_are_remembered_up_to_a_fixed_count() {
+        let mut noise = Noise::new();
+        for i in 0..100_000 {
+            noise.untyped(&format!("INVENTED_{i}"), "unknown variant");
+        }
+        // The log took a burst of them, the rest counted.
+        assert!(noise.limit.take_suppressed() >= 100_000 - 2 * u64::from(NOISE_BURST));
+        // Even with every one of them logged, the names kept stay few.
+        noise.limit = RateLimit::new(u32::MAX, 1);
+        for i in 0..100_000 {
+            noise.untyped(&format!("MORE_{i}"), "unknown variant");
+        }
+        assert_eq!(noise.untyped_warned.len(), UNTYPED_NAMES_WARNED);
+    }
+
+    #[test]
+    fn a_long_invented_name_is_remembered_clipped() {
+        let mut noise = Noise::new();
+        noise.untyped(&"N".repeat(1 << 20), "unknown variant");
+        assert!(noise.untyped_warned[0].len() < LOGGED_TEXT + 64);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_invented_events_fills_a_bounded_queue_and_replies_still_arrive() {
+        let mut wire = Vec::new();
+        for i in 0..100_000 {
+            wire.extend_from_slice(
+                format!(
+                    r#"{{"event": "INVENTED_{i}", "data": {{}}, "timestamp": {{"seconds": 1, "microseconds": 0}}}}"#
+                )
+                .as_bytes(),
+            );
+            wire.push(b'\n');
+        }
+        wire.extend_from_slice(b"{\"return\": {}, \"id\": 7}\n");
+        let dispatch = Arc::new(Dispatch::default());
+        let reply = dispatch.register(7).unwrap();
+        // Nobody reads the events while the reader runs.
+        let (tx, mut events) = event::channel(EVENT_QUEUE, EVENT_QUEUE_BYTES);
+        run_reader(tokio::io::BufReader::new(&wire[..]), dispatch, tx).await;
+        assert!(matches!(reply.await, Ok(Ok(_))));
+        let mut queued = 0;
+        while events.next().await.is_some() {
+            queued += 1;
+        }
+        assert!(
+            queued > 0 && queued <= EVENT_QUEUE,
+            "{queued} events queued"
+        );
+    }
 }
