@@ -1,8 +1,8 @@
 //! `control.sock` served beside the supervisor's loop, not in it: each
-//! client gets its own task, bounded in time (`Limits::deadline` for the
-//! whole request and reply), in size (`max_request` bytes read, then the
-//! request is refused) and in number (`max_clients` at once; one more is
-//! told so and closed at once). The loop only sees a parsed `Request` and
+//! client gets its own task, bounded in time (`Limits::deadline` to send
+//! its request and again to take the reply), in size (`max_request` bytes
+//! read, then the request is refused) and in number (`max_clients` at
+//! once; one more is told so and closed at once). The loop only sees a parsed `Request` and
 //! answers it through a oneshot, so an idle, slow or endless client costs
 //! the loop nothing, and memory stays under `max_clients * max_request`.
 
@@ -21,9 +21,12 @@ use crate::ratelimit::RateLimit;
 /// What a client may cost.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
-    /// From accept to the reply written: `vmrun status` and `stop` need
-    /// milliseconds.
+    /// For the client to send its request, and again to take the reply:
+    /// `vmrun status` and `stop` need milliseconds.
     pub deadline: Duration,
+    /// For the loop to answer: it may be waiting on QEMU (a stop sends a
+    /// QMP command first). Below `call`'s 10 s, so the client hears why.
+    pub answer_within: Duration,
     /// Longest request read; the longest real one is under 100 bytes.
     pub max_request: usize,
     /// Clients served at once.
@@ -33,6 +36,7 @@ pub(super) struct Limits {
 /// The supervisor's limits.
 pub(super) const LIMITS: Limits = Limits {
     deadline: Duration::from_secs(2),
+    answer_within: Duration::from_secs(7),
     max_request: 64 * 1024,
     max_clients: 16,
 };
@@ -129,7 +133,7 @@ async fn accept_loop(listener: UnixListener, limits: Limits, calls: mpsc::Sender
                 tell_and_close(stream, &Reply::Error { message });
                 if let Some(a) = noisy.admit() {
                     tracing::warn!(
-                        "control.sock: {} clients at once; one more refused ({} refusals not logged)",
+                        "control.sock: {} clients at once; one more refused ({} more since the last such message)",
                         limits.max_clients,
                         a.suppressed
                     );
@@ -139,32 +143,40 @@ async fn accept_loop(listener: UnixListener, limits: Limits, calls: mpsc::Sender
     }
 }
 
-/// One client, from its request to the reply, within `limits.deadline`.
+/// One client: its request read within `limits.deadline`, the loop's
+/// answer awaited within `limits.answer_within`, the reply written within
+/// `limits.deadline`.
 async fn serve(
     mut stream: UnixStream,
     limits: Limits,
     calls: mpsc::Sender<Call>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let exchange = async {
-        let reply = match read_request(&mut stream, limits.max_request).await {
-            Ok(request) => ask(&calls, request).await,
-            Err(e) => Reply::Error {
-                message: e.to_string(),
-            },
-        };
-        let _ = stream.write_all(&reply_line(&reply)).await;
+    let read = tokio::time::timeout(
+        limits.deadline,
+        read_request(&mut stream, limits.max_request),
+    )
+    .await;
+    let reply = match read {
+        Err(_) => {
+            let message = format!("no complete request within {:?}; closed", limits.deadline);
+            tell_and_close(stream, &Reply::Error { message });
+            return;
+        }
+        Ok(Err(e)) => Reply::Error {
+            message: e.to_string(),
+        },
+        Ok(Ok(request)) => tokio::time::timeout(limits.answer_within, ask(&calls, request))
+            .await
+            .unwrap_or_else(|_| Reply::Error {
+                message: format!(
+                    "the supervisor did not answer within {:?}",
+                    limits.answer_within
+                ),
+            }),
     };
-    if tokio::time::timeout(limits.deadline, exchange)
-        .await
-        .is_err()
-    {
-        let message = format!(
-            "no complete request and reply within {:?}; closed",
-            limits.deadline
-        );
-        tell_and_close(stream, &Reply::Error { message });
-    }
+    let line = reply_line(&reply);
+    let _ = tokio::time::timeout(limits.deadline, stream.write_all(&line)).await;
 }
 
 /// One write that never waits: the reply fits an empty socket buffer, and
@@ -239,6 +251,7 @@ mod tests {
 
     const TEST_LIMITS: Limits = Limits {
         deadline: Duration::from_millis(300),
+        answer_within: Duration::from_millis(300),
         max_request: 1024,
         max_clients: 4,
     };
@@ -358,15 +371,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_loop_that_does_not_answer_costs_the_client_its_deadline_only() {
+    async fn a_loop_that_does_not_answer_is_reported_to_the_client_in_time() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         // Nobody takes the calls: the server is never asked for `next`.
         let _server = ControlServer::start(UnixListener::bind(&path).unwrap(), TEST_LIMITS);
         let began = Instant::now();
         let reply = request(&path).await;
-        assert!(is_error(&reply, "within"), "{reply:?}");
-        assert!(began.elapsed() < TEST_LIMITS.deadline * 3);
+        assert!(is_error(&reply, "did not answer within"), "{reply:?}");
+        assert!(began.elapsed() < TEST_LIMITS.answer_within * 3);
     }
 
     #[tokio::test]
