@@ -7,7 +7,10 @@
 //! - items 9 and 17: a QEMU writing a 150 MB stderr line without a newline,
 //!   not UTF-8 (690 MB RSS, and stderr logging ended for the run);
 //! - item 9: a guest writing its serial port without end (`console.log`
-//!   filled the disk).
+//!   filled the disk);
+//! - item 9: 100k invented QMP event names (110 MB resident, 380 MB of
+//!   log). Real QEMU only sends the events of its schema, so a stand-in
+//!   QEMU plays the compromised one: the real supervisor talks QMP to it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 mod support;
@@ -308,5 +311,86 @@ fn a_guest_flooding_its_console_leaves_two_bounded_files() {
     assert_eq!(consoles, [console.clone(), old.clone()]);
     let log = w.log(&name);
     assert!(log.contains("its contents moved to"), "{log}");
+    stop(&w, &name, supervisor);
+}
+
+/// A compromised QEMU for the QMP replay (python3, which CI installs): it
+/// answers vmrun's probes with the real QEMU, and for the run (argv starts
+/// with -S) serves QMP on the listener vmrun hands it as stdin. After
+/// `cont` it sends 100k events of invented names, then one 10 MiB line,
+/// then a real STOP: a supervisor that survived the flood shows the VM
+/// paused.
+const QMP_FLOODING_QEMU: &str = r#"#!/usr/bin/env python3
+import json, os, socket, sys, time
+if sys.argv[1:2] != ["-S"]:
+    os.execvp("qemu-system-x86_64", ["qemu-system-x86_64"] + sys.argv[1:])
+conn, _ = socket.socket(fileno=0).accept()
+f = conn.makefile("rwb")
+TS = {"seconds": 1, "microseconds": 0}
+def send(obj):
+    f.write(json.dumps(obj).encode() + b"\n")
+    f.flush()
+send({"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": ""}, "capabilities": []}})
+for line in f:
+    msg = json.loads(line)
+    cmd, id = msg.get("execute"), msg.get("id")
+    if cmd == "query-status":
+        send({"return": {"status": "running", "singlestep": False, "running": True}, "id": id})
+    elif cmd in ("system_powerdown", "quit"):
+        send({"return": {}, "id": id})
+        send({"event": "SHUTDOWN", "data": {"guest": cmd == "system_powerdown", "reason": "guest-shutdown" if cmd == "system_powerdown" else "host-qmp-quit"}, "timestamp": TS})
+        sys.exit(0)
+    else:
+        send({"return": {}, "id": id})
+    if cmd == "cont":
+        for i in range(100000):
+            f.write(b'{"event": "INVENTED_%d", "data": {"n": %d}, "timestamp": {"seconds": 1, "microseconds": 0}}\n' % (i, i))
+        f.flush()
+        # Past the flood, so the warning is not one of those rate-limited.
+        time.sleep(1.5)
+        f.write(b'{"event": "' + b"N" * (10 << 20) + b'"}\n')
+        f.flush()
+        time.sleep(1)
+        send({"event": "STOP", "timestamp": TS})
+"#;
+
+/// Item 9: a QEMU that sends 100k QMP events of invented names and a
+/// 10 MiB line leaves the supervisor small, its log short, and its loop
+/// working (it still sees the STOP that follows, and `vmrun stop` works).
+#[test]
+fn invented_qmp_events_cannot_grow_the_supervisor_or_its_log() {
+    let w = World::new();
+    let name = w.vm("events", &VmSpec::default());
+    let stand_in = w.home.join("flooding-qemu");
+    write_script(&stand_in, QMP_FLOODING_QEMU);
+    use_qemu_binary(&w, &name, &stand_in);
+    w.start_detached(&name);
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+
+    wait_for(
+        "the supervisor to see the STOP after the flood",
+        WAIT,
+        || {
+            let (_, st) = w.status(&name);
+            (st["state"] == "paused").then_some(())
+        },
+    );
+    let peak = peak_rss_kb(supervisor);
+    eprintln!("supervisor peak RSS: {peak} kB");
+    assert!(peak < RSS_BOUND_KB, "supervisor peak RSS {peak} kB");
+    let log = w.log(&name);
+    assert!(log.contains("QMP line too long; skipped"), "{log}");
+    assert!(
+        log.contains("INVENTED_0"),
+        "the first invented name is logged"
+    );
+    assert!(
+        !log.contains("INVENTED_99999"),
+        "every invented name was logged"
+    );
+    assert!(log.len() < 256 * 1024, "vmrun.log is {} bytes", log.len());
+    let (took, code, _) = timed_status(&w, &name);
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(1), "status took {took:?}");
     stop(&w, &name, supervisor);
 }

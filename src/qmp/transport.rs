@@ -233,6 +233,8 @@ impl Noise {
         }
         if first {
             self.untyped_warned.push(name.to_string());
+            // serde's reason quotes the name and lists every known event.
+            let reason = clip(reason, LOGGED_TEXT);
             tracing::warn!(event = %name, %reason, "QMP event not in the qapi 0.15 schema; passed on untyped");
         } else {
             tracing::debug!(event = %name, "untyped QMP event");

@@ -178,14 +178,17 @@ impl Vm<'_> {
     fn on_event(&mut self, ev: &QmpEvent) {
         // Events are QEMU's and the guest's to send (a guest resetting in
         // a loop, a QEMU inventing names): the log takes a bounded share.
-        if let Some(admitted) = self.event_log.admit() {
-            if admitted.suppressed > 0 {
-                tracing::info!(
-                    "{} QMP events not logged (more than {EVENT_LOG_PER_SECOND} a second)",
-                    admitted.suppressed
-                );
+        // Only events the log level shows count against it.
+        if logged_at_info(ev) || tracing::enabled!(tracing::Level::DEBUG) {
+            if let Some(admitted) = self.event_log.admit() {
+                if admitted.suppressed > 0 {
+                    tracing::info!(
+                        "{} QMP events not logged (more than {EVENT_LOG_PER_SECOND} a second)",
+                        admitted.suppressed
+                    );
+                }
+                log_event(ev);
             }
-            log_event(ev);
         }
         match effect(ev) {
             Some(Effect::ShuttingDown { by_guest }) => {
@@ -248,6 +251,15 @@ fn effect(ev: &QmpEvent) -> Option<Effect> {
         Some(Event::RESUME { .. }) => Some(Effect::Resumed),
         _ => None,
     }
+}
+
+/// Whether `log_event` logs `ev` at info (the others are debug).
+fn logged_at_info(ev: &QmpEvent) -> bool {
+    use qapi::qmp::Event;
+    matches!(
+        ev.known(),
+        Some(Event::SHUTDOWN { .. } | Event::RESET { .. })
+    )
 }
 
 fn log_event(ev: &QmpEvent) {
