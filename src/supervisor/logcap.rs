@@ -97,14 +97,19 @@ pub(super) async fn watch_console_log(path: PathBuf) {
     watch(path, CONSOLE_LOG_CAP).await;
 }
 
-/// The copy runs on tokio's blocking pool: up to a cap's worth of I/O must
-/// not hold up the supervisor's loop.
+/// The size is one stat(2) on the loop's thread; the copy runs on tokio's
+/// blocking pool, as up to a cap's worth of I/O must not hold up the loop.
+/// Only then: a pool thread lingers for a while after each use, and the
+/// supervisor otherwise stays one thread.
 async fn watch(path: PathBuf, cap: u64) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
     loop {
         tick.tick().await;
+        if !fs::symlink_metadata(&path).is_ok_and(|m| m.len() > cap) {
+            continue;
+        }
         let p = path.clone();
         match tokio::task::spawn_blocking(move || rotate_if_over(&p, cap)).await {
             Ok(Ok(true)) => tracing::info!(
