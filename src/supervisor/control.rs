@@ -130,6 +130,12 @@ impl Vm<'_> {
                         .map_or(Step::Powerdown, |(e, _)| e.step()),
                 })
             }
+            // The router takes the devices only once the guest runs.
+            Request::Input { to: Some(_) } if self.state == VmState::Starting => {
+                Answer::Reply(Reply::Error {
+                    message: "the VM is still starting; switch the input once it runs".into(),
+                })
+            }
             Request::Input { to } => Answer::Reply(match self.router.as_mut() {
                 Some(r) => Reply::Input {
                     focus: match to {
