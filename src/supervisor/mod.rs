@@ -130,6 +130,11 @@ pub(crate) struct RunOptions {
 pub(crate) fn run(plan: &Plan, opts: RunOptions) -> Result<Report, SupervisorError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The blocking pool serves only a console.log rotation (logcap):
+        // its thread goes soon after. A killed supervisor whose leader is
+        // a zombie while another thread still exits looks alive to
+        // `rundir::is_running`; one thread keeps that window shut.
+        .thread_keep_alive(Duration::from_secs(1))
         .build()
         .map_err(SupervisorError::Runtime)?;
     let report = runtime.block_on(supervise(plan, opts));
