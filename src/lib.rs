@@ -15,6 +15,7 @@ pub mod plan;
 pub mod prepare;
 pub mod qemu;
 pub mod qmp;
+pub(crate) mod ratelimit;
 pub(crate) mod setup;
 pub(crate) mod supervisor;
 pub mod teardown;

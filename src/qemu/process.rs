@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::process::{Child, Command};
 
 use crate::host::qemu::find_in_path;
 use crate::plan::Plan;
@@ -78,7 +77,7 @@ pub(crate) fn qmp_listen(path: &Path) -> Result<(UnixListener, UnixStream), Spaw
 /// Starts QEMU with `argv`, paused (`-S`): the supervisor pins the vCPU
 /// threads before the guest runs a single instruction, then sends `cont`.
 /// `-S` belongs to this start protocol rather than to the VM, so it is
-/// added here. Its stderr is returned piped for `log_stderr`.
+/// added here. Its stderr is returned piped for the supervisor's log.
 /// `qmp_listener` becomes QEMU's stdin: the monitor of
 /// `QmpListener::Stdin` (QEMU reads nothing else from stdin: no `stdio`
 /// chardev is ever configured).
@@ -103,13 +102,4 @@ pub(crate) fn spawn(
             binary: plan.qemu.binary.clone(),
             source,
         })
-}
-
-/// Passes QEMU's stderr, line by line, to the supervisor's log (and so to
-/// the terminal in the foreground), until QEMU closes it.
-pub(crate) async fn log_stderr(stderr: ChildStderr) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "qemu", "{line}");
-    }
 }

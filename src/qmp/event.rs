@@ -7,6 +7,8 @@
 //! so a failed decode here is expected on newer hosts, never an error.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -102,22 +104,71 @@ pub(crate) fn decode(msg: Value) -> Result<QmpEvent, Untyped> {
     }
 }
 
+/// Events in flight between the reader and the consumer, bounded in
+/// number and in bytes (their size on the wire): a consumer that reads
+/// slowly costs a bounded amount of memory, whatever QEMU sends.
+pub(crate) fn channel(max_events: usize, max_bytes: usize) -> (EventSender, QmpEvents) {
+    let (tx, rx) = mpsc::channel(max_events.max(1));
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        EventSender {
+            tx,
+            queued: queued.clone(),
+            max_bytes,
+        },
+        QmpEvents { rx, queued },
+    )
+}
+
+/// The reader's end of the event queue.
+#[derive(Debug)]
+pub(crate) struct EventSender {
+    tx: mpsc::Sender<(QmpEvent, usize)>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// Why an event was not queued.
+#[derive(Debug)]
+pub(crate) enum TrySend {
+    /// Too many events or bytes waiting: the event is given back.
+    Full(QmpEvent),
+    /// Nobody reads events any more.
+    Closed,
+}
+
+impl EventSender {
+    /// Queues `ev`, `size` bytes on the wire, without waiting.
+    pub(crate) fn try_send(&self, ev: QmpEvent, size: usize) -> Result<(), TrySend> {
+        let before = self.queued.fetch_add(size, Ordering::AcqRel);
+        if before > 0 && before + size > self.max_bytes {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return Err(TrySend::Full(ev));
+        }
+        self.tx.try_send((ev, size)).map_err(|e| {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full((ev, _)) => TrySend::Full(ev),
+                mpsc::error::TrySendError::Closed(_) => TrySend::Closed,
+            }
+        })
+    }
+}
+
 /// The event stream of one QMP connection. It ends when the connection does.
 #[derive(Debug)]
 pub struct QmpEvents {
-    pub(crate) rx: mpsc::Receiver<QmpEvent>,
+    rx: mpsc::Receiver<(QmpEvent, usize)>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl QmpEvents {
     /// The next event, or `None` once QEMU closed the connection and every
     /// event before that was taken.
     pub async fn next(&mut self) -> Option<QmpEvent> {
-        self.rx.recv().await
-    }
-
-    /// The inner receiver, for callers that want `tokio::select!` on it.
-    pub fn into_inner(self) -> mpsc::Receiver<QmpEvent> {
-        self.rx
+        let (ev, size) = self.rx.recv().await?;
+        self.queued.fetch_sub(size, Ordering::AcqRel);
+        Some(ev)
     }
 }
 
@@ -212,5 +263,47 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn unknown(name: &str) -> QmpEvent {
+        QmpEvent::Unknown {
+            name: name.into(),
+            data: Value::Null,
+            timestamp: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_holds_a_bounded_number_of_bytes_and_frees_them_when_read() {
+        let (tx, mut rx) = channel(100, 1000);
+        // An event at an empty queue always fits, whatever its size.
+        assert!(tx.try_send(unknown("BIG"), 5000).is_ok());
+        assert!(matches!(
+            tx.try_send(unknown("NEXT"), 10),
+            Err(TrySend::Full(_))
+        ));
+        assert_eq!(rx.next().await.unwrap().name(), "BIG");
+        for i in 0..10 {
+            assert!(tx.try_send(unknown(&format!("E{i}")), 100).is_ok(), "{i}");
+        }
+        assert!(matches!(
+            tx.try_send(unknown("OVER"), 1),
+            Err(TrySend::Full(_))
+        ));
+        assert_eq!(rx.next().await.unwrap().name(), "E0");
+        assert!(tx.try_send(unknown("FITS"), 100).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_queue_holds_a_bounded_number_of_events() {
+        let (tx, rx) = channel(2, usize::MAX);
+        assert!(tx.try_send(unknown("A"), 1).is_ok());
+        assert!(tx.try_send(unknown("B"), 1).is_ok());
+        assert!(matches!(
+            tx.try_send(unknown("C"), 1),
+            Err(TrySend::Full(_))
+        ));
+        drop(rx);
+        assert!(matches!(tx.try_send(unknown("D"), 1), Err(TrySend::Closed)));
     }
 }

@@ -137,7 +137,7 @@ impl QmpClient {
             })??;
 
         let dispatch = Arc::new(Dispatch::default());
-        let (ev_tx, ev_rx) = mpsc::channel(transport::EVENT_QUEUE);
+        let (ev_tx, events) = event::channel(transport::EVENT_QUEUE, transport::EVENT_QUEUE_BYTES);
         let reader = tokio::spawn(transport::run_reader(read, dispatch.clone(), ev_tx));
         let (w_tx, w_rx) = mpsc::channel(64);
         tokio::spawn(transport::run_writer(write, w_rx));
@@ -172,7 +172,7 @@ impl QmpClient {
                 deadline.saturating_duration_since(Instant::now()),
             )
             .await?;
-        Ok((client, QmpEvents { rx: ev_rx }))
+        Ok((client, events))
     }
 
     /// QEMU's version, from the greeting.
@@ -308,13 +308,16 @@ async fn read_greeting(
     read: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
     path: &Path,
 ) -> Result<Greeting, QmpError> {
-    use tokio::io::AsyncBufReadExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
     let bad = |reason: String| QmpError::Greeting {
         path: path.to_owned(),
         reason,
     };
     let mut line = Vec::new();
+    // The greeting is a few hundred bytes; a peer sending more without a
+    // newline gets a bounded read, not our memory.
     let n = read
+        .take(transport::MAX_LINE)
         .read_until(b'\n', &mut line)
         .await
         .map_err(|e| bad(format!("read failed: {e}")))?;
@@ -322,9 +325,10 @@ async fn read_greeting(
         return Err(bad("closed before the greeting".into()));
     }
     serde_json::from_slice(&line).map_err(|e| {
+        let text = String::from_utf8_lossy(&line);
         bad(format!(
             "unexpected greeting {:?}: {e}",
-            String::from_utf8_lossy(&line)
+            crate::ratelimit::clip(&text, 200)
         ))
     })
 }

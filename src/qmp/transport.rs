@@ -7,7 +7,7 @@
 //! event it does not know (qapi-rs#23). The rule here: nothing QEMU sends can
 //! end the session except the end of the connection itself.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -15,16 +15,35 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::ErrorClass;
-use super::event::{self, QmpEvent};
+use super::event::{self, EventSender, QmpEvent, TrySend};
+use crate::ratelimit::{clip, RateLimit};
 
-/// Longest line accepted. `query-qmp-schema`, the largest reply QEMU sends,
-/// is a few hundred KiB; anything past this is garbage and is skipped.
-const MAX_LINE: u64 = 16 << 20;
+/// Longest line accepted; a longer one is read in bounded pieces and
+/// skipped, so a line costs at most this much memory (plus its JSON
+/// tree). Measured on QEMU 7.2: `query-qmp-schema`, the largest reply
+/// (`vmrun qmp` may ask for it), is 207,000 bytes; `query-pci`, the largest
+/// vmrun asks for itself, is about 460 bytes a PCI function (34,820 for
+/// 76 behind switches), so 1 MiB fits some 2,000 functions.
+pub(crate) const MAX_LINE: u64 = 1 << 20;
 
-/// Events queued for a consumer that is not reading. Past this they are
-/// dropped: a full queue must never stall the reader, or command replies
-/// would stop being routed too.
+/// Events queued for a consumer that is not reading, and the bytes (on
+/// the wire) they may hold. Past either they are dropped: a full queue must
+/// never stall the reader, or command replies would stop being routed too.
+/// An event arriving at an empty queue always fits.
 pub(crate) const EVENT_QUEUE: usize = 1024;
+pub(crate) const EVENT_QUEUE_BYTES: usize = 1 << 20;
+
+/// Distinct names of untyped events warned about once each; past this
+/// they are logged like repeats. Bounded: a QEMU can make up names.
+const UNTYPED_NAMES_WARNED: usize = 32;
+
+/// Warnings about what QEMU sends (strays, long lines, drops): a burst,
+/// then one a second; the rest counted.
+const NOISE_BURST: u32 = 20;
+const NOISE_PER_SECOND: u32 = 1;
+
+/// How much of a stray line or an event name goes into the log.
+const LOGGED_TEXT: usize = 200;
 
 /// A command's outcome as QEMU sent it, before typing.
 pub(crate) type Reply = Result<Value, Failure>;
@@ -67,11 +86,15 @@ impl Dispatch {
         self.lock().waiters.remove(&id);
     }
 
-    fn deliver(&self, id: u64, reply: Reply) {
+    /// Whether someone waited for `id`. The waiter may have timed out a
+    /// moment ago; that is fine.
+    fn deliver(&self, id: u64, reply: Reply) -> bool {
         match self.lock().waiters.remove(&id) {
-            // The waiter may have timed out a moment ago; that is fine.
-            Some(tx) => drop(tx.send(reply)),
-            None => tracing::warn!(id, "QMP reply for an id nobody waits for; dropped"),
+            Some(tx) => {
+                drop(tx.send(reply));
+                true
+            }
+            None => false,
         }
     }
 
@@ -170,21 +193,72 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// The reader's log: every warning about what QEMU sent goes through one
+/// rate limit, and untyped event names are remembered up to a fixed count.
+struct Noise {
+    limit: RateLimit,
+    untyped_warned: Vec<String>,
+}
+
+impl Noise {
+    fn new() -> Self {
+        Self {
+            limit: RateLimit::new(NOISE_BURST, NOISE_PER_SECOND),
+            untyped_warned: Vec::new(),
+        }
+    }
+
+    /// Whether to log one more warning; says what was held back first.
+    fn admit(&mut self) -> bool {
+        let Some(admitted) = self.limit.admit() else {
+            return false;
+        };
+        if admitted.suppressed > 0 {
+            tracing::warn!(
+                "{} QMP warnings not logged (more than {NOISE_PER_SECOND} a second)",
+                admitted.suppressed
+            );
+        }
+        true
+    }
+
+    /// Loud once per name, quiet after: a newer QEMU may emit an unknown
+    /// event often, and it is not an error.
+    fn untyped(&mut self, name: &str, reason: &str) {
+        let name = clip(name, LOGGED_TEXT);
+        let first = !self.untyped_warned.iter().any(|n| *n == name)
+            && self.untyped_warned.len() < UNTYPED_NAMES_WARNED;
+        if !self.admit() {
+            return;
+        }
+        if first {
+            self.untyped_warned.push(name.to_string());
+            // serde's reason quotes the name and lists every known event.
+            let reason = clip(reason, LOGGED_TEXT);
+            tracing::warn!(event = %name, %reason, "QMP event not in the qapi 0.15 schema; passed on untyped");
+        } else {
+            tracing::debug!(event = %name, "untyped QMP event");
+        }
+    }
+}
+
 /// Reads until EOF or an IO error, routing replies and events. Returns only
 /// when the connection is over; then every pending command is woken with
 /// `Disconnected` and the event stream ends.
 pub(crate) async fn run_reader<R: AsyncBufRead + Unpin>(
     mut reader: R,
     dispatch: Arc<Dispatch>,
-    events: mpsc::Sender<QmpEvent>,
+    events: EventSender,
 ) {
     let mut buf = Vec::new();
-    let mut seen_untyped = HashSet::new();
+    let mut noise = Noise::new();
     loop {
         match read_line(&mut reader, &mut buf, MAX_LINE).await {
             Ok(Line::Data) => {}
             Ok(Line::TooLong) => {
-                tracing::warn!(max = MAX_LINE, "QMP line too long; skipped");
+                if noise.admit() {
+                    tracing::warn!(max = MAX_LINE, "QMP line too long; skipped");
+                }
                 continue;
             }
             Ok(Line::Eof) => {
@@ -201,35 +275,39 @@ pub(crate) async fn run_reader<R: AsyncBufRead + Unpin>(
             continue;
         }
         match classify(line) {
-            Incoming::Reply(id, reply) => dispatch.deliver(id, reply),
-            Incoming::Event(ev) => forward(&events, ev),
-            Incoming::Untyped(ev, reason) => {
-                let name = ev.name().into_owned();
-                // Loud once per name, quiet after: a newer QEMU may emit an
-                // unknown event often, and it is not an error.
-                if seen_untyped.insert(name.clone()) {
-                    tracing::warn!(event = %name, %reason, "QMP event not in the qapi 0.15 schema; passed on untyped");
-                } else {
-                    tracing::debug!(event = %name, %reason, "untyped QMP event");
+            Incoming::Reply(id, reply) => {
+                if !dispatch.deliver(id, reply) && noise.admit() {
+                    tracing::warn!(id, "QMP reply for an id nobody waits for; dropped");
                 }
-                forward(&events, ev);
+            }
+            Incoming::Event(ev) => forward(&events, ev, line.len(), &mut noise),
+            Incoming::Untyped(ev, reason) => {
+                noise.untyped(&ev.name(), &reason);
+                forward(&events, ev, line.len(), &mut noise);
             }
             Incoming::Stray(why) => {
-                tracing::warn!(line = %String::from_utf8_lossy(line), %why, "unexpected QMP line; skipped");
+                if noise.admit() {
+                    let text = String::from_utf8_lossy(line);
+                    let line = clip(&text, LOGGED_TEXT);
+                    tracing::warn!(%line, why = %clip(&why, LOGGED_TEXT), "unexpected QMP line; skipped");
+                }
             }
         }
     }
     dispatch.close();
 }
 
-fn forward(events: &mpsc::Sender<QmpEvent>, ev: QmpEvent) {
-    match events.try_send(ev) {
+fn forward(events: &EventSender, ev: QmpEvent, size: usize, noise: &mut Noise) {
+    match events.try_send(ev, size) {
         Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(ev)) => {
-            tracing::warn!(event = %ev.name(), "QMP event queue full; event dropped");
+        Err(TrySend::Full(ev)) => {
+            if noise.admit() {
+                let name = ev.name();
+                tracing::warn!(event = %clip(&name, LOGGED_TEXT), "QMP event queue full; event dropped");
+            }
         }
         // Nobody listens for events; replies still matter.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(TrySend::Closed) => {}
     }
 }
 
@@ -355,5 +433,57 @@ mod tests {
         d.close();
         assert!(rx.await.is_err());
         assert!(d.register(2).is_none());
+    }
+
+    #[test]
+    fn invented_event_names_are_remembered_up_to_a_fixed_count() {
+        let mut noise = Noise::new();
+        for i in 0..100_000 {
+            noise.untyped(&format!("INVENTED_{i}"), "unknown variant");
+        }
+        // The log took a burst of them, the rest counted.
+        assert!(noise.limit.take_suppressed() >= 100_000 - 2 * u64::from(NOISE_BURST));
+        // Even with every one of them logged, the names kept stay few.
+        noise.limit = RateLimit::new(u32::MAX, 1);
+        for i in 0..100_000 {
+            noise.untyped(&format!("MORE_{i}"), "unknown variant");
+        }
+        assert_eq!(noise.untyped_warned.len(), UNTYPED_NAMES_WARNED);
+    }
+
+    #[test]
+    fn a_long_invented_name_is_remembered_clipped() {
+        let mut noise = Noise::new();
+        noise.untyped(&"N".repeat(1 << 20), "unknown variant");
+        assert!(noise.untyped_warned[0].len() < LOGGED_TEXT + 64);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_invented_events_fills_a_bounded_queue_and_replies_still_arrive() {
+        let mut wire = Vec::new();
+        for i in 0..100_000 {
+            wire.extend_from_slice(
+                format!(
+                    r#"{{"event": "INVENTED_{i}", "data": {{}}, "timestamp": {{"seconds": 1, "microseconds": 0}}}}"#
+                )
+                .as_bytes(),
+            );
+            wire.push(b'\n');
+        }
+        wire.extend_from_slice(b"{\"return\": {}, \"id\": 7}\n");
+        let dispatch = Arc::new(Dispatch::default());
+        let reply = dispatch.register(7).unwrap();
+        // Nobody reads the events while the reader runs.
+        let (tx, mut events) = event::channel(EVENT_QUEUE, EVENT_QUEUE_BYTES);
+        run_reader(tokio::io::BufReader::new(&wire[..]), dispatch, tx).await;
+        assert!(matches!(reply.await, Ok(Ok(_))));
+        let mut queued = 0;
+        while events.next().await.is_some() {
+            queued += 1;
+        }
+        assert!(
+            queued > 0 && queued <= EVENT_QUEUE,
+            "{queued} events queued"
+        );
     }
 }

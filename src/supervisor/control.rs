@@ -1,7 +1,8 @@
 //! The supervisor's control socket (`control.sock` in the run dir): one JSON
 //! request per connection, one JSON reply. `vmrun status` and `vmrun stop`
-//! use it; QMP stays free for QEMU's own clients. Both ends live here: the
-//! client's `call` and the running supervisor's `on_control`.
+//! use it; QMP stays free for QEMU's own clients. The wire, the client's
+//! `call` and the loop's `on_control` live here; `control_server` serves
+//! the socket.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use super::control_server::{Answer, Call};
 use super::event_loop::Vm;
 use super::shutdown::Step;
 use super::state::VmState;
@@ -108,40 +110,33 @@ pub(crate) async fn call(socket: &Path, request: &Request) -> Result<Reply, Cont
         .unwrap_or_else(|_| Err(io(std::io::ErrorKind::TimedOut.into())))
 }
 
-/// Reads one request from a freshly accepted connection.
-pub(crate) async fn read_request(stream: &mut UnixStream) -> Option<Request> {
-    let mut line = String::new();
-    let mut reader = BufReader::new(stream);
-    tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line))
-        .await
-        .ok()?
-        .ok()?;
-    serde_json::from_str(&line).ok()
-}
-
-pub(crate) async fn write_reply(stream: &mut UnixStream, reply: &Reply) {
-    if let Ok(mut line) = serde_json::to_vec(reply) {
-        line.push(b'\n');
-        let _ = stream.write_all(&line).await;
-    }
-}
-
 impl Vm<'_> {
-    /// Answers one control connection: one request, one reply.
-    pub(super) async fn on_control(&mut self, stream: &mut UnixStream) {
-        let reply = match read_request(stream).await {
-            Some(Request::Status) => Reply::Status(Box::new(self.status().await)),
-            Some(Request::Stop { timeout_ms, force }) => {
-                self.request_stop(timeout_ms.map(Duration::from_millis), force)
-                    .await;
-                Reply::Stopping {
+    /// Answers one request a client's task passed on (`control_server`).
+    /// A client that left meanwhile is no concern of the loop's.
+    pub(super) async fn on_control(&mut self, call: Call) {
+        let answer = match call.request {
+            Request::Status => Answer::Status(Box::new(self.status()), self.qmp.clone()),
+            Request::Stop { timeout_ms, force } => {
+                // A guest that never ran has nothing to shut down cleanly.
+                let timeout = match self.state {
+                    VmState::Starting => Some(Duration::ZERO),
+                    _ => timeout_ms.map(Duration::from_millis),
+                };
+                self.request_stop(timeout, force).await;
+                Answer::Reply(Reply::Stopping {
                     step: self
                         .stopping
                         .as_ref()
                         .map_or(Step::Powerdown, |(e, _)| e.step()),
-                }
+                })
             }
-            Some(Request::Input { to }) => match self.router.as_mut() {
+            // The router takes the devices only once the guest runs.
+            Request::Input { to: Some(_) } if self.state == VmState::Starting => {
+                Answer::Reply(Reply::Error {
+                    message: "the VM is still starting; switch the input once it runs".into(),
+                })
+            }
+            Request::Input { to } => Answer::Reply(match self.router.as_mut() {
                 Some(r) => Reply::Input {
                     focus: match to {
                         Some(to) => r.switch(to),
@@ -151,23 +146,14 @@ impl Vm<'_> {
                 None => Reply::Error {
                     message: "this VM has no [input] in router mode".into(),
                 },
-            },
-            None => Reply::Error {
-                message: "unreadable request".into(),
-            },
+            }),
         };
-        write_reply(stream, &reply).await;
+        let _ = call.answer.send(answer);
     }
 
-    async fn status(&self) -> Status {
-        let qmp_status = match &self.qmp {
-            Some(q) => q
-                .query_status()
-                .await
-                .ok()
-                .map(|s| run_status_name(&s.status)),
-            None => None,
-        };
+    /// The loop's view of the VM; `qmp_status` is for the client's task
+    /// to fill in.
+    fn status(&self) -> Status {
         let paths = &self.plan.paths;
         Status {
             name: self.plan.vm.name.to_string(),
@@ -175,7 +161,7 @@ impl Vm<'_> {
             supervisor_pid: std::process::id(),
             qemu_pid: self.qemu_pid,
             uptime_s: self.started.elapsed().as_secs(),
-            qmp_status,
+            qmp_status: None,
             stopping: self.stopping.as_ref().map(|(e, _)| e.step()),
             devices: self
                 .plan
@@ -191,7 +177,7 @@ impl Vm<'_> {
 }
 
 /// QMP's wire name of a run state (`running`, `paused`, ...).
-fn run_status_name(status: &RunStatus) -> String {
+pub(super) fn run_status_name(status: &RunStatus) -> String {
     match status {
         RunStatus::Known(state) => serde_json::to_value(state)
             .ok()

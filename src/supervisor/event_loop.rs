@@ -5,8 +5,7 @@
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use tokio::net::UnixListener;
-
+use super::control_server::ControlServer;
 use super::outcome::{self, Seen};
 use super::pin;
 use super::shutdown::Escalation;
@@ -16,6 +15,7 @@ use crate::input::readd::Readd;
 use crate::input::router::{Router, Wake as RouterWake};
 use crate::plan::Plan;
 use crate::qmp::{self, QmpClient, QmpEvent, QmpEvents};
+use crate::ratelimit::{clip, RateLimit};
 
 /// The supervisor's view of one VM, from QEMU's spawn to its reaping.
 pub(super) struct Vm<'a> {
@@ -33,7 +33,13 @@ pub(super) struct Vm<'a> {
     pub(super) shutdown_by_guest: Option<bool>,
     pub(super) router: Option<Router>,
     pub(super) readd: Option<Readd>,
+    /// Bounds what QMP events write to the log.
+    pub(super) event_log: RateLimit,
 }
+
+/// QMP events logged at once, then each second.
+pub(super) const EVENT_LOG_BURST: u32 = 50;
+pub(super) const EVENT_LOG_PER_SECOND: u32 = 5;
 
 /// What a QMP event changes in the supervisor's view of the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,15 +63,19 @@ impl Vm<'_> {
 
     /// QMP, vCPU pinning, `cont`. A QEMU that dies meanwhile is left for
     /// the loop to reap and report.
+    /// `control.sock` is answered meanwhile (state `starting`): with VFIO
+    /// the handshake can take a minute.
     pub(super) async fn start(
         &mut self,
         child: &mut tokio::process::Child,
         qmp_stream: std::os::unix::net::UnixStream,
         signals: &mut Signals,
+        control: &mut ControlServer,
     ) -> Option<QmpEvents> {
         let deadline = tokio::time::Instant::now() + QMP_CONNECT_TIMEOUT;
-        let socket = &self.plan.paths.qmp_socket;
-        let handshake = async {
+        let plan: &Plan = self.plan;
+        let socket = &plan.paths.qmp_socket;
+        let handshake = async move {
             let stream = tokio::net::UnixStream::from_std(qmp_stream).map_err(|source| {
                 qmp::QmpError::Connect {
                     path: socket.clone(),
@@ -74,20 +84,30 @@ impl Vm<'_> {
             })?;
             QmpClient::handshake(stream, socket, deadline).await
         };
-        let (client, events) = tokio::select! {
-            res = handshake => match res {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::error!("QMP: {e}");
+        tokio::pin!(handshake);
+        let (client, events) = loop {
+            tokio::select! {
+                res = &mut handshake => match res {
+                    Ok(pair) => break pair,
+                    Err(e) => {
+                        tracing::error!("QMP: {e}");
+                        self.begin_stop(Some(Duration::ZERO)).await;
+                        return None;
+                    }
+                },
+                _ = child.wait() => return None,
+                sig = signals.recv() => {
+                    tracing::info!("{sig} before QEMU answered: stopping it");
                     self.begin_stop(Some(Duration::ZERO)).await;
                     return None;
                 }
-            },
-            _ = child.wait() => return None,
-            sig = signals.recv() => {
-                tracing::info!("{sig} before QEMU answered: stopping it");
-                self.begin_stop(Some(Duration::ZERO)).await;
-                return None;
+                call = control.next() => {
+                    self.on_control(call).await;
+                    // A stop asked for before QEMU answered: as for a signal.
+                    if self.stopping.is_some() {
+                        return None;
+                    }
+                }
             }
         };
         self.qmp = Some(client.clone());
@@ -110,7 +130,7 @@ impl Vm<'_> {
         child: &mut tokio::process::Child,
         events: &mut Option<QmpEvents>,
         mut signals: Signals,
-        control: &UnixListener,
+        control: &mut ControlServer,
     ) -> std::io::Result<ExitStatus> {
         loop {
             let tick_at = self
@@ -127,11 +147,7 @@ impl Vm<'_> {
                     tracing::info!("{sig}: stopping the VM");
                     self.request_stop(None, self.stopping.is_some()).await;
                 }
-                conn = control.accept() => {
-                    if let Ok((mut stream, _)) = conn {
-                        self.on_control(&mut stream).await;
-                    }
-                }
+                call = control.next() => self.on_control(call).await,
                 _ = sleep_until(tick_at), if tick_at.is_some() => self.tick().await,
                 wake = router_next(&mut self.router) => {
                     if let Some(r) = self.router.as_mut() {
@@ -160,6 +176,20 @@ impl Vm<'_> {
     }
 
     fn on_event(&mut self, ev: &QmpEvent) {
+        // Events are QEMU's and the guest's to send (a guest resetting in
+        // a loop, a QEMU inventing names): the log takes a bounded share.
+        // Only events the log level shows count against it.
+        if logged_at_info(ev) || tracing::enabled!(tracing::Level::DEBUG) {
+            if let Some(admitted) = self.event_log.admit() {
+                if admitted.suppressed > 0 {
+                    tracing::info!(
+                        "{} QMP events not logged (more than {EVENT_LOG_PER_SECOND} a second)",
+                        admitted.suppressed
+                    );
+                }
+                log_event(ev);
+            }
+        }
         match effect(ev) {
             Some(Effect::ShuttingDown { by_guest }) => {
                 self.shutdown_by_guest = Some(by_guest);
@@ -210,34 +240,42 @@ impl Vm<'_> {
     }
 }
 
-/// Logs `ev` and says what it changes, if anything.
+/// What `ev` changes, if anything.
 fn effect(ev: &QmpEvent) -> Option<Effect> {
     use qapi::qmp::Event;
     match ev.known() {
-        Some(Event::SHUTDOWN { data, .. }) => {
-            tracing::info!(
-                "QEMU shutdown: guest={} reason={:?}",
-                data.guest,
-                data.reason
-            );
-            Some(Effect::ShuttingDown {
-                by_guest: data.guest,
-            })
-        }
-        Some(Event::RESET { data, .. }) => {
-            tracing::info!("guest reset (guest={}): the VM keeps running", data.guest);
-            None
-        }
-        Some(Event::POWERDOWN { .. }) => {
-            tracing::debug!("ACPI powerdown delivered");
-            None
-        }
+        Some(Event::SHUTDOWN { data, .. }) => Some(Effect::ShuttingDown {
+            by_guest: data.guest,
+        }),
         Some(Event::STOP { .. }) => Some(Effect::Paused),
         Some(Event::RESUME { .. }) => Some(Effect::Resumed),
-        _ => {
-            tracing::debug!("QMP event {}", ev.name());
-            None
+        _ => None,
+    }
+}
+
+/// Whether `log_event` logs `ev` at info (the others are debug).
+fn logged_at_info(ev: &QmpEvent) -> bool {
+    use qapi::qmp::Event;
+    matches!(
+        ev.known(),
+        Some(Event::SHUTDOWN { .. } | Event::RESET { .. })
+    )
+}
+
+fn log_event(ev: &QmpEvent) {
+    use qapi::qmp::Event;
+    match ev.known() {
+        Some(Event::SHUTDOWN { data, .. }) => tracing::info!(
+            "QEMU shutdown: guest={} reason={:?}",
+            data.guest,
+            data.reason
+        ),
+        Some(Event::RESET { data, .. }) => {
+            tracing::info!("guest reset (guest={}): the VM keeps running", data.guest);
         }
+        Some(Event::POWERDOWN { .. }) => tracing::debug!("ACPI powerdown delivered"),
+        // The name is QEMU's choice, up to a QMP line long.
+        _ => tracing::debug!("QMP event {}", clip(&ev.name(), 64)),
     }
 }
 

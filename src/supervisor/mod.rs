@@ -4,9 +4,12 @@
 
 mod console;
 pub(crate) mod control;
+mod control_server;
 mod event_loop;
+pub(crate) mod logcap;
 pub(crate) mod outcome;
 mod pin;
+mod qemu_stderr;
 pub(crate) mod rundir;
 mod setup;
 pub(crate) mod shutdown;
@@ -22,8 +25,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::plan::Plan;
 use crate::prepare::{self, kernel::RealKernel, Host};
 use crate::qemu::{process, swtpm};
+use crate::ratelimit::RateLimit;
 use crate::teardown;
 use console::console_to_terminal;
+use control_server::ControlServer;
 use event_loop::Vm;
 use rundir::{Leftovers, RunDir};
 use setup::Started;
@@ -125,6 +130,11 @@ pub(crate) struct RunOptions {
 pub(crate) fn run(plan: &Plan, opts: RunOptions) -> Result<Report, SupervisorError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The blocking pool serves only a console.log rotation (logcap):
+        // its thread goes soon after. A killed supervisor whose leader is
+        // a zombie while another thread still exits looks alive to
+        // `rundir::is_running`; one thread keeps that window shut.
+        .thread_keep_alive(Duration::from_secs(1))
         .build()
         .map_err(SupervisorError::Runtime)?;
     let report = runtime.block_on(supervise(plan, opts));
@@ -157,7 +167,11 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let stderr_task = child
         .stderr
         .take()
-        .map(|stderr| tokio::spawn(process::log_stderr(stderr)));
+        .map(|stderr| tokio::spawn(qemu_stderr::log_stderr(stderr)));
+    let console_cap = AbortOnDrop(tokio::spawn(logcap::watch_console_log(
+        plan.paths.console_log.clone(),
+    )));
+    let mut control = ControlServer::start(control, control_server::LIMITS);
     if opts.foreground && plan.vm.display == crate::config::Display::Serial {
         tokio::spawn(console_to_terminal(plan.paths.console_socket.clone()));
     }
@@ -173,8 +187,14 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         shutdown_by_guest: None,
         router,
         readd,
+        event_log: RateLimit::new(
+            event_loop::EVENT_LOG_BURST,
+            event_loop::EVENT_LOG_PER_SECOND,
+        ),
     };
-    let mut events = vm.start(&mut child, qmp_stream, &mut signals).await;
+    let mut events = vm
+        .start(&mut child, qmp_stream, &mut signals, &mut control)
+        .await;
     if vm.state == VmState::Running {
         tracing::info!("{name} is running");
         if let Some(r) = vm.router.as_mut() {
@@ -185,8 +205,11 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         }
     }
     let status = vm
-        .run_loop(&mut child, &mut events, signals, &control)
+        .run_loop(&mut child, &mut events, signals, &mut control)
         .await;
+    // Clients from now on find the socket closed, not a loop gone deaf.
+    drop(control);
+    drop(console_cap);
     vm.drain_events(&mut events).await;
     if let Some(task) = stderr_task {
         let _ = task.await;
@@ -212,6 +235,15 @@ fn report_leftovers(name: &str, leftovers: &Leftovers) {
         tracing::warn!("{name}: a QEMU (pid {pid}) was still running from a supervisor that died; it was stopped");
     } else if leftovers.stale_files {
         tracing::info!("{name}: removed a stale run dir left by a supervisor that died");
+    }
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
