@@ -77,6 +77,8 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
         return Exit::HostProblems;
     }
     logging::init_vm(&plan.paths.log, !detached_child);
+    // Which file a name meant depends on the search dirs: say it.
+    tracing::info!("{}: using {}", plan.vm.name, plan.vm.source.display());
     let on_running: Box<dyn FnOnce(&str)> = if detached_child {
         let log = plan.paths.log.clone();
         Box::new(move |_| {
