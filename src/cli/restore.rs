@@ -11,7 +11,7 @@ use crate::host::HostRoot;
 use crate::plan::VmPaths;
 use crate::prepare::kernel::RealKernel;
 use crate::prepare::Host;
-use crate::supervisor::rundir::{supervisor_pid, RunDir};
+use crate::supervisor::rundir::{supervisor_pid, RunDir, RunDirError};
 use crate::teardown;
 
 pub(super) fn restore(vm: Option<&str>, all: bool) -> Exit {
@@ -60,6 +60,10 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
     }
     let (run_dir, leftovers) = match RunDir::acquire(name, paths) {
         Ok(v) => v,
+        Err(e @ RunDirError::QemuSurvived { .. }) => {
+            eprintln!("vmrun: {name}: {e}");
+            return Exit::RestoreIncomplete;
+        }
         Err(e) => {
             eprintln!("vmrun: {name}: {e}");
             return Exit::HostProblems;

@@ -80,6 +80,8 @@ impl SupervisorError {
     pub(crate) fn host_left_changed(&self) -> bool {
         match self {
             Self::StaleRestore { .. } => true,
+            // The old QEMU still holds the devices its journal changed.
+            Self::RunDir(rundir::RunDirError::QemuSurvived { .. }) => true,
             Self::Prepare { undo, .. } | Self::NotUndone { undo, .. } => !undo.complete(),
             _ => false,
         }
