@@ -318,3 +318,28 @@ fn a_closed_stdout_ends_every_verb_quietly_with_exit_0() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_real_start_with_a_fake_host_root_is_refused_exit_2() {
+    // Issue 14 item 11: the plan would read the fake tree while the start
+    // changes this machine. --dry-run only reads: it keeps working.
+    let host = Machine::FixtureDesktop.build();
+    let dirs = tempfile::tempdir().unwrap();
+    for args in [
+        &["start", "vms/demo.toml"][..],
+        &["start", "vms/demo.toml", "--detach"],
+    ] {
+        let out = vmrun()
+            .env("VMRUN_HOST_ROOT", host.path())
+            .env_remove("VMRUN_TEST_FAKE_HOST_CHANGES")
+            .env("VMRUN_RUN_DIR", dirs.path().join("run"))
+            .env("VMRUN_STATE_DIR", dirs.path().join("state"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("VMRUN_HOST_ROOT is set"), "{args:?}: {err}");
+        assert!(!dirs.path().join("run").exists(), "{args:?}: {err}");
+    }
+}

@@ -13,6 +13,17 @@ use crate::supervisor::outcome::{exit_status, Ended};
 use crate::supervisor::{self, Outcome, Report, RunOptions};
 
 pub(super) fn start(args: &StartArgs) -> Exit {
+    let root = if args.dry_run {
+        HostRoot::from_env()
+    } else {
+        match HostRoot::for_changes("start") {
+            Ok(root) => root,
+            Err(e) => {
+                eprintln!("vmrun: {e}");
+                return Exit::Usage;
+            }
+        }
+    };
     if args.detach {
         // The supervisor loads and plans the VM itself; doing it here too
         // would only delay it (a third of vmrun's start overhead).
@@ -27,7 +38,7 @@ pub(super) fn start(args: &StartArgs) -> Exit {
         Err(exit) => return exit,
     };
     let ctx = PlanContext {
-        root: HostRoot::from_env(),
+        root,
         dirs,
         qemu_version: args.qemu_version,
     };
