@@ -281,16 +281,49 @@ pub(crate) fn recorded_config(run_dir: &Path) -> Option<PathBuf> {
     (!bytes.is_empty()).then(|| PathBuf::from(OsString::from_vec(bytes)))
 }
 
-/// Whether a supervisor holds the VM's run dir, read without taking the
-/// lock (a starting supervisor must never lose a race to `vmrun status`).
+/// Whether a supervisor holds the VM's run dir: the pid in its pidfile
+/// holds the flock on its `lock` and runs. Read without taking the lock (a
+/// starting supervisor must never lose a race to `vmrun status`), and
+/// whatever the supervisor's binary is named (`/proc/PID/comm` is the
+/// name it was run as).
 pub(crate) fn supervisor_pid(paths: &VmPaths) -> Option<i32> {
     let pid: i32 = fs::read_to_string(supervisor_pid_path(&paths.run_dir))
         .ok()?
         .trim()
         .parse()
         .ok()?;
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "vmrun" && is_running(pid)).then_some(pid)
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let holders = flock_holders(&locks, &lock_path(&paths.run_dir))?;
+    (holders.contains(&pid) && is_running(pid)).then_some(pid)
+}
+
+/// The pids `/proc/locks` shows holding an flock(2) on `file`. Its lines
+/// (proc(5), fs/locks.c `lock_get_status`) read
+/// `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`: pid, then the device
+/// as hex major:minor and the decimal inode; a waiter's line has `->`
+/// after the ordinal and holds nothing.
+fn flock_holders(locks: &str, file: &Path) -> Option<Vec<i32>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(file).ok()?;
+    let dev = meta.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev),
+        meta.ino()
+    );
+    Some(
+        locks
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                match fields.as_slice() {
+                    [_, "FLOCK", _, _, pid, file_id, ..] if *file_id == id => pid.parse().ok(),
+                    _ => None,
+                }
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -557,6 +590,49 @@ mod tests {
         assert!(text.contains("pid 42"), "{text}");
         assert!(text.contains("30s after SIGKILL"), "{text}");
         assert!(text.contains("vmrun restore t1"), "{text}");
+    }
+
+    #[test]
+    fn the_supervisor_is_the_pidfiles_pid_holding_the_lock_whatever_its_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        assert_eq!(supervisor_pid(&paths), None);
+        // This test binary's name is not `vmrun`.
+        let (dir, _) = RunDir::acquire("t1", &paths).unwrap();
+        assert_eq!(supervisor_pid(&paths), Some(std::process::id() as i32));
+        // A pidfile naming a live process that holds no lock is no
+        // supervisor (a reused pid, a pidfile left behind).
+        fs::write(supervisor_pid_path(&paths.run_dir), "1\n").unwrap();
+        assert_eq!(supervisor_pid(&paths), None);
+        fs::write(
+            supervisor_pid_path(&paths.run_dir),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        drop(dir);
+        assert_eq!(supervisor_pid(&paths), None, "the lock went with it");
+    }
+
+    #[test]
+    fn proc_locks_lines_are_read_by_device_and_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("lock");
+        fs::write(&file, "").unwrap();
+        let meta = fs::metadata(&file).unwrap();
+        let id = format!(
+            "{:02x}:{:02x}:{}",
+            nix::sys::stat::major(meta.dev()),
+            nix::sys::stat::minor(meta.dev()),
+            meta.ino()
+        );
+        let locks = format!(
+            "1: POSIX  ADVISORY  WRITE 7 {id} 0 EOF\n\
+             2: FLOCK  ADVISORY  WRITE 42 {id} 0 EOF\n\
+             2: -> FLOCK  ADVISORY  WRITE 43 {id} 0 EOF\n\
+             3: FLOCK  ADVISORY  WRITE 44 00:01:1 0 EOF\n"
+        );
+        assert_eq!(flock_holders(&locks, &file), Some(vec![42]));
     }
 
     #[test]
