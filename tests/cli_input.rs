@@ -72,3 +72,52 @@ fn input_list_takes_no_side() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `vmrun CONFIG --dry-run` against the fixture desktop, with `input` as
+/// the config's `[input]` section.
+fn dry_run_with_input(input: &str) -> (Option<i32>, String) {
+    let host = Machine::FixtureDesktop.build();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kbd.toml");
+    std::fs::write(
+        &file,
+        format!("memory = \"1G\"\n[display]\nmode = \"none\"\n[network]\nmode = \"none\"\n[input]\n{input}"),
+    )
+    .unwrap();
+    let out = cargo_bin_cmd!("vmrun")
+        .current_dir(repo())
+        .env("VMRUN_HOST_ROOT", host.path())
+        .arg(&file)
+        .args(["--dry-run", "--qemu-version", "7.2"])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_hotkey_the_keyboard_cannot_press_is_refused_exit_2() {
+    // Issue 14 item 18: a mouse named as the keyboard has no Ctrl keys.
+    let (code, err) = dry_run_with_input(
+        "keyboard = \"/dev/input/by-id/usb-Logitech_USB_Optical_Mouse-event-mouse\"\ntoggle = \"ctrl-ctrl\"\n",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot produce KEY_LEFTCTRL"), "{err}");
+    assert!(err.contains("Optical_Mouse-event-mouse"), "{err}");
+    let (code, err) = dry_run_with_input(
+        "keyboard = \"/dev/input/by-id/usb-Logitech_USB_Keyboard-event-kbd\"\ntoggle = \"ctrl-ctrl\"\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn a_router_without_a_keyboard_is_refused_exit_2() {
+    // Issue 14 item 18: router mode grabs the mouse, no key could free it.
+    let (code, err) = dry_run_with_input(
+        "mouse = \"/dev/input/by-id/usb-Logitech_USB_Optical_Mouse-event-mouse\"\n",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("nothing can press the switch"), "{err}");
+}

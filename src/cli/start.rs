@@ -33,6 +33,14 @@ pub(super) fn start(args: &StartArgs) -> Exit {
         Ok(vm) => vm,
         Err(exit) => return exit,
     };
+    if let Some(input) = &vm.input {
+        // Before the plan and any grab: a hotkey the keyboard can't press
+        // locks the user out of their own keyboard and mouse.
+        if let Err(e) = crate::input::reach::check(input, &root) {
+            eprintln!("vmrun: {}: {e}", vm.name);
+            return Exit::Usage;
+        }
+    }
     let dirs = match super::process_dirs() {
         Ok(dirs) => dirs,
         Err(exit) => return exit,
@@ -129,7 +137,14 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
                 // this to the person who ran `start --detach`.
                 eprintln!("vmrun: {name}: {e}");
             }
-            exit_status(Ended::BeforeQemu, !e.host_left_changed())
+            match e {
+                // A config this keyboard can't serve, found when it was
+                // opened, before any grab or change.
+                supervisor::SupervisorError::Input(
+                    crate::input::InputError::HotkeyUnreachable { .. },
+                ) => Exit::Usage,
+                _ => exit_status(Ended::BeforeQemu, !e.host_left_changed()),
+            }
         }
     };
     // A detached supervisor's exit status reaches nobody: the log keeps it.

@@ -279,6 +279,8 @@ pub enum ProblemKind {
     BadIfname(String),
     #[error("[input] names neither `keyboard` nor `mouse`")]
     InputWithoutDevices,
+    #[error("router mode grabs the mouse, and with no `keyboard` nothing can press the switch hotkey: the mouse would stay with the guest")]
+    RouterWithoutKeyboard,
     #[error("holds the control character U+{:04X}", u32::from(*.0))]
     ControlChar(char),
 }
@@ -414,6 +416,9 @@ impl ProblemKind {
             Self::BadIfname(_) => "1 to 15 characters, no `/`, `:` or spaces".into(),
             Self::InputWithoutDevices => {
                 "add `keyboard = \"/dev/input/by-id/...-event-kbd\"` or remove [input]".into()
+            }
+            Self::RouterWithoutKeyboard => {
+                "add the `keyboard = \"/dev/input/by-id/...-event-kbd\"` whose keys switch, or remove [input]".into()
             }
             Self::ControlChar(_) => "remove it: QEMU's arguments, paths and names cannot carry \
                  control characters (only `description` may hold tabs and newlines)"

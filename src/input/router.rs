@@ -58,6 +58,13 @@ impl Router {
         for s in Source::ALL {
             if let Some(path) = &paths[s as usize] {
                 let dev = open(path)?;
+                if s == Source::Keyboard {
+                    // Before any grab: a hotkey this keyboard can't press
+                    // would leave both devices with the guest for good.
+                    super::reach::unreachable(&hotkey, path, &input.toggle.to_string(), |k| {
+                        dev.supported_keys().is_some_and(|keys| keys.contains(k))
+                    })?;
+                }
                 let proxy = Proxy::create(s, vm, &dev, &links[s as usize])?;
                 tracing::info!(
                     "input: {} {} -> proxy {} ({})",

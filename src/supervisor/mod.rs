@@ -189,6 +189,9 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let status = vm
         .run_loop(&mut child, &mut events, signals, &control)
         .await;
+    // QEMU is gone: the keyboard and mouse go back now, not after the
+    // waits below (closing the fds ends the grabs and the proxies).
+    vm.router = None;
     vm.drain_events(&mut events).await;
     if let Some(task) = stderr_task {
         let _ = task.await;
@@ -196,8 +199,6 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     if let Some(t) = tpm.as_mut() {
         t.stop();
     }
-    // Closing the fds ends the grabs and destroys the proxies.
-    vm.router = None;
     let outcome = vm.outcome(status);
     // QEMU is reaped: its devices are free to go back.
     let teardown = teardown::replay(&journal, &host);

@@ -175,6 +175,10 @@ pub(crate) fn check(i: S<WireInput>, v: &mut Checker<'_>) -> Option<Input> {
     let mode = i.mode.unwrap_or(InputMode::Router);
     if i.keyboard.is_none() && i.mouse.is_none() {
         v.err("input", span, K::InputWithoutDevices);
+    } else if i.keyboard.is_none() && mode == InputMode::Router {
+        // Router mode grabs each device it routes to the guest; only a
+        // keyboard it reads can give them back (issue 14 item 18).
+        v.err("input", span, K::RouterWithoutKeyboard);
     }
     let toggle = match i.toggle.map(parts) {
         Some((s, text)) => match Toggle::parse(&text, mode) {
