@@ -40,6 +40,12 @@ pub(super) fn start(args: &StartArgs) -> Exit {
             eprintln!("vmrun: {}: {e}", vm.name);
             return Exit::Usage;
         }
+        // on_switch never runs as root unless the config says so.
+        let caller = crate::input::switch_user::Caller::from_process();
+        if let Err(e) = crate::input::switch_user::resolve(input, &caller) {
+            eprintln!("vmrun: {}: {e}", vm.name);
+            return Exit::Usage;
+        }
     }
     let dirs = match super::process_dirs() {
         Ok(dirs) => dirs,
@@ -141,7 +147,8 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
                 // A config this keyboard can't serve, found when it was
                 // opened, before any grab or change.
                 supervisor::SupervisorError::Input(
-                    crate::input::InputError::HotkeyUnreachable { .. },
+                    crate::input::InputError::HotkeyUnreachable { .. }
+                    | crate::input::InputError::SwitchUser(_),
                 ) => Exit::Usage,
                 _ => exit_status(Ended::BeforeQemu, !e.host_left_changed()),
             }

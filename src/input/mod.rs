@@ -10,6 +10,7 @@ pub(crate) mod proxy;
 pub(crate) mod reach;
 pub(crate) mod readd;
 pub(crate) mod router;
+pub(crate) mod switch_user;
 pub(crate) mod watch;
 
 use std::path::PathBuf;
@@ -51,4 +52,6 @@ pub(crate) enum InputError {
         key: String,
         path: PathBuf,
     },
+    #[error(transparent)]
+    SwitchUser(#[from] switch_user::SwitchUserError),
 }

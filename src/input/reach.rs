@@ -73,6 +73,7 @@ mod tests {
             toggle: Toggle::parse(toggle, InputMode::Router).unwrap(),
             mode: InputMode::Router,
             on_switch: vec![],
+            on_switch_user: None,
         }
     }
 
