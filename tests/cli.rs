@@ -318,3 +318,51 @@ fn a_closed_stdout_ends_every_verb_quietly_with_exit_0() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_real_start_with_a_fake_host_root_is_refused_exit_2() {
+    // Issue 14 item 11: the plan would read the fake tree while the start
+    // changes this machine. --dry-run only reads: it keeps working.
+    let host = Machine::FixtureDesktop.build();
+    let dirs = tempfile::tempdir().unwrap();
+    for args in [
+        &["start", "vms/demo.toml"][..],
+        &["start", "vms/demo.toml", "--detach"],
+    ] {
+        let out = vmrun()
+            .env("VMRUN_HOST_ROOT", host.path())
+            .env_remove("VMRUN_TEST_FAKE_HOST_CHANGES")
+            .env("VMRUN_RUN_DIR", dirs.path().join("run"))
+            .env("VMRUN_STATE_DIR", dirs.path().join("state"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("VMRUN_HOST_ROOT is set"), "{args:?}: {err}");
+        assert!(!dirs.path().join("run").exists(), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_huge_page_guest_larger_than_the_host_is_a_finding_before_any_change() {
+    // Issue 14 item 13: `size = "1T"` with 2M pages planned with exit 0.
+    let host = Machine::IntelNvidiaLaptop.build();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.toml");
+    std::fs::write(
+        &file,
+        "[memory]\nsize = \"1T\"\nhugepages = \"2M\"\n[display]\nmode = \"none\"\n[network]\nmode = \"none\"\n",
+    )
+    .unwrap();
+    let out = vmrun()
+        .env("VMRUN_HOST_ROOT", host.path())
+        .arg(&file)
+        .args(["--dry-run", "--qemu-version", "7.2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("needs 524288 pages"), "{text}");
+    assert!(text.contains("MemTotal 16384 MiB"), "{text}");
+}

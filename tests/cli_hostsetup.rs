@@ -50,6 +50,8 @@ impl Env {
         cargo_bin_cmd!("vmrun")
             .current_dir(self.home.path())
             .env("VMRUN_HOST_ROOT", self.host.path())
+            // grubby here is a stand-in on PATH: a test build may apply.
+            .env("VMRUN_TEST_FAKE_HOST_CHANGES", "1")
             .env("VMRUN_HOME", self.home.path())
             .env("VMRUN_RUN_DIR", self.home.path().join("run"))
             .env("VMRUN_STATE_DIR", self.home.path().join("state"))

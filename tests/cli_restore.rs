@@ -48,6 +48,9 @@ impl Host {
         let out = assert_cmd::Command::cargo_bin("vmrun")
             .unwrap()
             .env("VMRUN_HOST_ROOT", d.join("root"))
+            // A test build's seam: every step of these journals changes
+            // the fake tree only (a release vmrun refuses the fake root).
+            .env("VMRUN_TEST_FAKE_HOST_CHANGES", "1")
             .env("VMRUN_RUN_DIR", d.join("run"))
             .env("VMRUN_STATE_DIR", d.join("state"))
             .arg("restore")
@@ -100,4 +103,28 @@ fn a_torn_last_line_is_skipped_exit_0() {
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(host.pages(), "2", "{text}");
     assert!(!host.journal().exists(), "{text}");
+}
+
+#[test]
+fn a_fake_host_root_is_refused_without_the_test_seam_exit_2() {
+    // Issue 14 item 11: the checks would read the fake tree while the
+    // changes (systemctl, modprobe, signals) hit this machine.
+    let host = Host::with_journal(&format!("{HUGEPAGES}\n"));
+    let d: &Path = host.dir.path();
+    let out = assert_cmd::Command::cargo_bin("vmrun")
+        .unwrap()
+        .env("VMRUN_HOST_ROOT", d.join("root"))
+        .env_remove("VMRUN_TEST_FAKE_HOST_CHANGES")
+        .env("VMRUN_RUN_DIR", d.join("run"))
+        .env("VMRUN_STATE_DIR", d.join("state"))
+        .arg("restore")
+        .arg(d.join("vm.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("VMRUN_HOST_ROOT is set"), "{err}");
+    assert!(err.contains("`restore`"), "{err}");
+    assert_eq!(host.pages(), "6", "nothing was undone: {err}");
+    assert!(host.journal().exists(), "{err}");
 }

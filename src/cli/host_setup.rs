@@ -70,12 +70,10 @@ fn boot_entry(root: &HostRoot, args: &KernelArgs, apply: bool) -> Exit {
         }
         return Exit::Ok;
     };
-    if apply && !root.is_real() {
-        eprintln!(
-            "vmrun: note: {} acts on this machine's /boot, whatever {} says",
-            grubby.binary.display(),
-            HostRoot::ENV
-        );
+    // grubby acts on this machine's /boot, whatever the host root says.
+    if let (true, Err(e)) = (apply, HostRoot::for_changes("host boot-entry --apply")) {
+        eprintln!("vmrun: {e}");
+        return Exit::Usage;
     }
     let result = grubby.state().and_then(|(entries, default)| {
         boot_entry::plan(&entries, default, &args.args).map(|p| (p, default))

@@ -13,6 +13,7 @@ mod init;
 mod input;
 mod logging;
 mod out;
+mod programs;
 mod restore;
 mod rom;
 mod shell;
@@ -110,16 +111,20 @@ fn run_verb(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-/// Finds and validates a VM's config; every error is printed here (exit 2).
+/// Finds and validates a VM's config, and as root refuses the programs it
+/// names that another user could change; every error is printed here
+/// (exit 2).
 fn load_vm(name_or_path: &str) -> Result<crate::config::VmConfig, Exit> {
     use crate::config;
     let search = config::SearchEnv::from_process();
-    config::locate(name_or_path, &search)
+    let vm = config::locate(name_or_path, &search)
         .and_then(|path| config::load(&path))
         .map_err(|e| {
             eprint!("{}", config::render(&e));
             Exit::Usage
-        })
+        })?;
+    programs::check(&vm)?;
+    Ok(vm)
 }
 
 /// Where this process keeps VMs' run and state dirs; a user without a

@@ -11,10 +11,17 @@ use crate::host::HostRoot;
 use crate::plan::VmPaths;
 use crate::prepare::kernel::RealKernel;
 use crate::prepare::Host;
-use crate::supervisor::rundir::{supervisor_pid, RunDir};
+use crate::supervisor::rundir::{supervisor_pid, RunDir, RunDirError};
 use crate::teardown;
 
 pub(super) fn restore(vm: Option<&str>, all: bool) -> Exit {
+    let root = match HostRoot::for_changes("restore") {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!("vmrun: {e}");
+            return Exit::Usage;
+        }
+    };
     let targets: Vec<(String, VmPaths)> = if all {
         let dirs = match super::process_dirs() {
             Ok(dirs) => dirs,
@@ -36,7 +43,7 @@ pub(super) fn restore(vm: Option<&str>, all: bool) -> Exit {
     };
     let mut worst = Exit::Ok;
     for (name, paths) in &targets {
-        let exit = restore_one(name, paths);
+        let exit = restore_one(name, paths, &root);
         if exit.code() > worst.code() {
             worst = exit;
         }
@@ -47,7 +54,7 @@ pub(super) fn restore(vm: Option<&str>, all: bool) -> Exit {
     worst
 }
 
-fn restore_one(name: &str, paths: &VmPaths) -> Exit {
+fn restore_one(name: &str, paths: &VmPaths, root: &HostRoot) -> Exit {
     if let Some(pid) = supervisor_pid(paths) {
         eprintln!("vmrun: {name} is running (supervisor pid {pid}); `vmrun stop {name}` restores the host when it ends");
         return Exit::HostProblems;
@@ -60,6 +67,10 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
     }
     let (run_dir, leftovers) = match RunDir::acquire(name, paths) {
         Ok(v) => v,
+        Err(e @ RunDirError::QemuSurvived { .. }) => {
+            eprintln!("vmrun: {name}: {e}");
+            return Exit::RestoreIncomplete;
+        }
         Err(e) => {
             eprintln!("vmrun: {name}: {e}");
             return Exit::HostProblems;
@@ -68,10 +79,9 @@ fn restore_one(name: &str, paths: &VmPaths) -> Exit {
     if let Some(pid) = leftovers.killed_qemu {
         outln!("{name}: stopped the QEMU (pid {pid}) its dead supervisor left running");
     }
-    let root = HostRoot::from_env();
     let kernel = RealKernel::default();
     let journal: PathBuf = paths.run_dir.join("journal");
-    let report = teardown::replay(&journal, &Host::new(&root, &kernel));
+    let report = teardown::replay(&journal, &Host::new(root, &kernel));
     for step in &report.steps {
         match &step.problem {
             None => outln!("{name}: {}: ok", step.what),

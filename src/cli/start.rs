@@ -13,6 +13,17 @@ use crate::supervisor::outcome::{exit_status, Ended};
 use crate::supervisor::{self, Outcome, Report, RunOptions};
 
 pub(super) fn start(args: &StartArgs) -> Exit {
+    let root = if args.dry_run {
+        HostRoot::from_env()
+    } else {
+        match HostRoot::for_changes("start") {
+            Ok(root) => root,
+            Err(e) => {
+                eprintln!("vmrun: {e}");
+                return Exit::Usage;
+            }
+        }
+    };
     if args.detach {
         // The supervisor loads and plans the VM itself; doing it here too
         // would only delay it (a third of vmrun's start overhead).
@@ -22,12 +33,26 @@ pub(super) fn start(args: &StartArgs) -> Exit {
         Ok(vm) => vm,
         Err(exit) => return exit,
     };
+    if let Some(input) = &vm.input {
+        // Before the plan and any grab: a hotkey the keyboard can't press
+        // locks the user out of their own keyboard and mouse.
+        if let Err(e) = crate::input::reach::check(input, &root) {
+            eprintln!("vmrun: {}: {e}", vm.name);
+            return Exit::Usage;
+        }
+        // on_switch never runs as root unless the config says so.
+        let caller = crate::input::switch_user::Caller::from_process();
+        if let Err(e) = crate::input::switch_user::resolve(input, &caller) {
+            eprintln!("vmrun: {}: {e}", vm.name);
+            return Exit::Usage;
+        }
+    }
     let dirs = match super::process_dirs() {
         Ok(dirs) => dirs,
         Err(exit) => return exit,
     };
     let ctx = PlanContext {
-        root: HostRoot::from_env(),
+        root,
         dirs,
         qemu_version: args.qemu_version,
     };
@@ -77,6 +102,8 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
         return Exit::HostProblems;
     }
     logging::init_vm(&plan.paths.log, !detached_child);
+    // Which file a name meant depends on the search dirs: say it.
+    tracing::info!("{}: using {}", plan.vm.name, plan.vm.source.display());
     let on_running: Box<dyn FnOnce(&str)> = if detached_child {
         let log = plan.paths.log.clone();
         Box::new(move |_| {
@@ -116,7 +143,15 @@ fn supervise(plan: &Plan, detached_child: bool) -> Exit {
                 // this to the person who ran `start --detach`.
                 eprintln!("vmrun: {name}: {e}");
             }
-            exit_status(Ended::BeforeQemu, !e.host_left_changed())
+            match e {
+                // A config this keyboard can't serve, found when it was
+                // opened, before any grab or change.
+                supervisor::SupervisorError::Input(
+                    crate::input::InputError::HotkeyUnreachable { .. }
+                    | crate::input::InputError::SwitchUser(_),
+                ) => Exit::Usage,
+                _ => exit_status(Ended::BeforeQemu, !e.host_left_changed()),
+            }
         }
     };
     // A detached supervisor's exit status reaches nobody: the log keeps it.

@@ -32,6 +32,14 @@ pub enum ConfigError {
         #[source]
         source: VmNameError,
     },
+    /// As root, a config found by name in a place another user could have
+    /// written (issue 14 item 4).
+    #[error("not using {} found for `{name}`: {reason}", path.display())]
+    Untrusted {
+        name: String,
+        path: PathBuf,
+        reason: super::trust::Untrusted,
+    },
     #[error(transparent)]
     Invalid(Box<InvalidConfig>),
 }
@@ -52,6 +60,7 @@ impl Diagnostic for ConfigError {
             Self::NotFound { .. } => "vmrun::config::not_found",
             Self::Read { .. } => "vmrun::config::read",
             Self::BadName { .. } => "vmrun::config::name",
+            Self::Untrusted { .. } => "vmrun::config::untrusted",
             Self::Invalid(_) => return None,
         };
         Some(Box::new(code))
@@ -69,6 +78,14 @@ impl Diagnostic for ConfigError {
             Self::BadName { .. } => Some(Box::new(
                 "rename the file: the VM name is the file name without `.toml`",
             )),
+            Self::Untrusted { path, .. } => Some(Box::new(format!(
+                "as root, vmrun takes a config found by name only from a root-owned directory \
+                 that no other user can write (nor any directory above it), and only a \
+                 root-owned file no other user can write: a config placed there by another \
+                 user would run its programs as root. Move it to /etc/vmrun/vms/, or name the \
+                 file itself if you trust it: `vmrun start {}`",
+                path.display()
+            ))),
             Self::Read { .. } => None,
             Self::Invalid(inv) => inv.help(),
         }
@@ -262,6 +279,8 @@ pub enum ProblemKind {
     BadIfname(String),
     #[error("[input] names neither `keyboard` nor `mouse`")]
     InputWithoutDevices,
+    #[error("router mode grabs the mouse, and with no `keyboard` nothing can press the switch hotkey: the mouse would stay with the guest")]
+    RouterWithoutKeyboard,
     #[error("holds the control character U+{:04X}", u32::from(*.0))]
     ControlChar(char),
 }
@@ -397,6 +416,9 @@ impl ProblemKind {
             Self::BadIfname(_) => "1 to 15 characters, no `/`, `:` or spaces".into(),
             Self::InputWithoutDevices => {
                 "add `keyboard = \"/dev/input/by-id/...-event-kbd\"` or remove [input]".into()
+            }
+            Self::RouterWithoutKeyboard => {
+                "add the `keyboard = \"/dev/input/by-id/...-event-kbd\"` whose keys switch, or remove [input]".into()
             }
             Self::ControlChar(_) => "remove it: QEMU's arguments, paths and names cannot carry \
                  control characters (only `description` may hold tabs and newlines)"

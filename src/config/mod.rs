@@ -12,6 +12,7 @@ pub(crate) mod model;
 pub(crate) mod search;
 pub(crate) mod section;
 mod suggest;
+pub(crate) mod trust;
 pub(crate) mod types;
 pub(crate) mod vm;
 

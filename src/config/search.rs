@@ -1,9 +1,13 @@
 //! Where `vmrun NAME` finds `NAME.toml` (CONFIG.md's search order), with the
-//! process environment injected so tests can build a fake one.
+//! process environment injected so tests can build a fake one. As root, a
+//! file found by name is used only from a place no other user could have
+//! written (`trust.rs`): `sudo vmrun demo` in another user's directory must
+//! not run that user's `./vms/demo.toml` (issue 14 item 4).
 
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
+use super::trust;
 use super::types::VmName;
 
 /// The parts of the environment the search depends on.
@@ -13,6 +17,8 @@ pub struct SearchEnv {
     pub xdg_config_home: Option<PathBuf>,
     pub home: Option<PathBuf>,
     pub cwd: PathBuf,
+    /// Whether vmrun runs as root: then only root's own places are searched.
+    pub as_root: bool,
 }
 
 impl SearchEnv {
@@ -29,6 +35,7 @@ impl SearchEnv {
             xdg_config_home: var("XDG_CONFIG_HOME"),
             home: var("HOME"),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            as_root: trust::running_as_root(),
         }
     }
 
@@ -56,7 +63,9 @@ pub(crate) fn is_path(arg: &str) -> bool {
 }
 
 /// The config file for `name_or_path`: a path as given (relative to `cwd`),
-/// else the first `NAME.toml` in `env.dirs()`.
+/// else the first `NAME.toml` in `env.dirs()`. As root, that first file is
+/// refused (not skipped for a later one) when another user could have
+/// written it or its directory: the message says why.
 pub fn locate(name_or_path: &str, env: &SearchEnv) -> Result<PathBuf, ConfigError> {
     if is_path(name_or_path) {
         let path = env.cwd.join(name_or_path);
@@ -74,6 +83,14 @@ pub fn locate(name_or_path: &str, env: &SearchEnv) -> Result<PathBuf, ConfigErro
         .map(|d| d.join(format!("{name_or_path}.toml")))
         .collect();
     match searched.iter().find(|p| p.is_file()) {
+        Some(found) if env.as_root => match trust::root_may_use_file(found) {
+            Ok(()) => Ok(found.clone()),
+            Err(reason) => Err(ConfigError::Untrusted {
+                name: name_or_path.to_string(),
+                path: found.clone(),
+                reason,
+            }),
+        },
         Some(found) => Ok(found.clone()),
         None => Err(ConfigError::NotFound {
             name: name_or_path.to_string(),
@@ -83,11 +100,18 @@ pub fn locate(name_or_path: &str, env: &SearchEnv) -> Result<PathBuf, ConfigErro
 }
 
 /// Every `*.toml` with a valid VM name in the search directories; when two
-/// directories hold the same name, the one `locate` would pick wins.
+/// directories hold the same name, the one `locate` would pick wins. As
+/// root, the files `locate` would refuse are left out.
 pub fn list_all(env: &SearchEnv) -> Vec<(VmName, PathBuf)> {
     let mut found: Vec<(VmName, PathBuf)> = Vec::new();
     for dir in env.dirs() {
+        if env.as_root && trust::root_may_use_dir(&dir).is_err() {
+            continue;
+        }
         for (name, path) in tomls_in(&dir) {
+            if env.as_root && trust::root_may_use_file(&path).is_err() {
+                continue;
+            }
             if !found.iter().any(|(n, _)| *n == name) {
                 found.push((name, path));
             }
@@ -135,6 +159,7 @@ mod tests {
             xdg_config_home: Some(root.join("xdg")),
             home: Some(root.join("home")),
             cwd: root.join("cwd"),
+            as_root: false,
         };
         (tmp, env)
     }
@@ -146,6 +171,7 @@ mod tests {
             xdg_config_home: Some("/x".into()),
             home: Some("/h".into()),
             cwd: "/c".into(),
+            as_root: false,
         };
         let dirs: Vec<PathBuf> = ["/v/vms", "/x/vmrun/vms", "/etc/vmrun/vms", "/c/vms"]
             .iter()
@@ -210,5 +236,57 @@ mod tests {
                 ("b".to_string(), tmp.path().join("cwd/vms/b.toml")),
             ]
         );
+    }
+
+    fn give_away(path: &Path) {
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    }
+
+    // As root (the tests run as root, here and in CI): issue 14 item 4.
+    #[test]
+    fn as_root_a_config_in_another_users_dir_is_refused_with_the_reason() {
+        let (tmp, mut env) = tree(&["cwd/vms/demo.toml"]);
+        env.as_root = true;
+        assert!(locate("demo", &env).is_ok(), "root's own tree is fine");
+        give_away(&tmp.path().join("cwd"));
+        match locate("demo", &env) {
+            Err(ConfigError::Untrusted { path, reason, .. }) => {
+                assert_eq!(path, tmp.path().join("cwd/vms/demo.toml"));
+                assert!(
+                    matches!(&reason, trust::Untrusted::Owner { path, owner: 65534 } if *path == tmp.path().join("cwd")),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+        assert!(list_all(&env).is_empty());
+        // Not as root: another user's file gives no one more than they have.
+        env.as_root = false;
+        assert!(locate("demo", &env).is_ok());
+    }
+
+    #[test]
+    fn as_root_a_config_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (tmp, mut env) = tree(&["cwd/vms/demo.toml"]);
+        env.as_root = true;
+        let file = tmp.path().join("cwd/vms/demo.toml");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            locate("demo", &env),
+            Err(ConfigError::Untrusted {
+                reason: trust::Untrusted::Writable { .. },
+                ..
+            })
+        ));
+        assert!(list_all(&env).is_empty());
+    }
+
+    #[test]
+    fn as_root_a_path_given_is_the_users_choice() {
+        let (tmp, mut env) = tree(&["cwd/vms/demo.toml"]);
+        env.as_root = true;
+        give_away(&tmp.path().join("cwd/vms/demo.toml"));
+        assert!(locate("vms/demo.toml", &env).is_ok());
     }
 }

@@ -9,6 +9,21 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoot(PathBuf);
 
+/// A verb that changes the host, asked to run with `VMRUN_HOST_ROOT` set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{env} is set ({}): it moves what vmrun reads, not what it changes: `{verb}` would check a tree that is not this machine and then run systemctl and modprobe, write to sysfs and send signals on this one. Unset it; it is for the verbs that only read: --dry-run, check, devices, input list, status, list", root.display(), env = HostRoot::ENV)]
+pub struct FakeRootRefused {
+    pub root: PathBuf,
+    pub verb: &'static str,
+}
+
+/// Test builds only (the `testing` feature): lets the CLI tests run a
+/// changing verb against a fake tree whose every change stays inside it
+/// (a journal of huge page steps, a grubby stand-in). Release builds have
+/// no such variable.
+#[cfg(feature = "testing")]
+pub const TEST_FAKE_CHANGES_ENV: &str = "VMRUN_TEST_FAKE_HOST_CHANGES";
+
 impl HostRoot {
     /// The environment variable that moves every host read under a directory.
     pub const ENV: &'static str = "VMRUN_HOST_ROOT";
@@ -22,6 +37,25 @@ impl HostRoot {
         match std::env::var_os(Self::ENV) {
             Some(dir) if !dir.is_empty() => Self::new(dir),
             _ => Self::new("/"),
+        }
+    }
+
+    /// The root for `verb`, which changes the host: `/`. With
+    /// `VMRUN_HOST_ROOT` set it is refused (exit 2 at the edge): checks
+    /// would read the fake tree while the changes hit the real host.
+    pub fn for_changes(verb: &'static str) -> Result<Self, FakeRootRefused> {
+        Self::from_env().refused_for_changes(verb, test_fake_changes())
+    }
+
+    fn refused_for_changes(
+        self,
+        verb: &'static str,
+        test_seam: bool,
+    ) -> Result<Self, FakeRootRefused> {
+        if self.is_real() || test_seam {
+            Ok(self)
+        } else {
+            Err(FakeRootRefused { root: self.0, verb })
         }
     }
 
@@ -58,9 +92,37 @@ impl HostRoot {
     }
 }
 
+#[cfg(feature = "testing")]
+fn test_fake_changes() -> bool {
+    std::env::var_os(TEST_FAKE_CHANGES_ENV).is_some_and(|v| v == "1")
+}
+
+#[cfg(not(feature = "testing"))]
+fn test_fake_changes() -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fake_root_is_refused_for_changes_unless_a_test_build_asks() {
+        let fake = HostRoot::new("/tmp/fake");
+        let err = fake
+            .clone()
+            .refused_for_changes("restore", false)
+            .unwrap_err();
+        assert_eq!(err.verb, "restore");
+        assert!(
+            err.to_string()
+                .contains("VMRUN_HOST_ROOT is set (/tmp/fake)"),
+            "{err}"
+        );
+        assert_eq!(fake.clone().refused_for_changes("restore", true), Ok(fake));
+        let real = HostRoot::new("/");
+        assert_eq!(real.clone().refused_for_changes("start", false), Ok(real));
+    }
 
     #[test]
     fn absolute_paths_land_under_the_root() {

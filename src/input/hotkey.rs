@@ -40,6 +40,17 @@ impl Hotkey {
         })
     }
 
+    /// A key of the hotkey that a keyboard whose keys are `has` can't
+    /// produce (a group none of whose keys it has), as evdev names it.
+    pub(crate) fn missing_on(&self, has: impl Fn(KeyCode) -> bool) -> Option<String> {
+        self.0.iter().find(|g| !g.iter().any(|k| has(*k))).map(|g| {
+            g.iter()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        })
+    }
+
     /// Whether `pressed` completes the hotkey, with `held(key)` telling
     /// which keys are down (`pressed` included).
     pub(crate) fn completed_by(&self, pressed: KeyCode, held: impl Fn(KeyCode) -> bool) -> bool {
@@ -95,6 +106,25 @@ mod tests {
         let keys = [K::KEY_F12, K::KEY_LEFTALT, K::KEY_A, K::KEY_1];
         assert!(h.completed_by(K::KEY_1, |k| keys.contains(&k)));
         assert!(!h.completed_by(K::KEY_1, |k| k != K::KEY_A && keys.contains(&k)));
+    }
+
+    #[test]
+    fn a_key_the_keyboard_lacks_is_named() {
+        let h = hotkey("ctrl-scrolllock");
+        let full = |_| true;
+        assert_eq!(h.missing_on(full), None);
+        assert_eq!(
+            h.missing_on(|k| k != K::KEY_SCROLLLOCK),
+            Some("KEY_SCROLLLOCK".into())
+        );
+        assert_eq!(
+            h.missing_on(|k| k == K::KEY_SCROLLLOCK),
+            Some("KEY_LEFTCTRL or KEY_RIGHTCTRL".into())
+        );
+        assert_eq!(
+            h.missing_on(|k| k == K::KEY_SCROLLLOCK || k == K::KEY_RIGHTCTRL),
+            None
+        );
     }
 
     #[test]

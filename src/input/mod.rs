@@ -7,8 +7,10 @@ pub(crate) mod focus;
 pub(crate) mod hotkey;
 pub(crate) mod list;
 pub(crate) mod proxy;
+pub(crate) mod reach;
 pub(crate) mod readd;
 pub(crate) mod router;
+pub(crate) mod switch_user;
 pub(crate) mod watch;
 
 use std::path::PathBuf;
@@ -42,4 +44,14 @@ pub(crate) enum InputError {
     },
     #[error("[input] toggle: {0}")]
     Hotkey(#[source] hotkey::BadKey),
+    /// The keyboard can't produce the hotkey: once grabbed, nothing could
+    /// switch back (issue 14 item 18). Refused before any grab.
+    #[error("[input] toggle = \"{toggle}\": the keyboard {} cannot produce {key} (not in its evdev key capabilities), so nothing could switch the keyboard and mouse back from the guest; choose keys it has, or name another `keyboard` (`vmrun input list`)", path.display())]
+    HotkeyUnreachable {
+        toggle: String,
+        key: String,
+        path: PathBuf,
+    },
+    #[error(transparent)]
+    SwitchUser(#[from] switch_user::SwitchUserError),
 }

@@ -124,6 +124,7 @@ mod tests {
             toggle: Toggle::Qemu(QemuToggle::ScrollLock),
             mode: InputMode::Qemu,
             on_switch: vec![],
+            on_switch_user: None,
         }
     }
 

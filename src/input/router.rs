@@ -16,6 +16,7 @@ use evdev::{Device, EventStream, EventType, InputEvent, SynchronizationCode};
 use super::focus::{Action, Focus, Side, Source, Switch};
 use super::hotkey::Hotkey;
 use super::proxy::Proxy;
+use super::switch_user::{self, Caller, RunAs};
 use super::watch::Watch;
 use super::InputError;
 use crate::config::Input;
@@ -44,6 +45,8 @@ pub(crate) struct Router {
     proxies: [Option<Proxy>; 2],
     focus: Focus,
     on_switch: Vec<String>,
+    /// Who runs `on_switch`; `None`: vmrun's own user.
+    on_switch_as: Option<RunAs>,
     watch: Watch,
     active: bool,
 }
@@ -53,11 +56,19 @@ impl Router {
     /// their links; the sources are only opened for that, not grabbed.
     pub(crate) fn new(vm: &str, input: &Input, links: [PathBuf; 2]) -> Result<Self, InputError> {
         let hotkey = Hotkey::of(&input.toggle).map_err(InputError::Hotkey)?;
+        let on_switch_as = switch_user::resolve(input, &Caller::from_process())?;
         let paths = [input.keyboard.clone(), input.mouse.clone()];
         let mut proxies = [None, None];
         for s in Source::ALL {
             if let Some(path) = &paths[s as usize] {
                 let dev = open(path)?;
+                if s == Source::Keyboard {
+                    // Before any grab: a hotkey this keyboard can't press
+                    // would leave both devices with the guest for good.
+                    super::reach::unreachable(&hotkey, path, &input.toggle.to_string(), |k| {
+                        dev.supported_keys().is_some_and(|keys| keys.contains(k))
+                    })?;
+                }
                 let proxy = Proxy::create(s, vm, &dev, &links[s as usize])?;
                 tracing::info!(
                     "input: {} {} -> proxy {} ({})",
@@ -77,6 +88,7 @@ impl Router {
             proxies,
             focus: Focus::new(hotkey),
             on_switch: input.on_switch.clone(),
+            on_switch_as,
             watch,
             active: false,
         })
@@ -205,7 +217,7 @@ impl Router {
                 }
                 Action::Switched(side) => {
                     tracing::info!("input: switched to the {}", side.name());
-                    run_on_switch(&self.on_switch, side);
+                    run_on_switch(&self.on_switch, self.on_switch_as.as_ref(), side);
                 }
             }
         }
@@ -254,17 +266,22 @@ async fn read_batch(slot: &mut Option<Slot>) -> std::io::Result<()> {
     }
 }
 
-/// Runs the `on_switch` command with the new side appended, in the
-/// background: a slow `ddcutil` must not hold up the input.
-fn run_on_switch(cmd: &[String], side: Side) {
+/// Runs the `on_switch` command with the new side appended, as `run_as`
+/// (the desktop user, not root), in the background: a slow `ddcutil` must
+/// not hold up the input.
+fn run_on_switch(cmd: &[String], run_as: Option<&RunAs>, side: Side) {
     let Some((program, args)) = cmd.split_first() else {
         return;
     };
-    let spawned = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .arg(side.name())
-        .stdin(std::process::Stdio::null())
-        .spawn();
+        .stdin(std::process::Stdio::null());
+    if let Some(user) = run_as {
+        user.apply(&mut command);
+    }
+    let spawned = command.spawn();
     match spawned {
         Ok(mut child) => {
             let program = program.clone();

@@ -7,6 +7,7 @@ pub(crate) mod files;
 pub(crate) mod finding;
 pub(crate) mod firmware;
 pub(crate) mod hostdev;
+mod memory;
 pub(crate) mod paths;
 pub(crate) mod safety;
 pub(crate) mod takeover;
@@ -94,6 +95,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         paths = paths.with_vars_file(&firmware::vars_copy_name(vm.name.as_str(), fw.vars_format));
     }
     files::check_host_files(&vm, &ctx.root, &mut findings);
+    memory::check(&vm, &ctx.root, &mut findings);
     let hostdevs = hostdev::plan_hostdevs(&vm.hostdevs, &ctx.root, &mut findings);
     viability::check(&hostdevs, &ctx.root, &mut findings);
     let safety = safety::SafetyContext {

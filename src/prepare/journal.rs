@@ -65,12 +65,29 @@ pub struct Journal {
     recorded: usize,
     /// Fault injection for crash tests: `VMRUN_FAULT_ABORT_AT_STEP=N` makes
     /// the process abort right after step N is recorded, before the change
-    /// is made: the moment a `kill -9` hurts most.
+    /// is made: the moment a `kill -9` hurts most. Always `None` in a
+    /// release build (see `abort_at_step`).
     abort_at: Option<usize>,
 }
 
-/// The fault-injection variable (see `Journal::abort_at`).
+/// The fault-injection variable (see `Journal::abort_at`). Read only by
+/// test builds: debug builds (the lab runs `cargo build`'s binary) and the
+/// `testing` feature (`cargo test`'s). A release vmrun, running as root
+/// with whatever environment its caller left, has no such switch.
+#[cfg(any(debug_assertions, feature = "testing"))]
 pub const ABORT_AT_STEP_ENV: &str = "VMRUN_FAULT_ABORT_AT_STEP";
+
+#[cfg(any(debug_assertions, feature = "testing"))]
+fn abort_at_step() -> Option<usize> {
+    std::env::var(ABORT_AT_STEP_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(not(any(debug_assertions, feature = "testing")))]
+fn abort_at_step() -> Option<usize> {
+    None
+}
 
 impl Journal {
     /// Opens (creating) the journal at `path` for appending.
@@ -87,9 +104,7 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             recorded: 0,
-            abort_at: std::env::var(ABORT_AT_STEP_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            abort_at: abort_at_step(),
         })
     }
 

@@ -85,6 +85,8 @@ impl SupervisorError {
     pub(crate) fn host_left_changed(&self) -> bool {
         match self {
             Self::StaleRestore { .. } => true,
+            // The old QEMU still holds the devices its journal changed.
+            Self::RunDir(rundir::RunDirError::QemuSurvived { .. }) => true,
             Self::Prepare { undo, .. } | Self::NotUndone { undo, .. } => !undo.complete(),
             _ => false,
         }
@@ -207,6 +209,9 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let status = vm
         .run_loop(&mut child, &mut events, signals, &mut control)
         .await;
+    // QEMU is gone: the keyboard and mouse go back now, not after the
+    // waits below (closing the fds ends the grabs and the proxies).
+    vm.router = None;
     // Clients from now on find the socket closed, not a loop gone deaf.
     drop(control);
     drop(console_cap);
@@ -217,8 +222,6 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     if let Some(t) = tpm.as_mut() {
         t.stop();
     }
-    // Closing the fds ends the grabs and destroys the proxies.
-    vm.router = None;
     let outcome = vm.outcome(status);
     // QEMU is reaped: its devices are free to go back.
     let teardown = teardown::replay(&journal, &host);

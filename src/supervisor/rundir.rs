@@ -29,6 +29,14 @@ pub(crate) enum RunDirError {
     },
     #[error(transparent)]
     Dir(#[from] DirError),
+    /// The old QEMU outlived SIGKILL and the wait after it: its devices
+    /// must not be unbound while any of its threads lives.
+    #[error("the QEMU (pid {pid}) that a dead supervisor of {name} left running is still there {}s after SIGKILL, probably stuck releasing a device (see `cat /proc/{pid}/stack` and `dmesg`); its devices stay as they are while it lives and the journal is kept: once pid {pid} is gone, run `vmrun restore {name}`", waited.as_secs())]
+    QemuSurvived {
+        name: String,
+        pid: i32,
+        waited: Duration,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunDirError + '_ {
@@ -148,7 +156,22 @@ impl RunDir {
 fn clean_stale(name: &str, paths: &VmPaths) -> Result<Leftovers, RunDirError> {
     let mut leftovers = Leftovers::default();
     if let Some(pid) = live_qemu_of(name, &paths.pidfile) {
-        terminate(pid);
+        let end = Ending {
+            signal: &|pid, sig| {
+                let _ = kill(pid, sig);
+            },
+            grace: TERM_GRACE,
+            after_kill: KILL_WAIT,
+        };
+        if !end.terminate(pid) {
+            // Nothing is removed: the pidfile and the journal lead the
+            // next restore back to it.
+            return Err(RunDirError::QemuSurvived {
+                name: name.to_string(),
+                pid: pid.as_raw(),
+                waited: KILL_WAIT,
+            });
+        }
         leftovers.killed_qemu = Some(pid.as_raw());
     }
     for file in [
@@ -218,17 +241,36 @@ fn gone_within(pid: Pid, within: Duration) -> bool {
     }
 }
 
-/// SIGTERM, then SIGKILL if it is still there after a grace period; waits
-/// for the end either way: the old QEMU holds locks on the VARS file and
-/// disk images that the next QEMU needs.
-fn terminate(pid: Pid) {
-    let _ = kill(pid, Signal::SIGTERM);
-    if gone_within(pid, Duration::from_secs(2)) {
-        return;
-    }
-    let _ = kill(pid, Signal::SIGKILL);
-    if !gone_within(pid, Duration::from_secs(2)) {
-        tracing::warn!("the old QEMU (pid {pid}) survived SIGKILL");
+/// How long an old QEMU gets to end on SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the end of an old QEMU may take after SIGKILL. SIGKILL is not
+/// the end: the kernel still runs each thread's exit, and the last one
+/// closes the VFIO device and group fds, which resets the device and
+/// unpins all guest RAM mapped for DMA: seconds for a big GPU and guest.
+/// Unbinding the device before that crashed the lab's kernel.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
+/// How an old QEMU is ended: the signal sender is a seam for the tests.
+struct Ending<'a> {
+    signal: &'a dyn Fn(Pid, Signal),
+    grace: Duration,
+    after_kill: Duration,
+}
+
+impl Ending<'_> {
+    /// SIGTERM, then SIGKILL if it is still there after the grace period;
+    /// true once no thread of it runs (`is_running`), false if one still
+    /// does `after_kill` later. The old QEMU holds the VFIO devices, and
+    /// locks on the VARS file and disk images the next QEMU needs.
+    fn terminate(&self, pid: Pid) -> bool {
+        (self.signal)(pid, Signal::SIGTERM);
+        if gone_within(pid, self.grace) {
+            return true;
+        }
+        tracing::warn!("the old QEMU (pid {pid}) ignored SIGTERM: sending SIGKILL");
+        (self.signal)(pid, Signal::SIGKILL);
+        gone_within(pid, self.after_kill)
     }
 }
 
@@ -239,16 +281,49 @@ pub(crate) fn recorded_config(run_dir: &Path) -> Option<PathBuf> {
     (!bytes.is_empty()).then(|| PathBuf::from(OsString::from_vec(bytes)))
 }
 
-/// Whether a supervisor holds the VM's run dir, read without taking the
-/// lock (a starting supervisor must never lose a race to `vmrun status`).
+/// Whether a supervisor holds the VM's run dir: the pid in its pidfile
+/// holds the flock on its `lock` and runs. Read without taking the lock (a
+/// starting supervisor must never lose a race to `vmrun status`), and
+/// whatever the supervisor's binary is named (`/proc/PID/comm` is the
+/// name it was run as).
 pub(crate) fn supervisor_pid(paths: &VmPaths) -> Option<i32> {
     let pid: i32 = fs::read_to_string(supervisor_pid_path(&paths.run_dir))
         .ok()?
         .trim()
         .parse()
         .ok()?;
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "vmrun" && is_running(pid)).then_some(pid)
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let holders = flock_holders(&locks, &lock_path(&paths.run_dir))?;
+    (holders.contains(&pid) && is_running(pid)).then_some(pid)
+}
+
+/// The pids `/proc/locks` shows holding an flock(2) on `file`. Its lines
+/// (proc(5), fs/locks.c `lock_get_status`) read
+/// `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`: pid, then the device
+/// as hex major:minor and the decimal inode; a waiter's line has `->`
+/// after the ordinal and holds nothing.
+fn flock_holders(locks: &str, file: &Path) -> Option<Vec<i32>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(file).ok()?;
+    let dev = meta.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev),
+        meta.ino()
+    );
+    Some(
+        locks
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                match fields.as_slice() {
+                    [_, "FLOCK", _, _, pid, file_id, ..] if *file_id == id => pid.parse().ok(),
+                    _ => None,
+                }
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -403,6 +478,161 @@ mod tests {
         assert!(is_running(pid), "a thread is still running");
         assert!(gone_within(Pid::from_raw(pid), Duration::from_secs(10)));
         child.wait().unwrap();
+    }
+
+    /// A python3 process that ignores SIGTERM and, once `go` exists, ends
+    /// its main thread while a second one lives `linger` seconds more.
+    fn stubborn(go: &Path, linger: u32) -> std::process::Child {
+        let script = format!(
+            "import ctypes, os, signal, threading, time\n\
+             signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+             print('ready', flush=True)\n\
+             while not os.path.exists({go:?}): time.sleep(0.01)\n\
+             threading.Thread(target=time.sleep, args=({linger},)).start()\n\
+             ctypes.CDLL(None).pthread_exit(None)\n",
+            go = go.display().to_string()
+        );
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The handler is in place once it says so.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        child
+    }
+
+    #[test]
+    fn a_qemu_that_ignores_sigterm_is_killed_and_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = stubborn(&tmp.path().join("never"), 0);
+        let pid = Pid::from_raw(child.id() as i32);
+        let sent = std::cell::RefCell::new(Vec::new());
+        let end = Ending {
+            signal: &|pid, sig| {
+                sent.borrow_mut().push(sig);
+                let _ = kill(pid, sig);
+            },
+            grace: Duration::from_millis(300),
+            after_kill: Duration::from_secs(10),
+        };
+        assert!(end.terminate(pid));
+        assert_eq!(*sent.borrow(), [Signal::SIGTERM, Signal::SIGKILL]);
+        assert!(!is_running(pid.as_raw()));
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_slow_exit_is_waited_for_past_the_old_four_seconds() {
+        // SIGKILL, as the kernel does, ends nothing at once here: the
+        // leader exits when told and a thread lives on for 5 s, as QEMU's
+        // last thread releasing a GPU. The signals are only recorded.
+        let tmp = tempfile::tempdir().unwrap();
+        let go = tmp.path().join("go");
+        let mut child = stubborn(&go, 5);
+        let pid = Pid::from_raw(child.id() as i32);
+        let end = Ending {
+            signal: &|_, sig| {
+                if sig == Signal::SIGKILL {
+                    fs::write(&go, "").unwrap();
+                }
+            },
+            grace: Duration::from_millis(300),
+            after_kill: Duration::from_secs(30),
+        };
+        let started = std::time::Instant::now();
+        assert!(end.terminate(pid));
+        assert!(
+            started.elapsed() >= Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!is_running(pid.as_raw()));
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_qemu_still_there_after_the_wait_is_reported_not_passed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = stubborn(&tmp.path().join("never"), 0);
+        let pid = Pid::from_raw(child.id() as i32);
+        // A process SIGKILL does not end in time (stuck in the kernel):
+        // here one that never gets it.
+        let end = Ending {
+            signal: &|pid, sig| {
+                if sig == Signal::SIGTERM {
+                    let _ = kill(pid, sig);
+                }
+            },
+            grace: Duration::from_millis(100),
+            after_kill: Duration::from_millis(300),
+        };
+        assert!(!end.terminate(pid));
+        assert!(is_running(pid.as_raw()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn the_survivor_message_names_the_pid_the_wait_and_what_to_do() {
+        let err = RunDirError::QemuSurvived {
+            name: "t1".into(),
+            pid: 42,
+            waited: KILL_WAIT,
+        };
+        let text = err.to_string();
+        assert!(text.contains("pid 42"), "{text}");
+        assert!(text.contains("30s after SIGKILL"), "{text}");
+        assert!(text.contains("vmrun restore t1"), "{text}");
+    }
+
+    #[test]
+    fn the_supervisor_is_the_pidfiles_pid_holding_the_lock_whatever_its_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        assert_eq!(supervisor_pid(&paths), None);
+        // This test binary's name is not `vmrun`.
+        let (dir, _) = RunDir::acquire("t1", &paths).unwrap();
+        assert_eq!(supervisor_pid(&paths), Some(std::process::id() as i32));
+        // A pidfile naming a live process that holds no lock is no
+        // supervisor (a reused pid, a pidfile left behind).
+        fs::write(supervisor_pid_path(&paths.run_dir), "1\n").unwrap();
+        assert_eq!(supervisor_pid(&paths), None);
+        fs::write(
+            supervisor_pid_path(&paths.run_dir),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        drop(dir);
+        assert_eq!(supervisor_pid(&paths), None, "the lock went with it");
+    }
+
+    #[test]
+    fn proc_locks_lines_are_read_by_device_and_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("lock");
+        fs::write(&file, "").unwrap();
+        let meta = fs::metadata(&file).unwrap();
+        let id = format!(
+            "{:02x}:{:02x}:{}",
+            nix::sys::stat::major(meta.dev()),
+            nix::sys::stat::minor(meta.dev()),
+            meta.ino()
+        );
+        let locks = format!(
+            "1: POSIX  ADVISORY  WRITE 7 {id} 0 EOF\n\
+             2: FLOCK  ADVISORY  WRITE 42 {id} 0 EOF\n\
+             2: -> FLOCK  ADVISORY  WRITE 43 {id} 0 EOF\n\
+             3: FLOCK  ADVISORY  WRITE 44 00:01:1 0 EOF\n"
+        );
+        assert_eq!(flock_holders(&locks, &file), Some(vec![42]));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(crate) struct WireInput {
     mode: Option<InputMode>,
     #[serde(default)]
     on_switch: Vec<String>,
+    on_switch_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,6 +35,11 @@ pub struct Input {
     pub toggle: Toggle,
     pub mode: InputMode,
     pub on_switch: Vec<String>,
+    /// Who runs `on_switch` when vmrun runs as root: a user name, or
+    /// `root` to allow root. Unset: the user behind sudo, else the owner
+    /// of the active seat's session (`input/switch_user.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_switch_user: Option<String>,
 }
 
 /// QEMU's `GrabToggleKeys` (qapi/common.json), the only values `input-linux`'s
@@ -175,6 +181,10 @@ pub(crate) fn check(i: S<WireInput>, v: &mut Checker<'_>) -> Option<Input> {
     let mode = i.mode.unwrap_or(InputMode::Router);
     if i.keyboard.is_none() && i.mouse.is_none() {
         v.err("input", span, K::InputWithoutDevices);
+    } else if i.keyboard.is_none() && mode == InputMode::Router {
+        // Router mode grabs each device it routes to the guest; only a
+        // keyboard it reads can give them back (issue 14 item 18).
+        v.err("input", span, K::RouterWithoutKeyboard);
     }
     let toggle = match i.toggle.map(parts) {
         Some((s, text)) => match Toggle::parse(&text, mode) {
@@ -196,6 +206,7 @@ pub(crate) fn check(i: S<WireInput>, v: &mut Checker<'_>) -> Option<Input> {
         toggle,
         mode,
         on_switch: i.on_switch,
+        on_switch_user: i.on_switch_user,
     })
 }
 
