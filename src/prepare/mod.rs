@@ -139,8 +139,8 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
         }
         tracing::info!("{} bound to vfio-pci", hd.address);
     }
-    if let Some(name) = &plan.qemu_user {
-        group_owner::give_groups(host, journal, &groups, name)?;
+    if let Some(id) = &plan.qemu_identity {
+        group_owner::give_groups(host, journal, &groups, id)?;
     }
     Ok(())
 }
