@@ -154,7 +154,10 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
                 "#   their files as descriptors (-add-fd, fd=); pasted, this QEMU would run as root and open them by path"
             );
         }
-        None => note!(out, "# QEMU and swtpm run as vmrun's own user; vmrun hands them their files as descriptors"),
+        None => note!(
+            out,
+            "# QEMU and swtpm run as vmrun's own user; vmrun hands them their files as descriptors"
+        ),
     }
     for finding in &plan.findings {
         for (i, line) in finding.to_string().lines().enumerate() {

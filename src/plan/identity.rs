@@ -270,8 +270,19 @@ mod tests {
             .file("/etc/group", GROUP)
     }
 
-    fn identity(wanted: QemuUser, host: &TestHost, findings: &mut Vec<Finding>) -> Option<QemuIdentity> {
-        qemu_identity(&wanted, true, Accel::Tcg, "win11", &HostRoot::new(host.path()), findings)
+    fn identity(
+        wanted: QemuUser,
+        host: &TestHost,
+        findings: &mut Vec<Finding>,
+    ) -> Option<QemuIdentity> {
+        qemu_identity(
+            &wanted,
+            true,
+            Accel::Tcg,
+            "win11",
+            &HostRoot::new(host.path()),
+            findings,
+        )
     }
 
     #[test]
@@ -282,7 +293,15 @@ mod tests {
         assert_eq!(id.gid, id.uid);
         assert!(id.groups.is_empty(), "TCG needs no kvm group");
         assert!(id.dynamic);
-        let other = qemu_identity(&QemuUser::Auto, true, Accel::Tcg, "win10", &HostRoot::new(h.path()), &mut vec![]).unwrap();
+        let other = qemu_identity(
+            &QemuUser::Auto,
+            true,
+            Accel::Tcg,
+            "win10",
+            &HostRoot::new(h.path()),
+            &mut vec![],
+        )
+        .unwrap();
         assert_ne!(other.uid, id.uid, "another VM, another uid");
     }
 
@@ -290,21 +309,35 @@ mod tests {
     fn the_probe_skips_taken_uids_and_wraps() {
         let first = choose_uid("vm", |_| false).unwrap();
         let next = choose_uid("vm", |uid| uid == first).unwrap();
-        assert_eq!(next, if first == *DYNAMIC_UIDS.end() { *DYNAMIC_UIDS.start() } else { first + 1 });
+        assert_eq!(
+            next,
+            if first == *DYNAMIC_UIDS.end() {
+                *DYNAMIC_UIDS.start()
+            } else {
+                first + 1
+            }
+        );
         assert_eq!(choose_uid("vm", |_| true), None);
         let mut seen = 0;
         choose_uid("vm", |_| {
             seen += 1;
             true
         });
-        assert_eq!(seen, DYNAMIC_UIDS.count(), "every uid of the range is tried once");
+        assert_eq!(
+            seen,
+            DYNAMIC_UIDS.count(),
+            "every uid of the range is tried once"
+        );
     }
 
     #[test]
     fn a_uid_in_passwd_or_group_is_skipped() {
         let uid = choose_uid("win11", |_| false).unwrap();
         let h = TestHost::new()
-            .file("/etc/passwd", &format!("{PASSWD}svc:x:{uid}:{uid}::/:/bin/false\n"))
+            .file(
+                "/etc/passwd",
+                &format!("{PASSWD}svc:x:{uid}:{uid}::/:/bin/false\n"),
+            )
             .file("/etc/group", GROUP);
         let id = identity(QemuUser::Auto, &h, &mut vec![]).unwrap();
         assert_ne!(id.uid, uid);
@@ -320,7 +353,13 @@ mod tests {
         let root = HostRoot::new(h.path());
         let uid = choose_uid("win11", |_| false).unwrap();
         let lock = claim(
-            Some(&QemuIdentity { uid, gid: uid, groups: vec![], label: String::new(), dynamic: true }),
+            Some(&QemuIdentity {
+                uid,
+                gid: uid,
+                groups: vec![],
+                label: String::new(),
+                dynamic: true,
+            }),
             "other",
             &root,
         )
@@ -328,24 +367,47 @@ mod tests {
         assert!(lock.is_some());
         assert_ne!(identity(QemuUser::Auto, &h, &mut vec![]).unwrap().uid, uid);
         drop(lock);
-        assert_eq!(identity(QemuUser::Auto, &h, &mut vec![]).unwrap().uid, uid, "released");
+        assert_eq!(
+            identity(QemuUser::Auto, &h, &mut vec![]).unwrap().uid,
+            uid,
+            "released"
+        );
         let _mine = claim(
-            Some(&QemuIdentity { uid, gid: uid, groups: vec![], label: String::new(), dynamic: true }),
+            Some(&QemuIdentity {
+                uid,
+                gid: uid,
+                groups: vec![],
+                label: String::new(),
+                dynamic: true,
+            }),
             "win11",
             &root,
         )
         .unwrap();
-        assert_eq!(identity(QemuUser::Auto, &h, &mut vec![]).unwrap().uid, uid, "a dry-run beside the VM shows its uid");
+        assert_eq!(
+            identity(QemuUser::Auto, &h, &mut vec![]).unwrap().uid,
+            uid,
+            "a dry-run beside the VM shows its uid"
+        );
     }
 
     #[test]
     fn a_second_claim_of_a_held_uid_names_the_holder() {
         let h = host();
         let root = HostRoot::new(h.path());
-        let id = QemuIdentity { uid: 60600, gid: 60600, groups: vec![], label: String::new(), dynamic: true };
+        let id = QemuIdentity {
+            uid: 60600,
+            gid: 60600,
+            groups: vec![],
+            label: String::new(),
+            dynamic: true,
+        };
         let _held = claim(Some(&id), "first", &root).unwrap();
         let err = claim(Some(&id), "second", &root).unwrap_err();
-        assert!(matches!(&err, ClaimError::Taken { uid: 60600, holder } if holder == "first"), "{err}");
+        assert!(
+            matches!(&err, ClaimError::Taken { uid: 60600, holder } if holder == "first"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -362,11 +424,29 @@ mod tests {
         let h = host().file("/dev/kvm", "");
         let kvm = h.path().join("dev/kvm");
         nix::unistd::chown(&kvm, None, Some(nix::unistd::Gid::from_raw(104))).unwrap();
-        std::fs::set_permissions(&kvm, std::os::unix::fs::PermissionsExt::from_mode(0o660)).unwrap();
-        let id = qemu_identity(&QemuUser::Auto, true, Accel::Kvm, "w", &HostRoot::new(h.path()), &mut vec![]).unwrap();
+        std::fs::set_permissions(&kvm, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+            .unwrap();
+        let id = qemu_identity(
+            &QemuUser::Auto,
+            true,
+            Accel::Kvm,
+            "w",
+            &HostRoot::new(h.path()),
+            &mut vec![],
+        )
+        .unwrap();
         assert_eq!(id.groups, vec![104]);
-        std::fs::set_permissions(&kvm, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-        let id = qemu_identity(&QemuUser::Auto, true, Accel::Kvm, "w", &HostRoot::new(h.path()), &mut vec![]).unwrap();
+        std::fs::set_permissions(&kvm, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let id = qemu_identity(
+            &QemuUser::Auto,
+            true,
+            Accel::Kvm,
+            "w",
+            &HostRoot::new(h.path()),
+            &mut vec![],
+        )
+        .unwrap();
         assert!(id.groups.is_empty(), "a world-rw /dev/kvm needs no group");
     }
 
@@ -374,10 +454,16 @@ mod tests {
     fn non_root_and_root_user_change_nothing_and_a_missing_user_is_a_finding() {
         let h = host();
         let root = HostRoot::new(h.path());
-        assert_eq!(qemu_identity(&QemuUser::Auto, false, Accel::Tcg, "w", &root, &mut vec![]), None);
+        assert_eq!(
+            qemu_identity(&QemuUser::Auto, false, Accel::Tcg, "w", &root, &mut vec![]),
+            None
+        );
         assert_eq!(identity(QemuUser::Root, &h, &mut vec![]), None);
         let mut findings = vec![];
-        assert_eq!(identity(QemuUser::Named("nobody2".into()), &h, &mut findings), None);
+        assert_eq!(
+            identity(QemuUser::Named("nobody2".into()), &h, &mut findings),
+            None
+        );
         assert_eq!(findings[0].subject, "qemu.user");
     }
 }

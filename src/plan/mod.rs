@@ -17,9 +17,9 @@ pub(crate) mod viability;
 
 use serde::Serialize;
 
+pub use backing::Backing;
 pub use finding::{Finding, Severity};
 pub use firmware::ResolvedFirmware;
-pub use backing::Backing;
 pub use hostdev::PlannedHostdev;
 pub use identity::QemuIdentity;
 pub use paths::{DirsEnv, DirsError, VmPaths};
@@ -123,8 +123,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         &ctx.root,
         &mut findings,
     );
-    let disk_backing =
-        backing::plan_backing(&vm, qemu_identity.as_ref(), &ctx.root, &mut findings);
+    let disk_backing = backing::plan_backing(&vm, qemu_identity.as_ref(), &ctx.root, &mut findings);
     let uuid = uuid::vm_uuid(&ctx.root, vm.name.as_str(), &mut findings);
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
         findings.push(

@@ -103,7 +103,12 @@ impl FdPlan {
         };
         if let Some(fw) = &plan.firmware {
             file(&mut p, Key::FwCode, &fw.code, Access::ReadOnly);
-            file(&mut p, Key::FwVars, &plan.paths.vars_file, Access::ReadWrite);
+            file(
+                &mut p,
+                Key::FwVars,
+                &plan.paths.vars_file,
+                Access::ReadWrite,
+            );
         }
         for (i, disk) in plan.vm.disks.iter().enumerate() {
             let access = if disk.readonly {
@@ -113,9 +118,20 @@ impl FdPlan {
             };
             file(&mut p, Key::Disk(i), &disk.path, access);
         }
-        file(&mut p, Key::ConsoleLog, &plan.paths.console_log, Access::Append);
-        p.push(Key::QmpCtl, Source::Listen(plan.paths.qmp_ctl_socket.clone()));
-        p.push(Key::Console, Source::Listen(plan.paths.console_socket.clone()));
+        file(
+            &mut p,
+            Key::ConsoleLog,
+            &plan.paths.console_log,
+            Access::Append,
+        );
+        p.push(
+            Key::QmpCtl,
+            Source::Listen(plan.paths.qmp_ctl_socket.clone()),
+        );
+        p.push(
+            Key::Console,
+            Source::Listen(plan.paths.console_socket.clone()),
+        );
         if plan.vm.tpm {
             p.push(Key::Swtpm, Source::SwtpmCtrl);
         }
@@ -220,7 +236,10 @@ fn rom_memfd(path: &Path) -> Result<OwnedFd, HandoffError> {
 
 /// Makes `path` a 0700 dir of QEMU's identity (a stale one is replaced:
 /// it sits in root's run dir, made afresh for each run) and opens it.
-pub(crate) fn own_dir(path: &Path, identity: Option<&QemuIdentity>) -> Result<OwnedFd, HandoffError> {
+pub(crate) fn own_dir(
+    path: &Path,
+    identity: Option<&QemuIdentity>,
+) -> Result<OwnedFd, HandoffError> {
     use std::os::unix::fs::DirBuilderExt;
     let err = |source| HandoffError {
         path: path.to_path_buf(),
@@ -259,4 +278,157 @@ mod libc_flags {
     use nix::fcntl::OFlag;
     pub(super) const DIRECTORY: i32 = OFlag::O_DIRECTORY.bits();
     pub(super) const NOFOLLOW: i32 = OFlag::O_NOFOLLOW.bits();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::build_run_argv;
+
+    fn plan(extra: &str) -> (tempfile::TempDir, Plan) {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = plan_in(&tmp, extra);
+        (tmp, plan)
+    }
+
+    fn plan_in(tmp: &tempfile::TempDir, extra: &str) -> Plan {
+        let ctx = crate::plan::PlanContext {
+            root: crate::host::HostRoot::new(tmp.path()),
+            dirs: crate::plan::DirsEnv {
+                is_root: true,
+                uid: 0,
+                run_base: Some(tmp.path().join("run")),
+                state_base: Some(tmp.path().join("state")),
+                ..Default::default()
+            },
+            qemu_version: Some(crate::host::qemu::QemuVersion::new(7, 2, 0)),
+        };
+        let text = format!("memory = \"256M\"\n[firmware]\ntype = \"bios\"\n{extra}");
+        crate::plan::plan(crate::testing::vm(&text), &ctx)
+    }
+
+    fn args(plan: &Plan, fds: &FdPlan) -> Vec<String> {
+        build_run_argv(plan, fds)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn disks_and_the_console_log_are_fdsets_opened_in_qemus_mode() {
+        let (_tmp, plan) = plan(
+            "[tpm]\nenabled = true\n[[disk]]\npath = \"/vm/a.qcow2\"\n[[disk]]\npath = \"/vm/b.iso\"\nmedia = \"cdrom\"\nreadonly = true\n",
+        );
+        let fds = FdPlan::new(&plan);
+        let access: Vec<_> = fds
+            .items
+            .iter()
+            .filter_map(|h| match &h.source {
+                Source::File { access, set, .. } => Some((h.fd, *set, *access)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            access,
+            [
+                (3, 1, Access::ReadWrite),
+                (4, 2, Access::ReadOnly),
+                (5, 3, Access::Append)
+            ]
+        );
+        let a = args(&plan, &fds);
+        for want in ["fd=3,set=1", "fd=4,set=2", "fd=5,set=3"] {
+            assert!(a.iter().any(|x| x == want), "-add-fd {want} in {a:?}");
+        }
+        assert!(
+            a.iter().any(|x| x.contains("filename=/dev/fdset/1")),
+            "{a:?}"
+        );
+        assert!(
+            a.iter()
+                .any(|x| x.contains("filename=/dev/fdset/2,read-only=on")),
+            "{a:?}"
+        );
+        assert!(
+            a.iter().any(|x| x
+                == "socket,id=console,fd=7,server=on,wait=off,logfile=/dev/fdset/3,logappend=on"),
+            "{a:?}"
+        );
+        assert!(
+            a.iter()
+                .any(|x| x == "socket,id=qmp-ctl,fd=6,server=on,wait=off"),
+            "{a:?}"
+        );
+        assert!(a.iter().any(|x| x == "socket,id=chrtpm,fd=8"), "{a:?}");
+        assert!(
+            a.iter()
+                .any(|x| x == "socket,id=qmp,fd=0,server=on,wait=off"),
+            "{a:?}"
+        );
+        // Nothing of vmrun's dirs is named: QEMU can't reach them.
+        let run = plan.paths.run_dir.to_string_lossy().into_owned();
+        let state = plan.paths.state_dir.to_string_lossy().into_owned();
+        assert!(
+            !a.iter().any(|x| x.contains(&run) || x.contains(&state)),
+            "{a:?}"
+        );
+        assert!(!a.iter().any(|x| x == "-pidfile" || x == "-runas"), "{a:?}");
+    }
+
+    #[test]
+    fn the_path_form_names_paths_and_never_changes_uid() {
+        let (_tmp, plan) = plan("[[disk]]\npath = \"/vm/a.qcow2\"\n");
+        let a: Vec<String> = crate::qemu::build_argv(&plan)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            a.iter().any(|x| x.contains("filename=/vm/a.qcow2")),
+            "{a:?}"
+        );
+        assert!(!a.iter().any(|x| x == "-add-fd"), "{a:?}");
+        assert!(
+            a.iter().any(|x| x.contains("elevateprivileges=deny")),
+            "{a:?}"
+        );
+        assert!(
+            !a.iter().any(|x| x == "-runas" || x == "-run-with"),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_qcow2_without_a_backing_file_gets_backing_null_in_json() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("vm")).unwrap();
+        let mut header = b"QFI\xfb\0\0\0\x03".to_vec();
+        header.resize(32, 0);
+        std::fs::write(tmp.path().join("vm/a.qcow2"), header).unwrap();
+        let plan = plan_in(&tmp, "[[disk]]\npath = \"/vm/a.qcow2\"\n");
+        let a = args(&plan, &FdPlan::new(&plan));
+        let node: serde_json::Value = serde_json::from_str(
+            a.iter()
+                .find(|x| x.starts_with('{'))
+                .expect("a JSON -blockdev"),
+        )
+        .unwrap();
+        assert_eq!(node["backing"], serde_json::Value::Null);
+        assert!(node.as_object().unwrap().contains_key("backing"));
+        assert_eq!(node["driver"], "qcow2");
+        assert_eq!(node["file"], "disk0-file");
+    }
+
+    #[test]
+    fn a_romfile_is_read_into_a_memfd() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rom = tmp.path().join("vbios.rom");
+        std::fs::write(&rom, b"\x55\xaarom").unwrap();
+        let fd = rom_memfd(&rom).unwrap();
+        let copy = std::fs::read(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))
+        .unwrap();
+        assert_eq!(copy, b"\x55\xaarom");
+    }
 }

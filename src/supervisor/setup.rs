@@ -78,8 +78,12 @@ pub(super) fn set_up(
         }
     }
     // Before anything is given to the uid: it is this VM's from now on.
-    let uid_lock = identity::claim(plan.qemu_identity.as_ref(), plan.vm.name.as_str(), &plan.root)
-        .map_err(|e| SupervisorError::from(process::SpawnError::from(e)))?;
+    let uid_lock = identity::claim(
+        plan.qemu_identity.as_ref(),
+        plan.vm.name.as_str(),
+        &plan.root,
+    )
+    .map_err(|e| SupervisorError::from(process::SpawnError::from(e)))?;
     vmfiles::ensure_vars_copy(plan).map_err(SupervisorError::from)?;
     vmfiles::ensure_console_log(plan).map_err(SupervisorError::from)?;
     if plan.vm.tpm {
@@ -100,7 +104,7 @@ pub(super) fn set_up(
         SetupFailure::Prepare(e)
     })?;
     let mut fds = FdPlan::new(plan);
-    fds.evdev = proxy_nodes(plan).map_err(SupervisorError::from)?;
+    fds.evdev = proxy_nodes(plan)?;
     let ctrl = tpm.as_mut().and_then(|t| t.ctrl.take());
     let handed = handoff::open(&fds, plan.qemu_identity.as_ref(), ctrl)
         .map_err(|e| SupervisorError::from(process::SpawnError::from(e)))?;
@@ -166,7 +170,12 @@ pub(super) fn abandon(
 /// node is vmrun's own and dies with it, so nothing needs undoing.
 fn proxy_nodes(plan: &Plan) -> Result<[Option<std::path::PathBuf>; 2], SupervisorError> {
     let mut nodes = [None, None];
-    let Some(input) = plan.vm.input.as_ref().filter(|i| i.mode == InputMode::Router) else {
+    let Some(input) = plan
+        .vm
+        .input
+        .as_ref()
+        .filter(|i| i.mode == InputMode::Router)
+    else {
         return Ok(nodes);
     };
     let links = [

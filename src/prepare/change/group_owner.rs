@@ -9,8 +9,8 @@ use nix::unistd::{chown, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
 use super::{StepReport, Undo};
-use crate::prepare::journal::{Journal, JournalError, Step};
 use crate::plan::QemuIdentity;
+use crate::prepare::journal::{Journal, JournalError, Step};
 use crate::prepare::Host;
 
 /// The journal step: `/dev/vfio/GROUP` handed to the QEMU user.
