@@ -139,6 +139,16 @@ fn own_state(state: &Path, id: Option<&QemuIdentity>) -> Result<OwnedFd, SwtpmEr
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     chown(&fd_path, owner.0, owner.1).map_err(|e| io(e.into()))?;
     fs::set_permissions(&fd_path, fs::Permissions::from_mode(0o700)).map_err(io)?;
+    // swtpm would make its lock file 0640; made here first, it is 0600
+    // like the rest (open(2)'s mode applies only to a file it creates).
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(fd_path.join(".lock"))
+        .map_err(io)?;
     for entry in fs::read_dir(&fd_path).map_err(io)?.flatten() {
         let path = entry.path();
         if entry.file_type().is_ok_and(|t| t.is_file()) {

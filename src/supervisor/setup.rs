@@ -215,7 +215,10 @@ fn input_side(plan: &Plan) -> Result<(Option<Router>, Option<Readd>), Supervisor
             None,
         )),
         InputMode::Qemu => match Readd::new(input) {
-            Some(Ok(readd)) => Ok((None, Some(readd))),
+            Some(Ok(mut readd)) => {
+                readd.owner = plan.qemu_identity.as_ref().map(|id| (id.uid, id.gid));
+                Ok((None, Some(readd)))
+            }
             Some(Err(error)) => Err(crate::input::InputError::Watch { error }.into()),
             None => Ok((None, None)),
         },
