@@ -53,6 +53,8 @@ extra_args = ["-device", "no-such-device-vmrun-test"]
 /// A QEMU that never answers QMP (here: a stand-in that only sleeps after
 /// answering vmrun's version probe) does not hold a start for the whole
 /// QMP timeout: SIGTERM stops it at once and the run dir is cleaned up.
+/// (As root: the stand-in lives in a 0700 tempdir that QEMU's per-VM uid
+/// could not reach.)
 #[test]
 fn a_signal_while_qemu_has_not_answered_stops_the_start() {
     use std::os::unix::fs::PermissionsExt;
@@ -75,7 +77,8 @@ fn a_signal_while_qemu_has_not_answered_stops_the_start() {
         &config,
         format!(
             "memory = \"64M\"\n[firmware]\ntype = \"bios\"\n[network]\nmode = \"none\"\n\
-             [display]\nmode = \"none\"\n[qemu]\naccel = \"tcg\"\nbinary = \"{}\"\n",
+             [display]\nmode = \"none\"\n[qemu]\naccel = \"tcg\"\nbinary = \"{}\"\n\
+             user = \"root\"\n",
             qemu.display()
         ),
     )
