@@ -104,6 +104,58 @@ pub(crate) fn qemu_identity(
     }
 }
 
+/// What the identity can't do that the VM asks for, as findings: open a
+/// root-only `/dev/kvm`, or run a setuid `qemu-bridge-helper` (QEMU runs
+/// with no_new_privs, under which exec grants no setuid) or attach to a
+/// tap it does not own (TUNSETIFF needs the tap's owner or CAP_NET_ADMIN).
+pub(crate) fn access_findings(
+    vm: &crate::config::VmConfig,
+    id: &QemuIdentity,
+    root: &HostRoot,
+    findings: &mut Vec<Finding>,
+) {
+    use crate::config::NetworkMode;
+    let kvm = root.dev().join("kvm");
+    if let (Accel::Kvm, Ok(meta)) = (vm.qemu.accel, fs::metadata(&kvm)) {
+        let mode = meta.mode();
+        let by_group =
+            mode & 0o060 == 0o060 && (meta.gid() == id.gid || id.groups.contains(&meta.gid()));
+        let by_owner = meta.uid() == id.uid && mode & 0o600 == 0o600;
+        if mode & 0o006 != 0o006 && !by_group && !by_owner {
+            findings.push(
+                Finding::error(
+                    "kvm",
+                    format!(
+                        "QEMU runs as uid {} and can't open /dev/kvm (mode {:03o}, gid {})",
+                        id.uid,
+                        mode & 0o777,
+                        meta.gid()
+                    ),
+                )
+                .fix("make /dev/kvm root:kvm 0660 (systemd's udev rule does: udevadm trigger /dev/kvm), or set [qemu] user = \"root\""),
+            );
+        }
+    }
+    let net = match &vm.network.mode {
+        NetworkMode::Bridge { .. } => {
+            Some("qemu-bridge-helper is setuid, and QEMU runs with no_new_privs")
+        }
+        NetworkMode::Tap { .. } => {
+            Some("attaching to a tap needs its owner's uid or CAP_NET_ADMIN")
+        }
+        _ => None,
+    };
+    if let Some(why) = net {
+        findings.push(
+            Finding::warning(
+                "network.mode",
+                format!("QEMU runs as uid {} ({}): {why}", id.uid, id.label),
+            )
+            .fix("make the tap with `ip tuntap add mode tap user UID`, or set [qemu] user to a user that may, or \"root\""),
+        );
+    }
+}
+
 /// The uid for VM `name`: a hash of the name into `DYNAMIC_UIDS` (so a VM
 /// keeps its uid from run to run while nothing else takes it), then the
 /// next one up, wrapping, past every uid `taken` says is in use.
@@ -448,6 +500,48 @@ mod tests {
         )
         .unwrap();
         assert!(id.groups.is_empty(), "a world-rw /dev/kvm needs no group");
+    }
+
+    #[test]
+    fn a_root_only_dev_kvm_and_a_bridge_are_findings_for_an_unprivileged_qemu() {
+        let h = host().file("/dev/kvm", "");
+        let kvm = h.path().join("dev/kvm");
+        std::fs::set_permissions(&kvm, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let vm =
+            crate::testing::vm("memory = \"1G\"\n[network]\nmode = \"bridge\"\nbridge = \"br0\"\n");
+        let id = qemu_identity(
+            &QemuUser::Auto,
+            true,
+            Accel::Kvm,
+            "w",
+            &HostRoot::new(h.path()),
+            &mut vec![],
+        )
+        .unwrap();
+        let mut findings = vec![];
+        access_findings(&vm, &id, &HostRoot::new(h.path()), &mut findings);
+        let subjects: Vec<_> = findings
+            .iter()
+            .map(|f| (f.subject.as_str(), f.severity))
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                ("kvm", crate::plan::Severity::Error),
+                ("network.mode", crate::plan::Severity::Warning)
+            ]
+        );
+        std::fs::set_permissions(&kvm, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let mut findings = vec![];
+        access_findings(
+            &crate::testing::vm("memory = \"1G\"\n"),
+            &id,
+            &HostRoot::new(h.path()),
+            &mut findings,
+        );
+        assert!(findings.is_empty(), "{findings:?}");
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         &ctx.root,
         &mut findings,
     );
+    if let Some(id) = &qemu_identity {
+        identity::access_findings(&vm, id, &ctx.root, &mut findings);
+    }
     let disk_backing = backing::plan_backing(&vm, qemu_identity.as_ref(), &ctx.root, &mut findings);
     let uuid = uuid::vm_uuid(&ctx.root, vm.name.as_str(), &mut findings);
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {

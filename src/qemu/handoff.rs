@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 
 use crate::plan::{Plan, QemuIdentity};
 
+/// The dir in the run dir where QEMU binds SPICE's socket (`VmPaths::
+/// spice_socket` is in it).
+pub(crate) const SPICE_DIR: &str = "spice";
+
 /// The first fd handed over: 0 is the QMP listener, 1 and 2 stdout and
 /// stderr.
 const FIRST_FD: RawFd = 3;

@@ -145,6 +145,9 @@ pub(super) fn abandon(
         _ => Some(teardown::replay(journal, host)),
     };
     let complete = undo.as_ref().is_some_and(teardown::Report::complete);
+    if let Some(dir) = journal.parent() {
+        remove_qemus_dirs(dir);
+    }
     run_dir.finish((!complete).then_some(journal));
     match failure {
         SetupFailure::Stale { vm, problems } => SupervisorError::StaleRestore { vm, problems },
@@ -162,6 +165,12 @@ pub(super) fn abandon(
             _ => error,
         },
     }
+}
+
+/// Removes what QEMU's uid owns in the run dir (SPICE's socket dir, made
+/// by `handoff::own_dir`), so `RunDir::finish` can remove the dir.
+pub(super) fn remove_qemus_dirs(run_dir: &Path) {
+    let _ = std::fs::remove_dir_all(run_dir.join(handoff::SPICE_DIR));
 }
 
 /// The `/dev/input/eventN` nodes behind router mode's proxy links, given
