@@ -137,21 +137,23 @@ pub(crate) fn access_findings(
         }
     }
     let net = match &vm.network.mode {
-        NetworkMode::Bridge { .. } => {
-            Some("qemu-bridge-helper is setuid, and QEMU runs with no_new_privs")
-        }
-        NetworkMode::Tap { .. } => {
-            Some("attaching to a tap needs its owner's uid or CAP_NET_ADMIN")
-        }
+        NetworkMode::Bridge { .. } => Some((
+            "qemu-bridge-helper is setuid, and QEMU runs with no_new_privs",
+            "use mode = \"user\", or a tap made for the uid (mode = \"tap\"), or [qemu] user = \"root\"",
+        )),
+        NetworkMode::Tap { .. } => Some((
+            "attaching to a tap needs its owner's uid or CAP_NET_ADMIN",
+            "make the tap for that uid (ip tuntap add mode tap user UID), or set [qemu] user to its owner",
+        )),
         _ => None,
     };
-    if let Some(why) = net {
+    if let Some((why, fix)) = net {
         findings.push(
             Finding::warning(
                 "network.mode",
                 format!("QEMU runs as uid {} ({}): {why}", id.uid, id.label),
             )
-            .fix("make the tap with `ip tuntap add mode tap user UID`, or set [qemu] user to a user that may, or \"root\""),
+            .fix(fix),
         );
     }
 }

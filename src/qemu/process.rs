@@ -38,8 +38,6 @@ pub(crate) enum SpawnError {
     Handoff(#[from] super::handoff::HandoffError),
     #[error(transparent)]
     Claim(#[from] crate::plan::identity::ClaimError),
-    #[error("could not find vmrun's own executable to exec QEMU through: {0}")]
-    SelfExe(#[source] std::io::Error),
     #[error("could not raise RLIMIT_MEMLOCK to {wanted} bytes for VFIO (guest RAM + 1 GiB): {source}. Run vmrun as root, or raise the limit (ulimit -l, /etc/security/limits.conf)")]
     Memlock {
         wanted: u64,
@@ -109,10 +107,10 @@ pub(crate) fn spawn(
     let binary = find_in_path(&plan.qemu.binary).unwrap_or_else(|| plan.qemu.binary.clone());
     let mut cmd = match &plan.qemu_identity {
         Some(id) => {
-            // Resolved now: the link names this executable even if its
-            // file was replaced since (an upgrade while VMs run).
-            let me = std::fs::read_link("/proc/self/exe").map_err(SpawnError::SelfExe)?;
-            let mut cmd = Command::new(me);
+            // The magic link, not the path it shows: exec(2) of it runs
+            // this very executable even if its file was replaced or
+            // removed since (an upgrade while VMs run).
+            let mut cmd = Command::new("/proc/self/exe");
             cmd.args(super::exec_as::args(id, &binary));
             cmd
         }
