@@ -609,6 +609,45 @@ fn as_root_qemu_runs_as_an_unprivileged_user_and_stays_controllable() {
     assert!(log.contains("stopped by Quit"), "{log}");
 }
 
+/// QEMU 7.2's SPICE binds its unix socket by path: the unprivileged QEMU
+/// binds it in `spice/`, a dir of its uid's in the run dir, reached through
+/// the dir fd vmrun hands it (the run dir stays root's 0700), and the dir
+/// goes with the run.
+#[test]
+fn as_root_spice_binds_its_socket_in_a_dir_of_qemus_uid() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test checks what an unprivileged QEMU binds and needs root (CI runs as root)"
+    );
+    let w = World::new();
+    std::fs::write(
+        w.home.join("vms/spice.toml"),
+        "memory = \"128M\"\n[firmware]\ntype = \"bios\"\n[network]\nmode = \"none\"\n\
+         [display]\nmode = \"spice\"\n[shutdown]\ntimeout = \"1s\"\n\
+         [qemu]\naccel = \"tcg\"\nuser = \"auto\"\n",
+    )
+    .unwrap();
+    w.start_detached("spice");
+    let qemu = qemu_pid(&w, "spice");
+    let uid = uids(qemu)[0];
+    assert_ne!(uid, 0);
+    let socket = w.run_dir("spice").join("spice/spice.sock");
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
+    assert_eq!(meta.uid(), uid, "bound by QEMU itself");
+    let dir = std::fs::metadata(w.run_dir("spice").join("spice")).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o777), (uid, 0o700));
+    let run = std::fs::metadata(w.run_dir("spice")).unwrap();
+    assert_eq!((run.uid(), run.mode() & 0o777), (0, 0o700));
+    assert_eq!(qmp(&w, "spice", "query-spice")["enabled"], true);
+    assert_ok(&w.run(&["stop", "spice", "--force"]), "vmrun stop --force");
+    assert!(
+        !w.run_dir("spice").exists(),
+        "the run dir, spice/ included, is gone"
+    );
+}
+
 /// Reads what is in `pipe` now, without waiting for more.
 fn read_available(pipe: &std::fs::File) -> Vec<u8> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
