@@ -105,7 +105,7 @@ pub(crate) fn qemu_identity(
 }
 
 /// What the identity can't do that the VM asks for, as findings: open a
-/// root-only `/dev/kvm`, or run a setuid `qemu-bridge-helper` (QEMU runs
+/// root-only `/dev/kvm`, reach the desktop for a GTK window, or run a setuid `qemu-bridge-helper` (QEMU runs
 /// with no_new_privs, under which exec grants no setuid) or attach to a
 /// tap it does not own (TUNSETIFF needs the tap's owner or CAP_NET_ADMIN).
 pub(crate) fn access_findings(
@@ -135,6 +135,20 @@ pub(crate) fn access_findings(
                 .fix("make /dev/kvm root:kvm 0660 (systemd's udev rule does: udevadm trigger /dev/kvm), or set [qemu] user = \"root\""),
             );
         }
+    }
+    if vm.display == crate::config::Display::Gtk {
+        // Before, QEMU opened the window as root and dropped after; the
+        // desktop's Wayland socket and Xauthority are its user's, 0700/0600.
+        findings.push(
+            Finding::warning(
+                "display.mode",
+                format!(
+                    "QEMU runs as uid {} ({}) and can't reach the desktop's display (its Wayland socket and Xauthority belong to the desktop's user)",
+                    id.uid, id.label
+                ),
+            )
+            .fix("set [qemu] user to the desktop's user, or use display mode = \"spice\" and a SPICE client"),
+        );
     }
     let net = match &vm.network.mode {
         NetworkMode::Bridge { .. } => Some((
