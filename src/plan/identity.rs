@@ -558,6 +558,9 @@ mod tests {
             &mut findings,
         );
         assert!(findings.is_empty(), "{findings:?}");
+        let gtk = crate::testing::vm("memory = \"1G\"\n[display]\nmode = \"gtk\"\n");
+        access_findings(&gtk, &id, &HostRoot::new(h.path()), &mut findings);
+        assert_eq!(findings[0].subject, "display.mode");
     }
 
     #[test]
