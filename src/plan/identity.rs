@@ -80,11 +80,11 @@ pub(crate) fn qemu_identity(
                 dynamic: true,
             })
         }
-        QemuUser::Named(name) => match db.user(name) {
-            Some((uid, gid)) => Some(QemuIdentity {
+        QemuUser::Named(name) => match named_user(name, root, &db) {
+            Some((uid, gid, groups)) => Some(QemuIdentity {
                 uid,
                 gid,
-                groups: db.groups_of(name, gid),
+                groups,
                 label: name.clone(),
                 dynamic: false,
             }),
@@ -170,6 +170,28 @@ pub(crate) fn access_findings(
             .fix(fix),
         );
     }
+}
+
+/// A named user's uid, primary gid and supplementary groups: from NSS
+/// (getpwnam(3), getgrouplist(3): LDAP and systemd-userdb users too) on
+/// the real host, from the tree's `/etc/passwd` and `/etc/group` on a
+/// `HostRoot` of tests.
+fn named_user(name: &str, root: &HostRoot, db: &UserDb) -> Option<(u32, u32, Vec<u32>)> {
+    if root.is_real() {
+        let user = nix::unistd::User::from_name(name).ok()??;
+        let cname = std::ffi::CString::new(name).ok()?;
+        let groups = nix::unistd::getgrouplist(&cname, user.gid)
+            .map(|gs| {
+                gs.into_iter()
+                    .map(|g| g.as_raw())
+                    .filter(|&g| g != user.gid.as_raw())
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some((user.uid.as_raw(), user.gid.as_raw(), groups));
+    }
+    let (uid, gid) = db.user(name)?;
+    Some((uid, gid, db.groups_of(name, gid)))
 }
 
 /// The uid for VM `name`: a hash of the name into `DYNAMIC_UIDS` (so a VM
