@@ -1,5 +1,5 @@
 //! Small filesystem helpers shared by the stages that make vmrun's own
-//! directories (prepare's device locks, swtpm's state, the supervisor's
+//! directories (prepare's device locks, the uid locks, the supervisor's
 //! run dir). Below all of them, so none imports another for it.
 
 use std::fs::{DirBuilder, Metadata};
@@ -39,22 +39,6 @@ pub(crate) enum DirError {
 pub(crate) fn create_private_dir(dir: &Path) -> Result<(), DirError> {
     create(dir)?;
     verify_private_dir(dir)
-}
-
-/// Like `create_private_dir`, for a dir root hands to QEMU's user (swtpm's
-/// state): when running as root, an existing `dir` may belong to another
-/// uid if its parent passes `verify_private_dir`, because then only root
-/// could have created it there and given it away.
-pub(crate) fn create_handed_dir(dir: &Path) -> Result<(), DirError> {
-    create(dir)?;
-    match verify_private_dir(dir) {
-        Err(DirError::ForeignOwner { euid: 0, .. }) => {
-            let parent = dir.parent().unwrap_or(Path::new("/"));
-            verify_private_dir(parent)?;
-            check(dir, &lstat(dir)?, None)
-        }
-        other => other,
-    }
 }
 
 /// Whether `dir` is safe to keep vmrun's files in and to trust what it
@@ -200,38 +184,5 @@ mod tests {
             matches!(err, DirError::ForeignOwner { owner: 65534, .. }),
             "{err}"
         );
-    }
-
-    #[test]
-    fn create_handed_dir_accepts_a_dir_root_gave_away_in_its_own_dir() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("tpm");
-        fs::create_dir(&dir).unwrap();
-        chmod(&dir, 0o700);
-        give_away(&dir);
-        create_handed_dir(&dir).unwrap();
-    }
-
-    #[test]
-    fn create_handed_dir_refuses_a_foreign_dir_in_a_foreign_parent() {
-        let tmp = tempfile::tempdir().unwrap();
-        let parent = tmp.path().join("state");
-        let dir = parent.join("tpm");
-        fs::create_dir_all(&dir).unwrap();
-        give_away(&dir);
-        give_away(&parent);
-        let err = create_handed_dir(&dir).unwrap_err();
-        assert!(matches!(err, DirError::ForeignOwner { .. }), "{err}");
-    }
-
-    #[test]
-    fn create_handed_dir_refuses_a_symlink() {
-        let tmp = tempfile::tempdir().unwrap();
-        let target = tmp.path().join("elsewhere");
-        fs::create_dir(&target).unwrap();
-        let link = tmp.path().join("tpm");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        let err = create_handed_dir(&link).unwrap_err();
-        assert!(matches!(err, DirError::Symlink { .. }), "{err}");
     }
 }

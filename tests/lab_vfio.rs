@@ -55,6 +55,20 @@ fn vfio_gpu_start_stop_busy_device_and_qemu_crash() {
         ids.contains("8086:2668"),
         "the nested QEMU's query-pci lacks the HDA 8086:2668",
     );
+    // Issue 14 items 3 and 7: the nested QEMU runs as its VM's own uid
+    // from the start, and opened the VFIO group that vmrun gave that uid.
+    let uid = text(run, "a_qemu_uid");
+    c.that(
+        !uid.is_empty() && uid != "0",
+        &format!("the nested QEMU runs as uid {uid:?}, not an unprivileged one"),
+    );
+    c.that(
+        text(run, "a_group_owner") == uid,
+        &format!(
+            "/dev/vfio/N belongs to uid {:?}, not QEMU's {uid:?}",
+            text(run, "a_group_owner")
+        ),
+    );
 
     // (e) a second VM wanting the same device is refused; the first runs on.
     c.fields(&fields(&[

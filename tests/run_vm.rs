@@ -520,21 +520,17 @@ fn restore_by_name_after_kill_9_of_a_vm_started_by_path() {
     assert_eq!(st["stale_run_dir"], false);
 }
 
-/// The pid of the process whose command line contains `needle`, if one.
-fn pid_with_arg(needle: &str) -> Option<i32> {
+/// The swtpm the VM's supervisor started: its child named `swtpm` (swtpm
+/// reaches its state through a dir fd, so its command line names no path).
+fn swtpm_pid(w: &World, name: &str) -> Option<i32> {
+    let supervisor = w.pid_in(name, "supervisor.pid")?;
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        String::from_utf8_lossy(&cmdline)
-            .split('\0')
-            .any(|a| a.contains(needle))
-            .then_some(pid)
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let (comm, rest) = stat.split_once(") ")?;
+        let ppid: i32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (comm.ends_with("(swtpm") && ppid == supervisor).then_some(pid)
     })
-}
-
-fn swtpm_pid(w: &World, name: &str) -> Option<i32> {
-    let state = w.state_dir(name).join("tpm");
-    pid_with_arg(&format!("dir={},", state.display()))
 }
 
 #[test]
@@ -652,12 +648,9 @@ fn uids(pid: i32) -> Vec<u32> {
         .collect()
 }
 
-/// As root with `user = "auto"`, QEMU and swtpm drop to an unprivileged
-/// user. What QEMU still needs after the drop: it opened its sockets,
-/// pflash images, pidfile and console log as root; the OVMF VARS copy must
-/// be the user's (the guest writes it through the open fd, but QEMU reopens
-/// nothing); swtpm writes its state as that user, so the TPM state dir must
-/// be reachable and owned by it.
+/// As root with `user = "auto"`, QEMU and swtpm are exec'd as the VM's own
+/// unprivileged uid, and get their files (sockets, pflash images, console
+/// log, TPM state dir) from vmrun as descriptors.
 #[test]
 fn as_root_qemu_runs_as_an_unprivileged_user_and_stays_controllable() {
     assert!(
@@ -681,12 +674,11 @@ fn as_root_qemu_runs_as_an_unprivileged_user_and_stays_controllable() {
     w.start_detached(&name);
     let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
     let qemu = qemu_pid(&w, &name);
-    let expected = ["vmrun", "qemu", "libvirt-qemu", "nobody"]
-        .into_iter()
-        .find(|u| nix::unistd::User::from_name(u).ok().flatten().is_some())
-        .unwrap();
-    let uid = uid_of(expected);
-    assert_ne!(uid, 0);
+    let uid = uids(qemu)[0];
+    assert!(
+        vmrun::plan::identity::DYNAMIC_UIDS.contains(&uid),
+        "QEMU runs as a per-VM uid, not {uid}"
+    );
     assert_eq!(uids(qemu), vec![uid; 4], "QEMU's uids");
     let swtpm = swtpm_pid(&w, &name).expect("swtpm runs");
     assert_eq!(uids(swtpm), vec![uid; 4], "swtpm's uids");
@@ -702,6 +694,45 @@ fn as_root_qemu_runs_as_an_unprivileged_user_and_stays_controllable() {
     assert!(!alive(swtpm), "swtpm outlived the VM");
     let log = w.log(&name);
     assert!(log.contains("stopped by Quit"), "{log}");
+}
+
+/// QEMU 7.2's SPICE binds its unix socket by path: the unprivileged QEMU
+/// binds it in `spice/`, a dir of its uid's in the run dir, reached through
+/// the dir fd vmrun hands it (the run dir stays root's 0700), and the dir
+/// goes with the run.
+#[test]
+fn as_root_spice_binds_its_socket_in_a_dir_of_qemus_uid() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test checks what an unprivileged QEMU binds and needs root (CI runs as root)"
+    );
+    let w = World::new();
+    std::fs::write(
+        w.home.join("vms/spice.toml"),
+        "memory = \"128M\"\n[firmware]\ntype = \"bios\"\n[network]\nmode = \"none\"\n\
+         [display]\nmode = \"spice\"\n[shutdown]\ntimeout = \"1s\"\n\
+         [qemu]\naccel = \"tcg\"\nuser = \"auto\"\n",
+    )
+    .unwrap();
+    w.start_detached("spice");
+    let qemu = qemu_pid(&w, "spice");
+    let uid = uids(qemu)[0];
+    assert_ne!(uid, 0);
+    let socket = w.run_dir("spice").join("spice/spice.sock");
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
+    assert_eq!(meta.uid(), uid, "bound by QEMU itself");
+    let dir = std::fs::metadata(w.run_dir("spice").join("spice")).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o777), (uid, 0o700));
+    let run = std::fs::metadata(w.run_dir("spice")).unwrap();
+    assert_eq!((run.uid(), run.mode() & 0o777), (0, 0o700));
+    assert_eq!(qmp(&w, "spice", "query-spice")["enabled"], true);
+    assert_ok(&w.run(&["stop", "spice", "--force"]), "vmrun stop --force");
+    assert!(
+        !w.run_dir("spice").exists(),
+        "the run dir, spice/ included, is gone"
+    );
 }
 
 /// Reads what is in `pipe` now, without waiting for more.

@@ -53,6 +53,8 @@ extra_args = ["-device", "no-such-device-vmrun-test"]
 /// A QEMU that never answers QMP (here: a stand-in that only sleeps after
 /// answering vmrun's version probe) does not hold a start for the whole
 /// QMP timeout: SIGTERM stops it at once and the run dir is cleaned up.
+/// (As root: the stand-in lives in a 0700 tempdir that QEMU's per-VM uid
+/// could not reach.)
 #[test]
 fn a_signal_while_qemu_has_not_answered_stops_the_start() {
     use std::os::unix::fs::PermissionsExt;
@@ -75,7 +77,8 @@ fn a_signal_while_qemu_has_not_answered_stops_the_start() {
         &config,
         format!(
             "memory = \"64M\"\n[firmware]\ntype = \"bios\"\n[network]\nmode = \"none\"\n\
-             [display]\nmode = \"none\"\n[qemu]\naccel = \"tcg\"\nbinary = \"{}\"\n",
+             [display]\nmode = \"none\"\n[qemu]\naccel = \"tcg\"\nbinary = \"{}\"\n\
+             user = \"root\"\n",
             qemu.display()
         ),
     )
@@ -92,15 +95,18 @@ fn a_signal_while_qemu_has_not_answered_stops_the_start() {
         .unwrap();
     let pid_file = dir.path().join("silent.pid");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !pid_file.exists() && Instant::now() < deadline {
+    // The shell's `>` makes the file before `echo` writes the pid.
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()?
+            .trim()
+            .parse::<i32>()
+            .ok()
+    };
+    while read_pid().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(pid_file.exists(), "the stand-in QEMU never started");
-    let qemu_pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let qemu_pid = read_pid().expect("the stand-in QEMU never started");
     let signalled = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(vmrun.id() as i32),

@@ -115,6 +115,20 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Internal: how the supervisor execs QEMU as its unprivileged
+    /// identity (`qemu::exec_as`). Not for people.
+    #[command(name = "__exec-as", hide = true)]
+    ExecAs {
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<u32>,
+        /// The program and its arguments, after `--`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        program: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

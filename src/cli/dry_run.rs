@@ -135,8 +135,29 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
         out,
         "# (vmrun binds qmp.sock itself and hands it to QEMU as stdin, fd=0, started with -S)"
     );
-    if let Some(user) = &plan.qemu_user {
-        note!(out, "# QEMU drops privileges to user {user}");
+    match &plan.qemu_identity {
+        Some(id) => {
+            note!(
+                out,
+                "# vmrun execs QEMU and swtpm as uid {} gid {} ({}{}), never as root, and hands them",
+                id.uid,
+                id.gid,
+                id.label,
+                if id.groups.is_empty() {
+                    String::new()
+                } else {
+                    format!(", groups {}", id.groups.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+                }
+            );
+            note!(
+                out,
+                "#   their files as descriptors (-add-fd, fd=); pasted, this QEMU would run as root and open them by path"
+            );
+        }
+        None => note!(
+            out,
+            "# QEMU and swtpm run as vmrun's own user; vmrun hands them their files as descriptors"
+        ),
     }
     for finding in &plan.findings {
         for (i, line) in finding.to_string().lines().enumerate() {

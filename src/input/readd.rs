@@ -68,6 +68,9 @@ fn identity(path: &std::path::Path) -> Identity {
 pub(crate) struct Readd {
     watch: Watch,
     objects: Vec<(InputLinux, Identity)>,
+    /// QEMU's uid and gid: a replugged node is udev's `root:input` again,
+    /// and QEMU opens it itself; teardown's `ChownDevice` step gives it back.
+    pub(crate) owner: Option<(u32, u32)>,
 }
 
 impl Readd {
@@ -83,7 +86,11 @@ impl Readd {
             })
             .collect();
         let paths = objects.iter().map(|(o, _)| o.evdev.clone()).collect();
-        Some(Watch::new(paths).map(|watch| Self { watch, objects }))
+        Some(Watch::new(paths).map(|watch| Self {
+            watch,
+            objects,
+            owner: None,
+        }))
     }
 
     pub(crate) async fn changed(&mut self) {
@@ -98,6 +105,18 @@ impl Readd {
             let now = identity(&obj.evdev);
             if now != *last {
                 if now.is_some() {
+                    if let Some((uid, gid)) = self.owner {
+                        let owner = (
+                            Some(nix::unistd::Uid::from_raw(uid)),
+                            Some(nix::unistd::Gid::from_raw(gid)),
+                        );
+                        if let Err(e) = nix::unistd::chown(&obj.evdev, owner.0, owner.1) {
+                            tracing::warn!(
+                                "input: giving {} to QEMU's uid {uid}: {e}",
+                                obj.evdev.display()
+                            );
+                        }
+                    }
                     out.push(obj.clone());
                 } else {
                     tracing::warn!(

@@ -3,23 +3,26 @@
 //! plain data that `--dry-run` prints. Host problems become findings, so a
 //! dry-run for another machine still shows its command line.
 
+pub(crate) mod backing;
 pub(crate) mod files;
 pub(crate) mod finding;
 pub(crate) mod firmware;
 pub(crate) mod hostdev;
 mod memory;
+pub mod identity;
 pub(crate) mod paths;
 pub(crate) mod safety;
 pub(crate) mod takeover;
-pub(crate) mod user;
 pub(crate) mod uuid;
 pub(crate) mod viability;
 
 use serde::Serialize;
 
+pub use backing::Backing;
 pub use finding::{Finding, Severity};
 pub use firmware::ResolvedFirmware;
 pub use hostdev::PlannedHostdev;
+pub use identity::QemuIdentity;
 pub use paths::{DirsEnv, DirsError, VmPaths};
 
 use crate::config::{Accel, FirmwareKind, VmConfig};
@@ -50,8 +53,10 @@ pub struct Plan {
     pub firmware: Option<ResolvedFirmware>,
     pub hostdevs: Vec<PlannedHostdev>,
     pub paths: VmPaths,
-    /// The user QEMU drops privileges to, when vmrun runs as root.
-    pub qemu_user: Option<String>,
+    /// Who QEMU and swtpm are exec'd as, when vmrun runs as root.
+    pub qemu_identity: Option<QemuIdentity>,
+    /// What each disk's qcow2 header says of a backing file, in disk order.
+    pub disk_backing: Vec<Backing>,
     /// `-uuid`: derived from the host's machine-id and the VM's name.
     pub uuid: String,
     /// `[takeover]` on this host: what stops, in order.
@@ -112,7 +117,18 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
     if takeover.is_some() {
         findings.extend(takeover::session_finding(&ctx.root));
     }
-    let qemu_user = user::qemu_user(&vm.qemu.user, ctx.dirs.is_root, &ctx.root, &mut findings);
+    let qemu_identity = identity::qemu_identity(
+        &vm.qemu.user,
+        ctx.dirs.is_root,
+        vm.qemu.accel,
+        vm.name.as_str(),
+        &ctx.root,
+        &mut findings,
+    );
+    if let Some(id) = &qemu_identity {
+        identity::access_findings(&vm, id, &ctx.root, &mut findings);
+    }
+    let disk_backing = backing::plan_backing(&vm, qemu_identity.as_ref(), &ctx.root, &mut findings);
     let uuid = uuid::vm_uuid(&ctx.root, vm.name.as_str(), &mut findings);
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
         findings.push(
@@ -127,7 +143,8 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         firmware,
         hostdevs,
         paths,
-        qemu_user,
+        qemu_identity,
+        disk_backing,
         uuid,
         takeover,
         findings,

@@ -178,7 +178,7 @@ impl VmPaths {
             swtpm_socket: r("swtpm.sock"),
             tpm_state_dir: s("tpm"),
             vars_file: s(&format!("{name}_VARS.fd")),
-            spice_socket: r("spice.sock"),
+            spice_socket: r("spice/spice.sock"),
             keyboard_proxy: r("input-keyboard"),
             mouse_proxy: r("input-mouse"),
             run_dir: run,

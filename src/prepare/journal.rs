@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::change::takeover::{display_manager, framebuffer, holders, modules, units, vtconsoles};
-use super::change::{group_owner, hugepages, vfio, StepReport, Undo};
+use super::change::{device_owner, group_owner, hugepages, vfio, StepReport, Undo};
 use super::Host;
 
 /// One change to the host, with the state it replaced. Each variant's data
@@ -23,6 +23,7 @@ use super::Host;
 pub enum Step {
     BindVfio(vfio::BindVfio),
     ChownVfioGroup(group_owner::ChownVfioGroup),
+    ChownDevice(device_owner::ChownDevice),
     Hugepages(hugepages::Hugepages),
     StopUnit(units::StopUnit),
     StopCommand(display_manager::StopCommand),
@@ -38,6 +39,7 @@ impl Step {
         match self {
             Self::BindVfio(s) => s.undo(host),
             Self::ChownVfioGroup(s) => s.undo(host),
+            Self::ChownDevice(s) => s.undo(host),
             Self::Hugepages(s) => s.undo(host),
             Self::StopUnit(s) => s.undo(host),
             Self::StopCommand(s) => s.undo(host),
@@ -504,6 +506,7 @@ mod tests {
         let lines = [
             r#"{"step":"bind-vfio","address":"0000:01:00.1","driver":"snd_hda_intel","driver_override":null,"rescan_fallback":true}"#,
             r#"{"step":"chown-vfio-group","group":7,"uid":1000,"gid":1000}"#,
+            r#"{"step":"chown-device","path":"/dev/input/by-id/usb-kbd-event-kbd","uid":0,"gid":104}"#,
             r#"{"step":"hugepages","size_kb":2048,"before":4,"reserved":6}"#,
             r#"{"step":"stop-unit","unit":"plasma-kwin_wayland.service","user":"alice"}"#,
             r#"{"step":"stop-command","stop":["dm","stop"],"start":["dm","start"]}"#,

@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::plan::Plan;
-use change::{group_owner, hugepages, takeover, vfio};
+use change::{device_owner, group_owner, hugepages, takeover, vfio};
 use journal::Journal;
 pub use kernel::Host;
 
@@ -41,6 +41,8 @@ pub enum PrepareError {
     },
     #[error(transparent)]
     GroupOwner(#[from] group_owner::GroupOwnerError),
+    #[error(transparent)]
+    DeviceOwner(#[from] device_owner::DeviceOwnerError),
 }
 
 /// The journal of a VM's run dir.
@@ -115,6 +117,17 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
         let pages = plan.vm.memory.bytes() / size.size().bytes();
         hugepages::reserve(host, journal, size, pages)?;
     }
+    // QEMU mode's input-linux opens the real devices itself, unprivileged.
+    let qemu_input = plan
+        .vm
+        .input
+        .as_ref()
+        .filter(|i| i.mode == crate::config::InputMode::Qemu);
+    if let (Some(input), Some(id)) = (qemu_input, &plan.qemu_identity) {
+        for path in [&input.keyboard, &input.mouse].into_iter().flatten() {
+            device_owner::give(host, journal, path, id)?;
+        }
+    }
     if plan.hostdevs.is_empty() {
         return Ok(());
     }
@@ -139,8 +152,8 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
         }
         tracing::info!("{} bound to vfio-pci", hd.address);
     }
-    if let Some(name) = &plan.qemu_user {
-        group_owner::give_groups(host, journal, &groups, name)?;
+    if let Some(id) = &plan.qemu_identity {
+        group_owner::give_groups(host, journal, &groups, id)?;
     }
     Ok(())
 }

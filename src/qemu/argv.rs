@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 
 use super::devices;
+use super::handoff::{FdPlan, Key, Source};
 use super::opts::Opts;
 use crate::config::{Accel, Topology};
 use crate::plan::Plan;
@@ -62,6 +63,55 @@ pub enum QmpListener {
     Stdin,
 }
 
+/// How the files QEMU needs are named: by path (what `--dry-run` prints,
+/// pasteable), or as the descriptors vmrun hands the QEMU it spawns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Form<'a> {
+    Path,
+    Run(&'a FdPlan),
+}
+
+impl Form<'_> {
+    /// A file QEMU opens with `qemu_open`: its path, or its fdset.
+    pub(crate) fn file(&self, key: Key, path: &std::path::Path) -> OsString {
+        match self.handed(key) {
+            Some((_, Source::File { set, .. })) => format!("/dev/fdset/{set}").into(),
+            Some((fd, _)) => format!("/proc/self/fd/{fd}").into(),
+            None => path.as_os_str().to_owned(),
+        }
+    }
+
+    /// A socket chardev QEMU serves: bound at `path` by QEMU, or the
+    /// listening socket vmrun bound, as `fd=`.
+    pub(crate) fn server(&self, key: Key, id: &str, path: &std::path::Path) -> Opts {
+        let o = Opts::new("socket").set("id", id);
+        let o = match self.handed(key) {
+            Some((fd, _)) => o.set("fd", fd.to_string()),
+            None => o.set("path", path),
+        };
+        o.switch("server", true).switch("wait", false)
+    }
+
+    /// The evdev node of router proxy `index` (0 keyboard, 1 mouse).
+    pub(crate) fn evdev(&self, index: usize, link: &std::path::Path) -> OsString {
+        match self {
+            Form::Run(fds) => fds.evdev[index]
+                .as_deref()
+                .unwrap_or(link)
+                .as_os_str()
+                .to_owned(),
+            Form::Path => link.as_os_str().to_owned(),
+        }
+    }
+
+    pub(crate) fn handed(&self, key: Key) -> Option<(i32, &Source)> {
+        match self {
+            Form::Run(fds) => fds.get(key).map(|h| (h.fd, &h.source)),
+            Form::Path => None,
+        }
+    }
+}
+
 /// Builds the full argv (without the binary itself) for `plan`, as
 /// `--dry-run` shows it.
 pub fn build_argv(plan: &Plan) -> Vec<OsString> {
@@ -70,8 +120,17 @@ pub fn build_argv(plan: &Plan) -> Vec<OsString> {
 
 /// `build_argv`, with the supervisor's monitor on `listener`.
 pub fn build_argv_with(plan: &Plan, listener: QmpListener) -> Vec<OsString> {
+    build(plan, listener, Form::Path)
+}
+
+/// The argv the supervisor spawns: its monitor on stdin, and every file
+/// of `fds` named by its descriptor (`-add-fd`, `fd=`, `/proc/self/fd/N`).
+pub fn build_run_argv(plan: &Plan, fds: &FdPlan) -> Vec<OsString> {
+    build(plan, QmpListener::Stdin, Form::Run(fds))
+}
+
+fn build(plan: &Plan, listener: QmpListener, form: Form<'_>) -> Vec<OsString> {
     let vm = &plan.vm;
-    let paths = &plan.paths;
     let mut a = Argv::default();
     a.opt(
         "-name",
@@ -83,6 +142,18 @@ pub fn build_argv_with(plan: &Plan, listener: QmpListener) -> Vec<OsString> {
     a.flag("-nodefaults");
     a.flag("-no-user-config");
     a.opt("-msg", "timestamp=on");
+    if let Form::Run(fds) = form {
+        for h in &fds.items {
+            if let Source::File { set, .. } = h.source {
+                a.opt(
+                    "-add-fd",
+                    Opts::empty()
+                        .set("fd", h.fd.to_string())
+                        .set("set", set.to_string()),
+                );
+            }
+        }
+    }
     machine(&mut a, plan);
     a.opt(
         "-accel",
@@ -94,15 +165,16 @@ pub fn build_argv_with(plan: &Plan, listener: QmpListener) -> Vec<OsString> {
     cpu(&mut a, plan);
     a.opt("-smp", smp(&vm.cpu.topology));
     memory(&mut a, plan);
-    firmware(&mut a, plan);
-    devices::hostdevs(&mut a, plan);
-    devices::disks(&mut a, plan);
+    firmware(&mut a, plan, form);
+    devices::hostdevs(&mut a, plan, form);
+    devices::disks(&mut a, plan, form);
     devices::network(&mut a, plan);
-    devices::display(&mut a, plan);
-    devices::input(&mut a, plan);
-    devices::tpm(&mut a, plan);
-    monitors(&mut a, plan, listener);
-    a.opt("-pidfile", &paths.pidfile);
+    devices::display(&mut a, plan, form);
+    devices::input(&mut a, plan, form);
+    devices::tpm(&mut a, plan, form);
+    monitors(&mut a, plan, listener, form);
+    // No `-pidfile`: QEMU, unprivileged, can't write in root's run dir;
+    // the supervisor writes `qemu.pid` from the pid it spawned.
     if vm.cpu.hyperv {
         // Windows keeps the RTC in local time unless told otherwise.
         a.opt("-rtc", "base=localtime,driftfix=slew");
@@ -119,7 +191,6 @@ pub fn build_argv_with(plan: &Plan, listener: QmpListener) -> Vec<OsString> {
         a.opt("-global", "ICH9-LPC.disable_s4=1");
     }
     sandbox(&mut a, plan);
-    privileges(&mut a, plan);
     for extra in &vm.qemu.extra_args {
         a.flag(extra);
     }
@@ -239,7 +310,7 @@ fn memory(a: &mut Argv, plan: &Plan) {
 }
 
 /// OVMF as two pflash blockdevs (firmware.json's recommended form since 4.0).
-fn firmware(a: &mut Argv, plan: &Plan) {
+fn firmware(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     let Some(fw) = &plan.firmware else {
         return;
     };
@@ -252,7 +323,7 @@ fn firmware(a: &mut Argv, plan: &Plan) {
         Opts::empty()
             .set("node-name", "fw-code-file")
             .set("driver", "file")
-            .set("filename", &fw.code)
+            .set("filename", form.file(Key::FwCode, &fw.code))
             .switch("read-only", true),
     );
     a.opt(
@@ -268,7 +339,7 @@ fn firmware(a: &mut Argv, plan: &Plan) {
         Opts::empty()
             .set("node-name", "fw-vars-file")
             .set("driver", "file")
-            .set("filename", &plan.paths.vars_file),
+            .set("filename", form.file(Key::FwVars, &plan.paths.vars_file)),
     );
     a.opt(
         "-blockdev",
@@ -287,7 +358,7 @@ fn firmware(a: &mut Argv, plan: &Plan) {
 /// Two QMP monitors (the supervisor's and `vmrun qmp`'s) and the serial
 /// console, all unix sockets in the run dir. `wait=off`: QEMU must not block
 /// on a client.
-fn monitors(a: &mut Argv, plan: &Plan, listener: QmpListener) {
+fn monitors(a: &mut Argv, plan: &Plan, listener: QmpListener, form: Form<'_>) {
     let paths = &plan.paths;
     let supervisor = match listener {
         QmpListener::Path => socket_chardev("qmp", &paths.qmp_socket),
@@ -299,7 +370,10 @@ fn monitors(a: &mut Argv, plan: &Plan, listener: QmpListener) {
     };
     for (id, chardev) in [
         ("qmp", supervisor),
-        ("qmp-ctl", socket_chardev("qmp-ctl", &paths.qmp_ctl_socket)),
+        (
+            "qmp-ctl",
+            form.server(Key::QmpCtl, "qmp-ctl", &paths.qmp_ctl_socket),
+        ),
     ] {
         a.opt("-chardev", chardev);
         a.opt(
@@ -309,12 +383,8 @@ fn monitors(a: &mut Argv, plan: &Plan, listener: QmpListener) {
     }
     a.opt(
         "-chardev",
-        Opts::new("socket")
-            .set("id", "console")
-            .set("path", &paths.console_socket)
-            .switch("server", true)
-            .switch("wait", false)
-            .set("logfile", &paths.console_log)
+        form.server(Key::Console, "console", &paths.console_socket)
+            .set("logfile", form.file(Key::ConsoleLog, &paths.console_log))
             .switch("logappend", true),
     );
     a.opt("-serial", "chardev:console");
@@ -328,33 +398,20 @@ pub(crate) fn socket_chardev(id: &str, path: &std::path::Path) -> Opts {
         .switch("wait", false)
 }
 
-/// QEMU's seccomp filter, as strict as the VM allows: set*uid is needed only
-/// when QEMU drops to another user itself, and fork/exec only for
-/// qemu-bridge-helper.
+/// QEMU's seccomp filter, as strict as the VM allows. QEMU never changes
+/// its uid (it is exec'd as its identity), so set*uid is always denied;
+/// fork/exec is allowed only for qemu-bridge-helper.
 fn sandbox(a: &mut Argv, plan: &Plan) {
     let needs_spawn = matches!(
         plan.vm.network.mode,
         crate::config::NetworkMode::Bridge { .. }
     );
-    let allow = |yes: bool| if yes { "allow" } else { "deny" };
     a.opt(
         "-sandbox",
         Opts::new("on")
             .set("obsolete", "deny")
-            .set("elevateprivileges", allow(plan.qemu_user.is_some()))
-            .set("spawn", allow(needs_spawn))
+            .set("elevateprivileges", "deny")
+            .set("spawn", if needs_spawn { "allow" } else { "deny" })
             .set("resourcecontrol", "deny"),
     );
-}
-
-/// `-runas` was deprecated in 9.1 and removed in 10.0 for `-run-with user=`.
-fn privileges(a: &mut Argv, plan: &Plan) {
-    let Some(user) = &plan.qemu_user else {
-        return;
-    };
-    if plan.qemu.version.at_least(9, 1) {
-        a.opt("-run-with", Opts::empty().set("user", user));
-    } else {
-        a.opt("-runas", user);
-    }
 }

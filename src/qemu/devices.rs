@@ -1,7 +1,8 @@
 //! Guest devices on the command line: passed-through PCI functions, disks,
 //! network, display, input and TPM.
 
-use super::argv::{is_q35, Argv};
+use super::argv::{is_q35, Argv, Form};
+use super::handoff::Key;
 use super::opts::Opts;
 use crate::config::PciAddress;
 use crate::config::{
@@ -9,7 +10,7 @@ use crate::config::{
 };
 use crate::input::readd::InputLinux;
 use crate::plan::hostdev::guest_function;
-use crate::plan::Plan;
+use crate::plan::{Backing, Plan};
 
 /// Root ports for passed-through devices sit at these pcie.0 slots, clear
 /// of q35's fixed 0x1f (LPC/SATA/SMBus) and of auto-assigned low slots.
@@ -20,11 +21,11 @@ const FIRST_HOSTDEV_SLOT: u8 = 0x10;
 /// (`guest_function`), so a GPU and its audio stay one multifunction device
 /// in the guest as on the host, and a device passed without its function 0
 /// is still seen.
-pub(crate) fn hostdevs(a: &mut Argv, plan: &Plan) {
+pub(crate) fn hostdevs(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     let mut slots: Vec<(u16, u8, u8)> = Vec::new();
     let q35 = is_q35(&plan.machine);
     let passed: Vec<PciAddress> = plan.hostdevs.iter().map(|hd| hd.address).collect();
-    for hd in &plan.hostdevs {
+    for (n, hd) in plan.hostdevs.iter().enumerate() {
         let function = guest_function(&passed, hd.address);
         let key = hd.address.slot_key();
         let index = match slots.iter().position(|k| *k == key) {
@@ -64,7 +65,7 @@ pub(crate) fn hostdevs(a: &mut Argv, plan: &Plan) {
             .flag("multifunction", hd.multifunction)
             .flag("x-vga", hd.config.x_vga);
         if let Some(rom) = &hd.config.romfile {
-            o = o.set("romfile", rom);
+            o = o.set("romfile", form.file(Key::Rom(n), rom));
         }
         if let Some(rombar) = hd.config.rombar {
             o = o.set("rombar", if rombar { "1" } else { "0" });
@@ -83,7 +84,7 @@ fn format_name(f: DiskFormat) -> &'static str {
 /// Each disk as a `file` + format blockdev pair and a frontend device.
 /// QEMU's legacy `cache=` modes map onto `cache.direct`/`cache.no-flush` of
 /// the file node and `write-cache` of the device (docs: "-drive cache=").
-pub(crate) fn disks(a: &mut Argv, plan: &Plan) {
+pub(crate) fn disks(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     let q35 = is_q35(&plan.machine);
     let mut scsi_added = false;
     let mut sata_port = 0;
@@ -93,7 +94,7 @@ pub(crate) fn disks(a: &mut Argv, plan: &Plan) {
         let mut file = Opts::empty()
             .set("node-name", format!("{node}-file"))
             .set("driver", "file")
-            .set("filename", &disk.path)
+            .set("filename", form.file(Key::Disk(i), &disk.path))
             .flag("read-only", disk.readonly);
         if matches!(cache, Cache::None | Cache::Directsync) {
             file = file.switch("cache.direct", true);
@@ -106,15 +107,19 @@ pub(crate) fn disks(a: &mut Argv, plan: &Plan) {
             file = file.set("discard", "unmap");
         }
         a.opt("-blockdev", file);
-        let mut fmt = Opts::empty()
-            .set("node-name", &node)
-            .set("driver", format_name(disk.format))
-            .set("file", format!("{node}-file"))
-            .flag("read-only", disk.readonly);
-        if disk.discard {
-            fmt = fmt.set("discard", "unmap");
+        if plan.disk_backing.get(i) == Some(&Backing::Null) {
+            a.opt("-blockdev", without_backing(disk, &node));
+        } else {
+            let mut fmt = Opts::empty()
+                .set("node-name", &node)
+                .set("driver", format_name(disk.format))
+                .set("file", format!("{node}-file"))
+                .flag("read-only", disk.readonly);
+            if disk.discard {
+                fmt = fmt.set("discard", "unmap");
+            }
+            a.opt("-blockdev", fmt);
         }
-        a.opt("-blockdev", fmt);
 
         let device = frontend(disk, q35, &node, &mut scsi_added, &mut sata_port, a);
         let mut dev = device
@@ -125,6 +130,26 @@ pub(crate) fn disks(a: &mut Argv, plan: &Plan) {
         }
         a.opt("-device", dev);
     }
+}
+
+/// The format node of a qcow2 whose header names no backing file, with
+/// `backing: null`, so a header rewritten later can't make QEMU open one.
+/// JSON, because QEMU's keyval syntax has no null: `backing=null` names a
+/// node called "null", and `backing=` is deprecated (QEMU 7.2 warns).
+fn without_backing(disk: &Disk, node: &str) -> String {
+    let mut o = serde_json::json!({
+        "node-name": node,
+        "driver": format_name(disk.format),
+        "file": format!("{node}-file"),
+        "backing": null,
+    });
+    if disk.readonly {
+        o["read-only"] = true.into();
+    }
+    if disk.discard {
+        o["discard"] = "unmap".into();
+    }
+    o.to_string()
 }
 
 /// The guest-visible device for a disk. A cdrom on `virtio` goes on SATA:
@@ -217,18 +242,26 @@ pub(super) fn derived_mac(name: &str) -> String {
     format!("52:54:00:{x:02x}:{y:02x}:{z:02x}")
 }
 
-pub(crate) fn display(a: &mut Argv, plan: &Plan) {
+pub(crate) fn display(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     let x_vga = plan.hostdevs.iter().any(|h| h.config.x_vga);
     match plan.vm.display {
         Display::None | Display::Serial => a.opt("-display", "none"),
         Display::Gtk => a.opt("-display", "gtk"),
         Display::Spice => {
             a.opt("-display", "none");
+            // QEMU 7.2's `-spice unix=on` binds by path and takes no fd.
+            // The socket's dir (`spice/` in the run dir) belongs to QEMU's
+            // uid; QEMU is handed that dir and binds through its magic
+            // link, so the 0700 run dir above stays root's.
+            let addr = match form.handed(Key::SpiceDir) {
+                Some((fd, _)) => std::path::PathBuf::from(format!("/proc/self/fd/{fd}/spice.sock")),
+                None => plan.paths.spice_socket.clone(),
+            };
             a.opt(
                 "-spice",
                 Opts::empty()
                     .switch("unix", true)
-                    .set("addr", &plan.paths.spice_socket)
+                    .set("addr", &addr)
                     .switch("disable-ticketing", true),
             );
         }
@@ -260,7 +293,7 @@ pub(crate) fn display(a: &mut Argv, plan: &Plan) {
 ///
 /// `qemu` mode: QEMU's `input-linux` reads the real devices, into
 /// virtio-keyboard/mouse when the guest drives them and PS/2 otherwise.
-pub(crate) fn input(a: &mut Argv, plan: &Plan) {
+pub(crate) fn input(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     let Some(input) = &plan.vm.input else {
         return;
     };
@@ -270,12 +303,17 @@ pub(crate) fn input(a: &mut Argv, plan: &Plan) {
                 (&input.keyboard, "kbd0", &plan.paths.keyboard_proxy),
                 (&input.mouse, "mouse0", &plan.paths.mouse_proxy),
             ];
-            for (_, id, proxy) in proxies.iter().filter(|(src, _, _)| src.is_some()) {
+            // Run form: the proxy's own /dev/input/eventN, chowned to
+            // QEMU's uid (the link in the 0700 run dir is out of its reach).
+            for (index, (_, id, proxy)) in proxies.iter().enumerate() {
+                if proxies[index].0.is_none() {
+                    continue;
+                }
                 a.opt(
                     "-device",
                     Opts::new("virtio-input-host-pci")
                         .set("id", id)
-                        .set("evdev", proxy),
+                        .set("evdev", form.evdev(index, proxy)),
                 );
             }
         }
@@ -298,16 +336,19 @@ pub(crate) fn input(a: &mut Argv, plan: &Plan) {
 }
 
 /// TPM 2.0 through swtpm's control socket (started before QEMU).
-pub(crate) fn tpm(a: &mut Argv, plan: &Plan) {
+pub(crate) fn tpm(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     if !plan.vm.tpm {
         return;
     }
-    // swtpm listens; QEMU connects as a client.
+    // swtpm listens; QEMU connects as a client, or is handed vmrun's
+    // connection (a socket chardev takes a connected socket as `fd=`).
+    let chardev = Opts::new("socket").set("id", "chrtpm");
     a.opt(
         "-chardev",
-        Opts::new("socket")
-            .set("id", "chrtpm")
-            .set("path", &plan.paths.swtpm_socket),
+        match form.handed(Key::Swtpm) {
+            Some((fd, _)) => chardev.set("fd", fd.to_string()),
+            None => chardev.set("path", &plan.paths.swtpm_socket),
+        },
     );
     a.opt("-tpmdev", "emulator,id=tpm0,chardev=chrtpm");
     // tpm-crb needs q35's memory map; i440fx guests get the TIS interface.

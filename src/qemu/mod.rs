@@ -2,8 +2,11 @@
 
 pub(crate) mod argv;
 mod devices;
+pub(crate) mod exec_as;
+pub(crate) mod handoff;
 pub(crate) mod opts;
 pub(crate) mod process;
 pub(crate) mod swtpm;
 
-pub use argv::{build_argv, build_argv_with, QmpListener};
+pub use argv::{build_argv, build_argv_with, build_run_argv, QmpListener};
+pub use handoff::FdPlan;

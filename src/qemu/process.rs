@@ -4,12 +4,13 @@
 //! must reach only vmrun, which shuts the guest down properly.
 
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use tokio::process::{Child, Command};
 
@@ -30,6 +31,12 @@ pub(crate) enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not hand QEMU its files: an fd number is given twice")]
+    FdCollision,
+    #[error(transparent)]
+    Handoff(#[from] super::handoff::HandoffError),
+    #[error(transparent)]
+    Claim(#[from] crate::plan::identity::ClaimError),
     #[error("could not raise RLIMIT_MEMLOCK to {wanted} bytes for VFIO (guest RAM + 1 GiB): {source}. Run vmrun as root, or raise the limit (ulimit -l, /etc/security/limits.conf)")]
     Memlock {
         wanted: u64,
@@ -80,18 +87,44 @@ pub(crate) fn qmp_listen(path: &Path) -> Result<(UnixListener, UnixStream), Spaw
 /// added here. Its stderr is returned piped for the supervisor's log.
 /// `qmp_listener` becomes QEMU's stdin: the monitor of
 /// `QmpListener::Stdin` (QEMU reads nothing else from stdin: no `stdio`
-/// chardev is ever configured).
+/// chardev is ever configured). `handed` are the files of the run form's
+/// `FdPlan`, placed at their fd numbers in QEMU (`command-fds` dup2s
+/// them in the child, which clears FD_CLOEXEC on the copies only).
+///
+/// With an identity, QEMU is exec'd through `vmrun __exec-as` (vmrun's
+/// own executable, `/proc/self/exe`), which drops to it first; the fds
+/// and RLIMIT_MEMLOCK survive both execs.
 pub(crate) fn spawn(
     plan: &Plan,
     argv: &[OsString],
     qmp_listener: UnixListener,
+    handed: Vec<(RawFd, OwnedFd)>,
 ) -> Result<Child, SpawnError> {
     raise_memlock_for_vfio(plan)?;
     // A few stat calls here instead of posix_spawnp's failed execve in
     // every PATH directory before QEMU's.
     let binary = find_in_path(&plan.qemu.binary).unwrap_or_else(|| plan.qemu.binary.clone());
-    Command::new(binary)
-        .arg("-S")
+    let mut cmd = match &plan.qemu_identity {
+        Some(id) => {
+            // The magic link, not the path it shows: exec(2) of it runs
+            // this very executable even if its file was replaced or
+            // removed since (an upgrade while VMs run).
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.args(super::exec_as::args(id, &binary));
+            cmd
+        }
+        None => Command::new(binary),
+    };
+    let mappings = handed
+        .into_iter()
+        .map(|(child_fd, parent_fd)| FdMapping {
+            parent_fd,
+            child_fd,
+        })
+        .collect();
+    cmd.fd_mappings(mappings)
+        .map_err(|_| SpawnError::FdCollision)?;
+    cmd.arg("-S")
         .args(argv)
         .process_group(0)
         .stdin(OwnedFd::from(qmp_listener))

@@ -225,6 +225,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let outcome = vm.outcome(status);
     // QEMU is reaped: its devices are free to go back.
     let teardown = teardown::replay(&journal, &host);
+    setup::remove_qemus_dirs(&plan.paths.run_dir);
     run_dir.finish((!teardown.complete()).then_some(journal.as_path()));
     Ok(Report {
         outcome,

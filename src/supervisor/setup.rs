@@ -16,9 +16,10 @@ use super::{vmfiles, Signals, SupervisorError};
 use crate::config::InputMode;
 use crate::input::readd::Readd;
 use crate::input::router::Router;
+use crate::plan::identity::{self, UidLock};
 use crate::plan::Plan;
 use crate::prepare::{self, DeviceLocks, Host, PrepareError};
-use crate::qemu::{process, swtpm, QmpListener};
+use crate::qemu::{handoff, process, swtpm, FdPlan};
 use crate::teardown;
 
 /// What setup made, handed to the loop.
@@ -31,8 +32,9 @@ pub(super) struct Started {
     pub listeners: (UnixListener, Signals),
     /// Router mode's proxies and real devices, or qemu mode's re-adder.
     pub input: (Option<Router>, Option<Readd>),
-    /// Held until the supervisor ends: the devices are ours until then.
-    pub device_locks: DeviceLocks,
+    /// Held until the supervisor ends: the devices, and QEMU's per-VM
+    /// uid, are ours until then.
+    pub device_locks: (DeviceLocks, Option<UidLock>),
 }
 
 /// Why setup stopped, before the undo is known.
@@ -75,11 +77,19 @@ pub(super) fn set_up(
             });
         }
     }
+    // Before anything is given to the uid: it is this VM's from now on.
+    let uid_lock = identity::claim(
+        plan.qemu_identity.as_ref(),
+        plan.vm.name.as_str(),
+        &plan.root,
+    )
+    .map_err(|e| SupervisorError::from(process::SpawnError::from(e)))?;
     vmfiles::ensure_vars_copy(plan).map_err(SupervisorError::from)?;
     vmfiles::ensure_console_log(plan).map_err(SupervisorError::from)?;
     if plan.vm.tpm {
         *tpm = Some(
-            swtpm::start(&plan.paths, plan.qemu_user.as_deref()).map_err(SupervisorError::from)?,
+            swtpm::start(&plan.paths, plan.qemu_identity.as_ref())
+                .map_err(SupervisorError::from)?,
         );
     }
     let control_path = plan.paths.run_dir.join("control.sock");
@@ -93,15 +103,26 @@ pub(super) fn set_up(
         tracing::error!("preparing the host failed: {e}; undoing what was done");
         SetupFailure::Prepare(e)
     })?;
-    let argv = crate::qemu::build_argv_with(plan, QmpListener::Stdin);
+    let mut fds = FdPlan::new(plan);
+    fds.evdev = proxy_nodes(plan)?;
+    let ctrl = tpm.as_mut().and_then(|t| t.ctrl.take());
+    let handed = handoff::open(&fds, plan.qemu_identity.as_ref(), ctrl)
+        .map_err(|e| SupervisorError::from(process::SpawnError::from(e)))?;
+    let argv = crate::qemu::build_run_argv(plan, &fds);
     let (listener, qmp_stream) =
         process::qmp_listen(&plan.paths.qmp_socket).map_err(SupervisorError::from)?;
-    let child = process::spawn(plan, &argv, listener).map_err(SupervisorError::from)?;
+    let child = process::spawn(plan, &argv, listener, handed).map_err(SupervisorError::from)?;
+    // QEMU has no -pidfile (it could not write in root's run dir): the
+    // pid is the one spawned, which __exec-as keeps across its exec.
+    // `rundir::live_qemu_of` reads it after a crash.
+    if let Some(pid) = child.id() {
+        let _ = std::fs::write(&plan.paths.pidfile, format!("{pid}\n"));
+    }
     Ok(Started {
         qemu: (child, qmp_stream),
         listeners: (control, signals),
         input,
-        device_locks,
+        device_locks: (device_locks, uid_lock),
     })
 }
 
@@ -124,6 +145,9 @@ pub(super) fn abandon(
         _ => Some(teardown::replay(journal, host)),
     };
     let complete = undo.as_ref().is_some_and(teardown::Report::complete);
+    if let Some(dir) = journal.parent() {
+        remove_qemus_dirs(dir);
+    }
     run_dir.finish((!complete).then_some(journal));
     match failure {
         SetupFailure::Stale { vm, problems } => SupervisorError::StaleRestore { vm, problems },
@@ -143,6 +167,48 @@ pub(super) fn abandon(
     }
 }
 
+/// Removes what QEMU's uid owns in the run dir (SPICE's socket dir, made
+/// by `handoff::own_dir`), so `RunDir::finish` can remove the dir.
+pub(super) fn remove_qemus_dirs(run_dir: &Path) {
+    let _ = std::fs::remove_dir_all(run_dir.join(handoff::SPICE_DIR));
+}
+
+/// The `/dev/input/eventN` nodes behind router mode's proxy links, given
+/// to QEMU's uid: QEMU opens them itself (virtio-input-host's `evdev=`
+/// takes a path only), and the links sit in the 0700 run dir. A proxy's
+/// node is vmrun's own and dies with it, so nothing needs undoing.
+fn proxy_nodes(plan: &Plan) -> Result<[Option<std::path::PathBuf>; 2], SupervisorError> {
+    let mut nodes = [None, None];
+    let Some(input) = plan
+        .vm
+        .input
+        .as_ref()
+        .filter(|i| i.mode == InputMode::Router)
+    else {
+        return Ok(nodes);
+    };
+    let links = [
+        (&input.keyboard, &plan.paths.keyboard_proxy),
+        (&input.mouse, &plan.paths.mouse_proxy),
+    ];
+    for (slot, (source, link)) in nodes.iter_mut().zip(links) {
+        if source.is_none() {
+            continue;
+        }
+        let node = std::fs::read_link(link).map_err(SupervisorError::Runtime)?;
+        if let Some(id) = &plan.qemu_identity {
+            nix::unistd::chown(
+                &node,
+                Some(nix::unistd::Uid::from_raw(id.uid)),
+                Some(nix::unistd::Gid::from_raw(id.gid)),
+            )
+            .map_err(|e| SupervisorError::Runtime(e.into()))?;
+        }
+        *slot = Some(node);
+    }
+    Ok(nodes)
+}
+
 /// Router mode's proxies and device side, or qemu mode's re-adder.
 fn input_side(plan: &Plan) -> Result<(Option<Router>, Option<Readd>), SupervisorError> {
     let Some(input) = &plan.vm.input else {
@@ -158,7 +224,10 @@ fn input_side(plan: &Plan) -> Result<(Option<Router>, Option<Readd>), Supervisor
             None,
         )),
         InputMode::Qemu => match Readd::new(input) {
-            Some(Ok(readd)) => Ok((None, Some(readd))),
+            Some(Ok(mut readd)) => {
+                readd.owner = plan.qemu_identity.as_ref().map(|id| (id.uid, id.gid));
+                Ok((None, Some(readd)))
+            }
             Some(Err(error)) => Err(crate::input::InputError::Watch { error }.into()),
             None => Ok((None, None)),
         },

@@ -5,8 +5,6 @@ use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{chown, User};
-
 use crate::plan::Plan;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +16,8 @@ pub(crate) struct VmFileError {
 }
 
 /// Copies the firmware's VARS template to the VM's own VARS file, once: it
-/// holds the guest's boot entries and Secure Boot state from then on. When
-/// QEMU runs as another user it must own the copy (the guest writes to it).
+/// holds the guest's boot entries and Secure Boot state from then on. It
+/// stays root's, 0600: QEMU gets it as an open descriptor.
 pub(crate) fn ensure_vars_copy(plan: &Plan) -> Result<(), VmFileError> {
     let Some(fw) = &plan.firmware else {
         return Ok(());
@@ -38,10 +36,10 @@ pub(crate) fn ensure_vars_copy(plan: &Plan) -> Result<(), VmFileError> {
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(err)?;
         fs::rename(&tmp, vars).map_err(err)?;
     }
-    if let Some(user) = &plan.qemu_user {
-        if let Ok(Some(u)) = User::from_name(user) {
-            chown(vars, Some(u.uid), Some(u.gid)).map_err(|e| err(e.into()))?;
-        }
+    // An older vmrun gave the copy to QEMU's user: take it back.
+    if nix::unistd::geteuid().is_root() {
+        let root = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+        nix::unistd::chown(vars, Some(root.0), Some(root.1)).map_err(|e| err(e.into()))?;
     }
     Ok(())
 }

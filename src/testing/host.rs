@@ -111,9 +111,12 @@ impl TestHost {
         self.file("/proc/meminfo", &text)
     }
 
-    /// `/dev/kvm` exists.
+    /// `/dev/kvm` exists, open to every uid (0666) as QEMU's own needs it.
     pub fn kvm(self) -> Self {
-        self.file("/dev/kvm", "")
+        let host = self.file("/dev/kvm", "");
+        let node = host.path().join("dev/kvm");
+        fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+        host
     }
 
     /// The running kernel (`RELEASE`) ships vfio-pci as a module.

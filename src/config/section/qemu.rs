@@ -28,7 +28,7 @@ pub(crate) struct WireQemu {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QemuUser {
-    /// The first of vmrun/qemu/libvirt-qemu that exists, else nobody.
+    /// A uid of the VM's own (`plan::identity`).
     Auto,
     /// Keep QEMU running as root.
     Root,

@@ -1,14 +1,15 @@
-//! Handing `/dev/vfio/N` to the user QEMU runs as. The kernel creates the
-//! node root-only (0600); a QEMU that dropped root needs it for hotplug and
-//! reset paths after start. The undo gives it back to root (the node
-//! vanishes anyway once the group leaves vfio-pci).
+//! Handing `/dev/vfio/N` to the identity QEMU runs as. The kernel creates
+//! the node root-only (0600); QEMU, exec'd unprivileged, opens it itself
+//! (`vfio_get_group`). The undo gives it back to root (the node vanishes
+//! anyway once the group leaves vfio-pci).
 
 use std::path::PathBuf;
 
-use nix::unistd::{chown, Gid, Uid, User};
+use nix::unistd::{chown, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
 use super::{StepReport, Undo};
+use crate::plan::QemuIdentity;
 use crate::prepare::journal::{Journal, JournalError, Step};
 use crate::prepare::Host;
 
@@ -33,27 +34,28 @@ pub enum GroupOwnerError {
     },
 }
 
-/// Gives the nodes of `groups` to user `name` (nothing when there is no
-/// such user), journaling each first.
+/// Gives the nodes of `groups` to `id`, journaling each first.
 pub fn give_groups(
     host: &Host,
     journal: &mut Journal,
     groups: &[u32],
-    name: &str,
+    id: &QemuIdentity,
 ) -> Result<(), GroupOwnerError> {
-    let Ok(Some(user)) = User::from_name(name) else {
-        return Ok(());
-    };
     for &group in groups {
         let path = host.root.path(format!("/dev/vfio/{group}"));
         journal.record(&Step::ChownVfioGroup(ChownVfioGroup {
             group,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
+            uid: id.uid,
+            gid: id.gid,
         }))?;
-        chown(&path, Some(user.uid), Some(user.gid)).map_err(|source| GroupOwnerError::Chown {
+        chown(
+            &path,
+            Some(Uid::from_raw(id.uid)),
+            Some(Gid::from_raw(id.gid)),
+        )
+        .map_err(|source| GroupOwnerError::Chown {
             path,
-            user: name.to_string(),
+            user: id.label.clone(),
             source,
         })?;
     }

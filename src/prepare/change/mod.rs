@@ -3,6 +3,7 @@
 //! side. `prepare` makes the changes in order; `teardown` walks the journal
 //! newest first and calls each step's `undo`.
 
+pub mod device_owner;
 pub mod group_owner;
 pub mod hugepages;
 pub mod takeover;

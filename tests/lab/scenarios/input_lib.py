@@ -201,7 +201,7 @@ def vm_config(name, keyboard, mouse_path, mode="router", binary=None, toggle=Non
     lines = [
         'memory = "64M"', "[cpu]", "cores = 1", "[firmware]", 'type = "bios"',
         "[network]", 'mode = "none"', "[display]", 'mode = "none"',
-        "[shutdown]", 'timeout = "1s"', "[qemu]", 'accel = "tcg"', 'user = "root"',
+        "[shutdown]", 'timeout = "1s"', "[qemu]", 'accel = "tcg"',
     ]
     if binary:
         lines.append('binary = "%s"' % binary)

@@ -49,6 +49,8 @@ def main():
     # input-linux grabs at startup.
     R["kbd_grabbed_by_qemu"] = wait_for(lambda: not Reader(kbd.node).try_grab(), 10, 0.5)
     R["mouse_grabbed_by_qemu"] = not Reader(ms.node).try_grab()
+    # QEMU runs as the VM's own uid: the devices are given to it for the run.
+    R["kbd_owned_by_qemu_uid"] = os.stat(kbd.node).st_uid > 0
 
     # Unplug and plug back: a new node behind the same link.
     old_node = kbd.node
@@ -69,6 +71,9 @@ def main():
     code, out = vmrun("stop", "q1")
     R["stop_exit"] = code
     R["kbd_free_after_stop"] = Reader(kbd.node).try_grab()
+    # Teardown gives the replugged node (reached by its link) back to root.
+    R["kbd_root_after_stop"] = os.stat(kbd.node).st_uid == 0
+    R["mouse_root_after_stop"] = os.stat(ms.node).st_uid == 0
 
 
 try:

@@ -166,8 +166,17 @@ def main():
     st = status("r3")
     qpid = st.get("qemu_pid")
     cmdline = open("/proc/%d/cmdline" % qpid).read().split("\0") if qpid else []
-    R["r3_virtio_input_host"] = [a for a in cmdline if a.startswith("virtio-input-host-pci")]
     p3 = os.path.realpath(RUN + "/r3/input-keyboard")
+    m3 = os.path.realpath(RUN + "/r3/input-mouse")
+    # QEMU runs as the VM's own uid: it opens the proxies' nodes, which
+    # vmrun gave to that uid, not the links in the 0700 run dir.
+    R["r3_virtio_input_host_is_the_proxy_node"] = [a for a in cmdline if a.startswith("virtio-input-host-pci")] == [
+        "virtio-input-host-pci,id=kbd0,evdev=" + p3,
+        "virtio-input-host-pci,id=mouse0,evdev=" + m3,
+    ]
+    quid = os.stat("/proc/%d" % qpid).st_uid if qpid else -1
+    R["r3_qemu_uid_not_root"] = quid > 0
+    R["r3_proxies_owned_by_qemu"] = all(os.stat(n).st_uid == quid for n in (p3, m3))
     R["r3_proxy_grabbed_by_qemu"] = not Reader(p3).try_grab()
     R["r3_mouse_proxy_grabbed_by_qemu"] = not Reader(os.path.realpath(RUN + "/r3/input-mouse")).try_grab()
     vmrun("input", "r3", "host")

@@ -26,6 +26,11 @@ rec_devices a_running $VGA $HDA
 lab_str a_state "$(vm_state a1)"
 lab_str a_pci_ids "$(nested_pci_ids a1)"
 lab_str a_qmp_err "$(cat /tmp/a1.qmp.err)"
+# QEMU runs as the VM's own uid, which vmrun gave the VFIO group node.
+aq=$("$VMRUN" status a1 --json | field qemu_pid)
+lab_str a_qemu_uid "$(awk '/^Uid:/ {print $2}' /proc/$aq/status)"
+grp=$(basename "$(readlink /sys/bus/pci/devices/$VGA/iommu_group)")
+lab_str a_group_owner "$(stat -c %u /dev/vfio/$grp)"
 t0=$(lab_ms)
 run_vmrun a_stop stop a1
 lab_num a_stop_ms $(($(lab_ms) - t0))

@@ -33,7 +33,6 @@ vm_cfg() {
 		timeout = "1s"
 		[qemu]
 		accel = "tcg"
-		user = "root"
 	EOF
 	for a in "$@"; do
 		printf '[[hostdev]]\naddress = "%s"\n' "$a" >>"$f"

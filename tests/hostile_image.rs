@@ -1,0 +1,175 @@
+//! Issue 14, items 3 and 7, replayed: a hostile disk image and VMs that
+//! share a host. QEMU is exec'd as an unprivileged per-VM uid from its
+//! first instruction, so a qcow2 whose header names a root-only backing
+//! file can't make QEMU open it, and one VM's QEMU or swtpm can't touch
+//! another's state. Runs as root (CI does); as any other user it fails at
+//! once rather than pass without checking anything.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use support::{assert_ok, proc_status_field, text, VmSpec, World};
+use vmrun::plan::identity::DYNAMIC_UIDS;
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "hostile_image replays attacks on a root vmrun and must run as root (CI does)"
+    );
+}
+
+/// Real, effective, saved and fs ids of `field` (`Uid` or `Gid`).
+fn ids(pid: i32, field: &str) -> Vec<u32> {
+    proc_status_field(pid, field)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|u| u.parse().unwrap())
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Issue 14 item 3: a qcow2 owned by another user (65534) names a root-only
+/// file as its backing file. QEMU, started by a root vmrun, must be refused
+/// that file by the kernel: the start fails with Permission denied instead
+/// of the guest reading the file.
+#[test]
+fn a_qcow2_backed_by_a_root_only_file_does_not_get_it() {
+    require_root();
+    let w = World::new();
+    // The world plays `/`: searchable by everyone, so only the secret's own
+    // mode keeps QEMU out, as with /etc/shadow.
+    w.make_world_readable();
+    let secret = w.home.join("shadow");
+    fs::write(&secret, "root:$6$not-for-the-guest\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let image = w.home.join("hostile.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&secret)
+        .arg(&image)
+        .arg("1M")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "qemu-img: {made:?}");
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&image, nobody, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    fs::write(
+        w.home.join("vms/hostile.toml"),
+        format!(
+            "memory = \"128M\"\n[firmware]\ntype = \"bios\"\n\
+             [[disk]]\npath = \"{}\"\nformat = \"qcow2\"\n\
+             [network]\nmode = \"none\"\n[display]\nmode = \"serial\"\n\
+             [qemu]\naccel = \"tcg\"\nuser = \"auto\"\n",
+            image.display()
+        ),
+    )
+    .unwrap();
+
+    let dry = w.run(&["start", "hostile", "--dry-run"]);
+    let shown = text(&dry);
+    assert!(
+        shown.contains(&format!("backing file `{}`", secret.display())),
+        "the plan names the backing file: {shown}"
+    );
+
+    let out = w.run(&["start", "hostile", "--detach"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let log = w.log("hostile");
+    assert!(
+        log.contains("Could not open backing file") && log.contains("Permission denied"),
+        "QEMU is refused the backing file: {log}"
+    );
+    assert!(!log.contains("not-for-the-guest"), "{log}");
+}
+
+fn start_tpm_vm(w: &World, name: &str) -> (i32, i32, u32) {
+    let name = w.vm(
+        name,
+        &VmSpec {
+            tpm: true,
+            user: "auto",
+            ..VmSpec::default()
+        },
+    );
+    w.start_detached(&name);
+    let qemu = w.pid_in(&name, "qemu.pid").expect("qemu.pid");
+    let supervisor = w.pid_in(&name, "supervisor.pid").expect("supervisor.pid");
+    let swtpm = swtpm_of(supervisor).expect("swtpm runs beside QEMU");
+    let uid = ids(qemu, "Uid")[0];
+    (qemu, swtpm, uid)
+}
+
+/// The child of `supervisor` named swtpm.
+fn swtpm_of(supervisor: i32) -> Option<i32> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+        let (comm, rest) = stat.split_once(") ")?;
+        let ppid: i32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (comm.ends_with("(swtpm") && ppid == supervisor).then_some(pid)
+    })
+}
+
+/// Issue 14 item 7: each VM's QEMU and swtpm run as a uid of its own, which
+/// owns that VM's TPM state alone; vmrun's state dirs stay 0700.
+#[test]
+fn each_vm_runs_as_its_own_uid_and_owns_only_its_tpm_state() {
+    require_root();
+    let w = World::new();
+    let (qemu_a, swtpm_a, uid_a) = start_tpm_vm(&w, "tenant-a");
+    let (qemu_b, swtpm_b, uid_b) = start_tpm_vm(&w, "tenant-b");
+
+    for (uid, qemu, swtpm) in [(uid_a, qemu_a, swtpm_a), (uid_b, qemu_b, swtpm_b)] {
+        assert!(DYNAMIC_UIDS.contains(&uid), "per-VM uid, not {uid}");
+        assert_eq!(ids(qemu, "Uid"), vec![uid; 4], "QEMU's uids");
+        assert_eq!(ids(qemu, "Gid"), vec![uid; 4], "QEMU's gids");
+        assert_eq!(ids(swtpm, "Uid"), vec![uid; 4], "swtpm's uids");
+        assert_eq!(ids(swtpm, "Gid"), vec![uid; 4], "swtpm's gids");
+        assert_eq!(
+            proc_status_field(qemu, "NoNewPrivs")
+                .as_deref()
+                .map(str::trim),
+            Some("1")
+        );
+    }
+    assert_ne!(uid_a, uid_b, "two VMs, two uids");
+
+    for (name, uid) in [("tenant-a", uid_a), ("tenant-b", uid_b)] {
+        let tpm = w.state_dir(name).join("tpm");
+        // swtpm writes its state once QEMU initialised the TPM.
+        support::wait_for("swtpm's state", std::time::Duration::from_secs(10), || {
+            fs::read_dir(&tpm).ok()?.flatten().next()
+        });
+        let meta = fs::metadata(&tpm).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), mode(&tpm)), (uid, uid, 0o700));
+        for file in fs::read_dir(&tpm).unwrap().flatten() {
+            let m = file.metadata().unwrap();
+            if m.is_file() {
+                assert_eq!(
+                    (m.uid(), m.mode() & 0o777),
+                    (uid, 0o600),
+                    "{}",
+                    file.path().display()
+                );
+            }
+        }
+        assert_eq!(mode(&w.state_dir(name)), 0o700, "the VM's state dir");
+    }
+    assert_eq!(
+        mode(&w.state_base),
+        0o700,
+        "the state base (/var/lib/vmrun)"
+    );
+
+    for name in ["tenant-a", "tenant-b"] {
+        assert_ok(&w.run(&["stop", name, "--force"]), "vmrun stop --force");
+    }
+}
