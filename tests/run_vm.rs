@@ -630,14 +630,6 @@ fn secure_boot_tpm_vm_runs_the_firmware_a_descriptor_offers_for_secure_boot() {
     assert_torn_down(&w, &name, supervisor, qemu);
 }
 
-fn uid_of(user: &str) -> u32 {
-    nix::unistd::User::from_name(user)
-        .unwrap()
-        .unwrap_or_else(|| panic!("no user {user}"))
-        .uid
-        .as_raw()
-}
-
 /// The real uid from a `/proc/PID/status` `Uid:` line (real, effective,
 /// saved, fs).
 fn uids(pid: i32) -> Vec<u32> {
