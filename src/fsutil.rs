@@ -2,10 +2,13 @@
 //! directories (prepare's device locks, the uid locks, the supervisor's
 //! run dir). Below all of them, so none imports another for it.
 
-use std::fs::{DirBuilder, Metadata};
-use std::io;
+use std::fs::{DirBuilder, File, Metadata, OpenOptions};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 /// A directory of vmrun's that could not be made, or that exists but
 /// another user could have made or could change.
@@ -90,6 +93,39 @@ fn check(dir: &Path, meta: &Metadata, owner: Option<u32>) -> Result<(), DirError
         return Err(DirError::Writable { path, mode });
     }
     Ok(())
+}
+
+/// Why [`claim_file`] got no lock.
+#[derive(Debug)]
+pub(crate) enum ClaimError {
+    /// A live process holds it; what it wrote there (its VM's name).
+    Held(String),
+    Io(io::Error),
+}
+
+/// An exclusive flock(2) on `path` (made if missing), taken without waiting,
+/// with `holder` written into it for whoever finds it taken. The kernel
+/// drops the lock when the holding process dies, so a `kill -9` leaves no
+/// stale claim behind.
+pub(crate) fn claim_file(path: &Path, holder: &str) -> Result<Flock<File>, ClaimError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(ClaimError::Io)?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, Errno::EWOULDBLOCK)) => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            return Err(ClaimError::Held(text.trim().to_string()));
+        }
+        Err((_, e)) => return Err(ClaimError::Io(e.into())),
+    };
+    lock.set_len(0).map_err(ClaimError::Io)?;
+    writeln!(*lock, "{holder}").map_err(ClaimError::Io)?;
+    Ok(lock)
 }
 
 #[cfg(test)]

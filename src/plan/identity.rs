@@ -8,12 +8,10 @@
 //! held for the VM's life by a flock on `UID_LOCK_DIR/UID` (`claim`), so
 //! two running VMs never share one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
@@ -319,30 +317,13 @@ pub fn claim(
         source: std::io::Error::other(e.to_string()),
     })?;
     let path = dir.join(id.uid.to_string());
-    let io = |source| ClaimError::Io {
-        path: path.clone(),
-        source,
-    };
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((_, Errno::EWOULDBLOCK)) => {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            return Err(ClaimError::Taken {
-                uid: id.uid,
-                holder: holder.trim().to_string(),
-            });
-        }
-        Err((_, e)) => return Err(io(e.into())),
-    };
-    lock.set_len(0).map_err(io)?;
-    writeln!(*lock, "{vm_name}").map_err(io)?;
+    let lock = crate::fsutil::claim_file(&path, vm_name).map_err(|e| match e {
+        crate::fsutil::ClaimError::Held(holder) => ClaimError::Taken {
+            uid: id.uid,
+            holder,
+        },
+        crate::fsutil::ClaimError::Io(source) => ClaimError::Io { path, source },
+    })?;
     Ok(Some(UidLock(lock)))
 }
 

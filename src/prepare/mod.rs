@@ -9,12 +9,10 @@ pub mod journal;
 pub mod kernel;
 pub(crate) mod rom;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::path::PathBuf;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use crate::plan::Plan;
 use change::{device_owner, group_owner, hugepages, takeover, vfio};
@@ -75,30 +73,14 @@ pub fn lock_devices(plan: &Plan) -> Result<DeviceLocks, PrepareError> {
     let mut locks = DeviceLocks::default();
     for hd in &plan.hostdevs {
         let path = dir.join(format!("{}.lock", hd.address));
-        let io = |source| PrepareError::Lock {
-            path: path.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, Errno::EWOULDBLOCK)) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                return Err(PrepareError::DeviceBusy {
+        let lock =
+            crate::fsutil::claim_file(&path, plan.vm.name.as_str()).map_err(|e| match e {
+                crate::fsutil::ClaimError::Held(holder) => PrepareError::DeviceBusy {
                     address: hd.address.to_string(),
-                    holder: holder.trim().to_string(),
-                });
-            }
-            Err((_, e)) => return Err(io(e.into())),
-        };
-        let _ = lock.set_len(0);
-        let _ = writeln!(*lock, "{}", plan.vm.name);
+                    holder,
+                },
+                crate::fsutil::ClaimError::Io(source) => PrepareError::Lock { path, source },
+            })?;
         locks.0.push(lock);
     }
     Ok(locks)
