@@ -321,7 +321,7 @@ fn a_closed_stdout_ends_every_verb_quietly_with_exit_0() {
 
 #[test]
 fn a_real_start_with_a_fake_host_root_is_refused_exit_2() {
-    // Issue 14 item 11: the plan would read the fake tree while the start
+    // docs/security.md item 11: the plan would read the fake tree while the start
     // changes this machine. --dry-run only reads: it keeps working.
     let host = Machine::FixtureDesktop.build();
     let dirs = tempfile::tempdir().unwrap();
@@ -346,7 +346,7 @@ fn a_real_start_with_a_fake_host_root_is_refused_exit_2() {
 
 #[test]
 fn a_huge_page_guest_larger_than_the_host_is_a_finding_before_any_change() {
-    // Issue 14 item 13: `size = "1T"` with 2M pages planned with exit 0.
+    // docs/security.md item 13: `size = "1T"` with 2M pages planned with exit 0.
     let host = Machine::IntelNvidiaLaptop.build();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.toml");

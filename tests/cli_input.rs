@@ -99,7 +99,7 @@ fn dry_run_with_input(input: &str) -> (Option<i32>, String) {
 
 #[test]
 fn a_hotkey_the_keyboard_cannot_press_is_refused_exit_2() {
-    // Issue 14 item 18: a mouse named as the keyboard has no Ctrl keys.
+    // docs/security.md item 18: a mouse named as the keyboard has no Ctrl keys.
     let (code, err) = dry_run_with_input(
         "keyboard = \"/dev/input/by-id/usb-Logitech_USB_Optical_Mouse-event-mouse\"\ntoggle = \"ctrl-ctrl\"\n",
     );
@@ -114,7 +114,7 @@ fn a_hotkey_the_keyboard_cannot_press_is_refused_exit_2() {
 
 #[test]
 fn a_router_without_a_keyboard_is_refused_exit_2() {
-    // Issue 14 item 18: router mode grabs the mouse, no key could free it.
+    // docs/security.md item 18: router mode grabs the mouse, no key could free it.
     let (code, err) = dry_run_with_input(
         "mouse = \"/dev/input/by-id/usb-Logitech_USB_Optical_Mouse-event-mouse\"\n",
     );
@@ -158,7 +158,7 @@ fn dry_run_on_switch(extra: &str, sudo_uid: Option<&str>) -> (Option<i32>, Strin
 
 #[test]
 fn on_switch_never_runs_as_root_by_accident() {
-    // Issue 14 item 20. Runs as root (here and in CI), where no desktop
+    // docs/security.md item 20. Runs as root (here and in CI), where no desktop
     // session owns seat0.
     assert!(nix::unistd::geteuid().is_root());
     let seat = std::fs::read_to_string("/run/systemd/seats/seat0").unwrap_or_default();

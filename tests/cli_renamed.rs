@@ -1,4 +1,4 @@
-//! Issue 14 item 16: a supervisor was recognised only by its process name
+//! docs/security.md item 16: a supervisor was recognised only by its process name
 //! (`vmrun`); installed under another name, `vmrun stop` said "not
 //! running" while the VM ran. It is now recognised by its run dir's lock
 //! and pidfile. Real QEMU (TCG), started by a renamed copy of vmrun.

@@ -107,7 +107,7 @@ fn a_torn_last_line_is_skipped_exit_0() {
 
 #[test]
 fn a_fake_host_root_is_refused_without_the_test_seam_exit_2() {
-    // Issue 14 item 11: the checks would read the fake tree while the
+    // docs/security.md item 11: the checks would read the fake tree while the
     // changes (systemctl, modprobe, signals) hit this machine.
     let host = Host::with_journal(&format!("{HUGEPAGES}\n"));
     let d: &Path = host.dir.path();

@@ -1,4 +1,4 @@
-//! Issue 14, items 3 and 7, replayed: a hostile disk image and VMs that
+//! docs/security.md items 3 and 7, replayed: a hostile disk image and VMs that
 //! share a host. QEMU is exec'd as an unprivileged per-VM uid from its
 //! first instruction, so a qcow2 whose header names a root-only backing
 //! file can't make QEMU open it, and one VM's QEMU or swtpm can't touch
@@ -36,7 +36,7 @@ fn mode(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap().mode() & 0o7777
 }
 
-/// Issue 14 item 3: a qcow2 owned by another user (65534) names a root-only
+/// docs/security.md item 3: a qcow2 owned by another user (65534) names a root-only
 /// file as its backing file. QEMU, started by a root vmrun, must be refused
 /// that file by the kernel: the start fails with Permission denied instead
 /// of the guest reading the file.
@@ -118,7 +118,7 @@ fn swtpm_of(supervisor: i32) -> Option<i32> {
     })
 }
 
-/// Issue 14 item 7: each VM's QEMU and swtpm run as a uid of its own, which
+/// docs/security.md item 7: each VM's QEMU and swtpm run as a uid of its own, which
 /// owns that VM's TPM state alone; vmrun's state dirs stay 0700.
 #[test]
 fn each_vm_runs_as_its_own_uid_and_owns_only_its_tpm_state() {

@@ -1,4 +1,4 @@
-//! Issue 14 item 4: `sudo vmrun demo` in a directory another user can
+//! docs/security.md item 4: `sudo vmrun demo` in a directory another user can
 //! write ran that user's `./vms/demo.toml`, and its `[qemu] binary`, as
 //! root. Replayed as root (here and in CI) in a directory given to uid
 //! 65534: the config is not used, its program never runs, and the message

@@ -1,4 +1,4 @@
-//! Issue 14, items 8, 9 and 17, replayed against a real supervisor and a
+//! docs/security.md items 8, 9 and 17, replayed against a real supervisor and a
 //! real QEMU (TCG): nothing a control client, QEMU or the guest does stalls
 //! the root supervisor or grows its memory or disk use without bound.
 //!

@@ -128,7 +128,7 @@ fn router_routes_switches_releases_and_survives_replug() {
             // The real QEMU holds both proxies (another EVIOCGRAB fails),
             // whatever the focus.
             ("r3_start_exit", json!(0)),
-            // QEMU, unprivileged (issue 14 item 3), opens the proxies' own
+            // QEMU, unprivileged (docs/security.md item 3), opens the proxies' own
             // nodes, given to its uid.
             ("r3_virtio_input_host_is_the_proxy_node", json!(true)),
             ("r3_qemu_uid_not_root", json!(true)),
@@ -165,7 +165,7 @@ fn qemu_mode_readds_a_replugged_device_over_qmp() {
             ("mouse_still_grabbed", json!(true)),
             ("stop_exit", json!(0)),
             ("kbd_free_after_stop", json!(true)),
-            // Issue 14 item 3: given to QEMU's uid for the run, then back.
+            // docs/security.md item 3: given to QEMU's uid for the run, then back.
             ("kbd_owned_by_qemu_uid", json!(true)),
             ("kbd_root_after_stop", json!(true)),
             ("mouse_root_after_stop", json!(true)),

@@ -55,7 +55,7 @@ fn vfio_gpu_start_stop_busy_device_and_qemu_crash() {
         ids.contains("8086:2668"),
         "the nested QEMU's query-pci lacks the HDA 8086:2668",
     );
-    // Issue 14 items 3 and 7: the nested QEMU runs as its VM's own uid
+    // docs/security.md items 3 and 7: the nested QEMU runs as its VM's own uid
     // from the start, and opened the VFIO group that vmrun gave that uid.
     let uid = text(run, "a_qemu_uid");
     c.that(

@@ -1,7 +1,7 @@
 //! As root, the programs a config names (`[qemu] binary`, `[input]
 //! on_switch`) run only if no other user could have written them: a config
 //! given by path is the caller's choice, but a program in another user's
-//! directory would run that user's code as root (issue 14 items 4 and 5).
+//! directory would run that user's code as root.
 
 use std::path::{Path, PathBuf};
 

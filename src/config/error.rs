@@ -33,7 +33,7 @@ pub enum ConfigError {
         source: VmNameError,
     },
     /// As root, a config found by name in a place another user could have
-    /// written (issue 14 item 4).
+    /// written.
     #[error("not using {} found for `{name}`: {reason}", path.display())]
     Untrusted {
         name: String,

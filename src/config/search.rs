@@ -2,7 +2,7 @@
 //! process environment injected so tests can build a fake one. As root, a
 //! file found by name is used only from a place no other user could have
 //! written (`trust.rs`): `sudo vmrun demo` in another user's directory must
-//! not run that user's `./vms/demo.toml` (issue 14 item 4).
+//! not run that user's `./vms/demo.toml`.
 
 use std::path::{Path, PathBuf};
 
@@ -242,7 +242,7 @@ mod tests {
         nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
     }
 
-    // As root (the tests run as root, here and in CI): issue 14 item 4.
+    // As root (the tests run as root, here and in CI): the attack of docs/security.md item 4.
     #[test]
     fn as_root_a_config_in_another_users_dir_is_refused_with_the_reason() {
         let (tmp, mut env) = tree(&["cwd/vms/demo.toml"]);

@@ -45,7 +45,7 @@ pub(crate) enum InputError {
     #[error("[input] toggle: {0}")]
     Hotkey(#[source] hotkey::BadKey),
     /// The keyboard can't produce the hotkey: once grabbed, nothing could
-    /// switch back (issue 14 item 18). Refused before any grab.
+    /// switch back. Refused before any grab.
     #[error("[input] toggle = \"{toggle}\": the keyboard {} cannot produce {key} (not in its evdev key capabilities), so nothing could switch the keyboard and mouse back from the guest; choose keys it has, or name another `keyboard` (`vmrun input list`)", path.display())]
     HotkeyUnreachable {
         toggle: String,

@@ -1,9 +1,9 @@
 //! Whether the configured keyboard can press the switch hotkey at all,
 //! from its `capabilities/key` bitmap in sysfs (the `EVIOCGBIT(EV_KEY)`
 //! bits, read without opening the node): a hotkey it can't produce, with
-//! its keys and the mouse grabbed, would lock the user out (issue 14 item
-//! 18). Checked before anything is planned or grabbed; the router checks
-//! the opened device again (`Router::new`).
+//! its keys and the mouse grabbed, would lock the user out. Checked before
+//! anything is planned or grabbed; the router checks the opened device
+//! again (`Router::new`).
 
 use std::path::Path;
 

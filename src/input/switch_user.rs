@@ -4,7 +4,7 @@
 //! (`SUDO_UID`/`SUDO_GID`, set by sudo(8)), else the owner of the active
 //! session on `seat0` (`ACTIVE_UID=` in logind's `/run/systemd/seats/seat0`),
 //! else `[input] on_switch_user` must say who, `"root"` included: a
-//! command that runs as root by accident is refused (issue 14 item 20).
+//! command that runs as root by accident is refused.
 
 use std::path::{Path, PathBuf};
 

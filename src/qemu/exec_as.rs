@@ -64,9 +64,8 @@ pub(crate) fn exec_as(
     program: &OsString,
     args: &[OsString],
 ) -> ExecAsError {
-    match drop_to(uid, gid, groups) {
-        Ok(()) => {}
-        Err(e) => return e,
+    if let Err(e) = drop_to(uid, gid, groups) {
+        return e;
     }
     let source = std::process::Command::new(program).args(args).exec();
     ExecAsError::Exec {

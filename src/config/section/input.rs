@@ -183,7 +183,7 @@ pub(crate) fn check(i: S<WireInput>, v: &mut Checker<'_>) -> Option<Input> {
         v.err("input", span, K::InputWithoutDevices);
     } else if i.keyboard.is_none() && mode == InputMode::Router {
         // Router mode grabs each device it routes to the guest; only a
-        // keyboard it reads can give them back (issue 14 item 18).
+        // keyboard it reads can give them back.
         v.err("input", span, K::RouterWithoutKeyboard);
     }
     let toggle = match i.toggle.map(parts) {
