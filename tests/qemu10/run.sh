@@ -19,11 +19,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 repo=$(pwd)
 
 root=${VMRUN_QEMU10_ROOT:-/var/cache/vmrun-ci/trixie}
-# qemu-utils: qemu-img for the image tests; util-linux: setpriv for the
+# qemu-system-modules-spice: Debian 13 ships SPICE as a QEMU module of
+# its own; qemu-utils: qemu-img for the image tests; util-linux: setpriv for the
 # other-uid tests; python3: the stand-in QEMUs of the hostile tests.
-include=qemu-system-x86,qemu-utils,ovmf,swtpm,swtpm-tools,util-linux,python3
+include=qemu-system-x86,qemu-system-modules-spice,qemu-utils,ovmf,swtpm,swtpm-tools,util-linux,python3
 # The real-QEMU test files. Each must pass against QEMU 10 as it does on 7.2.
-tests=(run_vm start_failure qmp_real_qemu cli cli_restore)
+tests=(run_vm start_failure qmp_real_qemu cli cli_restore cli_renamed)
 for t in tests/hostile_*.rs; do
   [ -e "$t" ] && tests+=("$(basename "$t" .rs)")
 done
