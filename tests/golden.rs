@@ -129,6 +129,15 @@ fn qemu_mode_input_reads_the_devices_with_input_linux() {
     snapshot("tests/fixtures/bundle/vms", "input-qemu.toml", "7.2");
 }
 
+/// Looking Glass over /dev/shm with its SPICE agent, a virtio-vga beside
+/// the x_vga GPU, and the host's SMBIOS strings (commas doubled).
+#[test]
+fn gaming_vm_with_looking_glass_secondary_display_and_smbios() {
+    for version in ["7.2", "10.0"] {
+        snapshot("tests/fixtures/bundle/vms", "gaming.toml", version);
+    }
+}
+
 #[test]
 fn a_lone_function_3_is_placed_at_function_0() {
     snapshot("tests/fixtures/bundle/vms", "usb-fn3.toml", "7.2");

@@ -129,6 +129,28 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             }
         }
     }
+    if let Some(lg) = &plan.looking_glass {
+        let owner = match &lg.owner {
+            Some(o) => format!("{} (uid {}) with group {}", o.user, o.uid, o.gid),
+            None => "vmrun's user".into(),
+        };
+        let made = match lg.device {
+            crate::config::LgDevice::Shm => "made before QEMU starts, removed after",
+            crate::config::LgDevice::Kvmfr => "handed over for the run, given back after",
+        };
+        note!(
+            out,
+            "# Looking Glass: {} of shared memory at {}, owned by {owner}, mode 0660 ({made})",
+            lg.size,
+            lg.path.display()
+        );
+        let client: Vec<String> = lg
+            .client_command(&plan.paths.spice_socket)
+            .iter()
+            .map(|w| quote(std::ffi::OsStr::new(w)).into_owned())
+            .collect();
+        note!(out, "#   client: {}", client.join(" "));
+    }
     note!(out, "# run dir: {}", plan.paths.run_dir.display());
     note!(out, "# state dir: {}", plan.paths.state_dir.display());
     note!(

@@ -283,6 +283,16 @@ pub enum ProblemKind {
     RouterWithoutKeyboard,
     #[error("holds the control character U+{:04X}", u32::from(*.0))]
     ControlChar(char),
+    #[error("`{0}` is not a resolution")]
+    BadResolution(String),
+    #[error("`{0}` is not a power of two of at least 1M")]
+    LgSizeNotPowerOfTwo(String),
+    #[error("smaller than the {need} a {resolution} frame needs")]
+    LgSizeTooSmall { resolution: String, need: String },
+    #[error("[looking_glass] needs `resolution` or `size`")]
+    LgNoSize,
+    #[error("`{0}` is not a UUID")]
+    BadUuid(String),
 }
 
 impl ProblemKind {
@@ -353,10 +363,23 @@ impl ProblemKind {
                 "remove `{f}`; to hide the VM from NVIDIA drivers before 465, \
                  `hide_hypervisor = true` hides KVM's signature and keeps the enlightenments"
             ),
-            Self::WindowWithXVga(_) => "use `mode = \"none\"`: the GPU shows the guest on its own \
-                 monitor, and no emulated display is added beside `x_vga`; or remove `x_vga` to get \
-                 a virtio-vga screen in the window"
+            Self::WindowWithXVga(_) => "add `secondary = \"virtio\"` (or `\"std\"`) under [display]: \
+                 an emulated display beside the GPU, which the window shows; or use `mode = \"none\"`: \
+                 the GPU shows the guest on its own monitor"
                 .into(),
+            Self::BadResolution(_) => "write `WIDTHxHEIGHT`, e.g. `2560x1440`".into(),
+            Self::LgSizeNotPowerOfTwo(_) => {
+                "ivshmem's BAR is a power of two: e.g. `32M`, `64M`, `128M`".into()
+            }
+            Self::LgSizeTooSmall { need, .. } => {
+                format!("use `size = \"{need}\"`, or remove `size` to have it computed")
+            }
+            Self::LgNoSize => {
+                "add the guest's largest `resolution = \"2560x1440\"`, or a `size = \"64M\"`".into()
+            }
+            Self::BadUuid(_) => {
+                "write 32 hex digits as 8-4-4-4-12, e.g. `3f2504e0-4f89-41d3-9a0c-0305e82c3301`".into()
+            }
             Self::VendorIdTooLong(_) => "QEMU's hv-vendor-id takes at most 12 characters".into(),
             Self::BadVendorId(_) => {
                 "use letters, digits, spaces and punctuation other than `,` and `=`: \

@@ -10,14 +10,16 @@ use super::checker::{parts, Checker, S};
 use super::error::{Problem, ProblemKind as K};
 use super::section::cpu::{self, Cpu, WireCpu};
 use super::section::disk::{self, Disk, WireDisk};
-use super::section::display::{self, Display, WireDisplay};
+use super::section::display::{self, Display, Secondary, WireDisplay};
 use super::section::firmware::{self, Firmware, WireFirmware};
 use super::section::hostdev::{self, Hostdev, WireHostdev};
 use super::section::input::{self, Input, WireInput};
+use super::section::looking_glass::{self, LookingGlass, WireLookingGlass};
 use super::section::memory::{self, HugePageSize, WireMemory};
 use super::section::network::{self, Network, WireNetwork};
 use super::section::qemu::{self, QemuSettings, WireQemu};
 use super::section::shutdown::{self, WireShutdown};
+use super::section::smbios::{self, Smbios, WireSmbios};
 use super::section::takeover::{self, Takeover, WireTakeover};
 use super::section::tpm::{self, WireTpm};
 use super::types::{ByteSize, Duration, VmName};
@@ -45,6 +47,9 @@ pub(crate) struct WireVm {
     #[serde(default)]
     display: WireDisplay,
     input: S<WireInput>,
+    looking_glass: S<WireLookingGlass>,
+    #[serde(default)]
+    smbios: WireSmbios,
     takeover: S<WireTakeover>,
     #[serde(default)]
     shutdown: WireShutdown,
@@ -70,6 +75,10 @@ pub struct VmConfig {
     pub disks: Vec<Disk>,
     pub network: Network,
     pub display: Display,
+    /// `[display] secondary`: an emulated card beside an `x_vga` GPU.
+    pub secondary_display: Option<Secondary>,
+    pub looking_glass: Option<LookingGlass>,
+    pub smbios: Smbios,
     pub input: Option<Input>,
     pub takeover: Option<Takeover>,
     pub shutdown_timeout: Duration,
@@ -97,7 +106,9 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
     let hostdevs = hostdev::check(wire.hostdev, &mut v);
     let disks = disk::check(wire.disk, &mut v);
     let network = network::check(wire.network, &mut v);
-    let display = display::check(wire.display, &hostdevs, &mut v);
+    let (display, secondary_display) = display::check(wire.display, &hostdevs, &mut v);
+    let looking_glass = looking_glass::check(wire.looking_glass, &mut v);
+    let smbios = smbios::check(wire.smbios, &mut v);
     let input = input::check(wire.input, &mut v);
     let takeover = takeover::check(wire.takeover, !hostdevs.is_empty(), &mut v);
     let shutdown_timeout = shutdown::check(wire.shutdown, &mut v);
@@ -118,6 +129,9 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
         disks,
         network,
         display,
+        secondary_display,
+        looking_glass,
+        smbios,
         input,
         takeover,
         shutdown_timeout,

@@ -75,6 +75,14 @@ pub(crate) fn resolve(input: &Input, caller: &Caller) -> Result<Option<RunAs>, S
     if caller.euid != 0 {
         return Ok(None);
     }
+    desktop_user(caller)?
+        .map(Some)
+        .ok_or(SwitchUserError::NoUser)
+}
+
+/// The desktop's user, as root: the one behind `sudo`, else the owner of
+/// seat0's active session; `None` when neither names a user but root.
+pub(crate) fn desktop_user(caller: &Caller) -> Result<Option<RunAs>, SwitchUserError> {
     if let Some(uid) = &caller.sudo_uid {
         let user = uid
             .parse::<u32>()
@@ -93,10 +101,15 @@ pub(crate) fn resolve(input: &Input, caller: &Caller) -> Result<Option<RunAs>, S
     let seat_user = active_uid(&caller.seat)
         .filter(|u| *u != 0)
         .and_then(|u| User::from_uid(Uid::from_raw(u)).ok().flatten());
-    match seat_user {
-        Some(user) => Ok(Some(run_as(&user, None))),
-        None => Err(SwitchUserError::NoUser),
-    }
+    Ok(seat_user.map(|user| run_as(&user, None)))
+}
+
+/// The user called `name`, if this host has one.
+pub(crate) fn named_user(name: &str) -> Option<RunAs> {
+    User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| run_as(&u, None))
 }
 
 fn run_as(user: &User, gid: Option<u32>) -> RunAs {

@@ -9,9 +9,11 @@ pub(crate) mod finding;
 pub(crate) mod firmware;
 pub(crate) mod hostdev;
 pub mod identity;
+pub mod looking_glass;
 mod memory;
 pub(crate) mod paths;
 pub(crate) mod safety;
+pub mod smbios;
 pub(crate) mod takeover;
 pub(crate) mod uuid;
 pub(crate) mod viability;
@@ -57,8 +59,13 @@ pub struct Plan {
     pub qemu_identity: Option<QemuIdentity>,
     /// What each disk's qcow2 header says of a backing file, in disk order.
     pub disk_backing: Vec<Backing>,
-    /// `-uuid`: derived from the host's machine-id and the VM's name.
+    /// `-uuid`: `[smbios] uuid`, else derived from the host's machine-id
+    /// and the VM's name.
     pub uuid: String,
+    /// `[smbios] host = true`: the host's type 0/1/2 strings.
+    pub smbios: Vec<smbios::SmbiosTable>,
+    /// `[looking_glass]` on this host.
+    pub looking_glass: Option<looking_glass::LgPlan>,
     /// `[takeover]` on this host: what stops, in order.
     pub takeover: Option<takeover::TakeoverPlan>,
     pub findings: Vec<Finding>,
@@ -71,6 +78,13 @@ impl Plan {
     /// Whether any finding forbids changing the host.
     pub fn has_errors(&self) -> bool {
         self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+
+    /// Whether QEMU serves SPICE: `[display] mode = "spice"`, or for the
+    /// Looking Glass client's input.
+    pub fn spice(&self) -> bool {
+        self.vm.display == crate::config::Display::Spice
+            || self.looking_glass.as_ref().is_some_and(|lg| lg.spice)
     }
 }
 
@@ -129,7 +143,26 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         identity::access_findings(&vm, id, &ctx.root, &mut findings);
     }
     let disk_backing = backing::plan_backing(&vm, qemu_identity.as_ref(), &ctx.root, &mut findings);
-    let uuid = uuid::vm_uuid(&ctx.root, vm.name.as_str(), &mut findings);
+    let uuid = match &vm.smbios.uuid {
+        Some(u) => u.clone(),
+        None => uuid::vm_uuid(&ctx.root, vm.name.as_str(), &mut findings),
+    };
+    let smbios = if vm.smbios.host {
+        smbios::host_tables(&ctx.root, &mut findings)
+    } else {
+        Vec::new()
+    };
+    let looking_glass = vm.looking_glass.as_ref().map(|lg| {
+        let id = qemu_identity.as_ref();
+        looking_glass::plan(
+            lg,
+            vm.name.as_str(),
+            ctx.dirs.is_root,
+            id,
+            &ctx.root,
+            &mut findings,
+        )
+    });
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
         findings.push(
             Finding::error("kvm", "/dev/kvm is missing: KVM is not available")
@@ -146,6 +179,8 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         qemu_identity,
         disk_backing,
         uuid,
+        smbios,
+        looking_glass,
         takeover,
         findings,
         root: ctx.root.clone(),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::change::takeover::{display_manager, framebuffer, holders, modules, units, vtconsoles};
-use super::change::{device_owner, group_owner, hugepages, vfio, StepReport, Undo};
+use super::change::{device_owner, group_owner, hugepages, shared_memory, vfio, StepReport, Undo};
 use super::Host;
 
 /// One change to the host, with the state it replaced. Each variant's data
@@ -31,6 +31,8 @@ pub enum Step {
     UnbindVtcon(vtconsoles::UnbindVtcon),
     UnbindFramebuffer(framebuffer::UnbindFramebuffer),
     UnloadModule(modules::UnloadModule),
+    CreateShm(shared_memory::CreateShm),
+    ShareDevice(shared_memory::ShareDevice),
 }
 
 impl Step {
@@ -47,6 +49,8 @@ impl Step {
             Self::UnbindVtcon(s) => s.undo(host),
             Self::UnbindFramebuffer(s) => s.undo(host),
             Self::UnloadModule(s) => s.undo(host),
+            Self::CreateShm(s) => s.undo(host),
+            Self::ShareDevice(s) => s.undo(host),
         }
     }
 }

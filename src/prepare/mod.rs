@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use nix::fcntl::Flock;
 
 use crate::plan::Plan;
-use change::{device_owner, group_owner, hugepages, takeover, vfio};
+use change::{device_owner, group_owner, hugepages, shared_memory, takeover, vfio};
 use journal::Journal;
 pub use kernel::Host;
 
@@ -41,6 +41,8 @@ pub enum PrepareError {
     GroupOwner(#[from] group_owner::GroupOwnerError),
     #[error(transparent)]
     DeviceOwner(#[from] device_owner::DeviceOwnerError),
+    #[error(transparent)]
+    SharedMemory(#[from] shared_memory::SharedMemoryError),
 }
 
 /// The journal of a VM's run dir.
@@ -108,6 +110,18 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
     if let (Some(input), Some(id)) = (qemu_input, &plan.qemu_identity) {
         for path in [&input.keyboard, &input.mouse].into_iter().flatten() {
             device_owner::give(host, journal, path, id)?;
+        }
+    }
+    if let Some(lg) = &plan.looking_glass {
+        match (lg.device, &lg.owner) {
+            (crate::config::LgDevice::Shm, owner) => {
+                shared_memory::create_shm(host, journal, &lg.path, lg.size, owner.as_ref())?;
+            }
+            (crate::config::LgDevice::Kvmfr, Some(owner)) => {
+                shared_memory::share_device(host, journal, &lg.path, owner)?;
+            }
+            // Not root: the node is as udev made it; the plan said so.
+            (crate::config::LgDevice::Kvmfr, None) => {}
         }
     }
     if plan.hostdevs.is_empty() {

@@ -139,6 +139,7 @@ fn build(plan: &Plan, listener: QmpListener, form: Form<'_>) -> Vec<OsString> {
             .switch("debug-threads", true),
     );
     a.opt("-uuid", &plan.uuid);
+    super::gaming::smbios(&mut a, plan);
     a.flag("-nodefaults");
     a.flag("-no-user-config");
     a.opt("-msg", "timestamp=on");
@@ -170,6 +171,7 @@ fn build(plan: &Plan, listener: QmpListener, form: Form<'_>) -> Vec<OsString> {
     devices::disks(&mut a, plan, form);
     devices::network(&mut a, plan);
     devices::display(&mut a, plan, form);
+    super::gaming::looking_glass(&mut a, plan);
     devices::input(&mut a, plan, form);
     devices::tpm(&mut a, plan, form);
     monitors(&mut a, plan, listener, form);

@@ -245,35 +245,41 @@ pub(super) fn derived_mac(name: &str) -> String {
 pub(crate) fn display(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     let x_vga = plan.hostdevs.iter().any(|h| h.config.x_vga);
     match plan.vm.display {
-        Display::None | Display::Serial => a.opt("-display", "none"),
+        Display::None | Display::Serial | Display::Spice => a.opt("-display", "none"),
         Display::Gtk => a.opt("-display", "gtk"),
-        Display::Spice => {
-            a.opt("-display", "none");
-            // QEMU 7.2's `-spice unix=on` binds by path and takes no fd.
-            // The socket's dir (`spice/` in the run dir) belongs to QEMU's
-            // uid; QEMU is handed that dir and binds through its magic
-            // link, so the 0700 run dir above stays root's.
-            let addr = match form.handed(Key::SpiceDir) {
-                Some((fd, _)) => std::path::PathBuf::from(format!("/proc/self/fd/{fd}/spice.sock")),
-                None => plan.paths.spice_socket.clone(),
-            };
-            a.opt(
-                "-spice",
-                Opts::empty()
-                    .switch("unix", true)
-                    .set("addr", &addr)
-                    .switch("disable-ticketing", true),
-            );
-        }
     }
+    if plan.spice() {
+        // QEMU 7.2's `-spice unix=on` binds by path and takes no fd.
+        // The socket's dir (`spice/` in the run dir) belongs to QEMU's
+        // uid; QEMU is handed that dir and binds through its magic
+        // link, so the 0700 run dir above stays root's.
+        let addr = match form.handed(Key::SpiceDir) {
+            Some((fd, _)) => std::path::PathBuf::from(format!("/proc/self/fd/{fd}/spice.sock")),
+            None => plan.paths.spice_socket.clone(),
+        };
+        a.opt(
+            "-spice",
+            Opts::empty()
+                .switch("unix", true)
+                .set("addr", &addr)
+                .switch("disable-ticketing", true),
+        );
+    }
+    let window = matches!(plan.vm.display, Display::Gtk | Display::Spice);
     if x_vga {
-        // x-vga=on routes the legacy VGA ranges to the real GPU; no emulated
-        // VGA may claim them.
+        // x-vga=on routes the legacy VGA ranges to the real GPU; QEMU's
+        // built-in VGA may not claim them. A secondary card is added as a
+        // device of its own beside it, for setup before the GPU's driver.
         a.opt("-vga", "none");
-    } else if matches!(plan.vm.display, Display::Gtk | Display::Spice) {
+        if let Some(card) = plan.vm.secondary_display {
+            a.opt("-device", card.device());
+        }
+    } else if let Some(card) = plan.vm.secondary_display {
+        a.opt("-device", card.device());
+    } else if window {
         a.opt("-device", "virtio-vga");
     }
-    if matches!(plan.vm.display, Display::Gtk | Display::Spice) {
+    if window {
         // An absolute pointer, so the host cursor maps 1:1 into the window.
         a.opt("-device", "qemu-xhci,id=xhci");
         a.opt("-device", "usb-tablet,bus=xhci.0");

@@ -139,7 +139,7 @@ impl FdPlan {
         if plan.vm.tpm {
             p.push(Key::Swtpm, Source::SwtpmCtrl);
         }
-        if plan.vm.display == crate::config::Display::Spice {
+        if plan.spice() {
             if let Some(dir) = plan.paths.spice_socket.parent() {
                 p.push(Key::SpiceDir, Source::OwnDir(dir.to_path_buf()));
             }

@@ -3,6 +3,7 @@
 pub(crate) mod argv;
 mod devices;
 pub(crate) mod exec_as;
+mod gaming;
 pub(crate) mod handoff;
 pub(crate) mod opts;
 pub(crate) mod process;

@@ -31,6 +31,7 @@ pub(crate) fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
         ));
     }
     out.extend(takeover_check(plan));
+    out.extend(looking_glass_check(plan));
     if let Some(size) = vm.hugepages {
         out.push(hugepage_check(&ctx.root, vm, size.size()));
     }
@@ -48,6 +49,32 @@ pub(crate) fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
         );
     }
     out
+}
+
+/// `[looking_glass]`: the shared memory against the frame it must hold
+/// (a `size` below what `resolution` needs is already a config error;
+/// this says what a `size` alone is enough for), and kvmfr's presence and
+/// size (the plan's finding when it fails).
+fn looking_glass_check(plan: &Plan) -> Option<Check> {
+    let lg = plan.vm.looking_glass.as_ref()?;
+    let fits = match lg.resolution {
+        Some(r) => format!("{r} needs {}", r.shm_size()),
+        None => "no `resolution` to check it against".into(),
+    };
+    let kvmfr = lg.device == crate::config::LgDevice::Kvmfr;
+    if kvmfr && plan.findings.iter().any(|f| f.subject == "looking_glass") {
+        return None;
+    }
+    let what = if kvmfr {
+        format!("/dev/kvmfr0 (kvmfr loaded, big enough) holds {}", lg.size)
+    } else {
+        format!("{} of /dev/shm", lg.size)
+    };
+    Some(Check::new(
+        Status::Pass,
+        "looking glass",
+        format!("{what}; {fits}"),
+    ))
 }
 
 /// Host lines that don't apply to this VM: a TCG guest needs no /dev/kvm.

@@ -174,6 +174,13 @@ pub(crate) fn generate(
         t.push_str("# the desktop back after. If it ever can't: `vmrun restore NAME` from SSH.\n");
         t.push_str("[takeover]\nenabled = true\ndisplay_manager = \"auto\"\n");
     }
+    // Written out, so the guest keeps its identity (Windows activation
+    // keys on it) if the file moves to another host or machine-id changes.
+    let uuid = crate::plan::uuid::vm_uuid(root, name.as_str(), &mut Vec::new());
+    let _ = writeln!(
+        t,
+        "\n[smbios]\nuuid = \"{uuid}\"   # the guest's system UUID; keep it for Windows activation"
+    );
     let timeout = if template == Template::Windows {
         "90s"
     } else {
@@ -328,6 +335,14 @@ mod tests {
                 config::HostdevSelector::Ids { .. } => "ids".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn init_writes_the_derived_uuid_explicitly() {
+        let (_, vm) = init(Machine::SETUP[0], Template::Windows, GpuChoice::Auto);
+        let host = Machine::SETUP[0].build();
+        let derived = crate::plan::uuid::vm_uuid(&host.root(), "vm1", &mut Vec::new());
+        assert_eq!(vm.smbios.uuid, Some(derived));
     }
 
     #[test]

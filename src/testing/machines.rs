@@ -274,9 +274,40 @@ fn fixture_desktop() -> TestHost {
         )
         .file("/etc/passwd", PASSWD)
         .file("/etc/machine-id", "5e3c1f0a9b7d4e2c8a6b1d0f3e5c7a9b\n")
+        .dmi(FIXTURE_DMI)
         .file("/var/lib/vmrun/headless/disk.qcow2", "")
         .file("/var/lib/vmrun/win11/disk.qcow2", "")
         .file("/var/lib/vmrun/win11/Win11.iso", "")
+}
+
+/// The fixture desktop's `/sys/class/dmi/id` (an MSI B550 board), for
+/// `[smbios] host = true`: a comma in a value, a field left empty.
+const FIXTURE_DMI: &[(&str, &str)] = &[
+    ("bios_vendor", "American Megatrends International, LLC."),
+    ("bios_version", "1.C0"),
+    ("bios_date", "05/23/2024"),
+    ("bios_release", "5.17"),
+    ("sys_vendor", "Micro-Star International Co., Ltd."),
+    ("product_name", "MS-7C91"),
+    ("product_version", "2.0"),
+    ("product_sku", "To be filled by O.E.M."),
+    ("product_family", ""),
+    ("board_vendor", "Micro-Star International Co., Ltd."),
+    ("board_name", "MAG B550 TOMAHAWK (MS-7C91)"),
+    ("board_version", "2.0"),
+];
+
+trait Dmi {
+    fn dmi(self, fields: &[(&str, &str)]) -> Self;
+}
+
+impl Dmi for TestHost {
+    /// The kernel's dmi-id files, each value and a newline.
+    fn dmi(self, fields: &[(&str, &str)]) -> Self {
+        fields.iter().fold(self, |h, (name, value)| {
+            h.file(&format!("/sys/class/dmi/id/{name}"), &format!("{value}\n"))
+        })
+    }
 }
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash

@@ -27,28 +27,59 @@ impl Display {
     }
 }
 
+/// An emulated display card beside a passed-through GPU: what a gtk or
+/// spice window shows while the guest has no driver for the real one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Secondary {
+    /// `virtio-vga`: virtio-gpu with a VGA-compatible front (OVMF and
+    /// Windows installers draw on it; virtio-win has the full driver).
+    Virtio,
+    /// QEMU's standard VGA (`-device VGA`, Bochs VBE): every guest drives it.
+    Std,
+}
+
+impl Secondary {
+    /// The QEMU device.
+    pub fn device(self) -> &'static str {
+        match self {
+            Self::Virtio => "virtio-vga",
+            Self::Std => "VGA",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireDisplay {
     mode: S<Display>,
+    secondary: Option<Secondary>,
 }
 
-pub(crate) fn check(d: WireDisplay, hostdevs: &[Hostdev], v: &mut Checker<'_>) -> Display {
+/// `[display]` checked: the mode and the secondary display card, if any.
+pub(crate) fn check(
+    d: WireDisplay,
+    hostdevs: &[Hostdev],
+    v: &mut Checker<'_>,
+) -> (Display, Option<Secondary>) {
     let Some((span, mode)) = d.mode.map(parts) else {
         // A passed-through GPU is the display; without one, the serial
         // console is the only way to see a headless guest.
-        return if hostdevs.is_empty() {
+        let mode = if hostdevs.is_empty() {
             Display::Serial
         } else {
             Display::None
         };
+        return (mode, d.secondary);
     };
     // x-vga=on hands the legacy VGA ranges to the real GPU, so the argv
-    // adds `-vga none` and no emulated display: a window would stay empty.
-    if matches!(mode, Display::Gtk | Display::Spice) && hostdevs.iter().any(|h| h.x_vga) {
+    // adds `-vga none`: a window shows something only when a secondary
+    // card is asked for beside it.
+    let window = matches!(mode, Display::Gtk | Display::Spice);
+    if window && d.secondary.is_none() && hostdevs.iter().any(|h| h.x_vga) {
         v.err("display.mode", span, K::WindowWithXVga(mode.name()));
     }
-    mode
+    (mode, d.secondary)
 }
 
 #[cfg(test)]
@@ -58,7 +89,8 @@ mod tests {
 
     #[test]
     fn headless_guest_defaults_to_serial() {
-        assert_eq!(check_file("").expect("valid").display, Display::Serial);
+        let c = check_file("").expect("valid");
+        assert_eq!((c.display, c.secondary_display), (Display::Serial, None));
     }
 
     #[test]
@@ -74,6 +106,18 @@ mod tests {
         for mode in ["gtk", "spice"] {
             let e = errors(&format!("{X_VGA_GPU}[display]\nmode = \"{mode}\"\n"));
             assert_eq!(e, [K::WindowWithXVga(mode)]);
+        }
+    }
+
+    #[test]
+    fn a_window_beside_x_vga_with_a_secondary_display_is_allowed() {
+        for (name, card) in [("virtio", Secondary::Virtio), ("std", Secondary::Std)] {
+            let text = format!("{X_VGA_GPU}[display]\nmode = \"spice\"\nsecondary = \"{name}\"\n");
+            let c = check_file(&text).expect("valid");
+            assert_eq!(
+                (c.display, c.secondary_display),
+                (Display::Spice, Some(card))
+            );
         }
     }
 

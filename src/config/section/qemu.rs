@@ -70,7 +70,7 @@ pub(crate) fn check(q: WireQemu, v: &mut Checker<'_>) -> QemuSettings {
 }
 
 /// A POSIX-portable user name, as `useradd` accepts by default.
-fn is_user_name(u: &str) -> bool {
+pub(crate) fn is_user_name(u: &str) -> bool {
     let mut chars = u.chars();
     let first_ok = chars
         .next()

@@ -6,6 +6,7 @@
 pub mod device_owner;
 pub mod group_owner;
 pub mod hugepages;
+pub mod shared_memory;
 pub mod takeover;
 pub mod vfio;
 
