@@ -788,3 +788,136 @@ fn a_detached_supervisor_writes_nothing_to_its_callers_terminal_after_start_retu
     let after = after.join().unwrap().unwrap();
     assert_eq!(after, "", "written after `start --detach` returned");
 }
+
+/// Issue 15's Looking Glass memory for real: the shm file vmrun makes is
+/// QEMU's `ivshmem-plain` (1af4:1110) with a BAR2 of the file's size, owned
+/// by the client's user with QEMU's group, 0660, while the VM runs; gone
+/// after a stop, and after a `kill -9` of the supervisor + `vmrun restore`.
+#[test]
+fn looking_glass_shm_is_ivshmem_bar2_owned_0660_and_removed_on_stop_and_restore() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new();
+    let root = nix::unistd::geteuid().is_root();
+    // As root, QEMU gets a per-VM uid and the file goes to `nobody`: the
+    // group bits are all QEMU has. Not root: both are the caller.
+    let spec = VmSpec {
+        user: if root { "auto" } else { "root" },
+        ..VmSpec::default()
+    };
+    // /dev/shm is the host's: a name of this process's own.
+    let name = format!("lg{}", std::process::id());
+    let shm = std::path::PathBuf::from(format!("/dev/shm/looking-glass-{name}"));
+    let lg_user = if root { "user = \"nobody\"\n" } else { "" };
+    for round in ["stop", "kill"] {
+        w.vm(&name, &spec);
+        let config = w.home.join("vms").join(format!("{name}.toml"));
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!("\n[looking_glass]\nsize = \"32M\"\n{lg_user}"));
+        std::fs::write(&config, text).unwrap();
+        w.start_detached(&name);
+        let qemu = qemu_pid(&w, &name);
+        let meta = std::fs::metadata(&shm).unwrap_or_else(|e| panic!("{}: {e}", shm.display()));
+        assert_eq!(meta.mode() & 0o7777, 0o660, "{round}");
+        assert_eq!(meta.len(), 32 << 20);
+        let qemu_gid: u32 = proc_status_field(qemu, "Gid")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if root {
+            assert_eq!(meta.uid(), 65534, "owned by the client's user");
+            assert_ne!(qemu_gid, 0, "QEMU runs unprivileged");
+        } else {
+            assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+        }
+        assert_eq!(meta.gid(), qemu_gid, "QEMU's group");
+
+        let pci = qmp(&w, &name, "query-pci");
+        let devices: Vec<&Value> = pci
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|bus| bus["devices"].as_array().unwrap())
+            .collect();
+        let ivshmem = devices
+            .iter()
+            .find(|d| d["id"]["vendor"] == 0x1af4 && d["id"]["device"] == 0x1110)
+            .unwrap_or_else(|| panic!("no ivshmem 1af4:1110 in {pci}"));
+        let bar2 = ivshmem["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["bar"] == 2)
+            .unwrap_or_else(|| panic!("no BAR2 in {ivshmem}"));
+        assert_eq!(bar2["size"], 32u64 << 20, "{bar2}");
+
+        let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+        if round == "stop" {
+            assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop");
+            assert_torn_down(&w, &name, supervisor, qemu);
+        } else {
+            kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+            wait_for("the supervisor to die", WAIT, || {
+                (!alive(supervisor)).then_some(())
+            });
+            assert!(
+                shm.exists(),
+                "the file outlives a killed supervisor until restore"
+            );
+            let out = w.run(&["restore", &name]);
+            assert_ok(&out, "vmrun restore");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("removed"),
+                "{}",
+                text(&out)
+            );
+            assert!(!alive(qemu));
+        }
+        assert!(!shm.exists(), "{} left after {round}", shm.display());
+    }
+}
+
+/// `[smbios] host = true` on the real host: QEMU is given the host's
+/// strings as `-smbios type=1,...` (QMP has no query for SMBIOS tables, so
+/// the running QEMU's own command line is checked), and the explicit UUID
+/// is the one QEMU reports (`query-uuid`).
+#[test]
+fn smbios_host_strings_and_explicit_uuid_reach_qemu() {
+    let w = World::new();
+    let name = w.vm("smbios", &VmSpec::default());
+    let config = w.home.join("vms").join(format!("{name}.toml"));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[smbios]\nuuid = \"3F2504E0-4F89-41D3-9A0C-0305E82C3301\"\nhost = true\n");
+    std::fs::write(&config, text).unwrap();
+    w.start_detached(&name);
+    let qemu = qemu_pid(&w, &name);
+    let uuid = qmp(&w, &name, "query-uuid");
+    assert_eq!(
+        uuid["UUID"], "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+        "{uuid}"
+    );
+    let cmdline = std::fs::read(format!("/proc/{qemu}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let dmi = std::path::Path::new("/sys/class/dmi/id");
+    let vendor = std::fs::read_to_string(dmi.join("sys_vendor")).unwrap_or_default();
+    let vendor = vendor.trim();
+    if vendor.is_empty() {
+        // A host without DMI (some VMs, ARM boards): nothing to copy.
+        assert!(!args.iter().any(|a| a.starts_with("type=1")), "{args:?}");
+    } else {
+        let want = format!("manufacturer={}", vendor.replace(',', ",,"));
+        assert!(
+            args.iter()
+                .any(|a| a.starts_with("type=1,") && a.contains(&want)),
+            "no -smbios type=1 with {want} in {args:?}"
+        );
+    }
+    let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
+    assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop");
+    assert_torn_down(&w, &name, supervisor, qemu);
+}

@@ -270,4 +270,20 @@ mod tests {
         let fail = hugepage_check(&root, &vm, ByteSize::from_bytes(ByteSize::GIB));
         assert_eq!(fail.status, Status::Fail, "{fail:?}");
     }
+
+    #[test]
+    fn looking_glass_size_is_shown_against_the_resolution_and_kvmfr_must_be_loaded() {
+        let host = Machine::FixtureDesktop.build();
+        let shm =
+            "memory = \"1G\"\n[looking_glass]\nresolution = \"2560x1440\"\nuser = \"nobody\"\n";
+        let checks = vm_checks(&plan_on(host.path(), shm), &ctx(host.path()));
+        let lg = find(&checks, "looking glass");
+        assert_eq!(lg.status, Status::Pass);
+        assert!(lg.message.contains("2560x1440 needs 64M"), "{}", lg.message);
+        let kvmfr = format!("{shm}device = \"kvmfr\"\n");
+        let checks = vm_checks(&plan_on(host.path(), &kvmfr), &ctx(host.path()));
+        let missing = find(&checks, "looking_glass");
+        assert_eq!(missing.status, Status::Fail);
+        assert!(missing.message.contains("kvmfr module is not loaded"));
+    }
 }
