@@ -811,9 +811,9 @@ fn looking_glass_shm_is_ivshmem_bar2_owned_0660_and_removed_on_stop_and_restore(
     for round in ["stop", "kill"] {
         w.vm(&name, &spec);
         let config = w.home.join("vms").join(format!("{name}.toml"));
-        let mut text = std::fs::read_to_string(&config).unwrap();
-        text.push_str(&format!("\n[looking_glass]\nsize = \"32M\"\n{lg_user}"));
-        std::fs::write(&config, text).unwrap();
+        let mut toml = std::fs::read_to_string(&config).unwrap();
+        toml.push_str(&format!("\n[looking_glass]\nsize = \"32M\"\n{lg_user}"));
+        std::fs::write(&config, toml).unwrap();
         w.start_detached(&name);
         let qemu = qemu_pid(&w, &name);
         let meta = std::fs::metadata(&shm).unwrap_or_else(|e| panic!("{}: {e}", shm.display()));
@@ -888,9 +888,9 @@ fn smbios_host_strings_and_explicit_uuid_reach_qemu() {
     let w = World::new();
     let name = w.vm("smbios", &VmSpec::default());
     let config = w.home.join("vms").join(format!("{name}.toml"));
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[smbios]\nuuid = \"3F2504E0-4F89-41D3-9A0C-0305E82C3301\"\nhost = true\n");
-    std::fs::write(&config, text).unwrap();
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str("\n[smbios]\nuuid = \"3F2504E0-4F89-41D3-9A0C-0305E82C3301\"\nhost = true\n");
+    std::fs::write(&config, toml).unwrap();
     w.start_detached(&name);
     let qemu = qemu_pid(&w, &name);
     let uuid = qmp(&w, &name, "query-uuid");

@@ -233,4 +233,32 @@ mod tests {
             "#   one\n#     ; rm -rf /\n#     \\u{1b}]0;x\\u{7}\tend\\u{d}\n"
         );
     }
+
+    #[test]
+    fn looking_glass_shows_its_memory_owner_and_the_client_command() {
+        let host = crate::testing::Machine::FixtureDesktop.build();
+        let vm = crate::testing::vm(
+            "memory = \"1G\"\n[looking_glass]\nresolution = \"1920x1080\"\nuser = \"nobody\"\nspice = true\n",
+        );
+        let ctx = crate::plan::PlanContext {
+            root: host.root(),
+            dirs: crate::plan::DirsEnv {
+                is_root: true,
+                run_base: Some("/run/vmrun".into()),
+                state_base: Some("/var/lib/vmrun".into()),
+                ..Default::default()
+            },
+            qemu_version: Some("7.2.0".parse().unwrap()),
+        };
+        let plan = crate::plan::plan(vm, &ctx);
+        let text = render_text(&plan, &crate::qemu::build_argv(&plan));
+        assert!(
+            text.contains("# Looking Glass: 32M of shared memory at /dev/shm/looking-glass-vm1, owned by nobody (uid 65534) with group "),
+            "{text}"
+        );
+        assert!(
+            text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vmrun/vm1/spice/spice.sock -p 0\n"),
+            "{text}"
+        );
+    }
 }
