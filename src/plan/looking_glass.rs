@@ -80,6 +80,14 @@ pub(crate) fn plan(
     let owner = if is_root {
         owner(lg, identity, root, findings)
     } else {
+        if let Some(name) = &lg.user {
+            findings.push(Finding::warning(
+                "looking_glass.user",
+                format!(
+                    "vmrun is not root, so the shared memory is its own user's, not `{name}`'s"
+                ),
+            ));
+        }
         None
     };
     LgPlan {
