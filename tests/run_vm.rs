@@ -921,3 +921,35 @@ fn smbios_host_strings_and_explicit_uuid_reach_qemu() {
     assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop");
     assert_torn_down(&w, &name, supervisor, qemu);
 }
+
+/// /dev/shm is everyone's: a name another user made first (here a symlink
+/// to a file vmrun must not touch) refuses the start, and the start leaves
+/// both the link and its target as they were.
+#[test]
+fn looking_glass_refuses_a_shm_name_that_already_exists() {
+    let w = World::new();
+    let name = format!("lgx{}", std::process::id());
+    w.vm(&name, &VmSpec::default());
+    let config = w.home.join("vms").join(format!("{name}.toml"));
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str("\n[looking_glass]\nsize = \"32M\"\nuser = \"nobody\"\n");
+    std::fs::write(&config, toml).unwrap();
+    let target = w.home.join("precious");
+    std::fs::write(&target, "keep").unwrap();
+    let shm = std::path::PathBuf::from(format!("/dev/shm/looking-glass-{name}"));
+    std::os::unix::fs::symlink(&target, &shm).unwrap();
+    let out = w.run(&["start", &name, "--detach"]);
+    let link = std::fs::symlink_metadata(&shm).map(|m| m.file_type().is_symlink());
+    let _ = std::fs::remove_file(&shm);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{} already exists", shm.display())),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        matches!(link, Ok(true)),
+        "the start removed or replaced the link"
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+}
