@@ -103,6 +103,15 @@ pub fn create_shm(
 impl Undo for CreateShm {
     fn undo(&self, host: &Host) -> StepReport {
         let real = host.root.path(&self.path);
+        // Its owner may have replaced the file while the VM ran (the name is
+        // in their reach): a directory there is theirs, not vmrun's, and a
+        // journal that could never be replayed would block the VM's restore.
+        if real.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            return StepReport {
+                what: format!("{} is a directory now: left as is", self.path.display()),
+                problem: None,
+            };
+        }
         // unlink(2) removes a name, never what a symlink put there points at.
         let problem = match std::fs::remove_file(&real) {
             Ok(()) => None,
@@ -209,6 +218,20 @@ mod tests {
         let undone = undo_all(&journal_path, &host);
         assert!(undone.complete());
         assert!(!root.path(path).exists());
+    }
+
+    #[test]
+    fn a_directory_put_in_the_files_place_is_left_and_does_not_block_the_journal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = crate::host::HostRoot::new(tmp.path());
+        let kernel = FakeKernel::new(tmp.path());
+        let host = Host::new(&root, &kernel);
+        std::fs::create_dir_all(tmp.path().join("dev/shm/looking-glass-w")).unwrap();
+        let step = CreateShm {
+            path: "/dev/shm/looking-glass-w".into(),
+        };
+        assert_eq!(step.undo(&host).problem, None);
+        assert!(tmp.path().join("dev/shm/looking-glass-w").is_dir());
     }
 
     #[test]
