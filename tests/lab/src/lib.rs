@@ -502,3 +502,17 @@ struct Boot {
     duration: Duration,
     timed_out: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_names_round_trip() {
+        for i in [Init::Busybox, Init::Systemd] {
+            assert_eq!(i.to_string().parse::<Init>(), Ok(i));
+        }
+        assert!("openrc".parse::<Init>().is_err());
+        assert_eq!(Init::default(), Init::Busybox);
+    }
+}
