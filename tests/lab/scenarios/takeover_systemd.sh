@@ -17,6 +17,10 @@
 . "$LAB_SCENARIO_DIR/vfio_lib.sh"
 . "$LAB_SCENARIO_DIR/takeover_lib.sh"
 
+# Section marks on the serial console: a run killed at its timeout shows
+# where it stood (the fields are written only when the script exits).
+mark() { echo "lab-scenario: $*" >/dev/console; }
+
 DM=display-manager.service
 MON=lab-gpu-monitor.service
 UUNIT=lab-user-audio.service
@@ -68,21 +72,35 @@ rec_running() {
 # records it all, and that VM NAME's run dir is gone.
 rec_desktop() {
 	lab_wait 10 drivers_are bochs-drm snd_hda_intel
-	lab_bool "${1}_desktop_up" lab_wait 90 desktop_up
+	up=true
+	lab_wait 90 desktop_up || up=false
+	lab_json "${1}_desktop_up" $up
 	rec_devices "$1" $VGA $HDA
 	rec_display "$1"
 	rec_units "$1"
 	lab_list "${1}_card0_holders" $(card0_holders)
 	[ -n "$2" ] && lab_bool "${1%_*}_run_dir_gone" test ! -e "/run/vmrun/$2"
+	# Without the desktop the next sections only wait out their timeouts:
+	# end here, with what is recorded so far.
+	if [ $up = false ]; then
+		mark "the desktop is not back ($1): giving up"
+		exit 1
+	fi
 	return 0
 }
 # time_back PREFIX T0: ms from T0 until Xorg holds card0 and until it
 # answers (PREFIX_card0_ms, PREFIX_answers_ms).
 time_back() {
-	lab_wait 120 x_holds_card0
-	lab_num "${1}_card0_ms" $(($(lab_ms) - $2))
-	lab_wait 120 x_answers
-	lab_num "${1}_answers_ms" $(($(lab_ms) - $2))
+	if lab_wait 120 x_holds_card0; then
+		lab_num "${1}_card0_ms" $(($(lab_ms) - $2))
+	else
+		lab_json "${1}_card0_ms" null
+	fi
+	if lab_wait 30 x_answers; then
+		lab_num "${1}_answers_ms" $(($(lab_ms) - $2))
+	else
+		lab_json "${1}_answers_ms" null
+	fi
 }
 
 # ---- the desktop host as booted
@@ -94,6 +112,7 @@ x0=$(pidof Xorg)
 
 # ---- (b) takeover, run, stop
 lab_num b_at_ms "$(lab_ms)"
+mark "(b)"
 takeover_cfg tb "$TAKEOVER" "$STOP_UNITS" "$USER_UNITS"
 run_vmrun b_dry start tb --dry-run
 run_vmrun b_start start tb --detach
@@ -109,6 +128,7 @@ lab_str b_log "$(tail -c 3000 /tmp/vmstate/tb/*.log 2>/dev/null)"
 
 # ---- (g) QEMU ends by itself; the supervisor restores
 lab_num g_at_ms "$(lab_ms)"
+mark "(g)"
 takeover_cfg tg "$TAKEOVER" "$STOP_UNITS" "$USER_UNITS"
 run_vmrun g_start start tg --detach
 rec_devices g_running $VGA $HDA
@@ -126,6 +146,7 @@ lab_str g_log "$(grep -E 'QEMU shutdown|back to|loaded again|bound again|started
 
 # ---- (d) kill -9 of the supervisor while the VM runs, then restore
 lab_num d_at_ms "$(lab_ms)"
+mark "(d)"
 takeover_cfg td "$TAKEOVER" "$STOP_UNITS" "$USER_UNITS"
 run_vmrun d_start start td --detach
 rec_devices d_running $VGA $HDA
@@ -145,6 +166,7 @@ rec_desktop d_restored td
 
 # ---- (e) systemctl start / stop vmrun@te
 lab_num e_at_ms "$(lab_ms)"
+mark "(e)"
 sed "s|^ExecStart=/usr/local/bin/vmrun |ExecStart=$VMRUN |" "$REPO/docs/vmrun@.service" \
 	>/etc/systemd/system/vmrun@.service
 lab_bool e_unit_execstart grep -qx "ExecStart=$VMRUN start %i" /etc/systemd/system/vmrun@.service
@@ -178,6 +200,7 @@ lab_str e_journal "$(journalctl -u vmrun@te --no-pager -o cat 2>&1 | tail -c 300
 
 # ---- (f) from inside a graphical session: refused, nothing changed
 lab_num f_at_ms "$(lab_ms)"
+mark "(f)"
 takeover_cfg tf "$TAKEOVER" "$STOP_UNITS" "$USER_UNITS"
 XDG_SESSION_TYPE=x11 XDG_SESSION_CLASS=user DISPLAY=:0 /usr/bin/su root -s /bin/sh -c \
 	'cat /proc/self/cgroup >/tmp/f.cgroup; loginctl show-session "$XDG_SESSION_ID" -p Type >/tmp/f.type 2>&1; exec "$VMRUN" start tf --detach' \
@@ -190,3 +213,4 @@ lab_bool f_run_dir_absent test ! -e /run/vmrun/tf
 rec_devices f_after $VGA $HDA
 rec_units f_after
 lab_num end_at_ms "$(lab_ms)"
+mark "done"
