@@ -1,7 +1,9 @@
 #!/bin/sh
 # /init of the lab's initramfs (static busybox). It mounts the host's root
 # read-only over 9p under a tmpfs overlay, chroots into it and runs the
-# scenario named in /scratch/lab.env as root, then powers the guest off.
+# scenario named in /scratch/lab.env as root, then powers the guest off;
+# with LAB_INIT=systemd it boots the host root's systemd instead, which runs
+# the scenario (systemd.sh).
 # Lines starting with "lab-init:" are read by the host harness.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
@@ -63,6 +65,19 @@ mkdir -p $R/lib/modules
 mount --bind "$R$LAB_MODULES" $R/lib/modules || die "cannot bind $LAB_MODULES"
 mkdir -p $R/lab
 mount --bind /scratch $R/lab || die "cannot bind the scratch folder"
+
+if [ "$LAB_INIT" = systemd ]; then
+	# The host root's systemd as PID 1: systemd.sh (run in the new root,
+	# with the host's tools) writes the lab's units into the overlay;
+	# lab-scenario.service then runs the script, records its exit code and
+	# powers off. switch_root empties the initramfs and moves the overlay
+	# onto /; the 9p and tmpfs mounts under it stay.
+	chroot $R /bin/busybox sh /lab/systemd.sh >$R/lab/systemd-setup.out 2>&1 ||
+		die "systemd.sh failed: $(cat $R/lab/systemd-setup.out)"
+	say "starting systemd for $LAB_SCRIPT"
+	exec switch_root $R /lib/systemd/systemd
+	die "cannot exec systemd"
+fi
 
 say "running $LAB_SCRIPT"
 chroot $R /usr/bin/env -i \

@@ -3,8 +3,8 @@
 EFIFB=/sys/bus/platform/drivers/efi-framebuffer
 
 # The host's own display-manager alias (if it has one) is not the lab's:
-# `auto` must find none here.
-rm -f /etc/systemd/system/display-manager.service
+# `auto` must find none here. The systemd lab's is its own (systemd.sh).
+[ "$LAB_INIT" = systemd ] || rm -f /etc/systemd/system/display-manager.service
 
 # takeover_cfg NAME EXTRA...: vm_cfg NAME VGA HDA plus a [takeover] table
 # with the given extra lines.

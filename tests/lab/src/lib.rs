@@ -31,6 +31,10 @@ pub use serde_json;
 /// Helpers every scenario can source as `$LAB_LIB`.
 const GUEST_LIB: &str = include_str!("../guest/lib.sh");
 
+/// Run by the guest's /init in the overlay root before it hands PID 1 to
+/// systemd ([`Init::Systemd`]): units, masks, the display server.
+const SYSTEMD_SETUP: &str = include_str!("../guest/systemd.sh");
+
 /// Environment variable overriding the default per-run timeout, in seconds.
 pub const TIMEOUT_ENV: &str = "VMRUN_LAB_TIMEOUT";
 
@@ -47,12 +51,48 @@ pub struct Lab {
     prepare_time: Duration,
 }
 
+/// What runs the scenario inside the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Init {
+    /// The initramfs's busybox /init chroots into the overlay root and runs
+    /// the script; nothing else runs (no udev, no systemd).
+    #[default]
+    Busybox,
+    /// The host root's systemd boots as PID 1 (`guest/systemd.sh` sets it
+    /// up): udev, journald, logind, an Xorg display server as
+    /// `display-manager.service` on the lab VGA, a lingering user with a user
+    /// unit; `lab-scenario.service` runs the script once the desktop is
+    /// started and powers the guest off.
+    Systemd,
+}
+
+impl fmt::Display for Init {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Init::Busybox => "busybox",
+            Init::Systemd => "systemd",
+        })
+    }
+}
+
+impl std::str::FromStr for Init {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "busybox" => Ok(Init::Busybox),
+            "systemd" => Ok(Init::Systemd),
+            _ => Err(UnknownName::new("init", s, "busybox, systemd")),
+        }
+    }
+}
+
 /// One scenario to run: a guest script, where, and with which vmrun.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     script: PathBuf,
     topology: Topology,
     firmware: Firmware,
+    init: Init,
     vmrun: Option<PathBuf>,
     timeout: Duration,
     memory_mib: u32,
@@ -73,6 +113,7 @@ impl Scenario {
             script: script.into(),
             topology: Topology::default(),
             firmware: Firmware::default(),
+            init: Init::default(),
             vmrun: None,
             timeout,
             memory_mib: 1024,
@@ -95,6 +136,12 @@ impl Scenario {
     /// SeaBIOS or OVMF.
     pub fn firmware(mut self, firmware: Firmware) -> Scenario {
         self.firmware = firmware;
+        self
+    }
+
+    /// Busybox chroot (default) or the host root's systemd as PID 1.
+    pub fn init(mut self, init: Init) -> Scenario {
+        self.init = init;
         self
     }
 
@@ -124,7 +171,10 @@ impl Scenario {
     }
 
     fn setup(&self) -> String {
-        format!("--topology {} --firmware {}", self.topology, self.firmware)
+        format!(
+            "--topology {} --firmware {} --init {}",
+            self.topology, self.firmware, self.init
+        )
     }
 }
 
@@ -294,7 +344,7 @@ impl Lab {
         scenario: &Scenario,
     ) -> Result<(), LabError> {
         let dir = script.parent().unwrap_or(Path::new("/"));
-        let vars: [(&str, String); 9] = [
+        let vars: [(&str, String); 10] = [
             ("LAB_SCRIPT", script.display().to_string()),
             ("LAB_SCENARIO_DIR", dir.display().to_string()),
             ("LAB_SCRATCH", "/lab".into()),
@@ -303,6 +353,7 @@ impl Lab {
             ("LAB_KERNEL_VERSION", self.image.version.clone()),
             ("LAB_TOPOLOGY", scenario.topology.to_string()),
             ("LAB_FIRMWARE", scenario.firmware.to_string()),
+            ("LAB_INIT", scenario.init.to_string()),
             (
                 "VMRUN",
                 vmrun.map(|p| p.display().to_string()).unwrap_or_default(),
@@ -315,7 +366,12 @@ impl Lab {
         let env_path = scratch.join("lab.env");
         fs::write(&env_path, env).map_err(LabError::io("write", &env_path))?;
         let lib_path = scratch.join("lib.sh");
-        fs::write(&lib_path, GUEST_LIB).map_err(LabError::io("write", &lib_path))
+        fs::write(&lib_path, GUEST_LIB).map_err(LabError::io("write", &lib_path))?;
+        if scenario.init == Init::Systemd {
+            let setup = scratch.join("systemd.sh");
+            fs::write(&setup, SYSTEMD_SETUP).map_err(LabError::io("write", &setup))?;
+        }
+        Ok(())
     }
 
     fn boot(
@@ -445,4 +501,18 @@ struct Boot {
     serial_log: String,
     duration: Duration,
     timed_out: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_names_round_trip() {
+        for i in [Init::Busybox, Init::Systemd] {
+            assert_eq!(i.to_string().parse::<Init>(), Ok(i));
+        }
+        assert!("openrc".parse::<Init>().is_err());
+        assert_eq!(Init::default(), Init::Busybox);
+    }
 }

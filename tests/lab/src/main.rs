@@ -9,15 +9,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vmrun_lab::{target_dir, Firmware, Lab, LabError, Scenario, Topology};
+use vmrun_lab::{target_dir, Firmware, Init, Lab, LabError, Scenario, Topology};
 
 const USAGE: &str = "\
 usage: vmrun-lab --script FILE [--topology gpu|gpu4|dual] [--firmware bios|uefi]
-                 [--vmrun BIN] [--timeout SECONDS] [--quiet]
+                 [--init busybox|systemd] [--vmrun BIN] [--timeout SECONDS] [--quiet]
        vmrun-lab --prepare
 
 Boots the lab guest (QEMU TCG, emulated IOMMU and GPU), runs FILE (a busybox sh
-script) as root inside it and prints the JSON it recorded. The guest's serial
+script) as root inside it and prints the JSON it recorded; with --init systemd
+the host root's systemd boots as PID 1 (with an Xorg desktop) and runs it. The guest's serial
 console is echoed to stderr unless --quiet. --vmrun defaults to
 target/debug/vmrun when it exists. --prepare only fetches and builds the
 cached guest kernel and initramfs. See tests/lab/README.md.";
@@ -31,6 +32,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut script = None;
     let mut topology = Topology::default();
     let mut firmware = Firmware::default();
+    let mut init = Init::default();
     let mut vmrun = None;
     let mut timeout = None;
     let mut quiet = false;
@@ -41,6 +43,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--script" => script = Some(PathBuf::from(value("--script")?)),
             "--topology" => topology = value("--topology")?.parse().map_err(|e| format!("{e}"))?,
             "--firmware" => firmware = value("--firmware")?.parse().map_err(|e| format!("{e}"))?,
+            "--init" => init = value("--init")?.parse().map_err(|e| format!("{e}"))?,
             "--vmrun" => vmrun = Some(PathBuf::from(value("--vmrun")?)),
             "--timeout" => {
                 let secs: u64 = value("--timeout")?
@@ -62,6 +65,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut scenario = Scenario::new(script)
         .topology(topology)
         .firmware(firmware)
+        .init(init)
         .keep_scratch(true)
         .echo_serial(!quiet);
     if let Some(vmrun) = vmrun {

@@ -39,6 +39,16 @@ pub struct UnknownName {
     expected: &'static str,
 }
 
+impl UnknownName {
+    pub(crate) fn new(kind: &'static str, given: &str, expected: &'static str) -> UnknownName {
+        UnknownName {
+            kind,
+            given: given.into(),
+            expected,
+        }
+    }
+}
+
 impl FromStr for Topology {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
