@@ -32,7 +32,6 @@ pub enum Step {
     UnbindFramebuffer(framebuffer::UnbindFramebuffer),
     UnloadModule(modules::UnloadModule),
     CreateShm(shared_memory::CreateShm),
-    ShareDevice(shared_memory::ShareDevice),
 }
 
 impl Step {
@@ -50,7 +49,6 @@ impl Step {
             Self::UnbindFramebuffer(s) => s.undo(host),
             Self::UnloadModule(s) => s.undo(host),
             Self::CreateShm(s) => s.undo(host),
-            Self::ShareDevice(s) => s.undo(host),
         }
     }
 }

@@ -109,7 +109,7 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
         .filter(|i| i.mode == crate::config::InputMode::Qemu);
     if let (Some(input), Some(id)) = (qemu_input, &plan.qemu_identity) {
         for path in [&input.keyboard, &input.mouse].into_iter().flatten() {
-            device_owner::give(host, journal, path, id)?;
+            device_owner::give(host, journal, path, id.into())?;
         }
     }
     if let Some(lg) = &plan.looking_glass {
@@ -118,7 +118,12 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
                 shared_memory::create_shm(host, journal, &lg.path, lg.size, owner.as_ref())?;
             }
             (crate::config::LgDevice::Kvmfr, Some(owner)) => {
-                shared_memory::share_device(host, journal, &lg.path, owner)?;
+                let to = device_owner::NewOwner {
+                    uid: owner.uid,
+                    gid: owner.gid,
+                    mode: Some(shared_memory::MODE),
+                };
+                device_owner::give(host, journal, &lg.path, to)?;
             }
             // Not root: the node is as udev made it; the plan said so.
             (crate::config::LgDevice::Kvmfr, None) => {}

@@ -1,16 +1,16 @@
 //! Looking Glass's shared memory: the `/dev/shm` file vmrun makes before
-//! QEMU starts and removes after (`CreateShm`), or the kvmfr module's
-//! `/dev/kvmfr0` handed over and given back (`ShareDevice`). Either way the
-//! client's user owns it with QEMU's group, mode 0660: QEMU (exec'd as its
-//! own uid) opens it through the group bits, the client as its owner.
+//! QEMU starts and removes after (`CreateShm`). (The kvmfr module's
+//! `/dev/kvmfr0` is handed over by `device_owner`.) Either way the client's
+//! user owns it with QEMU's group, mode 0660: QEMU (exec'd as its own uid)
+//! opens it through the group bits, the client as its owner.
 
 use std::fs::{OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
-use nix::unistd::{chown, Gid, Uid};
+
 use serde::{Deserialize, Serialize};
 
 use super::{StepReport, Undo};
@@ -20,22 +20,12 @@ use crate::prepare::journal::{Journal, JournalError, Step};
 use crate::prepare::Host;
 
 /// Owner and group may read and write; nobody else.
-const MODE: u32 = 0o660;
+pub(crate) const MODE: u32 = 0o660;
 
 /// The journal step: the shm file at `path` was made by vmrun.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateShm {
     pub path: PathBuf,
-}
-
-/// The journal step: the device node at `path` handed over; `uid`, `gid`
-/// and `mode` are what it had before.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShareDevice {
-    pub path: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,69 +115,12 @@ impl Undo for CreateShm {
     }
 }
 
-/// Hands the device node `path` (`/dev/kvmfr0`) to `owner`, mode 0660,
-/// journaling what it had first.
-pub fn share_device(
-    host: &Host,
-    journal: &mut Journal,
-    path: &Path,
-    owner: &LgOwner,
-) -> Result<(), SharedMemoryError> {
-    let real = host.root.path(path);
-    let err = |source| SharedMemoryError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(&real).map_err(err)?;
-    journal.record(&Step::ShareDevice(ShareDevice {
-        path: path.to_path_buf(),
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mode: meta.mode() & 0o7777,
-    }))?;
-    chown(
-        &real,
-        Some(Uid::from_raw(owner.uid)),
-        Some(Gid::from_raw(owner.gid)),
-    )
-    .map_err(|e| err(e.into()))?;
-    std::fs::set_permissions(&real, Permissions::from_mode(MODE)).map_err(err)
-}
-
-impl Undo for ShareDevice {
-    fn undo(&self, host: &Host) -> StepReport {
-        let real = host.root.path(&self.path);
-        let back = chown(
-            &real,
-            Some(Uid::from_raw(self.uid)),
-            Some(Gid::from_raw(self.gid)),
-        )
-        .map_err(io::Error::from)
-        .and_then(|()| std::fs::set_permissions(&real, Permissions::from_mode(self.mode)));
-        let problem = match back {
-            // The module was unloaded: its next node is udev's again.
-            Ok(()) => None,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => Some(format!("{}: {e}", real.display())),
-        };
-        StepReport {
-            what: format!(
-                "{} back to uid {} gid {} mode {:o}",
-                self.path.display(),
-                self.uid,
-                self.gid,
-                self.mode
-            ),
-            problem,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::prepare::journal::undo_all;
     use crate::prepare::kernel::fake::FakeKernel;
+    use std::os::unix::fs::MetadataExt;
 
     fn owner() -> LgOwner {
         LgOwner {
@@ -257,42 +190,5 @@ mod tests {
         assert!(matches!(r, Err(SharedMemoryError::Exists { .. })));
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
         assert!(std::fs::read_to_string(&journal_path).unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_device_node_is_shared_and_given_back_with_its_mode() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = crate::host::HostRoot::new(tmp.path());
-        let kernel = FakeKernel::new(tmp.path());
-        let host = Host::new(&root, &kernel);
-        std::fs::create_dir_all(tmp.path().join("dev")).unwrap();
-        let node = tmp.path().join("dev/kvmfr0");
-        std::fs::write(&node, "").unwrap();
-        std::fs::set_permissions(&node, Permissions::from_mode(0o600)).unwrap();
-        let before = std::fs::metadata(&node).unwrap();
-        let journal_path = tmp.path().join("journal");
-        let mut journal = Journal::open(&journal_path).unwrap();
-        let me = LgOwner {
-            uid: before.uid(),
-            gid: before.gid(),
-            user: "me".into(),
-        };
-        let who = if nix::unistd::geteuid().is_root() {
-            owner()
-        } else {
-            me
-        };
-        share_device(&host, &mut journal, Path::new("/dev/kvmfr0"), &who).unwrap();
-        let meta = std::fs::metadata(&node).unwrap();
-        assert_eq!(
-            (meta.uid(), meta.gid(), meta.mode() & 0o777),
-            (who.uid, who.gid, 0o660)
-        );
-        assert!(undo_all(&journal_path, &host).complete());
-        let meta = std::fs::metadata(&node).unwrap();
-        assert_eq!(
-            (meta.uid(), meta.gid(), meta.mode() & 0o777),
-            (before.uid(), before.gid(), 0o600)
-        );
     }
 }
