@@ -51,13 +51,19 @@ if [ "$(cat "$root/.vmrun-include" 2>/dev/null)" != "$include" ]; then
 fi
 echo "qemu10: $(chroot "$root" qemu-system-x86_64 --version | head -1)"
 
-# Every test binary of the list, as cargo built it (no rebuild: same flags
-# as the suite's `cargo test`).
-mapfile -t binaries < <(
-  cargo test --workspace --locked --no-run --message-format=json \
-    $(printf -- '--test %s ' "${tests[@]}") 2>/dev/null |
+# Every test binary of the list, as cargo built it for the suite: the same
+# command as the suite's `cargo test` (a `--test` filter would change the
+# feature set and rebuild), then picked by name.
+mapfile -t built < <(
+  cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*/deps/[^"]*"' | cut -d'"' -f4
 )
+binaries=()
+for t in "${tests[@]}"; do
+  for b in "${built[@]}"; do
+    [[ "$(basename "$b")" =~ ^${t}-[0-9a-f]+$ ]] && binaries+=("$b")
+  done
+done
 [ "${#binaries[@]}" -eq "${#tests[@]}" ] || {
   echo "qemu10: expected ${#tests[@]} test binaries, cargo gave ${#binaries[@]}" >&2
   exit 1
