@@ -265,6 +265,12 @@ pub(crate) async fn run_reader<R: AsyncBufRead + Unpin>(
                 tracing::debug!("QMP connection closed by QEMU");
                 break;
             }
+            // A QEMU that exits (after `quit`, or killed) with our reply
+            // unread resets the socket instead of closing it: an end, as EOF.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                tracing::debug!("QMP connection reset by QEMU");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "QMP read failed; connection considered closed");
                 break;
