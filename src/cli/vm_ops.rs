@@ -54,6 +54,9 @@ pub(super) fn stop(args: &StopArgs) -> Exit {
         };
         match rt.block_on(control::call(&control_socket(&paths), &request)) {
             Ok(r) => reply = Some(r),
+            // An earlier `--force` already ended QEMU: the supervisor is
+            // tearing down (its socket closed) or gone.
+            Err(e) if i > 0 && (e.not_listening() || !is_running(pid)) => break,
             Err(e) => {
                 eprintln!("vmrun: {name}: {e}");
                 return Exit::HostProblems;

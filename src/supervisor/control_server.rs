@@ -5,13 +5,15 @@
 //! once; one more is told so and closed at once). The loop only sees a parsed `Request` and
 //! answers it through a oneshot, so an idle, slow or endless client costs
 //! the loop nothing, and memory stays under `max_clients * max_request`.
+//! `close` lets replies the loop already gave reach their clients: a
+//! forced stop's answer races the end of QEMU and of the loop.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::control::{run_status_name, Reply, Request, Status};
@@ -48,6 +50,9 @@ const QMP_STATUS_WITHIN: Duration = Duration::from_secs(1);
 /// After a failed accept (out of fds...), a pause instead of a spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long `close` waits for answered clients to take their replies.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// One request for the loop, and where its answer goes.
 pub(super) struct Call {
     pub request: Request,
@@ -73,9 +78,11 @@ enum RequestError {
 }
 
 /// The accept task and the calls it passes on. Dropping it closes the
-/// socket and ends every client's task.
+/// socket and ends every client's task; `close` first lets the answered
+/// ones write their replies.
 pub(super) struct ControlServer {
     calls: mpsc::Receiver<Call>,
+    closing: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -84,8 +91,24 @@ impl ControlServer {
     pub(super) fn start(listener: UnixListener, limits: Limits) -> Self {
         // Each client sends at most one call: `max_clients` never fills it.
         let (tx, calls) = mpsc::channel(limits.max_clients.max(1));
-        let task = tokio::spawn(accept_loop(listener, limits, tx));
-        Self { calls, task }
+        let (closing, closed) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, limits, tx, closed));
+        Self {
+            calls,
+            closing,
+            task,
+        }
+    }
+
+    /// Stops accepting, answers requests not yet taken with "shutting
+    /// down", drops idle clients and waits (up to `CLOSE_GRACE`) for the
+    /// replies the loop already gave to be written.
+    pub(super) async fn close(mut self) {
+        self.calls.close();
+        // Dropping a queued call drops its oneshot: its client is told.
+        while self.calls.try_recv().is_ok() {}
+        let _ = self.closing.send(true);
+        let _ = tokio::time::timeout(CLOSE_GRACE, &mut self.task).await;
     }
 
     /// The next request for the loop.
@@ -104,13 +127,22 @@ impl Drop for ControlServer {
     }
 }
 
-async fn accept_loop(listener: UnixListener, limits: Limits, calls: mpsc::Sender<Call>) {
+async fn accept_loop(
+    listener: UnixListener,
+    limits: Limits,
+    calls: mpsc::Sender<Call>,
+    mut closed: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_clients));
     // Owned here: aborting this task drops the set, which aborts them all.
     let mut clients = JoinSet::new();
     let mut noisy = RateLimit::new(5, 1);
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = closed.wait_for(|closed| *closed) => break,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
                 if noisy.admit().is_some() {
@@ -123,7 +155,8 @@ async fn accept_loop(listener: UnixListener, limits: Limits, calls: mpsc::Sender
         while clients.try_join_next().is_some() {}
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                clients.spawn(serve(stream, limits, calls.clone(), slot));
+                let closed = closed.clone();
+                clients.spawn(serve(stream, limits, calls.clone(), closed, slot));
             }
             Err(_) => {
                 let message = format!(
@@ -141,22 +174,27 @@ async fn accept_loop(listener: UnixListener, limits: Limits, calls: mpsc::Sender
             }
         }
     }
+    drop(listener);
+    while clients.join_next().await.is_some() {}
 }
 
-/// One client: its request read within `limits.deadline`, the loop's
-/// answer awaited within `limits.answer_within`, the reply written within
-/// `limits.deadline`.
+/// One client: its request read within `limits.deadline` (or until the
+/// server closes), the loop's answer awaited within
+/// `limits.answer_within`, the reply written within `limits.deadline`.
 async fn serve(
     mut stream: UnixStream,
     limits: Limits,
     calls: mpsc::Sender<Call>,
+    mut closed: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let read = tokio::time::timeout(
-        limits.deadline,
-        read_request(&mut stream, limits.max_request),
-    )
-    .await;
+    let read = tokio::select! {
+        read = tokio::time::timeout(
+            limits.deadline,
+            read_request(&mut stream, limits.max_request),
+        ) => read,
+        _ = closed.wait_for(|closed| *closed) => return,
+    };
     let reply = match read {
         Err(_) => {
             let message = format!("no complete request within {:?}; closed", limits.deadline);
@@ -398,5 +436,29 @@ mod tests {
         drop(server);
         let ended = tokio::time::timeout(Duration::from_secs(5), reply_to(client)).await;
         assert!(matches!(ended, Ok(None)), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_reply_given_just_before_close_still_reaches_its_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let mut server = ControlServer::start(UnixListener::bind(&path).unwrap(), TEST_LIMITS);
+        let idle = UnixStream::connect(&path).await.unwrap();
+        let client = tokio::spawn({
+            let path = path.clone();
+            async move { request(&path).await }
+        });
+        // As the supervisor's loop: answer a stop, then end at once.
+        let call = server.next().await;
+        let step = crate::supervisor::shutdown::Step::Quit;
+        let _ = call.answer.send(Answer::Reply(Reply::Stopping { step }));
+        let began = Instant::now();
+        server.close().await;
+        assert!(began.elapsed() < CLOSE_GRACE, "{:?}", began.elapsed());
+        let reply = client.await.unwrap();
+        assert!(matches!(reply, Some(Reply::Stopping { .. })), "{reply:?}");
+        // The idle client was closed without waiting for its deadline.
+        assert!(reply_to(idle).await.is_none());
+        assert!(UnixStream::connect(&path).await.is_err(), "still accepting");
     }
 }

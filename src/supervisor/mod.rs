@@ -212,8 +212,9 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     // QEMU is gone: the keyboard and mouse go back now, not after the
     // waits below (closing the fds ends the grabs and the proxies).
     vm.router = None;
-    // Clients from now on find the socket closed, not a loop gone deaf.
-    drop(control);
+    // Clients from now on find the socket closed, not a loop gone deaf;
+    // a stop's reply, given just before QEMU exited, still goes out.
+    control.close().await;
     drop(console_cap);
     vm.drain_events(&mut events).await;
     if let Some(task) = stderr_task {
