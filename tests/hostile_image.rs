@@ -173,3 +173,72 @@ fn each_vm_runs_as_its_own_uid_and_owns_only_its_tpm_state() {
         assert_ok(&w.run(&["stop", name, "--force"]), "vmrun stop --force");
     }
 }
+
+/// docs/security.md item 3, the path: a disk in a directory another user
+/// (65534) owns is opened with that user's rights, so the user's own image
+/// runs, and the same path swapped for a link to a root-only file is
+/// refused by the kernel instead of handed to the guest. A disk in a
+/// directory anyone may write is refused by the plan.
+#[test]
+fn a_disk_in_another_users_dir_is_opened_with_that_users_rights() {
+    require_root();
+    let w = World::new();
+    w.make_world_readable();
+    let secret = w.home.join("shadow");
+    fs::write(&secret, "root:$6$not-for-the-guest\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let theirs = w.home.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    let disk = theirs.join("disk.img");
+    fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    fs::set_permissions(&disk, fs::Permissions::from_mode(0o600)).unwrap();
+    let nobody = (
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    );
+    for path in [&theirs, &disk] {
+        nix::unistd::chown(path, nobody.0, nobody.1).unwrap();
+    }
+    fs::write(
+        w.home.join("vms/theirs.toml"),
+        format!(
+            "memory = \"128M\"\n[firmware]\ntype = \"bios\"\n\
+             [[disk]]\npath = \"{}\"\nformat = \"raw\"\n\
+             [network]\nmode = \"none\"\n[display]\nmode = \"serial\"\n\
+             [qemu]\naccel = \"tcg\"\nuser = \"auto\"\n",
+            disk.display()
+        ),
+    )
+    .unwrap();
+
+    let dry = text(&w.run(&["start", "theirs", "--dry-run"]));
+    assert!(
+        dry.contains("opened with the rights of uid 65534"),
+        "the plan says whose rights: {dry}"
+    );
+    w.start_detached("theirs");
+    assert_ok(&w.run(&["stop", "theirs", "--force"]), "vmrun stop");
+
+    // The owner of the dir swaps the image for a link to root's secret.
+    fs::remove_file(&disk).unwrap();
+    std::os::unix::fs::symlink(&secret, &disk).unwrap();
+    let out = w.run(&["start", "theirs", "--detach"]);
+    let said = format!("{}{}", text(&out), w.log("theirs"));
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("uid 65534") && said.contains("Permission denied"),
+        "opened as 65534 and refused: {said}"
+    );
+
+    // A dir anyone may write: nobody answers for the path.
+    fs::remove_file(&disk).unwrap();
+    fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = w.run(&["start", "theirs", "--detach"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("users other than its owner may replace"),
+        "{}",
+        text(&out)
+    );
+}

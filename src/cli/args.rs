@@ -115,6 +115,22 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Internal: how the supervisor opens a file with the rights of the
+    /// user who controls its path (`qemu::open_as`). Not for people.
+    #[command(name = "__open-as", hide = true)]
+    OpenAs {
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<u32>,
+        #[arg(long)]
+        writable: bool,
+        /// The file, after `--`.
+        #[arg(last = true)]
+        path: std::path::PathBuf,
+    },
     /// Internal: how the supervisor execs QEMU as its unprivileged
     /// identity (`qemu::exec_as`). Not for people.
     #[command(name = "__exec-as", hide = true)]

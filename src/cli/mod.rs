@@ -109,6 +109,13 @@ fn run_verb(args: impl IntoIterator<Item = OsString>) -> i32 {
             eprintln!("vmrun {}: {error}", crate::qemu::exec_as::VERB);
             127
         }
+        Command::OpenAs {
+            uid,
+            gid,
+            groups,
+            writable,
+            path,
+        } => crate::qemu::open_as::hold_open(uid, gid, &groups, writable, &path),
         Command::Man => {
             let mut out = Vec::new();
             match clap_mangen::Man::new(Cli::command()).render(&mut out) {

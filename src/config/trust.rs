@@ -22,6 +22,16 @@ pub enum Untrusted {
     NotFile { path: PathBuf },
     #[error("{path}: {reason}")]
     Unreadable { path: PathBuf, reason: String },
+    #[error("{path} has mode {mode:04o}: users other than its owner may replace what is in it")]
+    SharedDir { path: PathBuf, mode: u32 },
+    #[error(
+        "uids {first} and {second} own directories on the way to {path}: either could replace it"
+    )]
+    TwoOwners {
+        path: PathBuf,
+        first: u32,
+        second: u32,
+    },
 }
 
 /// Whether the process runs as root, the only case these checks apply to:
@@ -52,13 +62,7 @@ enum Last {
 /// made in a directory already checked), then the same for the path the
 /// links lead to: a link root made can still point into another user's dir.
 fn chain(path: &Path, last: Last) -> Result<(), Untrusted> {
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| unreadable(path, &e))?
-            .join(path)
-    };
+    let absolute = absolute(path)?;
     walk(&absolute, last)?;
     let real = std::fs::canonicalize(&absolute).map_err(|e| unreadable(&absolute, &e))?;
     if real != absolute {
@@ -99,6 +103,68 @@ fn walk(path: &Path, last: Last) -> Result<(), Untrusted> {
         }
     }
     Ok(())
+}
+
+/// Who besides root could replace what `path` leads to: the owner of a
+/// directory on the way (as written and after its links) may rename or
+/// remove its entries, and in a sticky one the owner of the entry may
+/// (`unlink(2)`). `None`: root alone. A group- or world-writable directory
+/// without the sticky bit, or two such users, leave no one to answer for
+/// the path: refused. Who owns the file itself doesn't matter: its owner
+/// can change its bytes, not which file the path names.
+pub(crate) fn who_controls(path: &Path) -> Result<Option<u32>, Untrusted> {
+    let absolute = absolute(path)?;
+    let real = std::fs::canonicalize(&absolute).map_err(|e| unreadable(&absolute, &e))?;
+    let mut controller = None;
+    for p in [&absolute, &real] {
+        let mut prefix = PathBuf::new();
+        // The owner of the entry a sticky dir holds next, if not root.
+        let mut sticky = false;
+        for component in p.components() {
+            prefix.push(component);
+            if matches!(component, Component::CurDir | Component::ParentDir) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&prefix).map_err(|e| unreadable(&prefix, &e))?;
+            let mut claim = |uid: u32| match controller {
+                _ if uid == 0 => Ok(()),
+                Some(first) if first != uid => Err(Untrusted::TwoOwners {
+                    path: absolute.clone(),
+                    first,
+                    second: uid,
+                }),
+                _ => {
+                    controller = Some(uid);
+                    Ok(())
+                }
+            };
+            if sticky {
+                claim(meta.uid())?;
+            }
+            sticky = false;
+            if !meta.is_dir() {
+                continue;
+            }
+            claim(meta.uid())?;
+            let mode = meta.mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                if mode & 0o1000 == 0 {
+                    return Err(Untrusted::SharedDir { path: prefix, mode });
+                }
+                sticky = true;
+            }
+        }
+    }
+    Ok(controller)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, Untrusted> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|d| d.join(path))
+        .map_err(|e| unreadable(path, &e))
 }
 
 fn unreadable(path: &Path, e: &std::io::Error) -> Untrusted {
@@ -230,6 +296,59 @@ mod tests {
         assert!(matches!(
             root_may_use_dir(&tmp.path().join("nope")),
             Err(Untrusted::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn a_path_through_one_users_dir_is_that_users() {
+        let (tmp, vms, file) = tree();
+        assert_eq!(who_controls(&file), Ok(None), "root's alone");
+        give_away(&vms);
+        assert_eq!(who_controls(&file), Ok(Some(65534)));
+        // A link in root's dir that leads there: the same user.
+        let link = tmp.path().join("d/link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(who_controls(&link), Ok(Some(65534)));
+    }
+
+    #[test]
+    fn the_owner_of_the_file_alone_controls_nothing() {
+        let (_tmp, _vms, file) = tree();
+        give_away(&file);
+        assert_eq!(who_controls(&file), Ok(None));
+    }
+
+    #[test]
+    fn in_a_sticky_dir_the_entrys_owner_controls_it() {
+        let (tmp, vms, file) = tree();
+        chmod(&vms, 0o1777);
+        assert_eq!(who_controls(&file), Ok(None));
+        give_away(&file);
+        assert_eq!(who_controls(&file), Ok(Some(65534)));
+        // /tmp itself, sticky above a root dir, gives no one anything.
+        let d = tmp.path().join("d");
+        assert_eq!(who_controls(&d), Ok(None));
+    }
+
+    #[test]
+    fn a_shared_dir_or_two_users_on_the_way_are_refused() {
+        let (tmp, vms, file) = tree();
+        chmod(&vms, 0o775);
+        assert!(matches!(
+            who_controls(&file),
+            Err(Untrusted::SharedDir { mode: 0o775, .. })
+        ));
+        chmod(&vms, 0o755);
+        give_away(&vms);
+        let d = tmp.path().join("d");
+        nix::unistd::chown(&d, Some(nix::unistd::Uid::from_raw(65533)), None).unwrap();
+        assert!(matches!(
+            who_controls(&file),
+            Err(Untrusted::TwoOwners {
+                first: 65533,
+                second: 65534,
+                ..
+            })
         ));
     }
 }

@@ -6,12 +6,13 @@
 use std::path::Path;
 
 use super::finding::Finding;
-use crate::config::{DiskMedia, VmConfig};
+use crate::config::{trust, DiskMedia, VmConfig};
 use crate::host::HostRoot;
 
 pub(crate) fn check_host_files(vm: &VmConfig, root: &HostRoot, findings: &mut Vec<Finding>) {
     for disk in &vm.disks {
         if exists(root, &disk.path) {
+            check_control(&disk.path, root, findings);
             continue;
         }
         let finding = Finding::error(disk.path.display(), "disk image or device does not exist");
@@ -32,6 +33,25 @@ pub(crate) fn check_host_files(vm: &VmConfig, root: &HostRoot, findings: &mut Ve
                 );
             }
         }
+    }
+}
+
+/// As root, a disk is opened with the rights of the one user who could
+/// replace it (`trust::who_controls`); a path that several could replace
+/// has no one to answer for it.
+fn check_control(path: &Path, root: &HostRoot, findings: &mut Vec<Finding>) {
+    if !root.is_real() || !trust::running_as_root() {
+        return;
+    }
+    match trust::who_controls(path) {
+        Ok(None) => {}
+        Ok(Some(uid)) => findings.push(Finding::info(
+            path.display(),
+            format!("opened with the rights of uid {uid}, who may replace it"),
+        )),
+        Err(why) => findings.push(Finding::error(path.display(), why.to_string()).fix(
+            "keep disks where root alone or their one user can write, e.g. /var/lib/vmrun/NAME/",
+        )),
     }
 }
 

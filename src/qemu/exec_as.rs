@@ -74,7 +74,7 @@ pub(crate) fn exec_as(
     }
 }
 
-fn drop_to(uid: u32, gid: u32, groups: &[u32]) -> Result<(), ExecAsError> {
+pub(crate) fn drop_to(uid: u32, gid: u32, groups: &[u32]) -> Result<(), ExecAsError> {
     let step = |what| move |source| ExecAsError::Drop { what, source };
     let groups: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
     // Groups first: only root may set them, and gid before uid likewise.

@@ -14,6 +14,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use crate::config::trust;
 use crate::plan::{Plan, QemuIdentity};
 
 /// The dir in the run dir where QEMU binds SPICE's socket (`VmPaths::
@@ -199,16 +200,33 @@ pub(crate) fn open(
 
 fn open_file(path: &Path, access: Access) -> Result<File, HandoffError> {
     let mut o = OpenOptions::new();
-    match access {
-        Access::ReadOnly => o.read(true),
-        Access::ReadWrite => o.read(true).write(true),
-        // Made 0600 by `ensure_console_log` already.
-        Access::Append => o.append(true).create(true).mode(0o600),
+    let opened = match access {
+        Access::ReadOnly => open_guarded(path, false),
+        Access::ReadWrite => open_guarded(path, true),
+        // In vmrun's run dir; made 0600 by `ensure_console_log` already.
+        Access::Append => o.append(true).create(true).mode(0o600).open(path),
     };
-    o.open(path).map_err(|source| HandoffError {
+    opened.map_err(|source| HandoffError {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Opens a file the config names. As root, a path that another user
+/// controls (`trust::who_controls`) is opened with that user's rights, so
+/// a link swapped in gives the guest nothing the user couldn't read.
+fn open_guarded(path: &Path, writable: bool) -> io::Result<File> {
+    if !trust::running_as_root() {
+        return OpenOptions::new().read(true).write(writable).open(path);
+    }
+    match trust::who_controls(path) {
+        Ok(None) => OpenOptions::new().read(true).write(writable).open(path),
+        Ok(Some(uid)) => super::open_as::open_as(uid, path, writable),
+        Err(untrusted) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            untrusted.to_string(),
+        )),
+    }
 }
 
 /// Binds `path` mode 0600: only root connects (`vmrun console`, `vmrun
@@ -231,7 +249,7 @@ fn rom_memfd(path: &Path) -> Result<OwnedFd, HandoffError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut rom = File::open(path).map_err(err)?;
+    let mut rom = open_guarded(path, false).map_err(err)?;
     let fd = memfd_create(c"vmrun-rom", MFdFlags::MFD_CLOEXEC).map_err(|e| err(e.into()))?;
     let mut copy = File::from(fd);
     io::copy(&mut rom, &mut copy).map_err(err)?;

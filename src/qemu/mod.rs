@@ -5,6 +5,7 @@ mod devices;
 pub(crate) mod exec_as;
 mod gaming;
 pub(crate) mod handoff;
+pub(crate) mod open_as;
 pub(crate) mod opts;
 pub(crate) mod process;
 pub(crate) mod swtpm;

@@ -1,0 +1,112 @@
+//! Opening a file for QEMU with the rights of the user who controls its
+//! path. Root opens QEMU's files and hands them over, but a disk in a
+//! user's directory is that user's to point anywhere (a link to
+//! `/etc/shadow` swapped in after the config was written), so it is opened
+//! by a child that became that user: the hidden verb `vmrun __open-as`
+//! drops to the user (`exec_as::drop_to`), opens the path, prints the fd
+//! number and holds the file until its stdin closes. Root then reopens that
+//! very file through `/proc/PID/fd/N`: the magic link names the open file,
+//! not a path, so what root gets is exactly what the user could open.
+//! Passing the fd over a socket (SCM_RIGHTS) would need `unsafe` to adopt it.
+//! The child can't be traced or have its fds swapped by the user: a change
+//! of uid makes a process non-dumpable (prctl(2), PR_SET_DUMPABLE).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nix::unistd::{Uid, User};
+
+use super::exec_as;
+
+/// The hidden verb's name.
+pub(crate) const VERB: &str = "__open-as";
+
+/// Opens `path` (read-only, or read-write when `writable`) as `uid`, with
+/// its primary and supplementary groups from the user database.
+pub(crate) fn open_as(uid: u32, path: &Path, writable: bool) -> io::Result<File> {
+    let user = User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .ok_or_else(|| io::Error::other(format!("uid {uid} has no entry in the user database")))?;
+    let name = std::ffi::CString::new(user.name.as_bytes()).map_err(io::Error::other)?;
+    let groups: Vec<String> = nix::unistd::getgrouplist(&name, user.gid)
+        .map_err(io::Error::from)?
+        .iter()
+        .map(|g| g.as_raw().to_string())
+        .collect();
+    let mut child = Command::new("/proc/self/exe")
+        .arg(VERB)
+        .args(["--uid", &uid.to_string(), "--gid", &user.gid.to_string()])
+        .args(["--groups", &groups.join(",")])
+        .args(writable.then_some("--writable"))
+        .arg("--")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out).read_line(&mut line)?;
+    }
+    let reopened = match line.trim().parse::<u32>() {
+        Ok(fd) => options(writable).open(format!("/proc/{}/fd/{fd}", child.id())),
+        Err(_) => {
+            let mut why = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                let _ = err.read_to_string(&mut why);
+            }
+            Err(io::Error::other(format!(
+                "as {} (uid {uid}, who controls the path): {}",
+                user.name,
+                why.trim()
+            )))
+        }
+    };
+    // Its stdin closed, the child lets go and exits.
+    drop(child.stdin.take());
+    let _ = child.wait();
+    reopened
+}
+
+fn options(writable: bool) -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).write(writable);
+    o
+}
+
+/// The child's side: becomes `uid`, opens `path`, prints the fd, waits
+/// for stdin to close. Returns the exit status.
+pub(crate) fn hold_open(uid: u32, gid: u32, groups: &[u32], writable: bool, path: &Path) -> i32 {
+    if let Err(e) = exec_as::drop_to(uid, gid, groups) {
+        eprintln!("{e}");
+        return 1;
+    }
+    let file = match options(writable).open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return 1;
+        }
+    };
+    println!("{}", file.as_raw_fd());
+    // Held until root has reopened it.
+    let _ = io::stdin().read_to_end(&mut Vec::new());
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    // The parent's side needs vmrun's own binary as `/proc/self/exe`: the
+    // CLI tests (tests/hostile_image.rs) run it for real.
+    use super::*;
+
+    #[test]
+    fn a_uid_without_a_user_is_refused_before_any_child() {
+        let err = open_as(4_000_000_000, Path::new("/etc/hostname"), false).unwrap_err();
+        assert!(err.to_string().contains("no entry"), "{err}");
+    }
+}
