@@ -8,7 +8,7 @@ pub mod host;
 pub mod machines;
 pub mod sysfs;
 
-pub use host::{Class, Input, Pci, TestHost};
+pub use host::{Class, Input, Pci, TestHost, Usb};
 pub use machines::{Machine, Tree};
 
 /// A validated VM `vm1` from config text (its file would be `/cfg/vms/vm1.toml`).
