@@ -151,6 +151,7 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             .collect();
         note!(out, "#   client: {}", client.join(" "));
     }
+    usb_notes(&mut out, plan);
     note!(out, "# run dir: {}", plan.paths.run_dir.display());
     note!(out, "# state dir: {}", plan.paths.state_dir.display());
     note!(
@@ -220,6 +221,38 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
     out
 }
 
+/// `[[usb]]`: each device found now, and what QEMU matches it by.
+fn usb_notes(out: &mut String, plan: &Plan) {
+    if plan.usb.is_empty() {
+        return;
+    }
+    note!(
+        *out,
+        "# USB devices (usb-host on qemu-xhci, taken again after a replug):"
+    );
+    for u in &plan.usb {
+        let by = [
+            u.matcher.ids.map(|i| format!("ids {i}")),
+            u.matcher.port.as_ref().map(|p| format!("port {p}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" + ");
+        let now = match (&u.found, plan.qemu_identity.is_some()) {
+            (Some(d), true) => format!(
+                "{} {}, {} handed to QEMU's user",
+                d.port,
+                d.name,
+                d.node().display()
+            ),
+            (Some(d), false) => format!("{} {}, {}", d.port, d.name, d.node().display()),
+            (None, _) => "not plugged in".into(),
+        };
+        note!(*out, "#   {} by {by} ({now})", u.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +291,34 @@ mod tests {
         );
         assert!(
             text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vmrun/vm1/spice/spice.sock -p 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn usb_devices_show_their_match_and_node() {
+        let host = crate::testing::Machine::FixtureDesktop.build();
+        let vm = crate::testing::vm(
+            "memory = \"1G\"\n[[usb]]\nids = \"046d:c52b\"\n[[usb]]\nport = \"3-1\"\noptional = true\n",
+        );
+        let ctx = crate::plan::PlanContext {
+            root: host.root(),
+            dirs: crate::plan::DirsEnv {
+                is_root: false,
+                run_base: Some("/run/user/1000/vmrun".into()),
+                state_base: Some("/home/u/.local/state/vmrun".into()),
+                ..Default::default()
+            },
+            qemu_version: Some("7.2.0".parse().unwrap()),
+        };
+        let plan = crate::plan::plan(vm, &ctx);
+        let text = render_text(&plan, &crate::qemu::build_argv(&plan));
+        assert!(
+            text.contains("#   usb-046d-c52b by ids 046d:c52b (1-7 Logitech USB Receiver, /dev/bus/usb/001/009)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#   usb-3-1 by port 3-1 (not plugged in)\n"),
             "{text}"
         );
     }

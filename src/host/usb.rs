@@ -116,8 +116,8 @@ fn read(dir: &Path, port: UsbPort) -> Option<HostUsb> {
         let p = e.path();
         let iclass = class(&p, "bInterfaceClass");
         hub |= iclass == Some(CLASS_HUB);
-        keyboard |= iclass == Some(CLASS_HID)
-            && class(&p, "bInterfaceProtocol") == Some(PROTOCOL_KEYBOARD);
+        keyboard |=
+            iclass == Some(CLASS_HID) && class(&p, "bInterfaceProtocol") == Some(PROTOCOL_KEYBOARD);
     }
     Some(HostUsb {
         port,

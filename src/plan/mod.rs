@@ -10,12 +10,12 @@ pub(crate) mod firmware;
 pub(crate) mod hostdev;
 pub mod identity;
 pub mod looking_glass;
-pub mod usb;
 mod memory;
 pub(crate) mod paths;
 pub(crate) mod safety;
 pub mod smbios;
 pub(crate) mod takeover;
+pub mod usb;
 pub(crate) mod uuid;
 pub(crate) mod viability;
 

@@ -249,9 +249,15 @@ mod tests {
             .map(|u| u.matcher.port.as_ref().unwrap().to_string())
             .collect();
         assert_eq!(ports, ["1-1.3", "1-1.4"]);
-        assert_eq!((p[0].id.as_str(), p[1].id.as_str()), ("usb-045e-028e", "usb-045e-028e-1"));
+        assert_eq!(
+            (p[0].id.as_str(), p[1].id.as_str()),
+            ("usb-045e-028e", "usb-045e-028e-1")
+        );
         let (_, f) = plan_on(&host, &[pad(2)]);
-        assert_eq!(errors(&f), ["usb 045e:028e index 2: no such USB device on this host"]);
+        assert_eq!(
+            errors(&f),
+            ["usb 045e:028e index 2: no such USB device on this host"]
+        );
     }
 
     #[test]
@@ -273,7 +279,10 @@ mod tests {
         let (_, f) = plan_on(&host, &[usb("05e3:0610", false)]);
         assert_eq!(errors(&f), ["usb 05e3:0610: 1-1 (05e3:0610) is a hub"]);
         let (_, f) = plan_on(&host, &[usb("046d:c52b", false), usb("1-7", false)]);
-        assert_eq!(errors(&f), ["usb port 1-7: 1-7 is also selected as usb 046d:c52b"]);
+        assert_eq!(
+            errors(&f),
+            ["usb port 1-7: 1-7 is also selected as usb 046d:c52b"]
+        );
     }
 
     #[test]
@@ -296,10 +305,16 @@ mod tests {
     #[test]
     fn inputs_keyboard_is_not_also_given_by_usb() {
         let host = Machine::FixtureDesktop.build();
-        let text = "memory = \"1G\"\n[input]\nkeyboard = \"/dev/input/by-id/usb-Corsair_K70-event-kbd\"\n";
+        let text =
+            "memory = \"1G\"\n[input]\nkeyboard = \"/dev/input/by-id/usb-Corsair_K70-event-kbd\"\n";
         let vm = crate::testing::vm(text);
         let mut f = Vec::new();
-        plan(&[usb("1b1c:1b13", false)], vm.input.as_ref(), &host.root(), &mut f);
+        plan(
+            &[usb("1b1c:1b13", false)],
+            vm.input.as_ref(),
+            &host.root(),
+            &mut f,
+        );
         assert_eq!(
             errors(&f),
             ["usb 1-4: it is [input]'s keyboard /dev/input/by-id/usb-Corsair_K70-event-kbd"]

@@ -131,7 +131,11 @@ mod tests {
             ids: Some("045e:028e".parse().unwrap()),
             port: Some("1-1.4".parse().unwrap()),
         };
-        let line = |id, m| std::ffi::OsString::from(usb_host(id, m)).into_string().unwrap();
+        let line = |id, m| {
+            std::ffi::OsString::from(usb_host(id, m))
+                .into_string()
+                .unwrap()
+        };
         assert_eq!(
             line("usb-046d-c52b", &ids),
             "usb-host,id=usb-046d-c52b,bus=xhci.0,vendorid=0x046d,productid=0xc52b"

@@ -195,7 +195,11 @@ pub fn add_usb(
     }
     for (i, (c, s, p)) in interfaces.iter().enumerate() {
         let iface = format!("{dev}/{name}:1.{i}");
-        for (f, v) in [("bInterfaceClass", c), ("bInterfaceSubClass", s), ("bInterfaceProtocol", p)] {
+        for (f, v) in [
+            ("bInterfaceClass", c),
+            ("bInterfaceSubClass", s),
+            ("bInterfaceProtocol", p),
+        ] {
             write(root, &format!("{iface}/{f}"), &format!("{v:02x}\n"));
         }
     }

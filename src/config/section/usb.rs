@@ -111,7 +111,10 @@ impl fmt::Display for UsbPort {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum UsbSelector {
     /// The `index`th device (in bus, then port order) with these ids.
-    Ids { ids: UsbIds, index: u32 },
+    Ids {
+        ids: UsbIds,
+        index: u32,
+    },
     Port(UsbPort),
 }
 
@@ -225,7 +228,10 @@ mod tests {
             bus: 3,
             ports: vec![4, 2],
         };
-        assert_eq!((port.to_string(), port.path()), ("3-4.2".into(), "4.2".into()));
+        assert_eq!(
+            (port.to_string(), port.path()),
+            ("3-4.2".into(), "4.2".into())
+        );
         assert_eq!(u[1].selector, UsbSelector::Port(port));
         assert!(u[1].optional);
         assert_eq!(u[2].selector, UsbSelector::Ids { ids, index: 1 });
@@ -245,7 +251,19 @@ mod tests {
             "1d6b:0002".parse::<UsbSelector>().unwrap(),
             UsbSelector::Ids { index: 0, .. }
         ));
-        for bad in ["", "1", "1-", "1-0", "0-1", "1-2..3", "1-256", "x-1", "1-+2", "1-1.1.1.1.1.1.1.1", "46d:c52b"] {
+        for bad in [
+            "",
+            "1",
+            "1-",
+            "1-0",
+            "0-1",
+            "1-2..3",
+            "1-256",
+            "x-1",
+            "1-+2",
+            "1-1.1.1.1.1.1.1.1",
+            "46d:c52b",
+        ] {
             assert!(bad.parse::<UsbSelector>().is_err(), "{bad}");
         }
     }
