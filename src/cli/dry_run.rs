@@ -273,24 +273,14 @@ mod tests {
         let vm = crate::testing::vm(
             "memory = \"1G\"\n[looking_glass]\nresolution = \"1920x1080\"\nuser = \"nobody\"\nspice = true\n",
         );
-        let ctx = crate::plan::PlanContext {
-            root: host.root(),
-            dirs: crate::plan::DirsEnv {
-                is_root: true,
-                run_base: Some("/run/vmrun".into()),
-                state_base: Some("/var/lib/vmrun".into()),
-                ..Default::default()
-            },
-            qemu_version: Some("7.2.0".parse().unwrap()),
-        };
-        let plan = crate::plan::plan(vm, &ctx);
+        let plan = crate::testing::plan_on(&host, vm, true, std::path::Path::new("/"));
         let text = render_text(&plan, &crate::qemu::build_argv(&plan));
         assert!(
             text.contains("# Looking Glass: 32M of shared memory at /dev/shm/looking-glass-vm1, owned by nobody (uid 65534) with group "),
             "{text}"
         );
         assert!(
-            text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vmrun/vm1/spice/spice.sock -p 0\n"),
+            text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vm1/spice/spice.sock -p 0\n"),
             "{text}"
         );
     }
@@ -301,17 +291,7 @@ mod tests {
         let vm = crate::testing::vm(
             "memory = \"1G\"\n[[usb]]\nids = \"046d:c52b\"\n[[usb]]\nport = \"3-1\"\noptional = true\n",
         );
-        let ctx = crate::plan::PlanContext {
-            root: host.root(),
-            dirs: crate::plan::DirsEnv {
-                is_root: false,
-                run_base: Some("/run/user/1000/vmrun".into()),
-                state_base: Some("/home/u/.local/state/vmrun".into()),
-                ..Default::default()
-            },
-            qemu_version: Some("7.2.0".parse().unwrap()),
-        };
-        let plan = crate::plan::plan(vm, &ctx);
+        let plan = crate::testing::plan_on(&host, vm, false, std::path::Path::new("/"));
         let text = render_text(&plan, &crate::qemu::build_argv(&plan));
         assert!(
             text.contains("#   usb-046d-c52b by ids 046d:c52b (1-7 Logitech USB Receiver, /dev/bus/usb/001/009)\n"),

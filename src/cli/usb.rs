@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::args::{UsbAction, UsbArgs};
 use super::out::outln;
-use super::target::known_vm;
+use super::target::running_vm;
 use crate::config::{UsbSelector, VmName};
 use crate::exit::Exit;
 use crate::host::HostRoot;
@@ -55,14 +55,10 @@ struct VmUsb {
 }
 
 pub(super) fn usb(args: &UsbArgs) -> Exit {
-    let (name, paths) = match known_vm(&args.vm) {
+    let (name, paths) = match running_vm(&args.vm) {
         Ok(v) => v,
         Err(exit) => return exit,
     };
-    if crate::supervisor::rundir::supervisor_pid(&paths).is_none() {
-        eprintln!("vmrun: {name} is not running");
-        return Exit::HostProblems;
-    }
     let verb = match verb(&args.action) {
         Ok(v) => v,
         Err(e) => {

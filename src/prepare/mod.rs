@@ -183,17 +183,7 @@ mod tests {
         let vm = crate::testing::vm(
             "memory = \"1G\"\n[qemu]\naccel = \"tcg\"\nuser = \"nobody\"\n[[usb]]\nids = \"046d:c52b\"\n",
         );
-        let ctx = crate::plan::PlanContext {
-            root: host_tree.root(),
-            dirs: crate::plan::DirsEnv {
-                is_root: true,
-                run_base: Some(run.path().into()),
-                state_base: Some(run.path().join("state")),
-                ..Default::default()
-            },
-            qemu_version: Some("7.2.0".parse().unwrap()),
-        };
-        let plan = crate::plan::plan(vm, &ctx);
+        let plan = crate::testing::plan_on(&host_tree, vm, true, run.path());
         let id = plan.qemu_identity.clone().expect("nobody");
         std::fs::create_dir_all(&plan.paths.run_dir).unwrap();
         let root = host_tree.root();

@@ -16,3 +16,24 @@ pub fn vm(text: &str) -> crate::config::VmConfig {
     crate::config::load_str("vm1", std::path::Path::new("/cfg/vms/vm1.toml"), text)
         .unwrap_or_else(|e| panic!("{}", crate::config::render(&e)))
 }
+
+/// `vm` planned on `host` for QEMU 7.2, with vmrun as root or not and its
+/// run and state dirs under `base`.
+pub fn plan_on(
+    host: &TestHost,
+    vm: crate::config::VmConfig,
+    is_root: bool,
+    base: &std::path::Path,
+) -> crate::plan::Plan {
+    let ctx = crate::plan::PlanContext {
+        root: host.root(),
+        dirs: crate::plan::DirsEnv {
+            is_root,
+            run_base: Some(base.join("run")),
+            state_base: Some(base.join("state")),
+            ..Default::default()
+        },
+        qemu_version: Some("7.2.0".parse().unwrap()),
+    };
+    crate::plan::plan(vm, &ctx)
+}
