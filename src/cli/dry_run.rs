@@ -239,15 +239,25 @@ fn usb_notes(out: &mut String, plan: &Plan) {
         .flatten()
         .collect::<Vec<_>>()
         .join(" + ");
-        let now = match (&u.found, plan.qemu_identity.is_some()) {
-            (Some(d), true) => format!(
-                "{} {}, {} handed to QEMU's user",
-                d.port,
-                d.name,
-                d.node().display()
-            ),
-            (Some(d), false) => format!("{} {}, {}", d.port, d.name, d.node().display()),
-            (None, _) => "not plugged in".into(),
+        let now = match &u.found {
+            Some(d) => {
+                let name = [
+                    d.port.to_string(),
+                    d.name.clone(),
+                    format!("{},", d.node().display()),
+                ]
+                .into_iter()
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+                let to = if plan.qemu_identity.is_some() {
+                    "handed to QEMU's user"
+                } else {
+                    "opened as vmrun's user"
+                };
+                format!("{name} {to}")
+            }
+            None => "not plugged in".into(),
         };
         note!(*out, "#   {} by {by} ({now})", u.id);
     }
@@ -294,7 +304,7 @@ mod tests {
         let plan = crate::testing::plan_on(&host, vm, false, std::path::Path::new("/"));
         let text = render_text(&plan, &crate::qemu::build_argv(&plan));
         assert!(
-            text.contains("#   usb-046d-c52b by ids 046d:c52b (1-7 Logitech USB Receiver, /dev/bus/usb/001/009)\n"),
+            text.contains("#   usb-046d-c52b by ids 046d:c52b (1-7 Logitech USB Receiver /dev/bus/usb/001/009, opened as vmrun's user)\n"),
             "{text}"
         );
         assert!(
