@@ -17,6 +17,7 @@ use crate::host::HostRoot;
 use crate::plan::usb::{device_id, resolve};
 use crate::plan::VmPaths;
 use crate::prepare::change::device_owner::{self, NewOwner};
+use crate::prepare::change::usb_driver;
 use crate::prepare::journal::Journal;
 use crate::prepare::kernel::RealKernel;
 use crate::prepare::Host;
@@ -208,6 +209,7 @@ async fn attach(
             let kernel = RealKernel::default();
             let host = Host::new(&root, &kernel);
             let mut journal = Journal::open(&paths.run_dir.join("journal"))?;
+            usb_driver::record(&mut journal, &d.port.to_string())?;
             device_owner::give(&host, &mut journal, &d.node(), to)?;
         }
         Some(_) => {}

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use nix::fcntl::Flock;
 
 use crate::plan::Plan;
-use change::{device_owner, group_owner, hugepages, shared_memory, takeover, vfio};
+use change::{device_owner, group_owner, hugepages, shared_memory, takeover, usb_driver, vfio};
 use journal::Journal;
 pub use kernel::Host;
 
@@ -112,10 +112,13 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
             device_owner::give(host, journal, path, id.into())?;
         }
     }
-    // QEMU's libusb opens each USB device's usbfs node read-write.
-    if let Some(id) = &plan.qemu_identity {
-        for node in plan.usb.iter().filter_map(crate::plan::usb::UsbPlan::node) {
-            device_owner::give(host, journal, &node, id.into())?;
+    for device in plan.usb.iter().filter_map(|u| u.found.as_ref()) {
+        // QEMU takes the host's drivers off the device: given back by the
+        // undo should QEMU die without doing it itself.
+        usb_driver::record(journal, &device.port.to_string())?;
+        // QEMU's libusb opens the device's usbfs node read-write.
+        if let Some(id) = &plan.qemu_identity {
+            device_owner::give(host, journal, &device.node(), id.into())?;
         }
     }
     if let Some(lg) = &plan.looking_glass {
@@ -196,7 +199,8 @@ mod tests {
         let journal = journal_path(&plan);
         assert!(matches!(
             read(&journal).unwrap().steps.as_slice(),
-            [journal::Step::ChownDevice(c)] if c.path == std::path::Path::new("/dev/bus/usb/001/009")
+            [journal::Step::UsbDriver(u), journal::Step::ChownDevice(c)]
+                if u.port == "1-7" && c.path == std::path::Path::new("/dev/bus/usb/001/009")
         ));
         assert!(undo_all(&journal, &host).complete());
         let meta = std::fs::metadata(&node).unwrap();
