@@ -171,17 +171,20 @@ fn render(list: &[VmUsb]) -> String {
     }
     let mut out = String::new();
     for u in list {
-        let what = [u.ids.as_deref(), u.port.as_deref().map(|p| p.trim())]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" port ");
+        let by = [
+            u.ids.as_ref().map(|i| format!("ids {i}")),
+            u.port.as_ref().map(|p| format!("port {p}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" + ");
         let state = if u.attached {
             "attached"
         } else {
             "waiting for the device"
         };
-        out.push_str(&format!("{:<20} {what:<24} {state}\n", u.id));
+        out.push_str(&format!("{:<20} {by:<32} {state}\n", u.id));
     }
     out
 }
@@ -244,4 +247,48 @@ fn qemu_owner(pidfile: &Path) -> Result<NewOwner, String> {
         gid: id("Gid:")?,
         mode: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_says_what_each_device_matches_and_whether_it_is_there() {
+        let list = [
+            VmUsb {
+                id: "usb-046d-c52b".into(),
+                ids: Some("046d:c52b".into()),
+                port: None,
+                attached: true,
+            },
+            VmUsb {
+                id: "usb-045e-028e-1".into(),
+                ids: Some("045e:028e".into()),
+                port: Some("1-1.4".into()),
+                attached: false,
+            },
+        ];
+        assert_eq!(
+            render(&list),
+            "usb-046d-c52b        ids 046d:c52b                    attached\n\
+             usb-045e-028e-1      ids 045e:028e + port 1-1.4       waiting for the device\n"
+        );
+        assert_eq!(render(&[]), "no USB host devices\n");
+    }
+
+    #[test]
+    fn detach_takes_a_selector_or_the_id_list_shows() {
+        let detach = |sel: &str| match verb(&UsbAction::Detach { sel: sel.into() }) {
+            Ok(Verb::Detach(id)) => id,
+            _ => panic!("{sel}"),
+        };
+        assert_eq!(detach("045e:028e"), "usb-045e-028e");
+        assert_eq!(detach("1-1.4"), "usb-1-1.4");
+        assert_eq!(detach("usb-045e-028e-1"), "usb-045e-028e-1");
+        assert!(verb(&UsbAction::Attach {
+            sel: "usb-1-1".into()
+        })
+        .is_err());
+    }
 }
