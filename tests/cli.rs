@@ -366,3 +366,79 @@ fn a_huge_page_guest_larger_than_the_host_is_a_finding_before_any_change() {
     assert!(text.contains("needs 524288 pages"), "{text}");
     assert!(text.contains("MemTotal 16384 MiB"), "{text}");
 }
+
+/// `[[usb]]` on the fixture desktop: the dry-run shows each device found
+/// and its node; a missing device refuses (exit 1) unless optional, and the
+/// command line is printed either way; the JSON plan carries the devices.
+#[test]
+fn usb_devices_are_found_on_the_fixture_host_and_a_missing_one_refuses() {
+    let host = Machine::FixtureDesktop.build();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pads.toml");
+    let base = "memory = \"1G\"\n[network]\nmode = \"none\"\n[qemu]\naccel = \"tcg\"\n\
+                [[usb]]\nids = \"045e:028e\"\nindex = 1\n[[usb]]\nport = \"1-7\"\n";
+    let dry_run = |text: &str, json: bool| {
+        std::fs::write(&file, text).unwrap();
+        let mut cmd = vmrun();
+        cmd.env("VMRUN_HOST_ROOT", host.path()).arg(&file).args([
+            "--dry-run",
+            "--qemu-version",
+            "7.2",
+        ]);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let out = dry_run(base, false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "#   usb-045e-028e-1 by ids 045e:028e + port 1-1.4 (1-1.4 /dev/bus/usb/001/008, "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("-device usb-host,id=usb-1-7,bus=xhci.0,hostbus=1,hostport=7"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&dry_run(base, true).stdout).unwrap();
+    assert_eq!(v["plan"]["usb"][1]["found"]["ids"], "046d:c52b");
+    assert_eq!(v["plan"]["usb"][0]["matcher"]["port"], "1-1.4");
+
+    let missing = format!("{base}[[usb]]\nids = \"dead:beef\"\n");
+    let out = dry_run(&missing, false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("usb dead:beef: no such USB device"), "{text}");
+    assert!(text.contains("vendorid=0xdead,productid=0xbeef"), "{text}");
+    let out = dry_run(&format!("{missing}optional = true\n"), false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn usb_verbs_need_a_running_vm_and_a_selector_they_can_read() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("vms")).unwrap();
+    std::fs::write(home.path().join("vms/idle.toml"), "memory = \"1G\"\n").unwrap();
+    let run = |args: &[&str]| {
+        vmrun()
+            .env("VMRUN_HOME", home.path())
+            .env("VMRUN_RUN_DIR", home.path().join("run"))
+            .env("VMRUN_STATE_DIR", home.path().join("state"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["usb", "idle", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("idle is not running"));
+    let out = run(&["usb", "idle", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -953,3 +953,80 @@ fn looking_glass_refuses_a_shm_name_that_already_exists() {
     );
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
 }
+
+/// `vmrun usb NAME list --json`, parsed.
+fn usb_list(w: &World, name: &str) -> Vec<Value> {
+    let out = w.run(&["usb", name, "list", "--json"]);
+    assert_ok(&out, "vmrun usb list");
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+        .as_array()
+        .cloned()
+        .unwrap()
+}
+
+/// `[[usb]]` and `vmrun usb` against a real QEMU. This host has no USB
+/// devices, which is what a device unplugged at start looks like: QEMU
+/// adds a `usb-host` that matches nothing yet and takes the device when it
+/// appears, so the VM starts (the plan only warns for `optional`) and
+/// attach and detach work on the devices QEMU holds.
+#[test]
+fn usb_devices_are_listed_attached_and_detached_at_run_time() {
+    let w = World::new();
+    let name = w.vm("usb", &VmSpec::default());
+    let path = w.home.join("vms/usb.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str("\n[[usb]]\nids = \"046d:c52b\"\noptional = true\n");
+    std::fs::write(&path, config).unwrap();
+    w.start_detached(&name);
+
+    let list = usb_list(&w, &name);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["id"], "usb-046d-c52b");
+    assert_eq!(list[0]["ids"], "046d:c52b");
+    assert_eq!(list[0]["port"], Value::Null);
+    assert_eq!(list[0]["attached"], false, "no such device on this host");
+    let tree = qmp_with(
+        &w,
+        &name,
+        "human-monitor-command",
+        r#"{"command-line": "info usb"}"#,
+    );
+    assert!(
+        tree.as_str().unwrap().contains("ID: usb-046d-c52b"),
+        "{tree}"
+    );
+
+    let out = w.run(&["usb", &name, "attach", "3-1.2"]);
+    assert_ok(&out, "vmrun usb attach 3-1.2");
+    assert!(text(&out).contains("not plugged in"), "{}", text(&out));
+    let list = usb_list(&w, &name);
+    let port = list
+        .iter()
+        .find(|u| u["id"] == "usb-3-1.2")
+        .expect("attached");
+    assert_eq!(port["port"], "3-1.2");
+    assert_eq!(port["ids"], Value::Null);
+
+    // The same device twice: QEMU refuses the id.
+    let again = w.run(&["usb", &name, "attach", "3-1.2"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    let bad = w.run(&["usb", &name, "attach", "3:1"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+
+    for sel in ["3-1.2", "usb-046d-c52b"] {
+        let out = w.run(&["usb", &name, "detach", sel]);
+        assert_ok(&out, &format!("vmrun usb detach {sel}"));
+    }
+    wait_for("the devices to go", WAIT, || {
+        usb_list(&w, &name).is_empty().then_some(())
+    });
+    let out = w.run(&["usb", &name, "list"]);
+    assert!(text(&out).contains("no USB host devices"), "{}", text(&out));
+
+    assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop");
+    // A VM that does not run has no devices to show: exit 1.
+    wait_for("the VM to stop", WAIT, || {
+        (w.run(&["usb", &name, "list"]).status.code() == Some(1)).then_some(())
+    });
+}

@@ -78,6 +78,8 @@ pub(crate) enum Command {
     },
     /// Keyboards and mice: `input list` shows them; `input NAME host|guest|toggle` moves a running VM's.
     Input(InputArgs),
+    /// A running VM's host USB devices: `usb NAME list`, `attach SEL`, `detach SEL`.
+    Usb(UsbArgs),
     /// Give back what a crashed or killed vmrun left changed on the host.
     Restore {
         /// VM name or config path.
@@ -248,6 +250,27 @@ pub(crate) struct InputArgs {
     /// With `list`: print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct UsbArgs {
+    /// The name (or config path) of a running VM.
+    pub vm: String,
+    #[command(subcommand)]
+    pub action: UsbAction,
+    /// With `list`: print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsbAction {
+    /// The VM's USB host devices and whether each is attached.
+    List,
+    /// Give the guest a host device: SEL is `vvvv:pppp` or a port `BUS-PORT[.PORT...]`.
+    Attach { sel: String },
+    /// Take a device back from the guest (SEL as for attach, or as in [[usb]]).
+    Detach { sel: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -151,6 +151,7 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             .collect();
         note!(out, "#   client: {}", client.join(" "));
     }
+    usb_notes(&mut out, plan);
     note!(out, "# run dir: {}", plan.paths.run_dir.display());
     note!(out, "# state dir: {}", plan.paths.state_dir.display());
     note!(
@@ -220,6 +221,48 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
     out
 }
 
+/// `[[usb]]`: each device found now, and what QEMU matches it by.
+fn usb_notes(out: &mut String, plan: &Plan) {
+    if plan.usb.is_empty() {
+        return;
+    }
+    note!(
+        *out,
+        "# USB devices (usb-host on qemu-xhci, taken again after a replug):"
+    );
+    for u in &plan.usb {
+        let by = [
+            u.matcher.ids.map(|i| format!("ids {i}")),
+            u.matcher.port.as_ref().map(|p| format!("port {p}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" + ");
+        let now = match &u.found {
+            Some(d) => {
+                let name = [
+                    d.port.to_string(),
+                    d.name.clone(),
+                    format!("{},", d.node().display()),
+                ]
+                .into_iter()
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+                let to = if plan.qemu_identity.is_some() {
+                    "handed to QEMU's user"
+                } else {
+                    "opened as vmrun's user"
+                };
+                format!("{name} {to}")
+            }
+            None => "not plugged in".into(),
+        };
+        note!(*out, "#   {} by {by} ({now})", u.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,24 +283,32 @@ mod tests {
         let vm = crate::testing::vm(
             "memory = \"1G\"\n[looking_glass]\nresolution = \"1920x1080\"\nuser = \"nobody\"\nspice = true\n",
         );
-        let ctx = crate::plan::PlanContext {
-            root: host.root(),
-            dirs: crate::plan::DirsEnv {
-                is_root: true,
-                run_base: Some("/run/vmrun".into()),
-                state_base: Some("/var/lib/vmrun".into()),
-                ..Default::default()
-            },
-            qemu_version: Some("7.2.0".parse().unwrap()),
-        };
-        let plan = crate::plan::plan(vm, &ctx);
+        let plan = crate::testing::plan_on(&host, vm, true, std::path::Path::new("/"));
         let text = render_text(&plan, &crate::qemu::build_argv(&plan));
         assert!(
             text.contains("# Looking Glass: 32M of shared memory at /dev/shm/looking-glass-vm1, owned by nobody (uid 65534) with group "),
             "{text}"
         );
         assert!(
-            text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vmrun/vm1/spice/spice.sock -p 0\n"),
+            text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vm1/spice/spice.sock -p 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn usb_devices_show_their_match_and_node() {
+        let host = crate::testing::Machine::FixtureDesktop.build();
+        let vm = crate::testing::vm(
+            "memory = \"1G\"\n[[usb]]\nids = \"046d:c52b\"\n[[usb]]\nport = \"3-1\"\noptional = true\n",
+        );
+        let plan = crate::testing::plan_on(&host, vm, false, std::path::Path::new("/"));
+        let text = render_text(&plan, &crate::qemu::build_argv(&plan));
+        assert!(
+            text.contains("#   usb-046d-c52b by ids 046d:c52b (1-7 Logitech USB Receiver /dev/bus/usb/001/009, opened as vmrun's user)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#   usb-3-1 by port 3-1 (not plugged in)\n"),
             "{text}"
         );
     }

@@ -4,7 +4,7 @@ use super::out::outln;
 use std::fmt::Write as _;
 
 use super::args::{InputArgs, SideArg};
-use super::target::known_vm;
+use super::target::running_vm;
 use super::vm_ops::call_supervisor;
 use crate::exit::Exit;
 use crate::host::HostRoot;
@@ -20,14 +20,10 @@ pub(super) fn input(args: &InputArgs) -> Exit {
         }
         return list(args.json);
     }
-    let (name, paths) = match known_vm(&args.target) {
+    let (name, paths) = match running_vm(&args.target) {
         Ok(v) => v,
         Err(exit) => return exit,
     };
-    if crate::supervisor::rundir::supervisor_pid(&paths).is_none() {
-        eprintln!("vmrun: {name} is not running");
-        return Exit::HostProblems;
-    }
     let to = args.side.map(|s| match s {
         SideArg::Host => Switch::Host,
         SideArg::Guest => Switch::Guest,

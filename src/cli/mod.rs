@@ -19,6 +19,7 @@ mod rom;
 mod shell;
 mod start;
 mod target;
+mod usb;
 mod vm_ops;
 
 use std::ffi::OsString;
@@ -64,6 +65,7 @@ fn run_verb(args: impl IntoIterator<Item = OsString>) -> i32 {
         } => with_logs(|| vm_ops::qmp(&vm, &command, arguments.as_deref())),
         Command::Devices { json, all } => devices::devices(json, all).code(),
         Command::Input(args) => with_logs(|| input::input(&args)),
+        Command::Usb(args) => with_logs(|| usb::usb(&args)),
         Command::Restore { vm, all } => with_logs(|| restore::restore(vm.as_deref(), all)),
         Command::Console { vm } => with_logs(|| console::console(&vm)),
         Command::Logs {

@@ -19,6 +19,17 @@ pub(super) fn known_vm(arg: &str) -> Result<(VmName, VmPaths), Exit> {
     trusted(printed(resolve(arg, &SearchEnv::from_process(), &dirs))?)
 }
 
+/// The VM `arg` means, when its supervisor runs (`input`, `usb`); a VM
+/// that does not run is said so here (exit 1).
+pub(super) fn running_vm(arg: &str) -> Result<(VmName, VmPaths), Exit> {
+    let (name, paths) = known_vm(arg)?;
+    if crate::supervisor::rundir::supervisor_pid(&paths).is_none() {
+        eprintln!("vmrun: {name} is not running");
+        return Err(Exit::HostProblems);
+    }
+    Ok((name, paths))
+}
+
 /// The VM of the config file `arg` names, found by the config search; the
 /// file is not validated here.
 pub(super) fn configured_vm(arg: &str) -> Result<(VmName, VmPaths), Exit> {

@@ -293,6 +293,12 @@ pub enum ProblemKind {
     LgNoSize,
     #[error("`{0}` is not a UUID")]
     BadUuid(String),
+    #[error("a [[usb]] device needs `ids` or `port`")]
+    UsbNoSelector,
+    #[error("`ids` and `port` both given")]
+    UsbBothSelectors,
+    #[error("USB device {0} is given twice")]
+    DuplicateUsb(String),
 }
 
 impl ProblemKind {
@@ -347,7 +353,11 @@ impl ProblemKind {
                 "add `address = \"0000:01:00.0\"`, or `ids = \"10de:25a1\"` (see `lspci -nn`)"
                     .into()
             }
-            Self::BothSelectors => "keep one of them".into(),
+            Self::BothSelectors | Self::UsbBothSelectors => "keep one of them".into(),
+            Self::UsbNoSelector => "add `ids = \"046d:c52b\"` (see `lsusb`), or the host port \
+                 `port = \"1-4.2\"` (see `lsusb -t`)"
+                .into(),
+            Self::DuplicateUsb(_) => "remove one; for two identical devices, select each by `port`".into(),
             Self::IndexWithoutIds => "remove `index`, or select the device by `ids`".into(),
             Self::HugepagesMisaligned { page, .. } => {
                 format!("round `memory` to a multiple of {page}")

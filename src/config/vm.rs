@@ -22,6 +22,7 @@ use super::section::shutdown::{self, WireShutdown};
 use super::section::smbios::{self, Smbios, WireSmbios};
 use super::section::takeover::{self, Takeover, WireTakeover};
 use super::section::tpm::{self, WireTpm};
+use super::section::usb::{self, Usb, WireUsb};
 use super::types::{ByteSize, Duration, VmName};
 
 /// The file as written. Every key may be left out (an `Option`, or
@@ -55,6 +56,8 @@ pub(crate) struct WireVm {
     shutdown: WireShutdown,
     #[serde(default)]
     qemu: WireQemu,
+    #[serde(default)]
+    usb: Vec<Spanned<WireUsb>>,
 }
 
 /// A VM as described by its TOML file, validated; paths are absolute.
@@ -83,6 +86,8 @@ pub struct VmConfig {
     pub takeover: Option<Takeover>,
     pub shutdown_timeout: Duration,
     pub qemu: QemuSettings,
+    /// `[[usb]]`: host USB devices for the guest.
+    pub usb: Vec<Usb>,
 }
 
 /// Where the file is and how to ask whether a file exists (injected so tests
@@ -112,6 +117,7 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
     let input = input::check(wire.input, &mut v);
     let takeover = takeover::check(wire.takeover, !hostdevs.is_empty(), &mut v);
     let shutdown_timeout = shutdown::check(wire.shutdown, &mut v);
+    let usb = usb::check(wire.usb, &mut v);
     let (Some(memory), false) = (memory, v.has_problems()) else {
         return Err(v.into_problems());
     };
@@ -136,6 +142,7 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
         takeover,
         shutdown_timeout,
         qemu,
+        usb,
     })
 }
 

@@ -12,5 +12,6 @@ pub(crate) mod pci_ids;
 pub(crate) mod procs;
 pub mod qemu;
 pub mod root;
+pub mod usb;
 
 pub use root::HostRoot;

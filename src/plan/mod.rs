@@ -15,6 +15,7 @@ pub(crate) mod paths;
 pub(crate) mod safety;
 pub mod smbios;
 pub(crate) mod takeover;
+pub mod usb;
 pub(crate) mod uuid;
 pub(crate) mod viability;
 
@@ -66,6 +67,8 @@ pub struct Plan {
     pub smbios: Vec<smbios::SmbiosTable>,
     /// `[looking_glass]` on this host.
     pub looking_glass: Option<looking_glass::LgPlan>,
+    /// `[[usb]]` on this host.
+    pub usb: Vec<usb::UsbPlan>,
     /// `[takeover]` on this host: what stops, in order.
     pub takeover: Option<takeover::TakeoverPlan>,
     pub findings: Vec<Finding>,
@@ -163,6 +166,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
             &mut findings,
         )
     });
+    let usb = usb::plan(&vm.usb, vm.input.as_ref(), &ctx.root, &mut findings);
     if vm.qemu.accel == Accel::Kvm && !ctx.root.dev().join("kvm").exists() {
         findings.push(
             Finding::error("kvm", "/dev/kvm is missing: KVM is not available")
@@ -181,6 +185,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         uuid,
         smbios,
         looking_glass,
+        usb,
         takeover,
         findings,
         root: ctx.root.clone(),

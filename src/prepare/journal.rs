@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::change::takeover::{display_manager, framebuffer, holders, modules, units, vtconsoles};
-use super::change::{device_owner, group_owner, hugepages, shared_memory, vfio, StepReport, Undo};
+use super::change::{
+    device_owner, group_owner, hugepages, shared_memory, usb_driver, vfio, StepReport, Undo,
+};
 use super::Host;
 
 /// One change to the host, with the state it replaced. Each variant's data
@@ -32,6 +34,7 @@ pub enum Step {
     UnbindFramebuffer(framebuffer::UnbindFramebuffer),
     UnloadModule(modules::UnloadModule),
     CreateShm(shared_memory::CreateShm),
+    UsbDriver(usb_driver::UsbDriver),
 }
 
 impl Step {
@@ -49,6 +52,7 @@ impl Step {
             Self::UnbindFramebuffer(s) => s.undo(host),
             Self::UnloadModule(s) => s.undo(host),
             Self::CreateShm(s) => s.undo(host),
+            Self::UsbDriver(s) => s.undo(host),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use nix::fcntl::Flock;
 
 use crate::plan::Plan;
-use change::{device_owner, group_owner, hugepages, shared_memory, takeover, vfio};
+use change::{device_owner, group_owner, hugepages, shared_memory, takeover, usb_driver, vfio};
 use journal::Journal;
 pub use kernel::Host;
 
@@ -112,6 +112,15 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
             device_owner::give(host, journal, path, id.into())?;
         }
     }
+    for device in plan.usb.iter().filter_map(|u| u.found.as_ref()) {
+        // QEMU takes the host's drivers off the device: given back by the
+        // undo should QEMU die without doing it itself.
+        usb_driver::record(journal, &device.port.to_string())?;
+        // QEMU's libusb opens the device's usbfs node read-write.
+        if let Some(id) = &plan.qemu_identity {
+            device_owner::give(host, journal, &device.node(), id.into())?;
+        }
+    }
     if let Some(lg) = &plan.looking_glass {
         match (lg.device, &lg.owner) {
             (crate::config::LgDevice::Shm, owner) => {
@@ -157,4 +166,44 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
         group_owner::give_groups(host, journal, &groups, id)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::prepare::journal::{read, undo_all};
+    use crate::prepare::kernel::fake::FakeKernel;
+    use crate::testing::Machine;
+
+    /// A `[[usb]]` device's usbfs node goes to QEMU's user for the run,
+    /// journaled, and back after.
+    #[test]
+    fn a_usb_devices_node_is_handed_to_qemus_user_and_back() {
+        let host_tree = Machine::FixtureDesktop.build();
+        let run = tempfile::tempdir().unwrap();
+        let vm = crate::testing::vm(
+            "memory = \"1G\"\n[qemu]\naccel = \"tcg\"\nuser = \"nobody\"\n[[usb]]\nids = \"046d:c52b\"\n",
+        );
+        let plan = crate::testing::plan_on(&host_tree, vm, true, run.path());
+        let id = plan.qemu_identity.clone().expect("nobody");
+        std::fs::create_dir_all(&plan.paths.run_dir).unwrap();
+        let root = host_tree.root();
+        let kernel = FakeKernel::new(host_tree.path());
+        let host = Host::new(&root, &kernel);
+        prepare(&plan, &host).unwrap();
+        let node = host_tree.path().join("dev/bus/usb/001/009");
+        let meta = std::fs::metadata(&node).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (id.uid, id.gid));
+        let journal = journal_path(&plan);
+        assert!(matches!(
+            read(&journal).unwrap().steps.as_slice(),
+            [journal::Step::UsbDriver(u), journal::Step::ChownDevice(c)]
+                if u.port == "1-7" && c.path == std::path::Path::new("/dev/bus/usb/001/009")
+        ));
+        assert!(undo_all(&journal, &host).complete());
+        let meta = std::fs::metadata(&node).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    }
 }

@@ -279,9 +279,12 @@ pub(crate) fn display(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     } else if window {
         a.opt("-device", "virtio-vga");
     }
+    if window || !plan.usb.is_empty() {
+        // One xHCI for the window's tablet and the host's USB devices.
+        a.opt("-device", "qemu-xhci,id=xhci");
+    }
     if window {
         // An absolute pointer, so the host cursor maps 1:1 into the window.
-        a.opt("-device", "qemu-xhci,id=xhci");
         a.opt("-device", "usb-tablet,bus=xhci.0");
     }
 }

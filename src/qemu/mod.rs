@@ -11,4 +11,5 @@ pub(crate) mod process;
 pub(crate) mod swtpm;
 
 pub use argv::{build_argv, build_argv_with, build_run_argv, QmpListener};
+pub use gaming::usb_host_qmp;
 pub use handoff::FdPlan;

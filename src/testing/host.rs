@@ -197,6 +197,12 @@ impl TestHost {
         self
     }
 
+    /// A USB device in `/sys/bus/usb/devices` with its `/dev/bus/usb` node.
+    pub fn usb(self, device: Usb) -> Self {
+        device.create(self.path());
+        self
+    }
+
     /// A virtual console, bound to its driver or not.
     pub fn vtcon(self, index: u32, name: &str, bound: bool) -> Self {
         sysfs::add_vtcon(self.path(), index, name, bound);
@@ -359,6 +365,9 @@ pub struct Input {
     key: String,
     rel: String,
     abs: String,
+    /// The USB device (`1-2`) whose first interface the input device is
+    /// under; `None`: a virtual device.
+    usb: Option<String>,
 }
 
 impl Input {
@@ -371,7 +380,15 @@ impl Input {
             key: "0".into(),
             rel: "0".into(),
             abs: "0".into(),
+            usb: None,
         }
+    }
+
+    /// On the USB device `name` (`1-2`), as a USB keyboard's evdev device
+    /// sits under its HID interface in sysfs.
+    pub fn on_usb(mut self, name: &str) -> Self {
+        self.usb = Some(name.to_string());
+        self
     }
 
     /// `capabilities/key`: keys and buttons.
@@ -393,7 +410,13 @@ impl Input {
     }
 
     fn create(&self, root: &Path, event: u32) {
-        let dev = format!("/sys/devices/virtual/input/input{event}");
+        let dev = match &self.usb {
+            Some(name) => {
+                let bus = name.split_once('-').map_or("1", |(b, _)| b);
+                format!("/sys/devices/pci0000:00/0000:00:14.0/usb{bus}/{name}/{name}:1.0/input/input{event}")
+            }
+            None => format!("/sys/devices/virtual/input/input{event}"),
+        };
         let files = [
             ("name", self.name.clone()),
             ("phys", self.phys.clone()),
@@ -459,5 +482,69 @@ impl Cpu {
                 )
             })
             .collect()
+    }
+}
+
+/// A USB device: where it is plugged (`BUS-PORT[.PORT...]`), its ids, the
+/// address the bus gave it, its class and interfaces.
+#[derive(Debug, Clone)]
+pub struct Usb {
+    name: String,
+    ids: (u16, u16),
+    devnum: u16,
+    class: u8,
+    interfaces: Vec<(u8, u8, u8)>,
+    strings: Option<(String, String)>,
+}
+
+impl Usb {
+    /// A device whose one interface is vendor-specific (class ff).
+    pub fn new(name: &str, ids: (u16, u16), devnum: u16) -> Self {
+        Self {
+            name: name.to_string(),
+            ids,
+            devnum,
+            class: 0,
+            interfaces: vec![(0xff, 0, 0)],
+            strings: None,
+        }
+    }
+
+    /// A hub (device and interface class 09).
+    pub fn hub(name: &str, ids: (u16, u16), devnum: u16) -> Self {
+        let mut u = Self::new(name, ids, devnum);
+        u.class = 0x09;
+        u.interfaces = vec![(0x09, 0, 0)];
+        u
+    }
+
+    /// A HID boot keyboard (interface 03/01/01).
+    pub fn keyboard(name: &str, ids: (u16, u16), devnum: u16) -> Self {
+        Self::new(name, ids, devnum).interfaces(&[(0x03, 0x01, 0x01)])
+    }
+
+    /// Its interfaces' `(class, subclass, protocol)`.
+    pub fn interfaces(mut self, list: &[(u8, u8, u8)]) -> Self {
+        self.interfaces = list.to_vec();
+        self
+    }
+
+    /// Its `manufacturer` and `product` strings.
+    pub fn product(mut self, manufacturer: &str, product: &str) -> Self {
+        self.strings = Some((manufacturer.to_string(), product.to_string()));
+        self
+    }
+
+    fn create(&self, root: &Path) {
+        let strings = self.strings.as_ref().map(|(m, p)| (m.as_str(), p.as_str()));
+        sysfs::add_usb(
+            root,
+            &self.name,
+            self.ids,
+            self.devnum,
+            self.class,
+            &self.interfaces,
+            strings,
+        );
     }
 }

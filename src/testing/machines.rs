@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::host::{Class, Cpu, Input, Pci, TestHost};
+use super::host::{Class, Cpu, Input, Pci, TestHost, Usb};
 use super::sysfs;
 use crate::host::HostRoot;
 
@@ -318,19 +318,22 @@ libvirt-qemu:x:64055:108:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin
 /// The fixture desktop's USB keyboards and mice, eventN on USB port N,
 /// and udev's links to them.
 fn fixture_desktop_input(host: TestHost) -> TestHost {
-    let usb =
-        |n: u32, name: &str, ids| Input::new(name, ids, &format!("usb-0000:00:14.0-{n}/input0"));
+    let usb = |n: u32, name: &str, ids| {
+        Input::new(name, ids, &format!("usb-0000:00:14.0-{n}/input0")).on_usb(&format!("1-{n}"))
+    };
     let keyboard = |n, name, ids| usb(n, name, ids).keys(KEYBOARD_KEYS);
     let optical = usb(3, "Logitech USB Optical Mouse", (0x046d, 0xc077)).keys("70000 0 0 0 0");
     let g502 = usb(5, "Logitech G502 HERO", (0x046d, 0xc08b)).keys("ff0000 0 0 0 0");
     let by_id = |name: &str| format!("/dev/input/by-id/usb-{name}");
-    host.input(2, keyboard(2, "Logitech USB Keyboard", (0x046d, 0xc31c)))
+    fixture_desktop_usb(host)
+        .input(2, keyboard(2, "Logitech USB Keyboard", (0x046d, 0xc31c)))
         .input(3, optical.rel("903"))
         .input(4, keyboard(4, "Corsair K70 RGB", (0x1b1c, 0x1b13)))
         .input(5, g502.rel("1943"))
         .input(
             6,
-            keyboard(6, "Logitech G502 HERO Keyboard", (0x046d, 0xc08b)),
+            // The mouse's second interface (macro keys), on its device.
+            keyboard(6, "Logitech G502 HERO Keyboard", (0x046d, 0xc08b)).on_usb("1-5"),
         )
         .symlink(&by_id("Logitech_USB_Keyboard-event-kbd"), "../event2")
         .symlink(
@@ -344,6 +347,27 @@ fn fixture_desktop_input(host: TestHost) -> TestHost {
         .symlink(&by_id("Corsair_K70-event-kbd"), "../event4")
         .symlink(&by_id("Logitech_G502-event-mouse"), "../event5")
         .symlink(&by_id("Logitech_G502-if01-event-kbd"), "../event6")
+}
+
+/// The fixture desktop's USB devices on bus 1: the keyboards and mice of
+/// its evdev nodes (port N for eventN), a Unifying receiver, and a hub
+/// with two identical game pads.
+fn fixture_desktop_usb(host: TestHost) -> TestHost {
+    const HID_MOUSE: (u8, u8, u8) = (0x03, 0x01, 0x02);
+    const HID: (u8, u8, u8) = (0x03, 0x00, 0x00);
+    const XINPUT: (u8, u8, u8) = (0xff, 0x5d, 0x01);
+    host.usb(Usb::hub("1-1", (0x05e3, 0x0610), 2).product("GenesysLogic", "USB2.1 Hub"))
+        .usb(Usb::new("1-1.3", (0x045e, 0x028e), 7).interfaces(&[XINPUT]))
+        .usb(Usb::new("1-1.4", (0x045e, 0x028e), 8).interfaces(&[XINPUT]))
+        .usb(Usb::keyboard("1-2", (0x046d, 0xc31c), 3).product("Logitech", "USB Keyboard"))
+        .usb(Usb::new("1-3", (0x046d, 0xc077), 4).interfaces(&[HID_MOUSE]))
+        .usb(Usb::keyboard("1-4", (0x1b1c, 0x1b13), 5).product("Corsair", "K70 RGB"))
+        .usb(Usb::new("1-5", (0x046d, 0xc08b), 6).interfaces(&[HID_MOUSE, HID]))
+        .usb(
+            Usb::new("1-7", (0x046d, 0xc52b), 9)
+                .interfaces(&[(0x03, 0x01, 0x01), HID_MOUSE, HID])
+                .product("Logitech", "USB Receiver"),
+        )
 }
 
 /// A USB keyboard's `capabilities/key` (Linux 6.1): the full keyboard.

@@ -160,3 +160,55 @@ pub fn set_driver_module(root: &Path, driver: &str, module: &str) {
     let _ = fs::remove_file(drv.join("module"));
     symlink(root.join("sys/module").join(module), drv.join("module")).unwrap();
 }
+
+/// A USB device as the kernel shows it: its directory under the xHCI of
+/// bus `BUS` (`/sys/devices/pci0000:00/0000:00:14.0/usbBUS/NAME`), the
+/// `/sys/bus/usb/devices/NAME` link to it, its attributes (hex ids and
+/// classes, decimal numbers, as the kernel prints them), one interface
+/// `NAME:1.0` per `(class, subclass, protocol)` and its `/dev/bus/usb` node.
+/// Returns the device's host path.
+pub fn add_usb(
+    root: &Path,
+    name: &str,
+    ids: (u16, u16),
+    devnum: u16,
+    class: u8,
+    interfaces: &[(u8, u8, u8)],
+    strings: Option<(&str, &str)>,
+) -> String {
+    let (bus, devpath) = name.split_once('-').unwrap();
+    let dev = format!("/sys/devices/pci0000:00/0000:00:14.0/usb{bus}/{name}");
+    let mut attrs = vec![
+        ("idVendor", format!("{:04x}", ids.0)),
+        ("idProduct", format!("{:04x}", ids.1)),
+        ("busnum", bus.to_string()),
+        ("devnum", devnum.to_string()),
+        ("devpath", devpath.to_string()),
+        ("bDeviceClass", format!("{class:02x}")),
+    ];
+    if let Some((manufacturer, product)) = strings {
+        attrs.push(("manufacturer", manufacturer.to_string()));
+        attrs.push(("product", product.to_string()));
+    }
+    for (f, v) in attrs {
+        write(root, &format!("{dev}/{f}"), &format!("{v}\n"));
+    }
+    for (i, (c, s, p)) in interfaces.iter().enumerate() {
+        let iface = format!("{dev}/{name}:1.{i}");
+        for (f, v) in [
+            ("bInterfaceClass", c),
+            ("bInterfaceSubClass", s),
+            ("bInterfaceProtocol", p),
+        ] {
+            write(root, &format!("{iface}/{f}"), &format!("{v:02x}\n"));
+        }
+    }
+    add_symlink(
+        root,
+        &format!("/sys/bus/usb/devices/{name}"),
+        root.join(&dev[1..]).to_str().unwrap(),
+    );
+    let bus: u16 = bus.parse().unwrap();
+    write(root, &format!("/dev/bus/usb/{bus:03}/{devnum:03}"), "");
+    dev
+}

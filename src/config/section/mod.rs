@@ -19,3 +19,4 @@ pub(crate) mod smbios;
 pub(crate) mod string_or;
 pub(crate) mod takeover;
 pub(crate) mod tpm;
+pub(crate) mod usb;

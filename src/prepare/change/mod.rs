@@ -8,6 +8,7 @@ pub mod group_owner;
 pub mod hugepages;
 pub mod shared_memory;
 pub mod takeover;
+pub mod usb_driver;
 pub mod vfio;
 
 use serde::Serialize;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use vmrun_lab::{target_dir, Firmware, Init, Lab, LabError, Scenario, Topology};
 
 const USAGE: &str = "\
-usage: vmrun-lab --script FILE [--topology gpu|gpu4|dual] [--firmware bios|uefi]
+usage: vmrun-lab --script FILE [--topology gpu|gpu4|dual|usb] [--firmware bios|uefi]
                  [--init busybox|systemd] [--vmrun BIN] [--timeout SECONDS] [--quiet]
        vmrun-lab --prepare
 

@@ -18,6 +18,10 @@ pub enum Topology {
     /// `Gpu` plus a second display device (bochs-display at 00:0b.0, its own
     /// group) that stays with the host.
     Dual,
+    /// `Gpu` plus a USB keyboard (QEMU's usb-kbd, 0627:0001) on a qemu-xhci
+    /// at 00:0b.0: a USB device of the lab host's own that a nested VM
+    /// takes with `[[usb]]`.
+    Usb,
 }
 
 /// The guest's firmware.
@@ -56,10 +60,11 @@ impl FromStr for Topology {
             "gpu" => Ok(Topology::Gpu),
             "gpu4" => Ok(Topology::Gpu4),
             "dual" => Ok(Topology::Dual),
+            "usb" => Ok(Topology::Usb),
             _ => Err(UnknownName {
                 kind: "topology",
                 given: s.into(),
-                expected: "gpu, gpu4, dual",
+                expected: "gpu, gpu4, dual, usb",
             }),
         }
     }
@@ -86,6 +91,7 @@ impl fmt::Display for Topology {
             Topology::Gpu => "gpu",
             Topology::Gpu4 => "gpu4",
             Topology::Dual => "dual",
+            Topology::Usb => "usb",
         })
     }
 }
@@ -127,6 +133,12 @@ impl Topology {
             ]),
             // bochs-display has no VGA class, so 0a.0 keeps boot_vga.
             Topology::Dual => args.extend(["-device", "bochs-display,bus=pcie.0,addr=0b.0"]),
+            Topology::Usb => args.extend([
+                "-device",
+                "qemu-xhci,bus=pcie.0,addr=0b.0,id=labxhci",
+                "-device",
+                "usb-kbd,bus=labxhci.0",
+            ]),
         }
         args.into_iter().map(String::from).collect()
     }
@@ -236,7 +248,7 @@ mod tests {
 
     #[test]
     fn topology_names_round_trip() {
-        for t in [Topology::Gpu, Topology::Gpu4, Topology::Dual] {
+        for t in [Topology::Gpu, Topology::Gpu4, Topology::Dual, Topology::Usb] {
             assert_eq!(t.to_string().parse::<Topology>(), Ok(t));
         }
     }

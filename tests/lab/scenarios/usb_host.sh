@@ -1,0 +1,91 @@
+# usb topology: the lab host's own USB keyboard (QEMU's usb-kbd, 0627:0001,
+# on the xHCI at 0b.0, bus 1 port 1) taken by a nested VM with [[usb]]:
+# usbhid lets go while the VM runs, the nested QEMU has it on its guest's
+# bus, and it is back on usbhid after a stop and after `kill -9` of the
+# supervisor and QEMU + `vmrun restore`; `vmrun usb attach/detach` at run
+# time. The VM has no PCI device of the host's: the VGA stays with it.
+. "$LAB_LIB"
+. "$LAB_SCENARIO_DIR/vfio_lib.sh"
+
+DEV=/sys/bus/usb/devices/1-1
+IFACE=$DEV/1-1:1.0
+# evdev: the AT keyboard's event node (the host's other keyboard); usbhid:
+# the USB keyboard's host driver.
+modprobe evdev
+modprobe xhci-pci
+modprobe usbhid
+lab_wait 20 test -e "$IFACE/driver"
+usb_driver() { basename "$(readlink "$IFACE/driver" 2>/dev/null)" 2>/dev/null; }
+usb_is() { [ "$(usb_driver)" = "$1" ]; }
+# QEMU detaches usbhid when it opens the device and claims the interface
+# (driver usbfs) once its guest configures it: either way, not the host's.
+not_host() { ! usb_is usbhid; }
+lab_str host_ids "$(cat $DEV/idVendor):$(cat $DEV/idProduct)"
+lab_str host_driver "$(usb_driver)"
+node() { printf '/dev/bus/usb/%03d/%03d' "$(cat $DEV/busnum)" "$(cat $DEV/devnum)"; }
+owner() { stat -c %u "$(node)"; }
+lab_str host_owner "$(owner)"
+
+usb_cfg() {
+	vm_cfg "$1"
+	printf '[[usb]]\nids = "0627:0001"\n' >>"$VMRUN_HOME/vms/$1.toml"
+}
+# usb_info NAME: the nested QEMU's `info usb` once a device shows, or after 30 s.
+usb_info() {
+	i=0
+	while :; do
+		out=$("$VMRUN" qmp "$1" human-monitor-command '{"command-line": "info usb"}' 2>&1)
+		case "$out" in *"QEMU USB Keyboard"*) break ;; esac
+		i=$((i + 1))
+		[ $i -ge 60 ] && break
+		sleep 0.5
+	done
+	echo "$out"
+}
+usb_list() { "$VMRUN" usb "$1" list --json 2>&1 | tr -d '\n '; }
+
+# ---- start, run, stop
+usb_cfg u1
+run_vmrun u1_dry start u1 --dry-run
+run_vmrun u1_start start u1 --detach
+lab_str u1_state "$(vm_state u1)"
+lab_str u1_info "$(usb_info u1)"
+lab_str u1_list "$(usb_list u1)"
+lab_bool u1_taken lab_wait 20 not_host
+"$VMRUN" status u1 --json >/tmp/u1.status 2>&1
+qpid=$(field qemu_pid </tmp/u1.status)
+lab_str u1_qemu_uid "$(awk '/^Uid:/ { print $2 }' /proc/$qpid/status 2>/dev/null)"
+lab_str u1_owner "$(owner)"
+lab_str u1_journal "$(cat /run/vmrun/u1/journal 2>/dev/null)"
+
+# ---- run time: detach gives it back to usbhid, attach takes it again
+run_vmrun u1_detach usb u1 detach 0627:0001
+lab_bool u1_detached_back lab_wait 20 usb_is usbhid
+lab_str u1_list_detached "$(usb_list u1)"
+run_vmrun u1_attach usb u1 attach 1-1
+lab_str u1_info_attached "$(usb_info u1)"
+lab_bool u1_attached_taken lab_wait 20 not_host
+lab_str u1_list_attached "$(usb_list u1)"
+
+run_vmrun u1_stop stop u1
+lab_bool u1_back lab_wait 20 usb_is usbhid
+lab_str u1_after_owner "$(owner)"
+lab_bool u1_run_dir_gone test ! -e /run/vmrun/u1
+
+# ---- kill -9 of the supervisor and of QEMU: QEMU never gives usbhid back;
+# `vmrun restore` does, from the journal.
+usb_cfg u2
+run_vmrun u2_start start u2 --detach
+lab_str u2_info "$(usb_info u2)"
+lab_bool u2_taken lab_wait 20 not_host
+"$VMRUN" status u2 --json >/tmp/u2.status 2>&1
+spid=$(field supervisor_pid </tmp/u2.status)
+qpid=$(field qemu_pid </tmp/u2.status)
+[ -n "$spid" ] && kill -9 "$spid"
+[ -n "$qpid" ] && kill -9 "$qpid"
+lab_bool u2_qemu_gone lab_wait 30 gone "$qpid"
+lab_str u2_killed_driver "$(usb_driver)"
+run_vmrun u2_restore restore u2
+lab_bool u2_back lab_wait 20 usb_is usbhid
+lab_str u2_after_owner "$(owner)"
+lab_bool u2_run_dir_gone test ! -e /run/vmrun/u2
