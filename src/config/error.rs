@@ -293,6 +293,8 @@ pub enum ProblemKind {
     LgNoSize,
     #[error("`{0}` is not a UUID")]
     BadUuid(String),
+    #[error("the spice backend plays through a SPICE client: set [display] mode = \"spice\" (or [looking_glass] spice = true), or pick another backend")]
+    AudioSpiceWithoutSpice,
 }
 
 impl ProblemKind {
