@@ -181,6 +181,13 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             "# QEMU and swtpm run as vmrun's own user; vmrun hands them their files as descriptors"
         ),
     }
+    if let Some(line) = plan
+        .audio
+        .as_ref()
+        .and_then(|a| crate::plan::audio::describe(a, plan.qemu_identity.as_ref()))
+    {
+        note!(out, "# {line}");
+    }
     for finding in &plan.findings {
         for (i, line) in finding.to_string().lines().enumerate() {
             note!(out, "#{} {line}", if i == 0 { "" } else { " " });
@@ -200,6 +207,10 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             vars = q(&plan.paths.vars_file),
             tmpl = q(&fw.vars_template)
         );
+    }
+    // The environment QEMU finds the sound server through.
+    for (var, value) in plan.audio.iter().flat_map(|a| a.env()) {
+        let _ = write!(out, "{var}={} ", quote(value.as_os_str()));
     }
     let _ = write!(out, "{}", quote(plan.qemu.binary.as_os_str()));
     let mut i = 0;

@@ -3,6 +3,7 @@
 //! plain data that `--dry-run` prints. Host problems become findings, so a
 //! dry-run for another machine still shows its command line.
 
+pub mod audio;
 pub(crate) mod backing;
 pub(crate) mod files;
 pub(crate) mod finding;
@@ -66,6 +67,8 @@ pub struct Plan {
     pub smbios: Vec<smbios::SmbiosTable>,
     /// `[looking_glass]` on this host.
     pub looking_glass: Option<looking_glass::LgPlan>,
+    /// `[audio]` on this host: the driver, whose server, its socket.
+    pub audio: Option<audio::AudioPlan>,
     /// `[takeover]` on this host: what stops, in order.
     pub takeover: Option<takeover::TakeoverPlan>,
     pub findings: Vec<Finding>,
@@ -131,16 +134,26 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
     if takeover.is_some() {
         findings.extend(takeover::session_finding(&ctx.root));
     }
-    let qemu_identity = identity::qemu_identity(
-        &vm.qemu.user,
-        ctx.dirs.is_root,
-        vm.qemu.accel,
-        vm.name.as_str(),
-        &ctx.root,
-        &mut findings,
-    );
+    let audio = vm
+        .audio
+        .as_ref()
+        .map(|a| audio::plan(a, qemu.version, ctx.dirs.is_root, &ctx.root, &mut findings));
+    let qemu_identity = match audio::runs_qemu_as(audio.as_ref(), &vm.qemu.user, ctx.dirs.is_root) {
+        Some(user) => identity::user_identity(&user.name, vm.qemu.accel, &ctx.root),
+        None => identity::qemu_identity(
+            &vm.qemu.user,
+            ctx.dirs.is_root,
+            vm.qemu.accel,
+            vm.name.as_str(),
+            &ctx.root,
+            &mut findings,
+        ),
+    };
     if let Some(id) = &qemu_identity {
         identity::access_findings(&vm, id, &ctx.root, &mut findings);
+    }
+    if let Some(a) = &audio {
+        audio::access_finding(a, qemu_identity.as_ref(), &mut findings);
     }
     let disk_backing = backing::plan_backing(&vm, qemu_identity.as_ref(), &ctx.root, &mut findings);
     let uuid = match &vm.smbios.uuid {
@@ -181,6 +194,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         uuid,
         smbios,
         looking_glass,
+        audio,
         takeover,
         findings,
         root: ctx.root.clone(),

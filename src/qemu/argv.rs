@@ -172,6 +172,7 @@ fn build(plan: &Plan, listener: QmpListener, form: Form<'_>) -> Vec<OsString> {
     devices::network(&mut a, plan);
     devices::display(&mut a, plan, form);
     super::gaming::looking_glass(&mut a, plan);
+    super::audio::audio(&mut a, plan);
     devices::input(&mut a, plan, form);
     devices::tpm(&mut a, plan, form);
     monitors(&mut a, plan, listener, form);

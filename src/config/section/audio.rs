@@ -90,7 +90,9 @@ mod tests {
     use crate::config::vm::testing::{assert_problems, check as check_file};
 
     fn audio(text: &str) -> Option<Audio> {
-        check_file(&format!("[audio]\n{text}")).expect("valid").audio
+        check_file(&format!("[audio]\n{text}"))
+            .expect("valid")
+            .audio
     }
 
     #[test]

@@ -1,0 +1,439 @@
+//! `[audio]` on this host: whose sound server the guest plays into, the
+//! socket QEMU connects to, and how an unprivileged QEMU reaches it.
+//!
+//! A desktop sound server is its user's: PulseAudio admits a client whose
+//! peer uid (SO_PEERCRED) is its own, or one that shows its cookie
+//! (`~/.config/pulse/cookie`); PipeWire and pipewire-pulse admit whoever
+//! can connect to their sockets, which live in the user's 0700
+//! `/run/user/UID`. Either way an admitted client may load modules into
+//! the server (`pactl load-module`), which run as its user: reaching the
+//! server *is* that user's power. So vmrun does not open the socket to a
+//! per-VM uid (an ACL would grant the same power while hiding it, and is
+//! not enough for PulseAudio); with `[qemu] user = "auto"` QEMU runs as
+//! the sound server's user instead, and the dry-run says so.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::finding::Finding;
+use super::identity::QemuIdentity;
+use crate::config::{Audio, AudioBackend, AudioModel, QemuUser};
+use crate::host::qemu::QemuVersion;
+use crate::host::HostRoot;
+use crate::input::switch_user::{self, Caller, RunAs};
+
+/// QEMU's own `pipewire` audiodev came with 8.1 (audio/pwaudio.c); older
+/// QEMUs reach PipeWire through pipewire-pulse with the `pa` audiodev.
+pub const PIPEWIRE_AUDIODEV_SINCE: (u32, u32) = (8, 1);
+
+/// Which QEMU audiodev driver plays the guest's sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioDriver {
+    /// `pipewire`: PipeWire's native socket, `pipewire-0`.
+    Pipewire,
+    /// `pa`: PulseAudio's native protocol (PulseAudio or pipewire-pulse).
+    Pa,
+    Alsa,
+    Spice,
+}
+
+/// The user whose sound server it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SoundUser {
+    pub uid: u32,
+    pub name: String,
+}
+
+/// `[audio]` planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AudioPlan {
+    pub driver: AudioDriver,
+    pub model: AudioModel,
+    /// Whose server (`None` for ALSA and SPICE, or when no user was found).
+    pub user: Option<SoundUser>,
+    /// `pa`: the server's socket; `pipewire`: the runtime dir that holds
+    /// `pipewire-0` (QEMU's pipewire audiodev takes no path: libpipewire
+    /// finds the socket through `PIPEWIRE_RUNTIME_DIR`).
+    pub server: Option<PathBuf>,
+}
+
+impl AudioPlan {
+    /// The environment QEMU needs to find the server.
+    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        match (&self.driver, &self.server) {
+            (AudioDriver::Pipewire, Some(dir)) => vec![("PIPEWIRE_RUNTIME_DIR", dir.clone())],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The runtime dir logind makes for `uid` (`$XDG_RUNTIME_DIR` of its sessions).
+fn runtime_dir(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/run/user/{uid}"))
+}
+
+/// Plans `audio` for a QEMU of `version`.
+pub(crate) fn plan(
+    audio: &Audio,
+    version: QemuVersion,
+    is_root: bool,
+    root: &HostRoot,
+    findings: &mut Vec<Finding>,
+) -> AudioPlan {
+    let (major, minor) = PIPEWIRE_AUDIODEV_SINCE;
+    let driver = match audio.backend {
+        AudioBackend::Pipewire if version.at_least(major, minor) => AudioDriver::Pipewire,
+        AudioBackend::Pipewire | AudioBackend::Pulseaudio => AudioDriver::Pa,
+        AudioBackend::Alsa => AudioDriver::Alsa,
+        // `[audio]` is absent when its backend is none.
+        AudioBackend::Spice | AudioBackend::None => AudioDriver::Spice,
+    };
+    let mut plan = AudioPlan {
+        driver,
+        model: audio.model,
+        user: None,
+        server: None,
+    };
+    if !matches!(driver, AudioDriver::Pipewire | AudioDriver::Pa) {
+        return plan;
+    }
+    let Some(user) = sound_user(audio, is_root, root, findings) else {
+        return plan;
+    };
+    let dir = runtime_dir(user.uid);
+    let socket = match driver {
+        AudioDriver::Pipewire => dir.join("pipewire-0"),
+        _ => dir.join("pulse/native"),
+    };
+    let is_socket = std::fs::metadata(root.path(&socket)).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        let (server, start) = match (audio.backend, driver) {
+            (AudioBackend::Pipewire, AudioDriver::Pipewire) => {
+                ("PipeWire", "systemctl --user start pipewire.socket pipewire.service")
+            }
+            (AudioBackend::Pipewire, _) => (
+                "pipewire-pulse (this QEMU predates the pipewire audiodev)",
+                "systemctl --user start pipewire-pulse.socket pipewire-pulse.service",
+            ),
+            _ => (
+                "PulseAudio",
+                "systemctl --user start pulseaudio.socket (or pipewire-pulse.socket where PipeWire serves PulseAudio clients)",
+            ),
+        };
+        findings.push(
+            Finding::error(
+                "audio.backend",
+                format!(
+                    "{}'s {server} is not running: {} is no socket",
+                    user.name,
+                    socket.display()
+                ),
+            )
+            .fix(format!(
+                "as {}: `{start}`, or set [audio] user to the user whose session plays sound",
+                user.name
+            )),
+        );
+    }
+    plan.server = Some(match driver {
+        AudioDriver::Pipewire => dir,
+        _ => socket,
+    });
+    plan.user = Some(user);
+    plan
+}
+
+/// Whose sound server: the configured user; as root, else the desktop's
+/// user (sudo's, else seat0's active session's); not root: vmrun's own
+/// user, the only one whose server its QEMU may reach.
+fn sound_user(
+    audio: &Audio,
+    is_root: bool,
+    root: &HostRoot,
+    findings: &mut Vec<Finding>,
+) -> Option<SoundUser> {
+    let fix = "set `user` under [audio] to the user whose session plays the sound";
+    let found: Option<RunAs> = match (&audio.user, is_root) {
+        (Some(name), _) => switch_user::named_user(name).or_else(|| {
+            findings.push(
+                Finding::error("audio.user", format!("no user `{name}` on this host")).fix(fix),
+            );
+            None
+        }),
+        (None, false) => {
+            let uid = nix::unistd::geteuid();
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .and_then(|u| switch_user::named_user(&u.name))
+        }
+        (None, true) => {
+            let caller = Caller {
+                seat: root.path(switch_user::SEAT0),
+                ..Caller::from_process()
+            };
+            switch_user::desktop_user(&caller).ok().flatten().or_else(|| {
+                findings.push(
+                    Finding::error(
+                        "audio.user",
+                        "no desktop user whose sound server to use: vmrun was not started through sudo and no session is active on seat0",
+                    )
+                    .fix(fix),
+                );
+                None
+            })
+        }
+    };
+    let user = found?;
+    if !is_root && user.uid != nix::unistd::geteuid().as_raw() {
+        findings.push(
+            Finding::error(
+                "audio.user",
+                format!(
+                    "vmrun is not root, so QEMU runs as its own user and can't join {}'s sound server",
+                    user.name
+                ),
+            )
+            .fix("run vmrun as that user, or through sudo"),
+        );
+    }
+    Some(SoundUser {
+        uid: user.uid,
+        name: user.name,
+    })
+}
+
+/// Whether QEMU runs as the sound server's user: as root with `[qemu] user
+/// = "auto"`, a server backend makes QEMU that user rather than a per-VM
+/// uid (see the module's comment for why not an ACL).
+pub(crate) fn runs_qemu_as<'a>(
+    plan: Option<&'a AudioPlan>,
+    wanted: &QemuUser,
+    is_root: bool,
+) -> Option<&'a SoundUser> {
+    (is_root && *wanted == QemuUser::Auto).then_some(plan?.user.as_ref()?)
+}
+
+/// A QEMU identity of another uid than the server's can't join it.
+pub(crate) fn access_finding(
+    plan: &AudioPlan,
+    identity: Option<&QemuIdentity>,
+    findings: &mut Vec<Finding>,
+) {
+    let (Some(user), Some(id)) = (&plan.user, identity) else {
+        return;
+    };
+    if id.uid != user.uid {
+        findings.push(
+            Finding::error(
+                "audio.user",
+                format!(
+                    "QEMU runs as {} (uid {}), and {}'s sound server admits only its own user's clients",
+                    id.label, id.uid, user.name
+                ),
+            )
+            .fix(format!(
+                "set [qemu] user = \"auto\" (QEMU then runs as {}) or to \"{}\"",
+                user.name, user.name
+            )),
+        );
+    }
+}
+
+/// How the dry-run explains the sound path.
+pub fn describe(plan: &AudioPlan, identity: Option<&QemuIdentity>) -> Option<String> {
+    let user = plan.user.as_ref()?;
+    let server = plan.server.as_ref()?.display();
+    Some(match identity {
+        Some(id) if id.uid == user.uid => format!(
+            "audio: QEMU runs as {} (not a per-VM uid) to join that user's sound server at {server}",
+            user.name
+        ),
+        _ => format!("audio: QEMU joins {}'s sound server at {server}", user.name),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audio(backend: AudioBackend, user: Option<&str>) -> Audio {
+        Audio {
+            backend,
+            model: AudioModel::Hda,
+            user: user.map(Into::into),
+        }
+    }
+
+    const OLD: QemuVersion = QemuVersion::new(7, 2, 0);
+    const NEW: QemuVersion = QemuVersion::new(10, 0, 0);
+    // uid 65534 (`nobody`) is in every Debian /etc/passwd.
+    const NOBODY: u32 = 65534;
+
+    fn host_with_sockets(uid: u32, names: &[&str]) -> (tempfile::TempDir, HostRoot) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(format!("run/user/{uid}"));
+        for n in names {
+            let p = dir.join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::os::unix::net::UnixListener::bind(&p).unwrap();
+        }
+        let root = HostRoot::new(tmp.path());
+        (tmp, root)
+    }
+
+    #[test]
+    fn pipewire_is_native_on_new_qemu_and_through_pipewire_pulse_before() {
+        let (_t, root) = host_with_sockets(NOBODY, &["pipewire-0", "pulse/native"]);
+        let a = audio(AudioBackend::Pipewire, Some("nobody"));
+        let mut f = vec![];
+        let p = plan(&a, NEW, true, &root, &mut f);
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(p.driver, AudioDriver::Pipewire);
+        assert_eq!(p.server, Some(PathBuf::from("/run/user/65534")));
+        assert_eq!(
+            p.env(),
+            [("PIPEWIRE_RUNTIME_DIR", PathBuf::from("/run/user/65534"))]
+        );
+        let p = plan(&a, OLD, true, &root, &mut f);
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(p.driver, AudioDriver::Pa);
+        assert_eq!(
+            p.server,
+            Some(PathBuf::from("/run/user/65534/pulse/native"))
+        );
+        assert!(p.env().is_empty());
+    }
+
+    #[test]
+    fn a_missing_server_refuses_and_says_what_to_start() {
+        let (_t, root) = host_with_sockets(NOBODY, &[]);
+        let mut f = vec![];
+        plan(
+            &audio(AudioBackend::Pipewire, Some("nobody")),
+            NEW,
+            true,
+            &root,
+            &mut f,
+        );
+        assert_eq!(f[0].severity, crate::plan::Severity::Error);
+        assert!(f[0].message.contains("pipewire-0"), "{}", f[0].message);
+        assert!(f[0].fix.as_deref().unwrap().contains("pipewire.socket"));
+        let mut f = vec![];
+        plan(
+            &audio(AudioBackend::Pulseaudio, Some("nobody")),
+            NEW,
+            true,
+            &root,
+            &mut f,
+        );
+        assert!(f[0].message.contains("pulse/native"), "{}", f[0].message);
+    }
+
+    #[test]
+    fn a_plain_file_is_no_server() {
+        let (tmp, root) = host_with_sockets(NOBODY, &[]);
+        let dir = tmp.path().join("run/user/65534/pulse");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("native"), "").unwrap();
+        let mut f = vec![];
+        plan(
+            &audio(AudioBackend::Pulseaudio, Some("nobody")),
+            OLD,
+            true,
+            &root,
+            &mut f,
+        );
+        assert_eq!(f.len(), 1, "{f:?}");
+    }
+
+    #[test]
+    fn auto_as_root_is_sudos_user_else_seat0s_else_refused() {
+        // The test process's own environment decides sudo's user; a seat
+        // file under the host root decides seat0's.
+        let (tmp, root) = host_with_sockets(NOBODY, &["pulse/native"]);
+        let sudo = std::env::var("SUDO_UID").ok();
+        let mut f = vec![];
+        let p = plan(
+            &audio(AudioBackend::Pulseaudio, None),
+            OLD,
+            true,
+            &root,
+            &mut f,
+        );
+        if sudo.is_none() {
+            assert!(p.user.is_none());
+            assert_eq!(f[0].subject, "audio.user");
+            let seat = tmp.path().join("run/systemd/seats");
+            std::fs::create_dir_all(&seat).unwrap();
+            std::fs::write(seat.join("seat0"), format!("ACTIVE_UID={NOBODY}\n")).unwrap();
+            let mut f = vec![];
+            let p = plan(
+                &audio(AudioBackend::Pulseaudio, None),
+                OLD,
+                true,
+                &root,
+                &mut f,
+            );
+            assert!(f.is_empty(), "{f:?}");
+            assert_eq!(p.user.unwrap().uid, NOBODY);
+        }
+    }
+
+    #[test]
+    fn alsa_and_spice_need_no_server() {
+        let (_t, root) = host_with_sockets(NOBODY, &[]);
+        let mut f = vec![];
+        for (b, d) in [
+            (AudioBackend::Alsa, AudioDriver::Alsa),
+            (AudioBackend::Spice, AudioDriver::Spice),
+        ] {
+            let p = plan(&audio(b, None), NEW, true, &root, &mut f);
+            assert_eq!((p.driver, p.user, p.server), (d, None, None));
+        }
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn auto_qemu_runs_as_the_sound_user_and_another_uid_is_refused() {
+        let (_t, root) = host_with_sockets(NOBODY, &["pulse/native"]);
+        let p = plan(
+            &audio(AudioBackend::Pulseaudio, Some("nobody")),
+            OLD,
+            true,
+            &root,
+            &mut vec![],
+        );
+        assert_eq!(
+            runs_qemu_as(Some(&p), &QemuUser::Auto, true).map(|u| u.uid),
+            Some(NOBODY)
+        );
+        assert_eq!(runs_qemu_as(Some(&p), &QemuUser::Root, true), None);
+        assert_eq!(runs_qemu_as(Some(&p), &QemuUser::Auto, false), None);
+        let other = QemuIdentity {
+            uid: 60600,
+            gid: 60600,
+            groups: vec![],
+            label: "vmrun-60600".into(),
+            dynamic: true,
+        };
+        let mut f = vec![];
+        access_finding(&p, Some(&other), &mut f);
+        assert_eq!(f[0].subject, "audio.user");
+        let same = QemuIdentity {
+            uid: NOBODY,
+            label: "nobody".into(),
+            dynamic: false,
+            ..other
+        };
+        let mut f = vec![];
+        access_finding(&p, Some(&same), &mut f);
+        assert!(f.is_empty());
+        assert!(describe(&p, Some(&same))
+            .unwrap()
+            .contains("QEMU runs as nobody"));
+    }
+}
