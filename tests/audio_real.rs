@@ -1,0 +1,234 @@
+//! `[audio]` against a real sound server: PulseAudio (Debian's
+//! `pulseaudio`, run by the test as the sound user, no system bus, a null
+//! sink for its only output) and a real QEMU (TCG) started by `vmrun`. The
+//! server must list QEMU's playback stream under the VM's name while the
+//! VM runs, and not after it stopped.
+//!
+//! As root (CI), the sound user is `nobody`: QEMU, which would otherwise
+//! run as a per-VM uid, runs as `nobody` because PulseAudio admits only
+//! its own uid's clients (or its cookie's holders). Not root, the server is
+//! the caller's own, in its logind runtime dir.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use support::*;
+
+const NOBODY: u32 = 65534;
+
+/// A PulseAudio of `uid` serving `runtime/pulse/native`; killed on drop,
+/// with the runtime dir when the test made it.
+struct Pulse {
+    child: Child,
+    uid: u32,
+    runtime: PathBuf,
+    home: tempfile::TempDir,
+    made_runtime: bool,
+}
+
+impl Pulse {
+    /// `cmd` as the server's user, with its runtime dir and home.
+    fn as_user(&self, program: &str) -> Command {
+        let mut cmd = if self.uid == nix::unistd::geteuid().as_raw() {
+            Command::new(program)
+        } else {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={}", self.uid),
+                &format!("--regid={}", self.uid),
+                "--clear-groups",
+                program,
+            ]);
+            c
+        };
+        cmd.env("XDG_RUNTIME_DIR", &self.runtime)
+            .env("HOME", self.home.path())
+            .env_remove("PULSE_SERVER");
+        cmd
+    }
+
+    fn start(uid: u32) -> Self {
+        let runtime = PathBuf::from(format!("/run/user/{uid}"));
+        let made_runtime = !runtime.exists();
+        if made_runtime {
+            // What logind makes at a user's first login: 0700, theirs.
+            std::fs::create_dir_all(&runtime).unwrap();
+            std::os::unix::fs::chown(&runtime, Some(uid), Some(uid)).unwrap();
+            std::fs::set_permissions(
+                &runtime,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+            .unwrap();
+        }
+        let home = tempfile::Builder::new()
+            .prefix("vmrun-pulse-")
+            .tempdir()
+            .unwrap();
+        std::os::unix::fs::chown(home.path(), Some(uid), Some(uid)).unwrap();
+        let mut pulse = Self {
+            child: Command::new("true").spawn().unwrap(),
+            uid,
+            runtime,
+            home,
+            made_runtime,
+        };
+        let socket = pulse.socket();
+        assert!(
+            !socket.exists(),
+            "{} exists: another sound server runs for uid {uid}",
+            socket.display()
+        );
+        // -n: no default.pa (no hardware, no bus); the native protocol on
+        // its default socket, the user's runtime dir, with PulseAudio's
+        // default authentication (the peer's uid, or the cookie).
+        pulse.child = pulse
+            .as_user("pulseaudio")
+            .args([
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=no",
+                "-n",
+                "--load=module-native-protocol-unix",
+                "--load=module-null-sink",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pulseaudio (Debian's pulseaudio package) runs");
+        wait_for("PulseAudio's socket", WAIT, || {
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::metadata(&socket)
+                .is_ok_and(|m| m.file_type().is_socket())
+                .then_some(())
+        });
+        pulse
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.runtime.join("pulse/native")
+    }
+
+    /// `pactl list sink-inputs`, as the server's user.
+    fn sink_inputs(&self) -> String {
+        let out = self
+            .as_user("pactl")
+            .arg("-s")
+            .arg(format!("unix:{}", self.socket().display()))
+            .args(["list", "sink-inputs"])
+            .output()
+            .expect("pactl (pulseaudio-utils) runs");
+        assert!(out.status.success(), "pactl: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Pulse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(self.runtime.join("pulse"));
+        if self.made_runtime {
+            let _ = std::fs::remove_dir_all(&self.runtime);
+        }
+    }
+}
+
+/// The sink input QEMU `pid` plays into, as pactl prints it.
+fn stream_of(list: &str, pid: i32) -> Option<String> {
+    list.split("\n\n")
+        .find(|block| block.contains(&format!("application.process.id = \"{pid}\"")))
+        .map(str::to_string)
+}
+
+#[test]
+fn qemu_plays_into_the_sound_users_pulseaudio_under_the_vms_name() {
+    let root = nix::unistd::geteuid().is_root();
+    let uid = if root {
+        NOBODY
+    } else {
+        nix::unistd::geteuid().as_raw()
+    };
+    assert!(
+        root || Path::new(&format!("/run/user/{uid}")).is_dir(),
+        "not root, this test needs a logind runtime dir /run/user/{uid} to serve PulseAudio in"
+    );
+    let pulse = Pulse::start(uid);
+    let w = World::new();
+    // As root, `auto`: the plan makes QEMU the sound user instead of a
+    // per-VM uid.
+    let spec = VmSpec {
+        user: if root { "auto" } else { "root" },
+        ..VmSpec::default()
+    };
+    let name = w.vm("snd", &spec);
+    let config = w.home.join("vms/snd.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    let user = if root { "user = \"nobody\"\n" } else { "" };
+    toml.push_str(&format!("\n[audio]\nbackend = \"pulseaudio\"\n{user}"));
+    std::fs::write(&config, toml).unwrap();
+
+    let dry = w.run(&["start", &name, "--dry-run"]);
+    assert_ok(&dry, "vmrun start --dry-run");
+    let shown = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        shown.contains(&format!("server=unix:/run/user/{uid}/pulse/native")),
+        "{shown}"
+    );
+    if root {
+        assert!(
+            shown.contains("# audio: QEMU runs as nobody (not a per-VM uid)"),
+            "{shown}"
+        );
+    }
+
+    w.start_detached(&name);
+    let (_, st) = w.status(&name);
+    let qemu = st["qemu_pid"].as_i64().expect("QEMU runs") as i32;
+    let qemu_uid: u32 = proc_status_field(qemu, "Uid")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(qemu_uid, uid, "QEMU runs as the sound server's user");
+    // hda-duplex opens its output stream when the card is realized, before
+    // any guest driver plays.
+    let stream = wait_for("QEMU's stream in the server", WAIT, || {
+        stream_of(&pulse.sink_inputs(), qemu)
+    });
+    assert!(stream.contains("media.name = \"vmrun snd\""), "{stream}");
+    assert!(
+        stream.contains("application.process.binary = \"qemu-system-x86_64\""),
+        "{stream}"
+    );
+
+    assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop");
+    wait_for("QEMU's stream to end", WAIT, || {
+        stream_of(&pulse.sink_inputs(), qemu)
+            .is_none()
+            .then_some(())
+    });
+}
+
+/// A start with no server running is refused before QEMU, saying what to
+/// start.
+#[test]
+fn a_missing_sound_server_refuses_the_start_and_says_what_to_start() {
+    let w = World::new();
+    let name = w.vm("nosnd", &VmSpec::default());
+    let config = w.home.join("vms/nosnd.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    // A user who has no session, so no server, on any host that runs this.
+    toml.push_str("\n[audio]\nbackend = \"pipewire\"\nuser = \"daemon\"\n");
+    std::fs::write(&config, toml).unwrap();
+    let out = w.run(&["start", &name]);
+    let all = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("is not running"), "{all}");
+    assert!(all.contains("systemctl --user start pipewire"), "{all}");
+    assert!(w.pid_in(&name, "qemu.pid").is_none());
+}
