@@ -156,6 +156,15 @@ fn qemu_plays_into_the_sound_users_pulseaudio_under_the_vms_name() {
         "not root, this test needs a logind runtime dir /run/user/{uid} to serve PulseAudio in"
     );
     let pulse = Pulse::start(uid);
+    for model in ["hda", "usb"] {
+        plays_into(&pulse, root, model);
+    }
+}
+
+/// A VM with a `model` sound card: QEMU's stream in `pulse` while it runs,
+/// gone after the VM stopped.
+fn plays_into(pulse: &Pulse, root: bool, model: &str) {
+    let uid = pulse.uid;
     let w = World::new();
     // As root, `auto`: the plan makes QEMU the sound user instead of a
     // per-VM uid.
@@ -167,7 +176,9 @@ fn qemu_plays_into_the_sound_users_pulseaudio_under_the_vms_name() {
     let config = w.home.join("vms/snd.toml");
     let mut toml = std::fs::read_to_string(&config).unwrap();
     let user = if root { "user = \"nobody\"\n" } else { "" };
-    toml.push_str(&format!("\n[audio]\nbackend = \"pulseaudio\"\n{user}"));
+    toml.push_str(&format!(
+        "\n[audio]\nbackend = \"pulseaudio\"\nmodel = \"{model}\"\n{user}"
+    ));
     std::fs::write(&config, toml).unwrap();
 
     let dry = w.run(&["start", &name, "--dry-run"]);
@@ -195,12 +206,16 @@ fn qemu_plays_into_the_sound_users_pulseaudio_under_the_vms_name() {
         .parse()
         .unwrap();
     assert_eq!(qemu_uid, uid, "QEMU runs as the sound server's user");
-    // hda-duplex opens its output stream when the card is realized, before
-    // any guest driver plays.
+    // hda-duplex and usb-audio open their output stream when the card is
+    // realized, before any guest driver plays.
     let stream = wait_for("QEMU's stream in the server", WAIT, || {
         stream_of(&pulse.sink_inputs(), qemu)
     });
-    assert!(stream.contains("media.name = \"vmrun snd\""), "{stream}");
+    assert!(
+        stream.contains("media.name = \"vmrun snd\""),
+        "{model}: {stream}"
+    );
+    eprintln!("{model}: QEMU {qemu} (uid {qemu_uid}) plays into the server:\n{stream}");
     assert!(
         stream.contains("application.process.binary = \"qemu-system-x86_64\""),
         "{stream}"

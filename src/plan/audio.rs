@@ -243,6 +243,24 @@ pub(crate) fn access_finding(
     }
 }
 
+/// ALSA's device nodes for QEMU's identity: udev makes `/dev/snd/*`
+/// `root:audio` 0660 (with a uaccess ACL for the seat's user only), so a
+/// per-VM uid gets their group for the run, as it gets `/dev/kvm`'s.
+pub(crate) fn add_alsa_group(plan: &AudioPlan, id: &mut QemuIdentity, root: &HostRoot) {
+    use std::os::unix::fs::MetadataExt;
+    if plan.driver != AudioDriver::Alsa {
+        return;
+    }
+    let Ok(meta) = std::fs::metadata(root.dev().join("snd/timer")) else {
+        return;
+    };
+    let gid = meta.gid();
+    let open_to_all = meta.mode() & 0o006 == 0o006;
+    if !open_to_all && gid != 0 && gid != id.gid && !id.groups.contains(&gid) {
+        id.groups.push(gid);
+    }
+}
+
 /// How the dry-run explains the sound path.
 pub fn describe(plan: &AudioPlan, identity: Option<&QemuIdentity>) -> Option<String> {
     let user = plan.user.as_ref()?;
@@ -395,6 +413,47 @@ mod tests {
             assert_eq!((p.driver, p.user, p.server), (d, None, None));
         }
         assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn alsa_gives_qemu_the_group_of_dev_snd() {
+        let (tmp, root) = host_with_sockets(NOBODY, &[]);
+        let timer = tmp.path().join("dev/snd/timer");
+        std::fs::create_dir_all(timer.parent().unwrap()).unwrap();
+        std::fs::write(&timer, "").unwrap();
+        nix::unistd::chown(&timer, None, Some(nix::unistd::Gid::from_raw(29))).unwrap();
+        std::fs::set_permissions(&timer, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+            .unwrap();
+        let mut id = QemuIdentity {
+            uid: 60600,
+            gid: 60600,
+            groups: vec![],
+            label: "vmrun-60600".into(),
+            dynamic: true,
+        };
+        let alsa = plan(
+            &audio(AudioBackend::Alsa, None),
+            NEW,
+            true,
+            &root,
+            &mut vec![],
+        );
+        add_alsa_group(&alsa, &mut id, &root);
+        add_alsa_group(&alsa, &mut id, &root);
+        assert_eq!(id.groups, vec![29], "added once");
+        let spice = plan(
+            &audio(AudioBackend::Spice, None),
+            NEW,
+            true,
+            &root,
+            &mut vec![],
+        );
+        let mut other = QemuIdentity {
+            groups: vec![],
+            ..id
+        };
+        add_alsa_group(&spice, &mut other, &root);
+        assert!(other.groups.is_empty());
     }
 
     #[test]

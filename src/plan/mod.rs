@@ -138,22 +138,36 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         .audio
         .as_ref()
         .map(|a| audio::plan(a, qemu.version, ctx.dirs.is_root, &ctx.root, &mut findings));
-    let qemu_identity = match audio::runs_qemu_as(audio.as_ref(), &vm.qemu.user, ctx.dirs.is_root) {
-        Some(user) => identity::user_identity(&user.name, vm.qemu.accel, &ctx.root),
-        None => identity::qemu_identity(
-            &vm.qemu.user,
-            ctx.dirs.is_root,
-            vm.qemu.accel,
-            vm.name.as_str(),
-            &ctx.root,
-            &mut findings,
-        ),
-    };
+    let mut qemu_identity =
+        match audio::runs_qemu_as(audio.as_ref(), &vm.qemu.user, ctx.dirs.is_root) {
+            // Never root by accident: a user the lookup can't resolve
+            // refuses the start.
+            Some(user) => {
+                identity::user_identity(&user.name, vm.qemu.accel, &ctx.root).or_else(|| {
+                    findings.push(Finding::error(
+                        "audio.user",
+                        format!("can't resolve user `{}` for QEMU to run as", user.name),
+                    ));
+                    None
+                })
+            }
+            None => identity::qemu_identity(
+                &vm.qemu.user,
+                ctx.dirs.is_root,
+                vm.qemu.accel,
+                vm.name.as_str(),
+                &ctx.root,
+                &mut findings,
+            ),
+        };
     if let Some(id) = &qemu_identity {
         identity::access_findings(&vm, id, &ctx.root, &mut findings);
     }
     if let Some(a) = &audio {
         audio::access_finding(a, qemu_identity.as_ref(), &mut findings);
+    }
+    if let (Some(a), Some(id)) = (&audio, qemu_identity.as_mut()) {
+        audio::add_alsa_group(a, id, &ctx.root);
     }
     let disk_backing = backing::plan_backing(&vm, qemu_identity.as_ref(), &ctx.root, &mut findings);
     let uuid = match &vm.smbios.uuid {
