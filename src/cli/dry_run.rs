@@ -246,6 +246,34 @@ mod tests {
     }
 
     #[test]
+    fn pipewire_audio_names_qemus_user_and_the_runtime_dir_it_needs() {
+        let host = crate::testing::Machine::FixtureDesktop.build();
+        let vm = crate::testing::vm(
+            "memory = \"1G\"\n[audio]\nbackend = \"pipewire\"\nuser = \"nobody\"\n",
+        );
+        let ctx = crate::plan::PlanContext {
+            root: host.root(),
+            dirs: crate::plan::DirsEnv {
+                is_root: true,
+                run_base: Some("/run/vmrun".into()),
+                state_base: Some("/var/lib/vmrun".into()),
+                ..Default::default()
+            },
+            qemu_version: Some("10.0.0".parse().unwrap()),
+        };
+        let plan = crate::plan::plan(vm, &ctx);
+        let text = render_text(&plan, &crate::qemu::build_argv(&plan));
+        assert!(
+            text.contains("# audio: QEMU runs as nobody (not a per-VM uid) to join that user's sound server at /run/user/65534\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("PIPEWIRE_RUNTIME_DIR=/run/user/65534 qemu-system-x86_64"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn looking_glass_shows_its_memory_owner_and_the_client_command() {
         let host = crate::testing::Machine::FixtureDesktop.build();
         let vm = crate::testing::vm(

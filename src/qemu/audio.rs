@@ -13,8 +13,8 @@ const AUDIODEV: &str = "snd0";
 /// QEMU's audio timer, in microseconds: how often its mixing engine moves
 /// samples between the card and the backend. QEMU's default, 10 ms, hands
 /// the server bursts as long as a short server period, and a late burst is
-/// a crackle; 2 ms evens the feed out (QEMU's maintainers advise no lower
-/// than 1 ms: gitlab.com/qemu-project/qemu/-/issues/1076).
+/// a crackle; 2 ms evens the feed out (QEMU's maintainers name 1 ms as
+/// the floor: below it the timer costs more than it smooths).
 const TIMER_PERIOD_US: &str = "2000";
 
 /// The server-side buffer asked for per direction, in microseconds: QEMU's
