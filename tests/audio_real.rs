@@ -198,13 +198,7 @@ fn plays_into(pulse: &Pulse, root: bool, model: &str) {
     w.start_detached(&name);
     let (_, st) = w.status(&name);
     let qemu = st["qemu_pid"].as_i64().expect("QEMU runs") as i32;
-    let qemu_uid: u32 = proc_status_field(qemu, "Uid")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let qemu_uid = proc_id(qemu, "Uid");
     assert_eq!(qemu_uid, uid, "QEMU runs as the sound server's user");
     // hda-duplex and usb-audio open their output stream when the card is
     // realized, before any guest driver plays.

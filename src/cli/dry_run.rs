@@ -245,12 +245,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn pipewire_audio_names_qemus_user_and_the_runtime_dir_it_needs() {
+    /// The dry-run of `toml` as root on the fixture desktop, for QEMU `version`.
+    fn as_root_on_the_fixture(toml: &str, version: &str) -> String {
         let host = crate::testing::Machine::FixtureDesktop.build();
-        let vm = crate::testing::vm(
-            "memory = \"1G\"\n[audio]\nbackend = \"pipewire\"\nuser = \"nobody\"\n",
-        );
         let ctx = crate::plan::PlanContext {
             root: host.root(),
             dirs: crate::plan::DirsEnv {
@@ -259,10 +256,18 @@ mod tests {
                 state_base: Some("/var/lib/vmrun".into()),
                 ..Default::default()
             },
-            qemu_version: Some("10.0.0".parse().unwrap()),
+            qemu_version: Some(version.parse().unwrap()),
         };
-        let plan = crate::plan::plan(vm, &ctx);
-        let text = render_text(&plan, &crate::qemu::build_argv(&plan));
+        let plan = crate::plan::plan(crate::testing::vm(toml), &ctx);
+        render_text(&plan, &crate::qemu::build_argv(&plan))
+    }
+
+    #[test]
+    fn pipewire_audio_names_qemus_user_and_the_runtime_dir_it_needs() {
+        let text = as_root_on_the_fixture(
+            "memory = \"1G\"\n[audio]\nbackend = \"pipewire\"\nuser = \"nobody\"\n",
+            "10.0.0",
+        );
         assert!(
             text.contains("# audio: QEMU runs as nobody (not a per-VM uid) to join that user's sound server at /run/user/65534\n"),
             "{text}"
@@ -275,22 +280,10 @@ mod tests {
 
     #[test]
     fn looking_glass_shows_its_memory_owner_and_the_client_command() {
-        let host = crate::testing::Machine::FixtureDesktop.build();
-        let vm = crate::testing::vm(
+        let text = as_root_on_the_fixture(
             "memory = \"1G\"\n[looking_glass]\nresolution = \"1920x1080\"\nuser = \"nobody\"\nspice = true\n",
+            "7.2.0",
         );
-        let ctx = crate::plan::PlanContext {
-            root: host.root(),
-            dirs: crate::plan::DirsEnv {
-                is_root: true,
-                run_base: Some("/run/vmrun".into()),
-                state_base: Some("/var/lib/vmrun".into()),
-                ..Default::default()
-            },
-            qemu_version: Some("7.2.0".parse().unwrap()),
-        };
-        let plan = crate::plan::plan(vm, &ctx);
-        let text = render_text(&plan, &crate::qemu::build_argv(&plan));
         assert!(
             text.contains("# Looking Glass: 32M of shared memory at /dev/shm/looking-glass-vm1, owned by nobody (uid 65534) with group "),
             "{text}"

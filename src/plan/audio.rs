@@ -278,14 +278,6 @@ pub fn describe(plan: &AudioPlan, identity: Option<&QemuIdentity>) -> Option<Str
 mod tests {
     use super::*;
 
-    fn audio(backend: AudioBackend, user: Option<&str>) -> Audio {
-        Audio {
-            backend,
-            model: AudioModel::Hda,
-            user: user.map(Into::into),
-        }
-    }
-
     const OLD: QemuVersion = QemuVersion::new(7, 2, 0);
     const NEW: QemuVersion = QemuVersion::new(10, 0, 0);
     // uid 65534 (`nobody`) is in every Debian /etc/passwd.
@@ -303,12 +295,27 @@ mod tests {
         (tmp, root)
     }
 
+    /// `backend` for `user` planned as root against QEMU `version`.
+    fn planned(
+        backend: AudioBackend,
+        user: Option<&str>,
+        version: QemuVersion,
+        root: &HostRoot,
+    ) -> (AudioPlan, Vec<Finding>) {
+        let audio = Audio {
+            backend,
+            model: AudioModel::Hda,
+            user: user.map(Into::into),
+        };
+        let mut findings = vec![];
+        let p = plan(&audio, version, true, root, &mut findings);
+        (p, findings)
+    }
+
     #[test]
     fn pipewire_is_native_on_new_qemu_and_through_pipewire_pulse_before() {
         let (_t, root) = host_with_sockets(NOBODY, &["pipewire-0", "pulse/native"]);
-        let a = audio(AudioBackend::Pipewire, Some("nobody"));
-        let mut f = vec![];
-        let p = plan(&a, NEW, true, &root, &mut f);
+        let (p, f) = planned(AudioBackend::Pipewire, Some("nobody"), NEW, &root);
         assert!(f.is_empty(), "{f:?}");
         assert_eq!(p.driver, AudioDriver::Pipewire);
         assert_eq!(p.server, Some(PathBuf::from("/run/user/65534")));
@@ -316,7 +323,7 @@ mod tests {
             p.env(),
             [("PIPEWIRE_RUNTIME_DIR", PathBuf::from("/run/user/65534"))]
         );
-        let p = plan(&a, OLD, true, &root, &mut f);
+        let (p, f) = planned(AudioBackend::Pipewire, Some("nobody"), OLD, &root);
         assert!(f.is_empty(), "{f:?}");
         assert_eq!(p.driver, AudioDriver::Pa);
         assert_eq!(
@@ -329,25 +336,11 @@ mod tests {
     #[test]
     fn a_missing_server_refuses_and_says_what_to_start() {
         let (_t, root) = host_with_sockets(NOBODY, &[]);
-        let mut f = vec![];
-        plan(
-            &audio(AudioBackend::Pipewire, Some("nobody")),
-            NEW,
-            true,
-            &root,
-            &mut f,
-        );
+        let (_, f) = planned(AudioBackend::Pipewire, Some("nobody"), NEW, &root);
         assert_eq!(f[0].severity, crate::plan::Severity::Error);
         assert!(f[0].message.contains("pipewire-0"), "{}", f[0].message);
         assert!(f[0].fix.as_deref().unwrap().contains("pipewire.socket"));
-        let mut f = vec![];
-        plan(
-            &audio(AudioBackend::Pulseaudio, Some("nobody")),
-            NEW,
-            true,
-            &root,
-            &mut f,
-        );
+        let (_, f) = planned(AudioBackend::Pulseaudio, Some("nobody"), NEW, &root);
         assert!(f[0].message.contains("pulse/native"), "{}", f[0].message);
     }
 
@@ -357,14 +350,7 @@ mod tests {
         let dir = tmp.path().join("run/user/65534/pulse");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("native"), "").unwrap();
-        let mut f = vec![];
-        plan(
-            &audio(AudioBackend::Pulseaudio, Some("nobody")),
-            OLD,
-            true,
-            &root,
-            &mut f,
-        );
+        let (_, f) = planned(AudioBackend::Pulseaudio, Some("nobody"), OLD, &root);
         assert_eq!(f.len(), 1, "{f:?}");
     }
 
@@ -373,46 +359,36 @@ mod tests {
         // The test process's own environment decides sudo's user; a seat
         // file under the host root decides seat0's.
         let (tmp, root) = host_with_sockets(NOBODY, &["pulse/native"]);
-        let sudo = std::env::var("SUDO_UID").ok();
-        let mut f = vec![];
-        let p = plan(
-            &audio(AudioBackend::Pulseaudio, None),
-            OLD,
-            true,
-            &root,
-            &mut f,
-        );
-        if sudo.is_none() {
-            assert!(p.user.is_none());
-            assert_eq!(f[0].subject, "audio.user");
-            let seat = tmp.path().join("run/systemd/seats");
-            std::fs::create_dir_all(&seat).unwrap();
-            std::fs::write(seat.join("seat0"), format!("ACTIVE_UID={NOBODY}\n")).unwrap();
-            let mut f = vec![];
-            let p = plan(
-                &audio(AudioBackend::Pulseaudio, None),
-                OLD,
-                true,
-                &root,
-                &mut f,
-            );
-            assert!(f.is_empty(), "{f:?}");
-            assert_eq!(p.user.unwrap().uid, NOBODY);
+        let sudo = std::env::var("SUDO_UID")
+            .ok()
+            .and_then(|u| u.parse::<u32>().ok())
+            .filter(|&u| u != 0);
+        let (p, f) = planned(AudioBackend::Pulseaudio, None, OLD, &root);
+        if let Some(uid) = sudo {
+            assert_eq!(p.user.map(|u| u.uid), Some(uid));
+            return;
         }
+        assert!(p.user.is_none());
+        assert_eq!(f[0].subject, "audio.user");
+        let seat = tmp.path().join("run/systemd/seats");
+        std::fs::create_dir_all(&seat).unwrap();
+        std::fs::write(seat.join("seat0"), format!("ACTIVE_UID={NOBODY}\n")).unwrap();
+        let (p, f) = planned(AudioBackend::Pulseaudio, None, OLD, &root);
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(p.user.unwrap().uid, NOBODY);
     }
 
     #[test]
     fn alsa_and_spice_need_no_server() {
         let (_t, root) = host_with_sockets(NOBODY, &[]);
-        let mut f = vec![];
         for (b, d) in [
             (AudioBackend::Alsa, AudioDriver::Alsa),
             (AudioBackend::Spice, AudioDriver::Spice),
         ] {
-            let p = plan(&audio(b, None), NEW, true, &root, &mut f);
+            let (p, f) = planned(b, None, NEW, &root);
+            assert!(f.is_empty(), "{f:?}");
             assert_eq!((p.driver, p.user, p.server), (d, None, None));
         }
-        assert!(f.is_empty(), "{f:?}");
     }
 
     #[test]
@@ -424,34 +400,13 @@ mod tests {
         nix::unistd::chown(&timer, None, Some(nix::unistd::Gid::from_raw(29))).unwrap();
         std::fs::set_permissions(&timer, std::os::unix::fs::PermissionsExt::from_mode(0o660))
             .unwrap();
-        let mut id = QemuIdentity {
-            uid: 60600,
-            gid: 60600,
-            groups: vec![],
-            label: "vmrun-60600".into(),
-            dynamic: true,
-        };
-        let alsa = plan(
-            &audio(AudioBackend::Alsa, None),
-            NEW,
-            true,
-            &root,
-            &mut vec![],
-        );
+        let mut id = crate::testing::per_vm_identity();
+        let (alsa, _) = planned(AudioBackend::Alsa, None, NEW, &root);
         add_alsa_group(&alsa, &mut id, &root);
         add_alsa_group(&alsa, &mut id, &root);
         assert_eq!(id.groups, vec![29], "added once");
-        let spice = plan(
-            &audio(AudioBackend::Spice, None),
-            NEW,
-            true,
-            &root,
-            &mut vec![],
-        );
-        let mut other = QemuIdentity {
-            groups: vec![],
-            ..id
-        };
+        let (spice, _) = planned(AudioBackend::Spice, None, NEW, &root);
+        let mut other = crate::testing::per_vm_identity();
         add_alsa_group(&spice, &mut other, &root);
         assert!(other.groups.is_empty());
     }
@@ -459,34 +414,21 @@ mod tests {
     #[test]
     fn auto_qemu_runs_as_the_sound_user_and_another_uid_is_refused() {
         let (_t, root) = host_with_sockets(NOBODY, &["pulse/native"]);
-        let p = plan(
-            &audio(AudioBackend::Pulseaudio, Some("nobody")),
-            OLD,
-            true,
-            &root,
-            &mut vec![],
-        );
+        let (p, _) = planned(AudioBackend::Pulseaudio, Some("nobody"), OLD, &root);
         assert_eq!(
             runs_qemu_as(Some(&p), &QemuUser::Auto, true).map(|u| u.uid),
             Some(NOBODY)
         );
         assert_eq!(runs_qemu_as(Some(&p), &QemuUser::Root, true), None);
         assert_eq!(runs_qemu_as(Some(&p), &QemuUser::Auto, false), None);
-        let other = QemuIdentity {
-            uid: 60600,
-            gid: 60600,
-            groups: vec![],
-            label: "vmrun-60600".into(),
-            dynamic: true,
-        };
         let mut f = vec![];
-        access_finding(&p, Some(&other), &mut f);
+        access_finding(&p, Some(&crate::testing::per_vm_identity()), &mut f);
         assert_eq!(f[0].subject, "audio.user");
         let same = QemuIdentity {
             uid: NOBODY,
             label: "nobody".into(),
             dynamic: false,
-            ..other
+            ..crate::testing::per_vm_identity()
         };
         let mut f = vec![];
         access_finding(&p, Some(&same), &mut f);

@@ -16,3 +16,15 @@ pub fn vm(text: &str) -> crate::config::VmConfig {
     crate::config::load_str("vm1", std::path::Path::new("/cfg/vms/vm1.toml"), text)
         .unwrap_or_else(|e| panic!("{}", crate::config::render(&e)))
 }
+
+/// The identity a root vmrun gives a VM's QEMU, uid and gid 60600 (one of
+/// `DYNAMIC_UIDS`), with no supplementary group.
+pub fn per_vm_identity() -> crate::plan::QemuIdentity {
+    crate::plan::QemuIdentity {
+        uid: 60600,
+        gid: 60600,
+        groups: vec![],
+        label: "vmrun-60600".into(),
+        dynamic: true,
+    }
+}

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::checker::{parts, Checker, S};
 use crate::config::error::ProblemKind as K;
-use crate::config::section::qemu::is_user_name;
+use crate::config::section::qemu::desktop_user;
 
 /// Where the guest's sound goes on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,17 +66,7 @@ pub(crate) fn check(w: S<WireAudio>, spice: bool, v: &mut Checker<'_>) -> Option
     if backend == AudioBackend::Spice && !spice {
         v.err("audio.backend", span, K::AudioSpiceWithoutSpice);
     }
-    let user = match w.user.map(parts) {
-        None => None,
-        Some((_, u)) if u == "auto" => None,
-        Some((s, u)) => {
-            // root has no desktop session, so no sound server of its own.
-            if !is_user_name(&u) || u == "root" {
-                v.err("audio.user", s, K::BadUser(u.clone()));
-            }
-            Some(u)
-        }
-    };
+    let user = desktop_user(w.user, "audio.user", v);
     Some(Audio {
         backend,
         model: w.model.unwrap_or_default(),
