@@ -1,8 +1,9 @@
-//! `[audio]` against a real sound server: PulseAudio (Debian's
-//! `pulseaudio`, run by the test as the sound user, no system bus, a null
-//! sink for its only output) and a real QEMU (TCG) started by `vmrun`. The
-//! server must list QEMU's playback stream under the VM's name while the
-//! VM runs, and not after it stopped.
+//! `[audio]` against real sound servers, started by the test as the sound
+//! user with no system or session bus: PulseAudio (Debian's `pulseaudio`,
+//! a null sink its only output) and PipeWire with pipewire-pulse (Debian's
+//! `pipewire`, `pipewire-pulse`), and a real QEMU (TCG) started by `vmrun`.
+//! The server must list QEMU's playback stream under the VM's name while
+//! the VM runs, and not after it stopped.
 //!
 //! As root (CI), the sound user is `nobody`: QEMU, which would otherwise
 //! run as a per-VM uid, runs as `nobody` because PulseAudio admits only
@@ -19,10 +20,19 @@ use support::*;
 
 const NOBODY: u32 = 65534;
 
-/// A PulseAudio of `uid` serving `runtime/pulse/native`; killed on drop,
-/// with the runtime dir when the test made it.
+/// The sound servers the test runs.
+#[derive(Clone, Copy, Debug)]
+enum Server {
+    PulseAudio,
+    /// PipeWire and its PulseAudio protocol server, pipewire-pulse.
+    PipeWire,
+}
+
+/// A sound server of `uid` serving `runtime/pulse/native` (and PipeWire's
+/// `runtime/pipewire-0`); killed on drop, with the runtime dir when the
+/// test made it.
 struct Pulse {
-    child: Child,
+    children: Vec<Child>,
     uid: u32,
     runtime: PathBuf,
     home: tempfile::TempDir,
@@ -50,7 +60,7 @@ impl Pulse {
         cmd
     }
 
-    fn start(uid: u32) -> Self {
+    fn start(server: Server, uid: u32) -> Self {
         let runtime = PathBuf::from(format!("/run/user/{uid}"));
         let made_runtime = !runtime.exists();
         if made_runtime {
@@ -69,7 +79,7 @@ impl Pulse {
             .unwrap();
         std::os::unix::fs::chown(home.path(), Some(uid), Some(uid)).unwrap();
         let mut pulse = Self {
-            child: Command::new("true").spawn().unwrap(),
+            children: Vec::new(),
             uid,
             runtime,
             home,
@@ -81,23 +91,38 @@ impl Pulse {
             "{} exists: another sound server runs for uid {uid}",
             socket.display()
         );
-        // -n: no default.pa (no hardware, no bus); the native protocol on
-        // its default socket, the user's runtime dir, with PulseAudio's
-        // default authentication (the peer's uid, or the cookie).
-        pulse.child = pulse
-            .as_user("pulseaudio")
-            .args([
+        let commands: &[&[&str]] = match server {
+            // -n: no default.pa (no hardware, no bus); the native protocol
+            // on its default socket, the user's runtime dir, with
+            // PulseAudio's default authentication (the peer's uid, or the
+            // cookie).
+            Server::PulseAudio => &[&[
+                "pulseaudio",
                 "--daemonize=no",
                 "--exit-idle-time=-1",
                 "--use-pid-file=no",
                 "-n",
                 "--load=module-native-protocol-unix",
                 "--load=module-null-sink",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pulseaudio (Debian's pulseaudio package) runs");
+            ]],
+            // Debian's default configs; no session manager is needed for
+            // a stream to be listed.
+            Server::PipeWire => &[&["pipewire"], &["pipewire-pulse"]],
+        };
+        for argv in commands {
+            if argv[0] == "pipewire-pulse" {
+                let core = pulse.runtime.join("pipewire-0");
+                wait_for("PipeWire's socket", WAIT, || core.exists().then_some(()));
+            }
+            let child = pulse
+                .as_user(argv[0])
+                .args(&argv[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{} ({server:?}'s Debian package): {e}", argv[0]));
+            pulse.children.push(child);
+        }
         wait_for("PulseAudio's socket", WAIT, || {
             use std::os::unix::fs::FileTypeExt;
             std::fs::metadata(&socket)
@@ -127,9 +152,19 @@ impl Pulse {
 
 impl Drop for Pulse {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(self.runtime.join("pulse"));
+        for leftover in [
+            "pipewire-0",
+            "pipewire-0.lock",
+            "pipewire-0-manager",
+            "pipewire-0-manager.lock",
+        ] {
+            let _ = std::fs::remove_file(self.runtime.join(leftover));
+        }
         if self.made_runtime {
             let _ = std::fs::remove_dir_all(&self.runtime);
         }
@@ -144,7 +179,7 @@ fn stream_of(list: &str, pid: i32) -> Option<String> {
 }
 
 #[test]
-fn qemu_plays_into_the_sound_users_pulseaudio_under_the_vms_name() {
+fn qemu_plays_into_the_sound_users_pulseaudio_and_pipewire_under_the_vms_name() {
     let root = nix::unistd::geteuid().is_root();
     let uid = if root {
         NOBODY
@@ -155,15 +190,20 @@ fn qemu_plays_into_the_sound_users_pulseaudio_under_the_vms_name() {
         root || Path::new(&format!("/run/user/{uid}")).is_dir(),
         "not root, this test needs a logind runtime dir /run/user/{uid} to serve PulseAudio in"
     );
-    let pulse = Pulse::start(uid);
-    for model in ["hda", "usb"] {
-        plays_into(&pulse, root, model);
+    for (server, backend) in [
+        (Server::PulseAudio, "pulseaudio"),
+        (Server::PipeWire, "pipewire"),
+    ] {
+        let pulse = Pulse::start(server, uid);
+        for model in ["hda", "usb"] {
+            plays_into(&pulse, root, backend, model);
+        }
     }
 }
 
-/// A VM with a `model` sound card: QEMU's stream in `pulse` while it runs,
-/// gone after the VM stopped.
-fn plays_into(pulse: &Pulse, root: bool, model: &str) {
+/// A VM with a `model` sound card on `backend`: QEMU's stream in `pulse`
+/// while it runs, gone after the VM stopped.
+fn plays_into(pulse: &Pulse, root: bool, backend: &str, model: &str) {
     let uid = pulse.uid;
     let w = World::new();
     // As root, `auto`: the plan makes QEMU the sound user instead of a
@@ -177,17 +217,21 @@ fn plays_into(pulse: &Pulse, root: bool, model: &str) {
     let mut toml = std::fs::read_to_string(&config).unwrap();
     let user = if root { "user = \"nobody\"\n" } else { "" };
     toml.push_str(&format!(
-        "\n[audio]\nbackend = \"pulseaudio\"\nmodel = \"{model}\"\n{user}"
+        "\n[audio]\nbackend = \"{backend}\"\nmodel = \"{model}\"\n{user}"
     ));
     std::fs::write(&config, toml).unwrap();
 
     let dry = w.run(&["start", &name, "--dry-run"]);
     assert_ok(&dry, "vmrun start --dry-run");
     let shown = String::from_utf8_lossy(&dry.stdout);
-    assert!(
-        shown.contains(&format!("server=unix:/run/user/{uid}/pulse/native")),
-        "{shown}"
-    );
+    // QEMU 8.1 and later speak PipeWire's own protocol, found through the
+    // runtime dir; older ones pipewire-pulse's, as PulseAudio's.
+    let reach = if shown.contains("-audiodev pipewire,") {
+        format!("PIPEWIRE_RUNTIME_DIR=/run/user/{uid} ")
+    } else {
+        format!("server=unix:/run/user/{uid}/pulse/native")
+    };
+    assert!(shown.contains(&reach), "{reach} in {shown}");
     if root {
         assert!(
             shown.contains("# audio: QEMU runs as nobody (not a per-VM uid)"),
@@ -207,9 +251,9 @@ fn plays_into(pulse: &Pulse, root: bool, model: &str) {
     });
     assert!(
         stream.contains("media.name = \"vmrun snd\""),
-        "{model}: {stream}"
+        "{backend} {model}: {stream}"
     );
-    eprintln!("{model}: QEMU {qemu} (uid {qemu_uid}) plays into the server:\n{stream}");
+    eprintln!("{backend} {model}: QEMU {qemu} (uid {qemu_uid}) plays into the server:\n{stream}");
     assert!(
         stream.contains("application.process.binary = \"qemu-system-x86_64\""),
         "{stream}"
