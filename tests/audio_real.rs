@@ -33,10 +33,15 @@ enum Server {
 /// test made it.
 struct Pulse {
     children: Vec<Child>,
+    /// PipeWire's session manager, WirePlumber, on a D-Bus session bus of
+    /// its own (`dbus-run-session`): it links streams to sinks, as on a
+    /// desktop. QEMU 7.2's `pa` backend waits forever at exit on a stream
+    /// that no one linked.
+    session: Option<Child>,
     uid: u32,
     runtime: PathBuf,
     home: tempfile::TempDir,
-    made_runtime: bool,
+    made: Vec<PathBuf>,
 }
 
 impl Pulse {
@@ -62,7 +67,14 @@ impl Pulse {
 
     fn start(server: Server, uid: u32) -> Self {
         let runtime = PathBuf::from(format!("/run/user/{uid}"));
-        let made_runtime = !runtime.exists();
+        // The dirs the test makes (`/run/user` too, on a host without
+        // logind), removed again on drop.
+        let made: Vec<PathBuf> = [runtime.parent().unwrap(), runtime.as_path()]
+            .into_iter()
+            .filter(|d| !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        let made_runtime = made.contains(&runtime);
         if made_runtime {
             // What logind makes at a user's first login: 0700, theirs.
             std::fs::create_dir_all(&runtime).unwrap();
@@ -80,10 +92,11 @@ impl Pulse {
         std::os::unix::fs::chown(home.path(), Some(uid), Some(uid)).unwrap();
         let mut pulse = Self {
             children: Vec::new(),
+            session: None,
             uid,
             runtime,
             home,
-            made_runtime,
+            made,
         };
         let socket = pulse.socket();
         assert!(
@@ -105,12 +118,15 @@ impl Pulse {
                 "--load=module-native-protocol-unix",
                 "--load=module-null-sink",
             ]],
-            // Debian's default configs; no session manager is needed for
-            // a stream to be listed.
-            Server::PipeWire => &[&["pipewire"], &["pipewire-pulse"]],
+            // Debian's default configs.
+            Server::PipeWire => &[
+                &["pipewire"],
+                &["dbus-run-session", "--", "wireplumber"],
+                &["pipewire-pulse"],
+            ],
         };
         for argv in commands {
-            if argv[0] == "pipewire-pulse" {
+            if argv[0] != "pipewire" && argv[0] != "pulseaudio" {
                 let core = pulse.runtime.join("pipewire-0");
                 wait_for("PipeWire's socket", WAIT, || core.exists().then_some(()));
             }
@@ -121,7 +137,11 @@ impl Pulse {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| panic!("{} ({server:?}'s Debian package): {e}", argv[0]));
-            pulse.children.push(child);
+            if argv[0] == "dbus-run-session" {
+                pulse.session = Some(child);
+            } else {
+                pulse.children.push(child);
+            }
         }
         wait_for("PulseAudio's socket", WAIT, || {
             use std::os::unix::fs::FileTypeExt;
@@ -129,6 +149,11 @@ impl Pulse {
                 .is_ok_and(|m| m.file_type().is_socket())
                 .then_some(())
         });
+        if let Server::PipeWire = server {
+            // No sound card here: a sink for WirePlumber to link streams
+            // to, as a desktop's card would be.
+            pulse.pactl(&["load-module", "module-null-sink"]);
+        }
         pulse
     }
 
@@ -136,17 +161,21 @@ impl Pulse {
         self.runtime.join("pulse/native")
     }
 
-    /// `pactl list sink-inputs`, as the server's user.
-    fn sink_inputs(&self) -> String {
+    /// `pactl ARGS` against the server, as its user.
+    fn pactl(&self, args: &[&str]) -> String {
         let out = self
             .as_user("pactl")
             .arg("-s")
             .arg(format!("unix:{}", self.socket().display()))
-            .args(["list", "sink-inputs"])
+            .args(args)
             .output()
             .expect("pactl (pulseaudio-utils) runs");
-        assert!(out.status.success(), "pactl: {}", text(&out));
+        assert!(out.status.success(), "pactl {args:?}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn sink_inputs(&self) -> String {
+        self.pactl(&["list", "sink-inputs"])
     }
 }
 
@@ -155,6 +184,19 @@ impl Drop for Pulse {
         for child in self.children.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // WirePlumber leaves when PipeWire is gone, and dbus-run-session
+        // then ends its bus (killing dbus-run-session would leave both).
+        if let Some(mut session) = self.session.take() {
+            let deadline = std::time::Instant::now() + WAIT;
+            while session.try_wait().ok().flatten().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = session.kill();
+                    let _ = session.wait();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         let _ = std::fs::remove_dir_all(self.runtime.join("pulse"));
         for leftover in [
@@ -165,8 +207,14 @@ impl Drop for Pulse {
         ] {
             let _ = std::fs::remove_file(self.runtime.join(leftover));
         }
-        if self.made_runtime {
-            let _ = std::fs::remove_dir_all(&self.runtime);
+        for dir in self.made.iter().rev() {
+            // The runtime dir with what the servers left; its parent only
+            // when empty.
+            let _ = if *dir == self.runtime {
+                std::fs::remove_dir_all(dir)
+            } else {
+                std::fs::remove_dir(dir)
+            };
         }
     }
 }
