@@ -3,11 +3,11 @@
 //!
 //! A desktop sound server is its user's: PulseAudio admits a client whose
 //! peer uid (SO_PEERCRED) is its own, or one that shows its cookie
-//! (`~/.config/pulse/cookie`); PipeWire and pipewire-pulse admit whoever
-//! can connect to their sockets, which live in the user's 0700
-//! `/run/user/UID`. Either way an admitted client may load modules into
-//! the server (`pactl load-module`), which run as its user: reaching the
-//! server *is* that user's power. So vmrun does not open the socket to a
+//! (`~/.config/pulse/cookie`), so a socket opened to another uid still
+//! refuses it ("Access denied"); PipeWire's sockets live in the user's
+//! 0700 `/run/user/UID`. Either way an admitted client may load modules
+//! into the server (`pactl load-module`, pipewire-pulse too), which run as
+//! its user: reaching the server *is* that user's power. So vmrun does not open the socket to a
 //! per-VM uid (an ACL would grant the same power while hiding it, and is
 //! not enough for PulseAudio); with `[qemu] user = "auto"` QEMU runs as
 //! the sound server's user instead, and the dry-run says so.
