@@ -37,7 +37,8 @@ pub(crate) fn audio(a: &mut Argv, plan: &Plan) {
         AudioDriver::Spice => "spice",
     };
     // `pa` takes the server's address; `unix:PATH` is libpulse's spelling
-    // of a socket (pa_parse_address).
+    // of a socket (pa_parse_address). Given a server, libpulse never
+    // autospawns a daemon, a fork that `-sandbox spawn=deny` would kill.
     let server = (audio.driver == AudioDriver::Pa)
         .then_some(audio.server.as_ref())
         .flatten()
