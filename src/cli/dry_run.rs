@@ -182,6 +182,13 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             "# QEMU and swtpm run as vmrun's own user; vmrun hands them their files as descriptors"
         ),
     }
+    if let Some(line) = plan
+        .audio
+        .as_ref()
+        .and_then(|a| crate::plan::audio::describe(a, plan.qemu_identity.as_ref()))
+    {
+        note!(out, "# {line}");
+    }
     for finding in &plan.findings {
         for (i, line) in finding.to_string().lines().enumerate() {
             note!(out, "#{} {line}", if i == 0 { "" } else { " " });
@@ -201,6 +208,10 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             vars = q(&plan.paths.vars_file),
             tmpl = q(&fw.vars_template)
         );
+    }
+    // The environment QEMU finds the sound server through.
+    for (var, value) in plan.audio.iter().flat_map(|a| a.env()) {
+        let _ = write!(out, "{var}={} ", quote(value.as_os_str()));
     }
     let _ = write!(out, "{}", quote(plan.qemu.binary.as_os_str()));
     let mut i = 0;
@@ -277,20 +288,51 @@ mod tests {
         );
     }
 
+    /// The dry-run of `toml` as root on the fixture desktop, for QEMU `version`.
+    fn as_root_on_the_fixture(toml: &str, version: &str) -> String {
+        let host = crate::testing::Machine::FixtureDesktop.build();
+        let ctx = crate::plan::PlanContext {
+            root: host.root(),
+            dirs: crate::plan::DirsEnv {
+                is_root: true,
+                run_base: Some("/run/vmrun".into()),
+                state_base: Some("/var/lib/vmrun".into()),
+                ..Default::default()
+            },
+            qemu_version: Some(version.parse().unwrap()),
+        };
+        let plan = crate::plan::plan(crate::testing::vm(toml), &ctx);
+        render_text(&plan, &crate::qemu::build_argv(&plan))
+    }
+
+    #[test]
+    fn pipewire_audio_names_qemus_user_and_the_runtime_dir_it_needs() {
+        let text = as_root_on_the_fixture(
+            "memory = \"1G\"\n[audio]\nbackend = \"pipewire\"\nuser = \"nobody\"\n",
+            "10.0.0",
+        );
+        assert!(
+            text.contains("# audio: QEMU runs as nobody (not a per-VM uid) to join that user's sound server at /run/user/65534\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("PIPEWIRE_RUNTIME_DIR=/run/user/65534 qemu-system-x86_64"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn looking_glass_shows_its_memory_owner_and_the_client_command() {
-        let host = crate::testing::Machine::FixtureDesktop.build();
-        let vm = crate::testing::vm(
+        let text = as_root_on_the_fixture(
             "memory = \"1G\"\n[looking_glass]\nresolution = \"1920x1080\"\nuser = \"nobody\"\nspice = true\n",
+            "7.2.0",
         );
-        let plan = crate::testing::plan_on(&host, vm, true, std::path::Path::new("/"));
-        let text = render_text(&plan, &crate::qemu::build_argv(&plan));
         assert!(
             text.contains("# Looking Glass: 32M of shared memory at /dev/shm/looking-glass-vm1, owned by nobody (uid 65534) with group "),
             "{text}"
         );
         assert!(
-            text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vm1/spice/spice.sock -p 0\n"),
+            text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vmrun/vm1/spice/spice.sock -p 0\n"),
             "{text}"
         );
     }

@@ -299,6 +299,8 @@ pub enum ProblemKind {
     UsbBothSelectors,
     #[error("USB device {0} is given twice")]
     DuplicateUsb(String),
+    #[error("the spice backend plays through a SPICE client: set [display] mode = \"spice\" (or [looking_glass] spice = true), or pick another backend")]
+    AudioSpiceWithoutSpice,
 }
 
 impl ProblemKind {

@@ -1,6 +1,7 @@
 //! The validated VM description: what the rest of vmrun consumes. Each type
 //! lives with its TOML section in `section/`; this is their index.
 
+pub use super::section::audio::{Audio, AudioBackend, AudioModel};
 pub use super::section::cpu::{Cpu, Topology};
 pub use super::section::disk::{Aio, Cache, Disk, DiskFormat, DiskInterface, DiskMedia};
 pub use super::section::display::{Display, Secondary};

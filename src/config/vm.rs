@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::checker::{parts, Checker, S};
 use super::error::{Problem, ProblemKind as K};
+use super::section::audio::{self, Audio, WireAudio};
 use super::section::cpu::{self, Cpu, WireCpu};
 use super::section::disk::{self, Disk, WireDisk};
 use super::section::display::{self, Display, Secondary, WireDisplay};
@@ -49,6 +50,7 @@ pub(crate) struct WireVm {
     display: WireDisplay,
     input: S<WireInput>,
     looking_glass: S<WireLookingGlass>,
+    audio: S<WireAudio>,
     #[serde(default)]
     smbios: WireSmbios,
     takeover: S<WireTakeover>,
@@ -81,6 +83,8 @@ pub struct VmConfig {
     /// `[display] secondary`: an emulated card beside an `x_vga` GPU.
     pub secondary_display: Option<Secondary>,
     pub looking_glass: Option<LookingGlass>,
+    /// `[audio]`; `None`: no sound card.
+    pub audio: Option<Audio>,
     pub smbios: Smbios,
     pub input: Option<Input>,
     pub takeover: Option<Takeover>,
@@ -113,6 +117,8 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
     let network = network::check(wire.network, &mut v);
     let (display, secondary_display) = display::check(wire.display, &hostdevs, &mut v);
     let looking_glass = looking_glass::check(wire.looking_glass, &mut v);
+    let spice = display == Display::Spice || looking_glass.as_ref().is_some_and(|l| l.spice);
+    let audio = audio::check(wire.audio, spice, &mut v);
     let smbios = smbios::check(wire.smbios, &mut v);
     let input = input::check(wire.input, &mut v);
     let takeover = takeover::check(wire.takeover, !hostdevs.is_empty(), &mut v);
@@ -137,6 +143,7 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
         display,
         secondary_display,
         looking_glass,
+        audio,
         smbios,
         input,
         takeover,

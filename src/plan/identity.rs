@@ -102,6 +102,21 @@ pub(crate) fn qemu_identity(
     }
 }
 
+/// QEMU as the named (existing) user `name`, with its groups and, under
+/// KVM, `/dev/kvm`'s group: the sound server's user, whose server admits
+/// only its own uid (`plan::audio`).
+pub(crate) fn user_identity(name: &str, accel: Accel, root: &HostRoot) -> Option<QemuIdentity> {
+    let (uid, gid, mut groups) = named_user(name, root, &UserDb::read(root))?;
+    groups.extend(kvm_group(accel, root).filter(|g| *g != gid && !groups.contains(g)));
+    Some(QemuIdentity {
+        uid,
+        gid,
+        groups,
+        label: name.to_string(),
+        dynamic: false,
+    })
+}
+
 /// What the identity can't do that the VM asks for, as findings: open a
 /// root-only `/dev/kvm`, reach the desktop for a GTK window, or run a setuid `qemu-bridge-helper` (QEMU runs
 /// with no_new_privs, under which exec grants no setuid) or attach to a

@@ -186,13 +186,7 @@ mod tests {
     }
 
     fn id() -> QemuIdentity {
-        QemuIdentity {
-            uid: 60600,
-            gid: 60600,
-            groups: vec![],
-            label: "vmrun-60600".into(),
-            dynamic: true,
-        }
+        crate::testing::per_vm_identity()
     }
 
     #[test]

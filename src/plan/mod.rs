@@ -3,6 +3,7 @@
 //! plain data that `--dry-run` prints. Host problems become findings, so a
 //! dry-run for another machine still shows its command line.
 
+pub mod audio;
 pub(crate) mod backing;
 pub(crate) mod files;
 pub(crate) mod finding;
@@ -69,6 +70,8 @@ pub struct Plan {
     pub looking_glass: Option<looking_glass::LgPlan>,
     /// `[[usb]]` on this host.
     pub usb: Vec<usb::UsbPlan>,
+    /// `[audio]` on this host: the driver, whose server, its socket.
+    pub audio: Option<audio::AudioPlan>,
     /// `[takeover]` on this host: what stops, in order.
     pub takeover: Option<takeover::TakeoverPlan>,
     pub findings: Vec<Finding>,
@@ -134,16 +137,40 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
     if takeover.is_some() {
         findings.extend(takeover::session_finding(&ctx.root));
     }
-    let qemu_identity = identity::qemu_identity(
-        &vm.qemu.user,
-        ctx.dirs.is_root,
-        vm.qemu.accel,
-        vm.name.as_str(),
-        &ctx.root,
-        &mut findings,
-    );
+    let audio = vm
+        .audio
+        .as_ref()
+        .map(|a| audio::plan(a, qemu.version, ctx.dirs.is_root, &ctx.root, &mut findings));
+    let mut qemu_identity =
+        match audio::runs_qemu_as(audio.as_ref(), &vm.qemu.user, ctx.dirs.is_root) {
+            // Never root by accident: a user the lookup can't resolve
+            // refuses the start.
+            Some(user) => {
+                identity::user_identity(&user.name, vm.qemu.accel, &ctx.root).or_else(|| {
+                    findings.push(Finding::error(
+                        "audio.user",
+                        format!("can't resolve user `{}` for QEMU to run as", user.name),
+                    ));
+                    None
+                })
+            }
+            None => identity::qemu_identity(
+                &vm.qemu.user,
+                ctx.dirs.is_root,
+                vm.qemu.accel,
+                vm.name.as_str(),
+                &ctx.root,
+                &mut findings,
+            ),
+        };
     if let Some(id) = &qemu_identity {
         identity::access_findings(&vm, id, &ctx.root, &mut findings);
+    }
+    if let Some(a) = &audio {
+        audio::access_finding(a, qemu_identity.as_ref(), &mut findings);
+    }
+    if let (Some(a), Some(id)) = (&audio, qemu_identity.as_mut()) {
+        audio::add_alsa_group(a, id, &ctx.root);
     }
     let disk_backing = backing::plan_backing(&vm, qemu_identity.as_ref(), &ctx.root, &mut findings);
     let uuid = match &vm.smbios.uuid {
@@ -186,6 +213,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         smbios,
         looking_glass,
         usb,
+        audio,
         takeover,
         findings,
         root: ctx.root.clone(),

@@ -173,6 +173,7 @@ fn build(plan: &Plan, listener: QmpListener, form: Form<'_>) -> Vec<OsString> {
     devices::display(&mut a, plan, form);
     super::gaming::looking_glass(&mut a, plan);
     super::gaming::usb(&mut a, plan);
+    super::audio::audio(&mut a, plan);
     devices::input(&mut a, plan, form);
     devices::tpm(&mut a, plan, form);
     monitors(&mut a, plan, listener, form);

@@ -279,13 +279,33 @@ pub(crate) fn display(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     } else if window {
         a.opt("-device", "virtio-vga");
     }
-    if window || !plan.usb.is_empty() {
-        // One xHCI for the window's tablet and the host's USB devices.
-        a.opt("-device", "qemu-xhci,id=xhci");
-    }
+    usb_controller(a, plan);
     if window {
         // An absolute pointer, so the host cursor maps 1:1 into the window.
-        a.opt("-device", "usb-tablet,bus=xhci.0");
+        a.opt("-device", format!("usb-tablet,bus={XHCI_BUS}"));
+    }
+}
+
+/// The bus of the VM's one USB controller (`usb_controller`).
+pub(crate) const XHCI_BUS: &str = "xhci.0";
+
+/// Whether the VM needs a USB controller: a window's tablet, a host USB
+/// device, a USB sound card. `-nodefaults` leaves q35 without one.
+pub(crate) fn needs_usb_controller(plan: &Plan) -> bool {
+    matches!(plan.vm.display, Display::Gtk | Display::Spice)
+        || !plan.usb.is_empty()
+        || plan
+            .vm
+            .audio
+            .as_ref()
+            .is_some_and(|a| a.model == crate::config::AudioModel::Usb)
+}
+
+/// One `qemu-xhci` for every USB device of the VM, before any of them
+/// (a `-device` names only buses that exist by then).
+pub(crate) fn usb_controller(a: &mut Argv, plan: &Plan) {
+    if needs_usb_controller(plan) {
+        a.opt("-device", "qemu-xhci,id=xhci");
     }
 }
 

@@ -85,7 +85,9 @@ pub(crate) fn usb(a: &mut Argv, plan: &Plan) {
 /// `vendorid`/`productid` numbers (QEMU parses `0x` hex), `hostbus` and
 /// `hostport`, the port path without the bus (`4.2`).
 fn usb_host(id: &str, m: &UsbMatch) -> Opts {
-    let mut o = Opts::new("usb-host").set("id", id).set("bus", "xhci.0");
+    let mut o = Opts::new("usb-host")
+        .set("id", id)
+        .set("bus", super::devices::XHCI_BUS);
     if let Some(ids) = m.ids {
         o = o
             .set("vendorid", format!("0x{:04x}", ids.vendor))
@@ -105,7 +107,7 @@ pub fn usb_host_qmp(id: &str, m: &UsbMatch) -> serde_json::Map<String, serde_jso
     let mut o = serde_json::Map::new();
     o.insert("driver".into(), "usb-host".into());
     o.insert("id".into(), id.into());
-    o.insert("bus".into(), "xhci.0".into());
+    o.insert("bus".into(), super::devices::XHCI_BUS.into());
     if let Some(ids) = m.ids {
         o.insert("vendorid".into(), ids.vendor.into());
         o.insert("productid".into(), ids.product.into());

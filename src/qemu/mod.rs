@@ -1,6 +1,7 @@
 //! QEMU: the command line for a plan, and the processes that run a VM.
 
 pub(crate) mod argv;
+mod audio;
 mod devices;
 pub(crate) mod exec_as;
 mod gaming;

@@ -122,6 +122,9 @@ pub(crate) fn spawn(
             child_fd,
         })
         .collect();
+    for (var, value) in plan.audio.iter().flat_map(|a| a.env()) {
+        cmd.env(var, value);
+    }
     cmd.fd_mappings(mappings)
         .map_err(|_| SpawnError::FdCollision)?;
     cmd.arg("-S")

@@ -72,6 +72,15 @@ impl TestHost {
         self
     }
 
+    /// Creates a unix socket nobody listens on (the file stays after its
+    /// listener is dropped), e.g. a sound server's `pulse/native`.
+    pub fn socket(self, abs: &str) -> Self {
+        let path = self.path().join(abs.trim_start_matches('/'));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::net::UnixListener::bind(&path).unwrap();
+        self
+    }
+
     /// Creates an empty host directory, e.g. `/sys/kernel`.
     pub fn dir(self, abs: &str) -> Self {
         fs::create_dir_all(self.path().join(abs.trim_start_matches('/'))).unwrap();

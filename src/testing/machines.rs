@@ -273,6 +273,11 @@ fn fixture_desktop() -> TestHost {
             "",
         )
         .file("/etc/passwd", PASSWD)
+        // The desktop's session: logind's seat0 names its user, whose
+        // PipeWire serves its own and PulseAudio clients.
+        .file("/run/systemd/seats/seat0", "ACTIVE=2\nACTIVE_UID=65534\n")
+        .socket("/run/user/65534/pipewire-0")
+        .socket("/run/user/65534/pulse/native")
         .file("/etc/machine-id", "5e3c1f0a9b7d4e2c8a6b1d0f3e5c7a9b\n")
         .dmi(FIXTURE_DMI)
         .file("/var/lib/vmrun/headless/disk.qcow2", "")

@@ -37,3 +37,15 @@ pub fn plan_on(
     };
     crate::plan::plan(vm, &ctx)
 }
+
+/// The identity a root vmrun gives a VM's QEMU, uid and gid 60600 (one of
+/// `DYNAMIC_UIDS`), with no supplementary group.
+pub fn per_vm_identity() -> crate::plan::QemuIdentity {
+    crate::plan::QemuIdentity {
+        uid: 60600,
+        gid: 60600,
+        groups: vec![],
+        label: "vmrun-60600".into(),
+        dynamic: true,
+    }
+}

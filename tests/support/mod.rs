@@ -54,6 +54,14 @@ pub(crate) fn proc_status_field(pid: i32, field: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// The real id of a `Uid:` or `Gid:` line of `/proc/PID/status` (the
+/// first of its real, effective, saved and filesystem ids).
+pub(crate) fn proc_id(pid: i32, field: &str) -> u32 {
+    proc_status_field(pid, field)
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} for process {pid}"))
+}
+
 /// What a VM config can vary in these tests.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Firmware {

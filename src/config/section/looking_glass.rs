@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::checker::{parts, Checker, S};
 use crate::config::error::ProblemKind as K;
-use crate::config::section::qemu::is_user_name;
+use crate::config::section::qemu::desktop_user;
 use crate::config::types::ByteSize;
 
 /// Where the shared memory lives on the host.
@@ -132,16 +132,7 @@ pub(crate) fn check(w: S<WireLookingGlass>, v: &mut Checker<'_>) -> Option<Looki
             }
         },
     };
-    let user = match w.user.map(parts) {
-        None => None,
-        Some((_, u)) if u == "auto" => None,
-        Some((s, u)) => {
-            if !is_user_name(&u) || u == "root" {
-                v.err("looking_glass.user", s, K::BadUser(u.clone()));
-            }
-            Some(u)
-        }
-    };
+    let user = desktop_user(w.user, "looking_glass.user", v);
     Some(LookingGlass {
         size: size?,
         resolution,

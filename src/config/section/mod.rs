@@ -4,6 +4,7 @@
 //! Leaf enums (`Display`, `Cache`, ...) serve both sides. `string_or` reads
 //! the keys that take a string or something richer.
 
+pub(crate) mod audio;
 pub(crate) mod cpu;
 pub(crate) mod disk;
 pub(crate) mod display;

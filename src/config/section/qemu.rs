@@ -69,6 +69,28 @@ pub(crate) fn check(q: WireQemu, v: &mut Checker<'_>) -> QemuSettings {
     }
 }
 
+/// A `user = "auto" | NAME` key naming a desktop's user (Looking Glass's
+/// client, the sound server's): `None` for `auto`. `root` is refused: it
+/// has no desktop session, and these users get no root-owned files.
+pub(crate) fn desktop_user(
+    user: crate::config::checker::S<String>,
+    key: &str,
+    v: &mut crate::config::checker::Checker<'_>,
+) -> Option<String> {
+    let (span, name) = crate::config::checker::parts(user?);
+    if name == "auto" {
+        return None;
+    }
+    if !is_user_name(&name) || name == "root" {
+        v.err(
+            key,
+            span,
+            crate::config::error::ProblemKind::BadUser(name.clone()),
+        );
+    }
+    Some(name)
+}
+
 /// A POSIX-portable user name, as `useradd` accepts by default.
 pub(crate) fn is_user_name(u: &str) -> bool {
     let mut chars = u.chars();
