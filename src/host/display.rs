@@ -199,6 +199,61 @@ pub(crate) fn module_loaded(root: &HostRoot, name: &str) -> bool {
     root.path(format!("/sys/module/{name}/refcnt")).exists()
 }
 
+/// A device bound now to a driver of some module.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub(crate) struct DrivenDevice {
+    /// Its name on its bus: `0000:00:0b.0`, `virtio1`.
+    pub device: String,
+    pub driver: String,
+}
+
+impl std::fmt::Display for DrivenDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.device, self.driver)
+    }
+}
+
+/// The devices the drivers of module `name` are bound to now, sorted. The
+/// driver core links each driver a module registers as
+/// `/sys/module/NAME/drivers/BUS:DRIVER`, and each driver's directory links
+/// its bound devices by name (drivers/base/bus.c, module.c); PCI devices
+/// are read from their side too (`driver/module`), which needs no driver
+/// directory listing.
+pub(crate) fn module_devices(root: &HostRoot, name: &str) -> Vec<DrivenDevice> {
+    let mut out = Vec::new();
+    let drivers = root.path(format!("/sys/module/{name}/drivers"));
+    for entry in fs::read_dir(drivers).into_iter().flatten().flatten() {
+        let link = entry.file_name().to_string_lossy().into_owned();
+        let driver = link.split_once(':').map_or(link.as_str(), |(_, d)| d);
+        for device in driver_entries(&entry.path()) {
+            out.push(DrivenDevice {
+                device,
+                driver: driver.to_string(),
+            });
+        }
+    }
+    let devices = root.path("/sys/bus/pci/devices");
+    for entry in fs::read_dir(devices).into_iter().flatten().flatten() {
+        let module = fs::read_link(entry.path().join("driver/module")).ok();
+        if module.as_deref().and_then(Path::file_name) != Some(std::ffi::OsStr::new(name)) {
+            continue;
+        }
+        let Ok(driver) = fs::read_link(entry.path().join("driver")) else {
+            continue;
+        };
+        out.push(DrivenDevice {
+            device: entry.file_name().to_string_lossy().into_owned(),
+            driver: driver
+                .file_name()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        });
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The modules using `name` (`/sys/module/NAME/holders`), sorted.
 pub(crate) fn module_holders(root: &HostRoot, name: &str) -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(root.path(format!("/sys/module/{name}/holders")))

@@ -127,7 +127,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
     let takeover = vm
         .takeover
         .as_ref()
-        .map(|t| takeover::plan(t, &hostdevs, &ctx.root));
+        .map(|t| takeover::plan(t, &hostdevs, &ctx.root, &mut findings));
     if takeover.is_some() {
         findings.extend(takeover::session_finding(&ctx.root));
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::hostdev::PlannedHostdev;
 use crate::config::{DisplayManager, PciAddress, Takeover, UnloadModules};
-use crate::host::display::{self, Framebuffer, VtConsole};
+use crate::host::display::{self, DrivenDevice, Framebuffer, VtConsole};
 use crate::host::{procs, HostRoot};
 
 /// How the display manager is stopped and started again.
@@ -67,6 +67,9 @@ pub struct TakeoverPlan {
     pub helpers: Vec<String>,
     /// Where the module list came from.
     pub modules_why: String,
+    /// The GPU driver modules left loaded because the host keeps another
+    /// device they drive, one line each.
+    pub kept: Vec<String>,
 }
 
 /// Any process whose `comm` matches one of `patterns` (globs).
@@ -108,7 +111,12 @@ pub(crate) fn session_finding(root: &HostRoot) -> Option<super::Finding> {
 }
 
 /// Plans the takeover of the GPUs among `hostdevs`.
-pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -> TakeoverPlan {
+pub(crate) fn plan(
+    t: &Takeover,
+    hostdevs: &[PlannedHostdev],
+    root: &HostRoot,
+    findings: &mut Vec<super::Finding>,
+) -> TakeoverPlan {
     let display_manager = match &t.display_manager {
         DisplayManager::Auto => match display::display_manager_unit(root) {
             Some(unit) => DmAction::Unit {
@@ -169,6 +177,8 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
             }
             acc
         });
+    let passed: Vec<PciAddress> = hostdevs.iter().map(|h| h.address).collect();
+    let mut kept = Vec::new();
     let (modules, modules_why) = match &t.unload_modules {
         UnloadModules::List(list) => (list.clone(), "configured".to_string()),
         UnloadModules::Auto => {
@@ -183,6 +193,19 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
                     continue;
                 };
                 let chain = display::unload_order(root, &m);
+                let others = stranded(root, &chain, &passed);
+                if let Some((module, devs)) = others.first() {
+                    // Unloading would take the host's other devices off
+                    // their driver too: the VFIO bind unbinds this one
+                    // alone and the module stays.
+                    kept.push(format!(
+                        "leave {m} loaded: {module} also drives {}, which the host keeps; {} alone is unbound from it",
+                        join(devs),
+                        d.address
+                    ));
+                    why.push(format!("{}'s driver module {m} stays loaded", d.address));
+                    continue;
+                }
                 why.push(format!(
                     "{}'s driver module {m}, after what holds it (/sys/module/*/holders)",
                     d.address
@@ -205,6 +228,21 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
         .cloned()
         .collect();
     let helpers = display::unused_after(root, &loaded);
+    if matches!(t.unload_modules, UnloadModules::List(_)) {
+        let all: Vec<String> = loaded.iter().chain(&helpers).cloned().collect();
+        for (module, devs) in stranded(root, &all, &passed) {
+            findings.push(
+                super::Finding::error(
+                    "takeover",
+                    format!(
+                        "unload_modules would unload {module}, which also drives {}: the host would lose that device's driver while the VM runs",
+                        join(&devs)
+                    ),
+                )
+                .fix(format!("remove {module} from [takeover] unload_modules, or set it to \"auto\" (which leaves a module the host still needs loaded and unbinds only the VM's devices)")),
+            );
+        }
+    }
     TakeoverPlan {
         display_manager,
         units: t.stop_units.clone(),
@@ -217,7 +255,36 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
         modules,
         helpers,
         modules_why,
+        kept,
     }
+}
+
+/// Each of `modules` whose drivers drive a device not among `passed`, with
+/// those devices: unloading it would leave them driverless.
+fn stranded(
+    root: &HostRoot,
+    modules: &[String],
+    passed: &[PciAddress],
+) -> Vec<(String, Vec<DrivenDevice>)> {
+    let passed: Vec<String> = passed.iter().map(ToString::to_string).collect();
+    modules
+        .iter()
+        .filter_map(|m| {
+            let others: Vec<DrivenDevice> = display::module_devices(root, m)
+                .into_iter()
+                .filter(|d| !passed.contains(&d.device))
+                .collect();
+            (!others.is_empty()).then(|| (m.clone(), others))
+        })
+        .collect()
+}
+
+fn join(devices: &[DrivenDevice]) -> String {
+    devices
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl TakeoverPlan {
@@ -304,6 +371,7 @@ impl TakeoverPlan {
                 false => format!("leave {} ({}): {}", f.device, f.kind, f.why),
             });
         }
+        out.extend(self.kept.iter().cloned());
         if self.modules.is_empty() {
             out.push(format!("no module to unload ({})", self.modules_why));
         }
@@ -333,7 +401,8 @@ impl TakeoverPlan {
 mod tests {
     use super::*;
     use crate::testing::machines::BOCHS_GPU as GPU;
-    use crate::testing::{Machine, TestHost};
+    use crate::testing::machines::{NVIDIA_AUDIO, NVIDIA_GPU};
+    use crate::testing::{Machine, Pci, TestHost};
 
     fn planned(root: &HostRoot, addr: &str) -> PlannedHostdev {
         crate::plan::hostdev::fake::planned(root, addr, true)
@@ -364,6 +433,7 @@ mod tests {
             &takeover(DisplayManager::Auto),
             &[planned(&root, GPU)],
             &root,
+            &mut Vec::new(),
         );
         assert!(matches!(t.display_manager, DmAction::None { .. }));
         assert_eq!(t.holders, ["Xorg (pid 400, /dev/dri/card0)"]);
@@ -383,6 +453,82 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
+    }
+
+    /// `auto` on two GPUs sharing one driver module: the module stays for
+    /// the GPU the host keeps, an explicit list naming it is refused.
+    fn shared_module(host: TestHost, gpu: &str, module: &str, other: &str) {
+        let root = host.root();
+        let hostdevs = [planned(&root, gpu)];
+        let mut findings = Vec::new();
+        let t = plan(
+            &takeover(DisplayManager::Auto),
+            &hostdevs,
+            &root,
+            &mut findings,
+        );
+        assert!(findings.is_empty(), "{findings:?}");
+        assert!(t.modules.is_empty(), "{:?}", t.modules);
+        assert!(t.kept[0].contains(&format!("leave {module} loaded")), "{:?}", t.kept);
+        assert!(t.kept[0].contains(other), "{:?}", t.kept);
+        let mut list = takeover(DisplayManager::Auto);
+        list.unload_modules = UnloadModules::List(vec![module.into()]);
+        plan(&list, &hostdevs, &root, &mut findings);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].message.contains(other), "{}", findings[0]);
+    }
+
+    #[test]
+    fn amdgpu_driving_the_host_gpu_too_stays_loaded() {
+        let host = Machine::AmdTwoGpus
+            .build()
+            .module("amdgpu", &[])
+            .driver_module("amdgpu", "amdgpu");
+        shared_module(host, "0000:0b:00.0", "amdgpu", "0000:0a:00.0 (amdgpu)");
+    }
+
+    #[test]
+    fn nvidia_driving_a_second_card_stays_loaded_with_its_holders() {
+        let host = Machine::NvidiaDesktop
+            .build()
+            .pci(
+                Pci::vga("0000:02:00.0", crate::testing::machines::ids::RTX_3050)
+                    .driver("nvidia")
+                    .group(13)
+                    .boot_vga(true),
+            )
+            .module("nvidia", &["nvidia_modeset", "nvidia_uvm"])
+            .module("nvidia_modeset", &["nvidia_drm"])
+            .module("nvidia_uvm", &[])
+            .module("nvidia_drm", &[])
+            .driver_module("nvidia", "nvidia");
+        shared_module(host, NVIDIA_GPU, "nvidia", "0000:02:00.0 (nvidia)");
+    }
+
+    /// The same modules on one NVIDIA card: unloaded in holder order.
+    #[test]
+    fn nvidia_modules_of_a_single_card_unload_in_holder_order() {
+        let host = Machine::NvidiaDesktop
+            .build()
+            .module("nvidia", &["nvidia_modeset", "nvidia_uvm"])
+            .module("nvidia_modeset", &["nvidia_drm"])
+            .module("nvidia_uvm", &[])
+            .module("nvidia_drm", &[])
+            .driver_module("nvidia", "nvidia");
+        let root = host.root();
+        let mut findings = Vec::new();
+        let t = plan(
+            &takeover(DisplayManager::Auto),
+            &[planned(&root, NVIDIA_GPU), planned(&root, NVIDIA_AUDIO)],
+            &root,
+            &mut findings,
+        );
+        assert!(findings.is_empty(), "{findings:?}");
+        assert_eq!(
+            t.modules,
+            ["nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]
+        );
+        assert!(t.kept.is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use super::*;
-use crate::config::{DisplayManager, Takeover, UnloadModules};
+use crate::config::{DisplayManager, PciAddress, Takeover, UnloadModules};
 use crate::host::display;
 use crate::host::HostRoot;
 use crate::plan::hostdev::fake::planned;
@@ -14,7 +14,7 @@ use crate::prepare::journal::{self, Step};
 use crate::prepare::kernel::fake::FakeKernel;
 use crate::prepare::kernel::{Kernel, Timings};
 use crate::testing::machines::ids::BOCHS_VGA;
-use crate::testing::machines::{BOCHS_AUDIO, BOCHS_GPU};
+use crate::testing::machines::{BOCHS_AUDIO, BOCHS_DISPLAY, BOCHS_GPU};
 use crate::testing::{Machine, Pci, TestHost};
 use framebuffer::UnbindFramebuffer;
 use units::StopUnit;
@@ -51,6 +51,7 @@ fn takeover_plan(root: &HostRoot, stop_processes: &[&str]) -> TakeoverPlan {
         &t,
         &[planned(root, GPU, true), planned(root, HDA, false)],
         root,
+        &mut Vec::new(),
     )
 }
 
@@ -266,6 +267,7 @@ fn efifb_is_unbound_and_bound_again() {
         },
         &[planned(&root, GPU, true)],
         &root,
+        &mut Vec::new(),
     );
     assert!(plan.modules.is_empty());
     let path = p.join("journal");
@@ -317,4 +319,84 @@ fn a_framebuffer_the_kernel_removed_is_a_note_not_a_failure() {
     assert!(report.complete(), "{report:?}");
     assert!(report.steps[0].what.contains("the kernel removed it"));
     assert!(report.steps[0].problem.is_none());
+}
+
+/// The lab's dual host: bochs drives the VM's GPU and the host's own
+/// display (0b.0). `auto` leaves bochs loaded, the VFIO bind unbinds the
+/// VM's GPU alone, and 0b.0 keeps bochs-drm and its card throughout.
+#[test]
+fn a_module_the_host_still_needs_stays_loaded() {
+    let dir = Machine::BochsDual
+        .build()
+        .process(400, "Xorg", &["/dev/dri/card0", "/dev/dri/card1"]);
+    let p = dir.path();
+    let kernel = FakeKernel::new(p)
+        .native(GPU, "bochs-drm")
+        .native(BOCHS_DISPLAY, "bochs-drm")
+        .native(HDA, "snd_hda_intel")
+        .driver_module("bochs-drm", "bochs")
+        .unit("gdm.service", &[400]);
+    kernel.modprobe("vfio-pci").unwrap();
+    let root = HostRoot::new(p);
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let plan = takeover_plan(&root, &[]);
+    assert!(plan.modules.is_empty(), "{:?}", plan.modules);
+    assert!(plan.helpers.is_empty(), "{:?}", plan.helpers);
+    let text = plan.describe(&root).join("\n");
+    assert!(
+        text.contains("leave bochs loaded: bochs also drives 0000:00:0b.0 (bochs-drm), which the host keeps; 0000:00:0a.0 alone is unbound from it"),
+        "{text}"
+    );
+    let path = p.join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    release(&host, &mut j, &plan).unwrap();
+    for a in [GPU, HDA] {
+        vfio::bind(&host, &mut j, a.parse().unwrap(), false).unwrap();
+    }
+    let display: PciAddress = BOCHS_DISPLAY.parse().unwrap();
+    assert_eq!(host.driver_of(display).as_deref(), Some("bochs-drm"));
+    assert!(display::module_loaded(&root, "bochs"));
+    assert!(p
+        .join(format!("sys/bus/pci/devices/{BOCHS_DISPLAY}/drm/card1"))
+        .exists());
+    let cmds = kernel.commands.borrow().join("\n");
+    assert!(!cmds.contains("modprobe -r"), "{cmds}");
+
+    let report = journal::undo_all(&path, &host);
+    assert!(report.complete(), "{report:?}");
+    assert_eq!(
+        host.driver_of(GPU.parse().unwrap()).as_deref(),
+        Some("bochs-drm")
+    );
+    assert_eq!(host.driver_of(display).as_deref(), Some("bochs-drm"));
+    assert!(gdm_active(&kernel));
+}
+
+/// An explicit list that unloads a module the host still needs is refused
+/// before any change, naming the device it would strand.
+#[test]
+fn an_unload_list_that_strands_a_host_device_is_refused() {
+    let dir = Machine::BochsDual.build();
+    let root = HostRoot::new(dir.path());
+    let t = Takeover {
+        display_manager: DisplayManager::Auto,
+        stop_units: vec![],
+        user_units: vec![],
+        stop_processes: vec![],
+        unload_modules: UnloadModules::List(vec!["bochs".into()]),
+    };
+    let mut findings = Vec::new();
+    crate::plan::takeover::plan(
+        &t,
+        &[planned(&root, GPU, true), planned(&root, HDA, false)],
+        &root,
+        &mut findings,
+    );
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let f = findings[0].to_string();
+    assert!(
+        f.contains("would unload bochs, which also drives 0000:00:0b.0 (bochs-drm)"),
+        "{f}"
+    );
+    assert_eq!(findings[0].severity, crate::plan::Severity::Error);
 }
