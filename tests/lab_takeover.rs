@@ -157,8 +157,7 @@ fn takeover_of_bochs_with_a_display_manager_and_holders_rollback_and_restore() {
     ]));
     let out = text(&run, "c_start_out");
     c.that(
-        out.contains("modprobe -r 9p")
-            && out.contains("everything already changed was undone"),
+        out.contains("modprobe -r 9p") && out.contains("everything already changed was undone"),
         "the failed start must name the module and say all was undone",
     );
     bochs_desktop(&mut c, "c_after");
@@ -241,8 +240,9 @@ fn takeover_leaves_the_driver_of_the_hosts_other_gpu_loaded() {
     c.fields(&devices("b_after", &[VGA_BOCHS, HDA_HOST]));
     let out = text(&run, "b_start_out");
     c.that(
-        out.contains("unload_modules would unload bochs, which also drives 0000:00:0b.0 (bochs-drm)")
-            && out.contains("nothing on the host was changed"),
+        out.contains(
+            "unload_modules would unload bochs, which also drives 0000:00:0b.0 (bochs-drm)",
+        ) && out.contains("nothing on the host was changed"),
         "the refusal must name 0b.0 and change nothing",
     );
 

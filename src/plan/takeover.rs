@@ -144,7 +144,7 @@ pub(crate) fn plan(
         .filter_map(|h| h.device.as_ref())
         .filter(|d| d.is_display())
         .collect();
-    let gpus: Vec<TakeoverGpu> = devices
+    let mut gpus: Vec<TakeoverGpu> = devices
         .iter()
         .map(|d| {
             let nodes = procs::GpuNodes::of(root, d);
@@ -155,12 +155,6 @@ pub(crate) fn plan(
                 nvidia: d.driver.as_deref() == Some("nvidia") || nodes.any_nvidia,
             }
         })
-        .collect();
-    let scan = procs::holders(root, |p| gpus.iter().any(|g| g.holds(p)));
-    let holders = scan
-        .holders
-        .iter()
-        .map(|h| format!("{} (pid {}, {})", h.comm, h.pid, h.path.display()))
         .collect();
     let vtconsoles = display::vtconsoles(root)
         .into_iter()
@@ -228,6 +222,22 @@ pub(crate) fn plan(
         .cloned()
         .collect();
     let helpers = display::unused_after(root, &loaded);
+    for g in &mut gpus {
+        // With its module staying loaded, unbinding one NVIDIA GPU waits
+        // only for the opens of that GPU (nv_pci_remove waits on the
+        // device's usage count: its /dev/nvidiaN and DRM nodes), not for
+        // every /dev/nvidia* user; with the minor unknown, any may be it.
+        let stays = display::driver_module(root, g.address).is_some_and(|m| !modules.contains(&m));
+        let minor_known = g
+            .nodes
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("/dev/nvidia"));
+        if stays && minor_known {
+            g.nvidia = false;
+        }
+    }
+    let scan = procs::holders(root, |p| gpus.iter().any(|g| g.holds(p)));
+    let holders = procs::by_process(&scan.holders);
     if matches!(t.unload_modules, UnloadModules::List(_)) {
         let all: Vec<String> = loaded.iter().chain(&helpers).cloned().collect();
         for (module, devs) in stranded(root, &all, &passed) {
@@ -469,7 +479,11 @@ mod tests {
         );
         assert!(findings.is_empty(), "{findings:?}");
         assert!(t.modules.is_empty(), "{:?}", t.modules);
-        assert!(t.kept[0].contains(&format!("leave {module} loaded")), "{:?}", t.kept);
+        assert!(
+            t.kept[0].contains(&format!("leave {module} loaded")),
+            "{:?}",
+            t.kept
+        );
         assert!(t.kept[0].contains(other), "{:?}", t.kept);
         let mut list = takeover(DisplayManager::Auto);
         list.unload_modules = UnloadModules::List(vec![module.into()]);

@@ -326,9 +326,10 @@ fn a_framebuffer_the_kernel_removed_is_a_note_not_a_failure() {
 /// VM's GPU alone, and 0b.0 keeps bochs-drm and its card throughout.
 #[test]
 fn a_module_the_host_still_needs_stays_loaded() {
-    let dir = Machine::BochsDual
-        .build()
-        .process(400, "Xorg", &["/dev/dri/card0", "/dev/dri/card1"]);
+    let dir =
+        Machine::BochsDual
+            .build()
+            .process(400, "Xorg", &["/dev/dri/card0", "/dev/dri/card1"]);
     let p = dir.path();
     let kernel = FakeKernel::new(p)
         .native(GPU, "bochs-drm")
@@ -399,4 +400,132 @@ fn an_unload_list_that_strands_a_host_device_is_refused() {
         "{f}"
     );
     assert_eq!(findings[0].severity, crate::plan::Severity::Error);
+}
+
+/// Two NVIDIA cards, the VM takes 01:00.0 (minor 0) and the host keeps
+/// 02:00.0 (minor 1), so nvidia stays loaded: nvidia-persistenced
+/// (nvidiactl + both cards), a CUDA daemon and a game on the VM's card,
+/// and a tool on the host's card only.
+fn nvidia_two_cards() -> (TestHost, FakeKernel) {
+    use crate::testing::machines::{ids::RTX_3050, NVIDIA_AUDIO, NVIDIA_GPU};
+    let other = "0000:02:00.0";
+    let info = |minor: u32| format!("Model: RTX 3050\nDevice Minor: {minor}\n");
+    let dir = Machine::NvidiaDesktop
+        .build()
+        .pci(
+            Pci::vga(other, RTX_3050)
+                .driver("nvidia")
+                .group(13)
+                .boot_vga(true),
+        )
+        .module("nvidia", &[])
+        .driver_module("nvidia", "nvidia")
+        .file(
+            &format!("/proc/driver/nvidia/gpus/{NVIDIA_GPU}/information"),
+            &info(0),
+        )
+        .file(
+            &format!("/proc/driver/nvidia/gpus/{other}/information"),
+            &info(1),
+        )
+        .process(
+            700,
+            "nvidia-persistenced",
+            &["/dev/nvidiactl", "/dev/nvidia0", "/dev/nvidia1"],
+        )
+        .process(
+            710,
+            "cudad",
+            &["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0"],
+        )
+        .process(
+            720,
+            "game",
+            &["/dev/nvidia0", "/dev/nvidia0", "/dev/nvidiactl"],
+        )
+        .process(730, "blender", &["/dev/nvidiactl", "/dev/nvidia1"]);
+    let kernel = FakeKernel::new(dir.path())
+        .native(NVIDIA_GPU, "nvidia")
+        .native(other, "nvidia")
+        .native(NVIDIA_AUDIO, "snd_hda_intel")
+        .driver_module("nvidia", "nvidia");
+    kernel.modprobe("vfio-pci").unwrap();
+    (dir, kernel)
+}
+
+fn nvidia_plan(root: &HostRoot, stop_processes: &[&str]) -> TakeoverPlan {
+    use crate::testing::machines::{NVIDIA_AUDIO, NVIDIA_GPU};
+    let t = Takeover {
+        display_manager: DisplayManager::Auto,
+        stop_units: vec![],
+        user_units: vec![],
+        stop_processes: stop_processes.iter().map(|s| s.to_string()).collect(),
+        unload_modules: UnloadModules::Auto,
+    };
+    let mut findings = Vec::new();
+    let plan = crate::plan::takeover::plan(
+        &t,
+        &[
+            planned(root, NVIDIA_GPU, true),
+            planned(root, NVIDIA_AUDIO, false),
+        ],
+        root,
+        &mut findings,
+    );
+    assert!(findings.is_empty(), "{findings:?}");
+    plan
+}
+
+#[test]
+fn holders_that_are_not_the_desktop_are_refused_by_name_and_pid() {
+    let (dir, kernel) = nvidia_two_cards();
+    let root = HostRoot::new(dir.path());
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let plan = nvidia_plan(&root, &["nvidia-persistenced"]);
+    assert!(plan.modules.is_empty(), "{:?}", plan.modules);
+    // Each process once, with the VM card's nodes it holds; the tool on
+    // the host's card alone is no holder.
+    assert_eq!(
+        plan.holders,
+        [
+            "nvidia-persistenced (pid 700, /dev/nvidia0)",
+            "cudad (pid 710, /dev/nvidia0)",
+            "game (pid 720, /dev/nvidia0)",
+        ]
+    );
+    let path = dir.path().join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    let err = release(&host, &mut j, &plan).unwrap_err();
+    let TakeoverError::Held { holders } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        holders,
+        "cudad (pid 710, /dev/nvidia0), game (pid 720, /dev/nvidia0)"
+    );
+    // Refused before anything is stopped: not even the allowed one.
+    assert!(kernel
+        .commands
+        .borrow()
+        .iter()
+        .all(|c| !c.starts_with("kill")));
+    assert!(journal::read(&path).unwrap().steps.is_empty());
+}
+
+#[test]
+fn only_the_holders_named_in_stop_processes_are_stopped() {
+    let (dir, kernel) = nvidia_two_cards();
+    let root = HostRoot::new(dir.path());
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let plan = nvidia_plan(&root, &["nvidia-persistenced", "cudad", "game"]);
+    let path = dir.path().join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    release(&host, &mut j, &plan).unwrap();
+    let cmds = kernel.commands.borrow().join("\n");
+    assert_eq!(
+        cmds,
+        "kill -SIGTERM 700\nkill -SIGTERM 710\nkill -SIGTERM 720"
+    );
+    assert!(dir.path().join("proc/730").exists(), "blender must be left");
+    assert!(display::module_loaded(&root, "nvidia"));
 }
