@@ -14,5 +14,5 @@ pub use super::section::network::{
 };
 pub use super::section::qemu::{Accel, QemuSettings, QemuUser};
 pub use super::section::smbios::Smbios;
-pub use super::section::takeover::{DisplayManager, Takeover, UnloadModules};
+pub use super::section::takeover::{Desktop, DisplayManager, Takeover, UnloadModules};
 pub use super::vm::VmConfig;

@@ -187,6 +187,32 @@ pub(crate) fn framebuffers(root: &HostRoot, gpu: PciAddress, boot_vga: bool) -> 
     out
 }
 
+/// The connectors of `address`'s DRM card that have a display connected:
+/// `/sys/bus/pci/devices/ADDR/drm/cardN/cardN-NAME/status` reads
+/// `connected` (drivers/gpu/drm/drm_sysfs.c `status_show`), as `NAME`.
+pub(crate) fn connected_outputs(root: &HostRoot, address: PciAddress) -> Vec<String> {
+    let mut out = Vec::new();
+    let drm = root.pci_device(&address).join("drm");
+    for card in fs::read_dir(drm).into_iter().flatten().flatten() {
+        let card_name = card.file_name().to_string_lossy().into_owned();
+        if !card_name.starts_with("card") {
+            continue;
+        }
+        for conn in fs::read_dir(card.path()).into_iter().flatten().flatten() {
+            let name = conn.file_name().to_string_lossy().into_owned();
+            let Some(output) = name.strip_prefix(&format!("{card_name}-")) else {
+                continue;
+            };
+            let status = fs::read_to_string(conn.path().join("status")).unwrap_or_default();
+            if status.trim() == "connected" {
+                out.push(output.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The kernel module behind a device's driver (`driver/module`), if it is
 /// a module and not built in.
 pub(crate) fn driver_module(root: &HostRoot, address: PciAddress) -> Option<String> {

@@ -4,6 +4,7 @@
 //! dry-run for another machine still shows its command line.
 
 pub(crate) mod backing;
+pub(crate) mod desktop_restart;
 pub(crate) mod files;
 pub(crate) mod finding;
 pub(crate) mod firmware;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::hostdev::PlannedHostdev;
-use crate::config::{DisplayManager, PciAddress, Takeover, UnloadModules};
+use crate::config::{Desktop, DisplayManager, PciAddress, Takeover, UnloadModules};
 use crate::host::display::{self, DrivenDevice, Framebuffer, VtConsole};
 use crate::host::{procs, HostRoot};
 
@@ -70,6 +70,11 @@ pub struct TakeoverPlan {
     /// The GPU driver modules left loaded because the host keeps another
     /// device they drive, one line each.
     pub kept: Vec<String>,
+    /// `restart`: the display manager starts again once the GPU is bound
+    /// to vfio-pci, on `desktop_gpus`.
+    pub desktop: Desktop,
+    /// The GPUs the host keeps for its desktop, `address (driver)`.
+    pub desktop_gpus: Vec<String>,
 }
 
 /// Any process whose `comm` matches one of `patterns` (globs).
@@ -238,6 +243,9 @@ pub(crate) fn plan(
     }
     let scan = procs::holders(root, |p| gpus.iter().any(|g| g.holds(p)));
     let holders = procs::by_process(&scan.holders);
+    if t.desktop == Desktop::Restart {
+        super::desktop_restart::check(root, hostdevs, &display_manager, findings);
+    }
     if matches!(t.unload_modules, UnloadModules::List(_)) {
         let all: Vec<String> = loaded.iter().chain(&helpers).cloned().collect();
         for (module, devs) in stranded(root, &all, &passed) {
@@ -266,6 +274,17 @@ pub(crate) fn plan(
         helpers,
         modules_why,
         kept,
+        desktop: t.desktop,
+        desktop_gpus: super::desktop_restart::kept_gpus(root, hostdevs)
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} ({})",
+                    d.address,
+                    d.driver.as_deref().unwrap_or_default()
+                )
+            })
+            .collect(),
     }
 }
 
@@ -402,7 +421,20 @@ impl TakeoverPlan {
                 self.helpers.join(", ")
             ));
         }
-        out.push("then bind to vfio-pci; after the VM, all of it in reverse".into());
+        out.push("then bind to vfio-pci".into());
+        if self.desktop == Desktop::Restart {
+            out.push(format!(
+                "start the display manager again at once (desktop = \"restart\"), on {}",
+                if self.desktop_gpus.is_empty() {
+                    "no GPU: refused".to_string()
+                } else {
+                    self.desktop_gpus.join(", ")
+                }
+            ));
+            out.push("after the VM, all of it in reverse; the desktop keeps running".into());
+        } else {
+            out.push("after the VM, all of it in reverse".into());
+        }
         out
     }
 }
@@ -425,6 +457,7 @@ mod tests {
             user_units: vec![],
             stop_processes: vec!["gpuhold".into()],
             unload_modules: UnloadModules::Auto,
+            desktop: Default::default(),
         }
     }
 

@@ -27,6 +27,7 @@ pub enum Step {
     Hugepages(hugepages::Hugepages),
     StopUnit(units::StopUnit),
     StopCommand(display_manager::StopCommand),
+    RestartDesktop(display_manager::RestartDesktop),
     StopProcess(holders::StopProcess),
     UnbindVtcon(vtconsoles::UnbindVtcon),
     UnbindFramebuffer(framebuffer::UnbindFramebuffer),
@@ -44,6 +45,7 @@ impl Step {
             Self::Hugepages(s) => s.undo(host),
             Self::StopUnit(s) => s.undo(host),
             Self::StopCommand(s) => s.undo(host),
+            Self::RestartDesktop(s) => s.undo(host),
             Self::StopProcess(s) => s.undo(host),
             Self::UnbindVtcon(s) => s.undo(host),
             Self::UnbindFramebuffer(s) => s.undo(host),
@@ -480,6 +482,9 @@ mod tests {
             Step::UnbindVtcon(vtconsoles::UnbindVtcon {
                 index: 1,
                 name: "(M) frame buffer device".into(),
+            }),
+            Step::RestartDesktop(display_manager::RestartDesktop {
+                start: vec!["systemctl".into(), "start".into(), "gdm.service".into()],
             }),
             Step::UnloadModule(modules::UnloadModule {
                 module: "bochs".into(),

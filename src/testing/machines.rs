@@ -98,7 +98,7 @@ pub enum Machine {
     BochsDesktop,
     /// The lab's `dual` topology: `BochsDesktop` plus the host's own
     /// display, a bochs-display (`BOCHS_DISPLAY`, bochs-drm too, card1,
-    /// not the boot VGA) alone in group 4.
+    /// not the boot VGA) alone in group 4; a display on each.
     BochsDual,
 }
 
@@ -225,6 +225,12 @@ impl Machine {
                     .boot_vga(false)
                     .create(host.path());
                 sysfs::add_drm(host.path(), BOCHS_DISPLAY, &["card1"]);
+                // bochs-drm's one virtual connector reports a display.
+                for (addr, card) in [(BOCHS_GPU, "card0"), (BOCHS_DISPLAY, "card1")] {
+                    let status =
+                        format!("/sys/bus/pci/devices/{addr}/drm/{card}/{card}-Virtual-1/status");
+                    sysfs::write(host.path(), &status, "connected\n");
+                }
                 host
             }
         }

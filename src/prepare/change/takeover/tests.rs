@@ -46,6 +46,7 @@ fn takeover_plan(root: &HostRoot, stop_processes: &[&str]) -> TakeoverPlan {
         user_units: vec![],
         stop_processes: stop_processes.iter().map(|s| s.to_string()).collect(),
         unload_modules: UnloadModules::Auto,
+        desktop: Default::default(),
     };
     crate::plan::takeover::plan(
         &t,
@@ -264,6 +265,7 @@ fn efifb_is_unbound_and_bound_again() {
             user_units: vec![],
             stop_processes: vec![],
             unload_modules: UnloadModules::Auto,
+            desktop: Default::default(),
         },
         &[planned(&root, GPU, true)],
         &root,
@@ -385,6 +387,7 @@ fn an_unload_list_that_strands_a_host_device_is_refused() {
         user_units: vec![],
         stop_processes: vec![],
         unload_modules: UnloadModules::List(vec!["bochs".into()]),
+        desktop: Default::default(),
     };
     let mut findings = Vec::new();
     crate::plan::takeover::plan(
@@ -461,6 +464,7 @@ fn nvidia_plan(root: &HostRoot, stop_processes: &[&str]) -> TakeoverPlan {
         user_units: vec![],
         stop_processes: stop_processes.iter().map(|s| s.to_string()).collect(),
         unload_modules: UnloadModules::Auto,
+        desktop: Default::default(),
     };
     let mut findings = Vec::new();
     let plan = crate::plan::takeover::plan(
@@ -528,4 +532,154 @@ fn only_the_holders_named_in_stop_processes_are_stopped() {
     );
     assert!(dir.path().join("proc/730").exists(), "blender must be left");
     assert!(display::module_loaded(&root, "nvidia"));
+}
+
+fn restart_plan(root: &HostRoot) -> TakeoverPlan {
+    let t = Takeover {
+        display_manager: DisplayManager::Unit("gdm.service".into()),
+        stop_units: vec![],
+        user_units: vec![],
+        stop_processes: vec![],
+        unload_modules: UnloadModules::Auto,
+        desktop: crate::config::Desktop::Restart,
+    };
+    let mut findings = Vec::new();
+    let plan = crate::plan::takeover::plan(
+        &t,
+        &[planned(root, GPU, true), planned(root, HDA, false)],
+        root,
+        &mut findings,
+    );
+    assert!(findings.is_empty(), "{findings:?}");
+    plan
+}
+
+/// `desktop = "restart"` on the dual host: gdm stops, the VM's GPU goes to
+/// vfio-pci, gdm starts again at once (journaled after the binds, so the
+/// teardown meets it first and leaves it running); after the VM the GPU
+/// is back on bochs-drm and gdm still runs.
+#[test]
+fn restart_starts_the_desktop_again_after_the_bind_and_leaves_it_running() {
+    let dir =
+        Machine::BochsDual
+            .build()
+            .process(400, "Xorg", &["/dev/dri/card0", "/dev/dri/card1"]);
+    let p = dir.path();
+    let kernel = FakeKernel::new(p)
+        .native(GPU, "bochs-drm")
+        .native(BOCHS_DISPLAY, "bochs-drm")
+        .native(HDA, "snd_hda_intel")
+        .driver_module("bochs-drm", "bochs")
+        .unit("gdm.service", &[400]);
+    kernel.modprobe("vfio-pci").unwrap();
+    let root = HostRoot::new(p);
+    let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
+    let plan = restart_plan(&root);
+    assert_eq!(plan.desktop_gpus, ["0000:00:0b.0 (bochs-drm)"]);
+    let text = plan.describe(&root).join("\n");
+    assert!(
+        text.contains("start the display manager again at once (desktop = \"restart\"), on 0000:00:0b.0 (bochs-drm)"),
+        "{text}"
+    );
+    let path = p.join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    release(&host, &mut j, &plan).unwrap();
+    assert!(!gdm_active(&kernel));
+    for a in [GPU, HDA] {
+        vfio::bind(&host, &mut j, a.parse().unwrap(), false).unwrap();
+    }
+    display_manager::restart_display_manager(&host, &mut j, &plan).unwrap();
+    assert!(gdm_active(&kernel), "the desktop must run during the VM");
+    let steps = journal::read(&path).unwrap().steps;
+    assert!(
+        matches!(steps.last(), Some(Step::RestartDesktop(r)) if r.start == ["systemctl", "start", "gdm.service"]),
+        "{steps:?}"
+    );
+
+    let report = journal::undo_all(&path, &host);
+    assert!(report.complete(), "{report:?}");
+    assert!(gdm_active(&kernel));
+    assert!(
+        report.steps[0].what.contains("is left running"),
+        "{report:?}"
+    );
+    assert_eq!(
+        host.driver_of(GPU.parse().unwrap()).as_deref(),
+        Some("bochs-drm")
+    );
+    let cmds = kernel.commands.borrow().join("\n");
+    let order = ["systemctl stop gdm.service", "systemctl start gdm.service"];
+    let at: Vec<usize> = order.iter().map(|c| cmds.find(c).unwrap()).collect();
+    assert!(at[0] < at[1], "{cmds}");
+    assert_eq!(
+        cmds.matches("systemctl stop gdm.service").count(),
+        1,
+        "{cmds}"
+    );
+}
+
+/// `restart` for the host's only GPU is refused before any change.
+#[test]
+fn restart_of_the_only_gpu_is_refused() {
+    let dir = Machine::BochsDesktop.build();
+    let root = HostRoot::new(dir.path());
+    let t = Takeover {
+        display_manager: DisplayManager::Unit("gdm.service".into()),
+        stop_units: vec![],
+        user_units: vec![],
+        stop_processes: vec![],
+        unload_modules: UnloadModules::Auto,
+        desktop: crate::config::Desktop::Restart,
+    };
+    let mut findings = Vec::new();
+    crate::plan::takeover::plan(&t, &[planned(&root, GPU, true)], &root, &mut findings);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0].message.contains(
+            "needs a GPU the host keeps for the desktop, and 0000:00:0a.0 is the host's only GPU"
+        ),
+        "{}",
+        findings[0]
+    );
+}
+
+/// The desktop shows on the boot VGA the VM takes (a display connected to
+/// it), the other GPU has none connected: refused, naming the connector.
+#[test]
+fn restart_when_the_desktop_shows_on_the_taken_gpu_is_refused() {
+    let dir = Machine::BochsDual
+        .build()
+        .file(
+            &format!("/sys/bus/pci/devices/{GPU}/drm/card0/card0-Virtual-1/status"),
+            "connected\n",
+        )
+        .file(
+            &format!("/sys/bus/pci/devices/{BOCHS_DISPLAY}/drm/card1/card1-Virtual-1/status"),
+            "disconnected\n",
+        );
+    let root = HostRoot::new(dir.path());
+    let t = Takeover {
+        display_manager: DisplayManager::Unit("gdm.service".into()),
+        stop_units: vec![],
+        user_units: vec![],
+        stop_processes: vec![],
+        unload_modules: UnloadModules::Auto,
+        desktop: crate::config::Desktop::Restart,
+    };
+    let mut findings = Vec::new();
+    crate::plan::takeover::plan(&t, &[planned(&root, GPU, true)], &root, &mut findings);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0].message.contains("the desktop shows on 0000:00:0a.0 (a display is connected to it (Virtual-1)) and no GPU the host keeps (0000:00:0b.0) has a display connected"),
+        "{}",
+        findings[0]
+    );
+    // With a display on the kept GPU too, it may restart there.
+    let _dir = dir.file(
+        &format!("/sys/bus/pci/devices/{BOCHS_DISPLAY}/drm/card1/card1-Virtual-1/status"),
+        "connected\n",
+    );
+    let mut findings = Vec::new();
+    crate::plan::takeover::plan(&t, &[planned(&root, GPU, true)], &root, &mut findings);
+    assert!(findings.is_empty(), "{findings:?}");
 }
