@@ -258,5 +258,38 @@ fn takeover_leaves_the_driver_of_the_hosts_other_gpu_loaded() {
     ]));
     c.fields(&devices("c_running", &[VFIO, VFIO]));
     c.fields(&devices("c_restored", &[VGA_BOCHS, HDA_HOST]));
+
+    // (d) desktop = "restart": the display manager runs again during the
+    // VM on 0b.0 alone, and is left running after.
+    c.that(
+        text(&run, "d_dry_out")
+            .contains("start the display manager again at once (desktop = \"restart\"), on 0000:00:0b.0 (bochs-drm)"),
+        "the dry-run must say the display manager starts again on 0b.0",
+    );
+    c.fields(&fields(&[
+        ("d_before_dm_holds", json!(["0000:00:0a.0", "0000:00:0b.0"])),
+        ("d_dry_exit", json!(0)),
+        ("d_start_exit", json!(0)),
+        ("d_running_second", json!("bochs-drm node")),
+        ("d_running_bochs", json!(true)),
+        ("d_running_dm", json!(true)),
+        ("d_running_dm_holds", json!(["0000:00:0b.0"])),
+        ("d_stop_exit", json!(0)),
+        ("d_after_second", json!("bochs-drm node")),
+        ("d_after_dm", json!(true)),
+        ("d_after_dm_same", json!(true)),
+    ]));
+    c.fields(&devices("d_running", &[VFIO, VFIO]));
+    c.fields(&devices("d_after", &[VGA_BOCHS, HDA_HOST]));
+    let journal = text(&run, "d_journal");
+    let at = |step: &str| journal.find(step);
+    c.that(
+        matches!((at("stop-command"), at("bind-vfio"), at("restart-desktop")), (Some(a), Some(b), Some(r)) if a < b && b < r),
+        "the journal must hold the stop, the binds, then the restart",
+    );
+    c.that(
+        run.get("d_down_ms").as_u64().is_some(),
+        "the time the desktop was down must be measured",
+    );
     c.done();
 }

@@ -5,7 +5,10 @@
 #     after stop 0a.0 is back on bochs-drm;
 # (b) an explicit unload_modules = ["bochs"] is refused before any change,
 #     naming 0b.0;
-# (c) kill -9 of the supervisor, then `vmrun restore`: the same end.
+# (c) kill -9 of the supervisor, then `vmrun restore`: the same end;
+# (d) desktop = "restart": the stand-in display manager (holding both
+#     cards) stops, the VGA goes to vfio-pci, it starts again at once and
+#     runs through the VM and after the stop; the time it was down.
 . "$LAB_LIB"
 . "$LAB_SCENARIO_DIR/vfio_lib.sh"
 . "$LAB_SCENARIO_DIR/takeover_lib.sh"
@@ -25,13 +28,20 @@ lab_str host_second_card "$SECOND_CARD"
 cat >/tmp/dm-start <<EOF
 #!/bin/sh
 if [ -s /run/dm.pid ] && kill -0 "\$(cat /run/dm.pid)" 2>/dev/null; then exit 0; fi
-/tmp/standin-dm 100000 </dev/dri/$VGA_CARD 3</dev/dri/$SECOND_CARD >/dev/null 2>&1 &
+# Opens the cards there are (the VGA's is gone while the VM has it).
+if [ -e /dev/dri/$VGA_CARD ]; then
+	/tmp/standin-dm 100000 </dev/dri/$VGA_CARD 3</dev/dri/$SECOND_CARD >/dev/null 2>&1 &
+else
+	/tmp/standin-dm 100000 </dev/dri/$SECOND_CARD >/dev/null 2>&1 &
+fi
 echo \$! >/run/dm.pid
+echo "\$(awk '{ printf "%d", \$1 * 1000 }' /proc/uptime) start" >>/tmp/dm.times
 EOF
 cat >/tmp/dm-stop <<'EOF'
 #!/bin/sh
 [ -s /run/dm.pid ] && kill "$(cat /run/dm.pid)"
 rm -f /run/dm.pid
+echo "$(awk '{ printf "%d", $1 * 1000 }' /proc/uptime) stop" >>/tmp/dm.times
 EOF
 chmod +x /tmp/dm-start /tmp/dm-stop
 /tmp/dm-start
@@ -101,3 +111,33 @@ unwatch c_watch /tmp/c.watch
 rec_devices c_restored $VGA $HDA
 rec_second c_restored
 lab_bool c_restored_dm test -s /run/dm.pid
+
+# ---- (d) desktop = "restart"
+# dm_holds: the running stand-in's cards, as PCI addresses.
+dm_holds() {
+	q=$(cat /run/dm.pid 2>/dev/null)
+	[ -n "$q" ] || return 0
+	for f in /proc/$q/fd/*; do
+		t=$(readlink "$f")
+		case "$t" in /dev/dri/*) basename "$(readlink -f "/sys/class/drm/${t#/dev/dri/}/device")" ;; esac
+	done | sort -u
+}
+lab_list d_before_dm_holds $(dm_holds)
+: >/tmp/dm.times
+takeover_cfg tdr "$DM" 'desktop = "restart"'
+run_vmrun d_dry start tdr --dry-run
+run_vmrun d_start start tdr --detach
+rec_devices d_running $VGA $HDA
+rec_second d_running
+lab_bool d_running_dm alive "$(cat /run/dm.pid 2>/dev/null)"
+lab_list d_running_dm_holds $(dm_holds)
+lab_str d_journal "$(cat /run/vmrun/tdr/journal 2>/dev/null)"
+dpid=$(cat /run/dm.pid 2>/dev/null)
+run_vmrun d_stop stop tdr
+lab_wait 10 drivers_are bochs-drm snd_hda_intel
+rec_devices d_after $VGA $HDA
+rec_second d_after
+lab_bool d_after_dm_same test "$(cat /run/dm.pid 2>/dev/null)" = "$dpid"
+lab_bool d_after_dm alive "$dpid"
+lab_str d_times "$(cat /tmp/dm.times)"
+lab_num d_down_ms "$(awk '$2 == "stop" { s = $1 } $2 == "start" && s { print $1 - s; exit }' /tmp/dm.times)"
