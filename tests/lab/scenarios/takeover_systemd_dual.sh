@@ -16,17 +16,12 @@ mark() { echo "lab-scenario: $*" >/dev/console; }
 SECOND=0000:00:0b.0
 DM=display-manager.service
 
-# The desktop on 0b.0: Xorg's screen there (BusID is decimal bus@domain:
-# device:function), and its unit waiting for that card, not for card0
-# (the VM's VGA, gone while the VM runs).
-cat >/etc/X11/xorg.conf.d/30-dual.conf <<'EOF'
-Section "Device"
-	Identifier "lab-vga"
-	Driver "modesetting"
-	BusID "PCI:0@0:11:0"
-	Option "AccelMethod" "none"
-EndSection
-EOF
+# The desktop on 0b.0: Xorg's screen there (its Device section gets a
+# BusID, decimal bus@domain:device:function), the VM's VGA added as a GPU
+# screen (AutoAddGPU, the default), and its unit waiting for 0b.0's card,
+# not for card0 (the VM's VGA, gone while the VM runs).
+sed -i '/Driver "modesetting"/a\	BusID "PCI:0@0:11:0"' /etc/X11/xorg.conf.d/20-lab.conf
+lab_str host_xorg_conf "$(cat /etc/X11/xorg.conf.d/20-lab.conf)"
 mkdir -p /etc/systemd/system/lab-xorg.service.d
 cat >/etc/systemd/system/lab-xorg.service.d/dual.conf <<EOF
 [Service]
@@ -93,6 +88,8 @@ rec_devices a_running $VGA $HDA
 rec_desktop a_running
 lab_bool a_running_x_new test "$(x_pid)" != "$x0"
 lab_str a_journal "$(cat /run/vmrun/ta/journal 2>/dev/null)"
+lab_str a_running_xorg_log "$(grep -E '\(EE\)|\(WW\)|PCI:|GPU|Output|screen' /run/Xorg.0.log 2>/dev/null | tail -c 2500)"
+lab_str a_running_dm_journal "$(journalctl -u lab-xorg.service --no-pager -o cat 2>&1 | tail -c 1500)"
 lab_str a_pci_ids "$(nested_pci_ids ta)"
 x1=$(x_pid)
 run_vmrun a_stop stop ta

@@ -323,23 +323,30 @@ fn a_framebuffer_the_kernel_removed_is_a_note_not_a_failure() {
     assert!(report.steps[0].problem.is_none());
 }
 
-/// The lab's dual host: bochs drives the VM's GPU and the host's own
-/// display (0b.0). `auto` leaves bochs loaded, the VFIO bind unbinds the
-/// VM's GPU alone, and 0b.0 keeps bochs-drm and its card throughout.
-#[test]
-fn a_module_the_host_still_needs_stays_loaded() {
+/// The lab's dual host: bochs drives the VM's GPU and the host's display
+/// (0b.0); gdm's Xorg (pid 400) holds both cards.
+fn dual_host() -> (TestHost, FakeKernel) {
     let dir =
         Machine::BochsDual
             .build()
             .process(400, "Xorg", &["/dev/dri/card0", "/dev/dri/card1"]);
-    let p = dir.path();
-    let kernel = FakeKernel::new(p)
+    let kernel = FakeKernel::new(dir.path())
         .native(GPU, "bochs-drm")
         .native(BOCHS_DISPLAY, "bochs-drm")
         .native(HDA, "snd_hda_intel")
         .driver_module("bochs-drm", "bochs")
         .unit("gdm.service", &[400]);
     kernel.modprobe("vfio-pci").unwrap();
+    (dir, kernel)
+}
+
+/// The lab's dual host: bochs drives the VM's GPU and the host's own
+/// display (0b.0). `auto` leaves bochs loaded, the VFIO bind unbinds the
+/// VM's GPU alone, and 0b.0 keeps bochs-drm and its card throughout.
+#[test]
+fn a_module_the_host_still_needs_stays_loaded() {
+    let (dir, kernel) = dual_host();
+    let p = dir.path();
     let root = HostRoot::new(p);
     let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
     let plan = takeover_plan(&root, &[]);
@@ -466,18 +473,7 @@ fn nvidia_plan(root: &HostRoot, stop_processes: &[&str]) -> TakeoverPlan {
         unload_modules: UnloadModules::Auto,
         desktop: Default::default(),
     };
-    let mut findings = Vec::new();
-    let plan = crate::plan::takeover::plan(
-        &t,
-        &[
-            planned(root, NVIDIA_GPU, true),
-            planned(root, NVIDIA_AUDIO, false),
-        ],
-        root,
-        &mut findings,
-    );
-    assert!(findings.is_empty(), "{findings:?}");
-    plan
+    plan_without_findings(root, &t, &[NVIDIA_GPU, NVIDIA_AUDIO])
 }
 
 #[test]
@@ -534,22 +530,31 @@ fn only_the_holders_named_in_stop_processes_are_stopped() {
     assert!(display::module_loaded(&root, "nvidia"));
 }
 
-fn restart_plan(root: &HostRoot) -> TakeoverPlan {
-    let t = Takeover {
+fn restart_takeover() -> Takeover {
+    Takeover {
         display_manager: DisplayManager::Unit("gdm.service".into()),
         stop_units: vec![],
         user_units: vec![],
         stop_processes: vec![],
         unload_modules: UnloadModules::Auto,
         desktop: crate::config::Desktop::Restart,
-    };
+    }
+}
+
+fn restart_plan(root: &HostRoot) -> TakeoverPlan {
+    plan_without_findings(root, &restart_takeover(), &[GPU, HDA])
+}
+
+/// The plan of `t` for the functions `addrs` (the first the VGA), which
+/// must find nothing to refuse.
+fn plan_without_findings(root: &HostRoot, t: &Takeover, addrs: &[&str]) -> TakeoverPlan {
+    let hostdevs: Vec<_> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| planned(root, a, i == 0))
+        .collect();
     let mut findings = Vec::new();
-    let plan = crate::plan::takeover::plan(
-        &t,
-        &[planned(root, GPU, true), planned(root, HDA, false)],
-        root,
-        &mut findings,
-    );
+    let plan = crate::plan::takeover::plan(t, &hostdevs, root, &mut findings);
     assert!(findings.is_empty(), "{findings:?}");
     plan
 }
@@ -560,18 +565,8 @@ fn restart_plan(root: &HostRoot) -> TakeoverPlan {
 /// is back on bochs-drm and gdm still runs.
 #[test]
 fn restart_starts_the_desktop_again_after_the_bind_and_leaves_it_running() {
-    let dir =
-        Machine::BochsDual
-            .build()
-            .process(400, "Xorg", &["/dev/dri/card0", "/dev/dri/card1"]);
+    let (dir, kernel) = dual_host();
     let p = dir.path();
-    let kernel = FakeKernel::new(p)
-        .native(GPU, "bochs-drm")
-        .native(BOCHS_DISPLAY, "bochs-drm")
-        .native(HDA, "snd_hda_intel")
-        .driver_module("bochs-drm", "bochs")
-        .unit("gdm.service", &[400]);
-    kernel.modprobe("vfio-pci").unwrap();
     let root = HostRoot::new(p);
     let host = Host::new(&root, &kernel).with_timings(Timings::NONE);
     let plan = restart_plan(&root);
@@ -623,14 +618,7 @@ fn restart_starts_the_desktop_again_after_the_bind_and_leaves_it_running() {
 fn restart_of_the_only_gpu_is_refused() {
     let dir = Machine::BochsDesktop.build();
     let root = HostRoot::new(dir.path());
-    let t = Takeover {
-        display_manager: DisplayManager::Unit("gdm.service".into()),
-        stop_units: vec![],
-        user_units: vec![],
-        stop_processes: vec![],
-        unload_modules: UnloadModules::Auto,
-        desktop: crate::config::Desktop::Restart,
-    };
+    let t = restart_takeover();
     let mut findings = Vec::new();
     crate::plan::takeover::plan(&t, &[planned(&root, GPU, true)], &root, &mut findings);
     assert_eq!(findings.len(), 1, "{findings:?}");
@@ -658,14 +646,7 @@ fn restart_when_the_desktop_shows_on_the_taken_gpu_is_refused() {
             "disconnected\n",
         );
     let root = HostRoot::new(dir.path());
-    let t = Takeover {
-        display_manager: DisplayManager::Unit("gdm.service".into()),
-        stop_units: vec![],
-        user_units: vec![],
-        stop_processes: vec![],
-        unload_modules: UnloadModules::Auto,
-        desktop: crate::config::Desktop::Restart,
-    };
+    let t = restart_takeover();
     let mut findings = Vec::new();
     crate::plan::takeover::plan(&t, &[planned(&root, GPU, true)], &root, &mut findings);
     assert_eq!(findings.len(), 1, "{findings:?}");
