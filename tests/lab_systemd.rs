@@ -470,6 +470,7 @@ fn dual_gpu_takeover_restarts_xorg_on_the_gpu_the_host_keeps() {
     );
     // The same Xorg, which added the VGA back as a GPU screen when its
     // DRM device reappeared (udev hotplug, AutoAddGPU).
+    f.has_in_order("a_stop_out", &["ta stopped"]);
     f.eq(&devices("a_after", &bochs));
     dual_desktop(&mut f, "a_after", &both);
     f.has_in_order(
@@ -492,6 +493,7 @@ fn dual_gpu_takeover_restarts_xorg_on_the_gpu_the_host_keeps() {
         "b_running",
         &[("vfio-pci", "vfio-pci"), ("vfio-pci", "vfio-pci")],
     ));
+    no_error(&mut f, "b_start_out");
     dual_desktop(&mut f, "b_running", &[SECOND]);
     f.has_in_order(
         "b_restore_out",
