@@ -394,3 +394,113 @@ fn takeover_of_an_xorg_desktop_under_systemd_and_back() {
     );
     f.done();
 }
+
+const SECOND: &str = "0000:00:0b.0";
+
+/// `rec_desktop` of the dual scenario: Xorg as the display manager, the
+/// devices it holds, 0b.0's driver.
+fn dual_desktop(f: &mut Fields, prefix: &str, x_devices: &[&str]) {
+    f.eq(&fields(&[
+        (&format!("{prefix}_dm"), json!("active")),
+        (&format!("{prefix}_x_devices"), json!(x_devices)),
+        (&format!("{prefix}_x_answers"), json!(true)),
+        (&format!("{prefix}_second"), json!("bochs-drm")),
+        (&format!("{prefix}_bochs"), json!(true)),
+    ]));
+}
+
+/// The dual topology with `desktop = "restart"`: Xorg (screen on the
+/// bochs-display at 0b.0, the VM's VGA as a GPU screen) stops, the VGA +
+/// HDA go to vfio-pci while bochs stays loaded for 0b.0, Xorg runs again at
+/// once holding 0b.0 only; after `vmrun stop`, and after `kill -9` +
+/// `vmrun restore`, the VGA is back on bochs-drm and the same Xorg still
+/// runs (and has taken the VGA back as a GPU screen).
+#[test]
+fn dual_gpu_takeover_restarts_xorg_on_the_gpu_the_host_keeps() {
+    let run = run(Scenario::named("takeover_systemd_dual.sh")
+        .topology(Topology::Dual)
+        .init(Init::Systemd)
+        .timeout(Duration::from_secs(900)));
+    let mut f = Fields::new(&run);
+    let both = ["0000:00:0a.0", SECOND];
+    let bochs = [("bochs-drm", NULL), ("snd_hda_intel", NULL)];
+    f.text("host_xorg_conf");
+    f.text("host_xorg_log");
+    dual_desktop(&mut f, "host", &both);
+
+    f.eq(&fields(&[
+        ("a_dry_exit", json!(0)),
+        ("a_start_exit", json!(0)),
+        ("a_start_second", json!(["bochs-drm"])),
+        ("a_running_x_new", json!(true)),
+        ("a_stop_exit", json!(0)),
+        ("a_after_x_same", json!(true)),
+        ("a_run_dir_gone", json!(true)),
+    ]));
+    f.has_in_order(
+        "a_dry_out",
+        &[
+            "stop the display manager lab-xorg.service",
+            "leave bochs loaded: bochs also drives 0000:00:0b.0 (bochs-drm), which the host keeps",
+            "then bind to vfio-pci",
+            "start the display manager again at once (desktop = \"restart\"), on 0000:00:0b.0 (bochs-drm)",
+        ],
+    );
+    no_error(&mut f, "a_start_out");
+    let down = f.ms("a_start_down_ms", BACK_WITHIN_MS);
+    f.eq(&devices(
+        "a_running",
+        &[("vfio-pci", "vfio-pci"), ("vfio-pci", "vfio-pci")],
+    ));
+    dual_desktop(&mut f, "a_running", &[SECOND]);
+    f.text("a_running_xorg_log");
+    f.text("a_running_dm_journal");
+    f.has_in_order(
+        "a_journal",
+        &[
+            r#"{"step":"stop-unit","unit":"lab-xorg.service","user":null}"#,
+            r#""step":"bind-vfio""#,
+            r#"{"step":"restart-desktop","start":["systemctl","start","lab-xorg.service"]}"#,
+        ],
+    );
+    let ids = f.text("a_pci_ids");
+    f.that(
+        ids.contains("1234:1111") && ids.contains("8086:2668"),
+        &format!("the nested QEMU's query-pci lacks the VGA or the HDA: {ids}"),
+    );
+    // The same Xorg, which added the VGA back as a GPU screen when its
+    // DRM device reappeared (udev hotplug, AutoAddGPU).
+    f.has_in_order("a_stop_out", &["ta stopped"]);
+    f.eq(&devices("a_after", &bochs));
+    dual_desktop(&mut f, "a_after", &both);
+    f.has_in_order(
+        "a_log",
+        &[
+            "is left running",
+            "0000:00:0a.0 back to bochs-drm",
+            "lab-xorg.service started again",
+        ],
+    );
+
+    f.eq(&fields(&[
+        ("b_start_exit", json!(0)),
+        ("b_supervisor_ended", json!(true)),
+        ("b_restore_exit", json!(0)),
+        ("b_qemu_stopped", json!(true)),
+        ("b_run_dir_gone", json!(true)),
+    ]));
+    f.eq(&devices(
+        "b_running",
+        &[("vfio-pci", "vfio-pci"), ("vfio-pci", "vfio-pci")],
+    ));
+    no_error(&mut f, "b_start_out");
+    dual_desktop(&mut f, "b_running", &[SECOND]);
+    f.has_in_order(
+        "b_restore_out",
+        &["is left running", "0000:00:0a.0 back to bochs-drm"],
+    );
+    f.eq(&devices("b_restored", &bochs));
+    dual_desktop(&mut f, "b_restored", &both);
+    eprintln!("systemd dual lab: the desktop was gone {down} ms during the handover");
+    f.done();
+}

@@ -157,8 +157,7 @@ fn takeover_of_bochs_with_a_display_manager_and_holders_rollback_and_restore() {
     ]));
     let out = text(&run, "c_start_out");
     c.that(
-        out.contains("modprobe -r 9pnet_virtio")
-            && out.contains("everything already changed was undone"),
+        out.contains("modprobe -r 9p") && out.contains("everything already changed was undone"),
         "the failed start must name the module and say all was undone",
     );
     bochs_desktop(&mut c, "c_after");
@@ -187,5 +186,110 @@ fn takeover_of_bochs_with_a_display_manager_and_holders_rollback_and_restore() {
     ]));
     display(&mut c, "d2_crashed", "0", false, true);
     bochs_desktop(&mut c, "d2_restored");
+    c.done();
+}
+
+/// The dual topology: bochs drives the VM's GPU (0a.0) and the host's own
+/// display (the bochs-display at 0b.0). The takeover unbinds 0a.0 alone and
+/// leaves bochs loaded; 0b.0 keeps bochs-drm and its DRM node throughout.
+#[test]
+fn takeover_leaves_the_driver_of_the_hosts_other_gpu_loaded() {
+    let run = run(Scenario::named("takeover_dual.sh").topology(Topology::Dual));
+    let mut c = Checks::new(&run);
+    let second = json!("bochs-drm node");
+    let watched = json!(["bochs-drm_node"]);
+    c.fields(&fields(&[
+        ("host_second", second.clone()),
+        ("host_bochs", json!(true)),
+    ]));
+
+    // (a) auto: bochs stays, 0a.0 goes to vfio-pci and comes back.
+    let dry = text(&run, "a_dry_out");
+    for step in [
+        "leave bochs loaded: bochs also drives 0000:00:0b.0 (bochs-drm), which the host keeps; 0000:00:0a.0 alone is unbound from it",
+        "no module to unload",
+    ] {
+        c.that(dry.contains(step), &format!("the dry-run lacks {step:?}"));
+    }
+    c.that(
+        !dry.contains("modprobe -r"),
+        "the dry-run must not unload a module",
+    );
+    c.fields(&fields(&[
+        ("a_dry_exit", json!(0)),
+        ("a_start_exit", json!(0)),
+        ("a_running_second", second.clone()),
+        ("a_running_bochs", json!(true)),
+        ("a_stop_exit", json!(0)),
+        ("a_watch", watched.clone()),
+        ("a_after_second", second.clone()),
+        ("a_after_bochs", json!(true)),
+        ("a_after_vga_card", json!(true)),
+        ("a_after_dm", json!(true)),
+    ]));
+    c.fields(&devices("a_running", &[VFIO, VFIO]));
+    nested_sees_the_gpu(&mut c, &run, "a_pci_ids");
+    c.fields(&devices("a_after", &[VGA_BOCHS, HDA_HOST]));
+
+    // (b) an explicit list naming bochs is refused before any change.
+    c.fields(&fields(&[
+        ("b_start_exit", json!(1)),
+        ("b_after_second", second.clone()),
+        ("b_dm", json!(true)),
+    ]));
+    c.fields(&devices("b_after", &[VGA_BOCHS, HDA_HOST]));
+    let out = text(&run, "b_start_out");
+    c.that(
+        out.contains(
+            "unload_modules would unload bochs, which also drives 0000:00:0b.0 (bochs-drm)",
+        ) && out.contains("nothing on the host was changed"),
+        "the refusal must name 0b.0 and change nothing",
+    );
+
+    // (c) kill -9 of the supervisor, then restore.
+    c.fields(&fields(&[
+        ("c_start_exit", json!(0)),
+        ("c_supervisor_ended", json!(true)),
+        ("c_restore_exit", json!(0)),
+        ("c_watch", watched),
+        ("c_restored_second", second),
+        ("c_restored_bochs", json!(true)),
+        ("c_restored_dm", json!(true)),
+    ]));
+    c.fields(&devices("c_running", &[VFIO, VFIO]));
+    c.fields(&devices("c_restored", &[VGA_BOCHS, HDA_HOST]));
+
+    // (d) desktop = "restart": the display manager runs again during the
+    // VM on 0b.0 alone, and is left running after.
+    c.that(
+        text(&run, "d_dry_out")
+            .contains("start the display manager again at once (desktop = \"restart\"), on 0000:00:0b.0 (bochs-drm)"),
+        "the dry-run must say the display manager starts again on 0b.0",
+    );
+    c.fields(&fields(&[
+        ("d_before_dm_holds", json!(["0000:00:0a.0", "0000:00:0b.0"])),
+        ("d_dry_exit", json!(0)),
+        ("d_start_exit", json!(0)),
+        ("d_running_second", json!("bochs-drm node")),
+        ("d_running_bochs", json!(true)),
+        ("d_running_dm", json!(true)),
+        ("d_running_dm_holds", json!(["0000:00:0b.0"])),
+        ("d_stop_exit", json!(0)),
+        ("d_after_second", json!("bochs-drm node")),
+        ("d_after_dm", json!(true)),
+        ("d_after_dm_same", json!(true)),
+    ]));
+    c.fields(&devices("d_running", &[VFIO, VFIO]));
+    c.fields(&devices("d_after", &[VGA_BOCHS, HDA_HOST]));
+    let journal = text(&run, "d_journal");
+    let at = |step: &str| journal.find(step);
+    c.that(
+        matches!((at("stop-command"), at("bind-vfio"), at("restart-desktop")), (Some(a), Some(b), Some(r)) if a < b && b < r),
+        "the journal must hold the stop, the binds, then the restart",
+    );
+    c.that(
+        run.get("d_down_ms").as_u64().is_some(),
+        "the time the desktop was down must be measured",
+    );
     c.done();
 }

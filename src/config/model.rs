@@ -15,6 +15,6 @@ pub use super::section::network::{
 };
 pub use super::section::qemu::{Accel, QemuSettings, QemuUser};
 pub use super::section::smbios::Smbios;
-pub use super::section::takeover::{DisplayManager, Takeover, UnloadModules};
+pub use super::section::takeover::{Desktop, DisplayManager, Takeover, UnloadModules};
 pub use super::section::usb::{Usb, UsbIds, UsbPort, UsbSelector, UsbSelectorError};
 pub use super::vm::VmConfig;

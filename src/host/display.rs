@@ -187,6 +187,32 @@ pub(crate) fn framebuffers(root: &HostRoot, gpu: PciAddress, boot_vga: bool) -> 
     out
 }
 
+/// The connectors of `address`'s DRM card that have a display connected:
+/// `/sys/bus/pci/devices/ADDR/drm/cardN/cardN-NAME/status` reads
+/// `connected` (drivers/gpu/drm/drm_sysfs.c `status_show`), as `NAME`.
+pub(crate) fn connected_outputs(root: &HostRoot, address: PciAddress) -> Vec<String> {
+    let mut out = Vec::new();
+    let drm = root.pci_device(&address).join("drm");
+    for card in fs::read_dir(drm).into_iter().flatten().flatten() {
+        let card_name = card.file_name().to_string_lossy().into_owned();
+        if !card_name.starts_with("card") {
+            continue;
+        }
+        for conn in fs::read_dir(card.path()).into_iter().flatten().flatten() {
+            let name = conn.file_name().to_string_lossy().into_owned();
+            let Some(output) = name.strip_prefix(&format!("{card_name}-")) else {
+                continue;
+            };
+            let status = fs::read_to_string(conn.path().join("status")).unwrap_or_default();
+            if status.trim() == "connected" {
+                out.push(output.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The kernel module behind a device's driver (`driver/module`), if it is
 /// a module and not built in.
 pub(crate) fn driver_module(root: &HostRoot, address: PciAddress) -> Option<String> {
@@ -197,6 +223,61 @@ pub(crate) fn driver_module(root: &HostRoot, address: PciAddress) -> Option<Stri
 /// Whether `name` is a loaded module (built-in ones have no `refcnt`).
 pub(crate) fn module_loaded(root: &HostRoot, name: &str) -> bool {
     root.path(format!("/sys/module/{name}/refcnt")).exists()
+}
+
+/// A device bound now to a driver of some module.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub(crate) struct DrivenDevice {
+    /// Its name on its bus: `0000:00:0b.0`, `virtio1`.
+    pub device: String,
+    pub driver: String,
+}
+
+impl std::fmt::Display for DrivenDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.device, self.driver)
+    }
+}
+
+/// The devices the drivers of module `name` are bound to now, sorted. The
+/// driver core links each driver a module registers as
+/// `/sys/module/NAME/drivers/BUS:DRIVER`, and each driver's directory links
+/// its bound devices by name (drivers/base/bus.c, module.c); PCI devices
+/// are read from their side too (`driver/module`), which needs no driver
+/// directory listing.
+pub(crate) fn module_devices(root: &HostRoot, name: &str) -> Vec<DrivenDevice> {
+    let mut out = Vec::new();
+    let drivers = root.path(format!("/sys/module/{name}/drivers"));
+    for entry in fs::read_dir(drivers).into_iter().flatten().flatten() {
+        let link = entry.file_name().to_string_lossy().into_owned();
+        let driver = link.split_once(':').map_or(link.as_str(), |(_, d)| d);
+        for device in driver_entries(&entry.path()) {
+            out.push(DrivenDevice {
+                device,
+                driver: driver.to_string(),
+            });
+        }
+    }
+    let devices = root.path("/sys/bus/pci/devices");
+    for entry in fs::read_dir(devices).into_iter().flatten().flatten() {
+        let module = fs::read_link(entry.path().join("driver/module")).ok();
+        if module.as_deref().and_then(Path::file_name) != Some(std::ffi::OsStr::new(name)) {
+            continue;
+        }
+        let Ok(driver) = fs::read_link(entry.path().join("driver")) else {
+            continue;
+        };
+        out.push(DrivenDevice {
+            device: entry.file_name().to_string_lossy().into_owned(),
+            driver: driver
+                .file_name()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        });
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The modules using `name` (`/sys/module/NAME/holders`), sorted.

@@ -19,6 +19,25 @@ pub(crate) struct Holder {
     pub path: PathBuf,
 }
 
+/// Each holding process once, by pid: `comm (pid N, /dev/dri/card1,
+/// /dev/dri/renderD129)`, the paths in the order held.
+pub(crate) fn by_process(holders: &[Holder]) -> Vec<String> {
+    let mut procs: Vec<(u32, &str, Vec<String>)> = Vec::new();
+    for h in holders {
+        let path = h.path.display().to_string();
+        match procs.iter_mut().find(|(pid, _, _)| *pid == h.pid) {
+            Some((_, _, paths)) if !paths.contains(&path) => paths.push(path),
+            Some(_) => {}
+            None => procs.push((h.pid, &h.comm, vec![path])),
+        }
+    }
+    procs.sort_by_key(|(pid, _, _)| *pid);
+    procs
+        .into_iter()
+        .map(|(pid, comm, paths)| format!("{comm} (pid {pid}, {})", paths.join(", ")))
+        .collect()
+}
+
 /// The result of one scan of `/proc`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Scan {

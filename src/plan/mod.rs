@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub(crate) mod backing;
+pub(crate) mod desktop_restart;
 pub(crate) mod files;
 pub(crate) mod finding;
 pub(crate) mod firmware;
@@ -133,7 +134,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
     let takeover = vm
         .takeover
         .as_ref()
-        .map(|t| takeover::plan(t, &hostdevs, &ctx.root));
+        .map(|t| takeover::plan(t, &hostdevs, &ctx.root, &mut findings));
     if takeover.is_some() {
         findings.extend(takeover::session_finding(&ctx.root));
     }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::hostdev::PlannedHostdev;
-use crate::config::{DisplayManager, PciAddress, Takeover, UnloadModules};
-use crate::host::display::{self, Framebuffer, VtConsole};
+use crate::config::{Desktop, DisplayManager, PciAddress, Takeover, UnloadModules};
+use crate::host::display::{self, DrivenDevice, Framebuffer, VtConsole};
 use crate::host::{procs, HostRoot};
 
 /// How the display manager is stopped and started again.
@@ -67,6 +67,14 @@ pub struct TakeoverPlan {
     pub helpers: Vec<String>,
     /// Where the module list came from.
     pub modules_why: String,
+    /// The GPU driver modules left loaded because the host keeps another
+    /// device they drive, one line each.
+    pub kept: Vec<String>,
+    /// `restart`: the display manager starts again once the GPU is bound
+    /// to vfio-pci, on `desktop_gpus`.
+    pub desktop: Desktop,
+    /// The GPUs the host keeps for its desktop, `address (driver)`.
+    pub desktop_gpus: Vec<String>,
 }
 
 /// Any process whose `comm` matches one of `patterns` (globs).
@@ -108,7 +116,12 @@ pub(crate) fn session_finding(root: &HostRoot) -> Option<super::Finding> {
 }
 
 /// Plans the takeover of the GPUs among `hostdevs`.
-pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -> TakeoverPlan {
+pub(crate) fn plan(
+    t: &Takeover,
+    hostdevs: &[PlannedHostdev],
+    root: &HostRoot,
+    findings: &mut Vec<super::Finding>,
+) -> TakeoverPlan {
     let display_manager = match &t.display_manager {
         DisplayManager::Auto => match display::display_manager_unit(root) {
             Some(unit) => DmAction::Unit {
@@ -136,7 +149,7 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
         .filter_map(|h| h.device.as_ref())
         .filter(|d| d.is_display())
         .collect();
-    let gpus: Vec<TakeoverGpu> = devices
+    let mut gpus: Vec<TakeoverGpu> = devices
         .iter()
         .map(|d| {
             let nodes = procs::GpuNodes::of(root, d);
@@ -147,12 +160,6 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
                 nvidia: d.driver.as_deref() == Some("nvidia") || nodes.any_nvidia,
             }
         })
-        .collect();
-    let scan = procs::holders(root, |p| gpus.iter().any(|g| g.holds(p)));
-    let holders = scan
-        .holders
-        .iter()
-        .map(|h| format!("{} (pid {}, {})", h.comm, h.pid, h.path.display()))
         .collect();
     let vtconsoles = display::vtconsoles(root)
         .into_iter()
@@ -169,6 +176,8 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
             }
             acc
         });
+    let passed: Vec<PciAddress> = hostdevs.iter().map(|h| h.address).collect();
+    let mut kept = Vec::new();
     let (modules, modules_why) = match &t.unload_modules {
         UnloadModules::List(list) => (list.clone(), "configured".to_string()),
         UnloadModules::Auto => {
@@ -183,6 +192,19 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
                     continue;
                 };
                 let chain = display::unload_order(root, &m);
+                let others = stranded(root, &chain, &passed);
+                if let Some((module, devs)) = others.first() {
+                    // Unloading would take the host's other devices off
+                    // their driver too: the VFIO bind unbinds this one
+                    // alone and the module stays.
+                    kept.push(format!(
+                        "leave {m} loaded: {module} also drives {}, which the host keeps; {} alone is unbound from it",
+                        join(devs),
+                        d.address
+                    ));
+                    why.push(format!("{}'s driver module {m} stays loaded", d.address));
+                    continue;
+                }
                 why.push(format!(
                     "{}'s driver module {m}, after what holds it (/sys/module/*/holders)",
                     d.address
@@ -205,6 +227,40 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
         .cloned()
         .collect();
     let helpers = display::unused_after(root, &loaded);
+    for g in &mut gpus {
+        // With its module staying loaded, unbinding one NVIDIA GPU waits
+        // only for the opens of that GPU (nv_pci_remove waits on the
+        // device's usage count: its /dev/nvidiaN and DRM nodes), not for
+        // every /dev/nvidia* user; with the minor unknown, any may be it.
+        let stays = display::driver_module(root, g.address).is_some_and(|m| !modules.contains(&m));
+        let minor_known = g
+            .nodes
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("/dev/nvidia"));
+        if stays && minor_known {
+            g.nvidia = false;
+        }
+    }
+    let scan = procs::holders(root, |p| gpus.iter().any(|g| g.holds(p)));
+    let holders = procs::by_process(&scan.holders);
+    if t.desktop == Desktop::Restart {
+        super::desktop_restart::check(root, hostdevs, &display_manager, findings);
+    }
+    if matches!(t.unload_modules, UnloadModules::List(_)) {
+        let all: Vec<String> = loaded.iter().chain(&helpers).cloned().collect();
+        for (module, devs) in stranded(root, &all, &passed) {
+            findings.push(
+                super::Finding::error(
+                    "takeover",
+                    format!(
+                        "unload_modules would unload {module}, which also drives {}: the host would lose that device's driver while the VM runs",
+                        join(&devs)
+                    ),
+                )
+                .fix(format!("remove {module} from [takeover] unload_modules, or set it to \"auto\" (which leaves a module the host still needs loaded and unbinds only the VM's devices)")),
+            );
+        }
+    }
     TakeoverPlan {
         display_manager,
         units: t.stop_units.clone(),
@@ -217,7 +273,47 @@ pub(crate) fn plan(t: &Takeover, hostdevs: &[PlannedHostdev], root: &HostRoot) -
         modules,
         helpers,
         modules_why,
+        kept,
+        desktop: t.desktop,
+        desktop_gpus: super::desktop_restart::kept_gpus(root, hostdevs)
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} ({})",
+                    d.address,
+                    d.driver.as_deref().unwrap_or_default()
+                )
+            })
+            .collect(),
     }
+}
+
+/// Each of `modules` whose drivers drive a device not among `passed`, with
+/// those devices: unloading it would leave them driverless.
+fn stranded(
+    root: &HostRoot,
+    modules: &[String],
+    passed: &[PciAddress],
+) -> Vec<(String, Vec<DrivenDevice>)> {
+    let passed: Vec<String> = passed.iter().map(ToString::to_string).collect();
+    modules
+        .iter()
+        .filter_map(|m| {
+            let others: Vec<DrivenDevice> = display::module_devices(root, m)
+                .into_iter()
+                .filter(|d| !passed.contains(&d.device))
+                .collect();
+            (!others.is_empty()).then(|| (m.clone(), others))
+        })
+        .collect()
+}
+
+fn join(devices: &[DrivenDevice]) -> String {
+    devices
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl TakeoverPlan {
@@ -304,6 +400,7 @@ impl TakeoverPlan {
                 false => format!("leave {} ({}): {}", f.device, f.kind, f.why),
             });
         }
+        out.extend(self.kept.iter().cloned());
         if self.modules.is_empty() {
             out.push(format!("no module to unload ({})", self.modules_why));
         }
@@ -324,7 +421,20 @@ impl TakeoverPlan {
                 self.helpers.join(", ")
             ));
         }
-        out.push("then bind to vfio-pci; after the VM, all of it in reverse".into());
+        out.push("then bind to vfio-pci".into());
+        if self.desktop == Desktop::Restart {
+            out.push(format!(
+                "start the display manager again at once (desktop = \"restart\"), on {}",
+                if self.desktop_gpus.is_empty() {
+                    "no GPU: refused".to_string()
+                } else {
+                    self.desktop_gpus.join(", ")
+                }
+            ));
+            out.push("after the VM, all of it in reverse; the desktop keeps running".into());
+        } else {
+            out.push("after the VM, all of it in reverse".into());
+        }
         out
     }
 }
@@ -333,7 +443,8 @@ impl TakeoverPlan {
 mod tests {
     use super::*;
     use crate::testing::machines::BOCHS_GPU as GPU;
-    use crate::testing::{Machine, TestHost};
+    use crate::testing::machines::{NVIDIA_AUDIO, NVIDIA_GPU};
+    use crate::testing::{Machine, Pci, TestHost};
 
     fn planned(root: &HostRoot, addr: &str) -> PlannedHostdev {
         crate::plan::hostdev::fake::planned(root, addr, true)
@@ -346,6 +457,7 @@ mod tests {
             user_units: vec![],
             stop_processes: vec!["gpuhold".into()],
             unload_modules: UnloadModules::Auto,
+            desktop: Default::default(),
         }
     }
 
@@ -364,6 +476,7 @@ mod tests {
             &takeover(DisplayManager::Auto),
             &[planned(&root, GPU)],
             &root,
+            &mut Vec::new(),
         );
         assert!(matches!(t.display_manager, DmAction::None { .. }));
         assert_eq!(t.holders, ["Xorg (pid 400, /dev/dri/card0)"]);
@@ -383,6 +496,86 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
+    }
+
+    /// `auto` on two GPUs sharing one driver module: the module stays for
+    /// the GPU the host keeps, an explicit list naming it is refused.
+    fn shared_module(host: TestHost, gpu: &str, module: &str, other: &str) {
+        let root = host.root();
+        let hostdevs = [planned(&root, gpu)];
+        let mut findings = Vec::new();
+        let t = plan(
+            &takeover(DisplayManager::Auto),
+            &hostdevs,
+            &root,
+            &mut findings,
+        );
+        assert!(findings.is_empty(), "{findings:?}");
+        assert!(t.modules.is_empty(), "{:?}", t.modules);
+        assert!(
+            t.kept[0].contains(&format!("leave {module} loaded")),
+            "{:?}",
+            t.kept
+        );
+        assert!(t.kept[0].contains(other), "{:?}", t.kept);
+        let mut list = takeover(DisplayManager::Auto);
+        list.unload_modules = UnloadModules::List(vec![module.into()]);
+        plan(&list, &hostdevs, &root, &mut findings);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].message.contains(other), "{}", findings[0]);
+    }
+
+    #[test]
+    fn amdgpu_driving_the_host_gpu_too_stays_loaded() {
+        let host = Machine::AmdTwoGpus
+            .build()
+            .module("amdgpu", &[])
+            .driver_module("amdgpu", "amdgpu");
+        shared_module(host, "0000:0b:00.0", "amdgpu", "0000:0a:00.0 (amdgpu)");
+    }
+
+    #[test]
+    fn nvidia_driving_a_second_card_stays_loaded_with_its_holders() {
+        let host = Machine::NvidiaDesktop
+            .build()
+            .pci(
+                Pci::vga("0000:02:00.0", crate::testing::machines::ids::RTX_3050)
+                    .driver("nvidia")
+                    .group(13)
+                    .boot_vga(true),
+            )
+            .module("nvidia", &["nvidia_modeset", "nvidia_uvm"])
+            .module("nvidia_modeset", &["nvidia_drm"])
+            .module("nvidia_uvm", &[])
+            .module("nvidia_drm", &[])
+            .driver_module("nvidia", "nvidia");
+        shared_module(host, NVIDIA_GPU, "nvidia", "0000:02:00.0 (nvidia)");
+    }
+
+    /// The same modules on one NVIDIA card: unloaded in holder order.
+    #[test]
+    fn nvidia_modules_of_a_single_card_unload_in_holder_order() {
+        let host = Machine::NvidiaDesktop
+            .build()
+            .module("nvidia", &["nvidia_modeset", "nvidia_uvm"])
+            .module("nvidia_modeset", &["nvidia_drm"])
+            .module("nvidia_uvm", &[])
+            .module("nvidia_drm", &[])
+            .driver_module("nvidia", "nvidia");
+        let root = host.root();
+        let mut findings = Vec::new();
+        let t = plan(
+            &takeover(DisplayManager::Auto),
+            &[planned(&root, NVIDIA_GPU), planned(&root, NVIDIA_AUDIO)],
+            &root,
+            &mut findings,
+        );
+        assert!(findings.is_empty(), "{findings:?}");
+        assert_eq!(
+            t.modules,
+            ["nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]
+        );
+        assert!(t.kept.is_empty());
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub enum Step {
     Hugepages(hugepages::Hugepages),
     StopUnit(units::StopUnit),
     StopCommand(display_manager::StopCommand),
+    RestartDesktop(display_manager::RestartDesktop),
     StopProcess(holders::StopProcess),
     UnbindVtcon(vtconsoles::UnbindVtcon),
     UnbindFramebuffer(framebuffer::UnbindFramebuffer),
@@ -47,6 +48,7 @@ impl Step {
             Self::Hugepages(s) => s.undo(host),
             Self::StopUnit(s) => s.undo(host),
             Self::StopCommand(s) => s.undo(host),
+            Self::RestartDesktop(s) => s.undo(host),
             Self::StopProcess(s) => s.undo(host),
             Self::UnbindVtcon(s) => s.undo(host),
             Self::UnbindFramebuffer(s) => s.undo(host),
@@ -484,6 +486,9 @@ mod tests {
             Step::UnbindVtcon(vtconsoles::UnbindVtcon {
                 index: 1,
                 name: "(M) frame buffer device".into(),
+            }),
+            Step::RestartDesktop(display_manager::RestartDesktop {
+                start: vec!["systemctl".into(), "start".into(), "gdm.service".into()],
             }),
             Step::UnloadModule(modules::UnloadModule {
                 module: "bochs".into(),

@@ -165,6 +165,9 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
     if let Some(id) = &plan.qemu_identity {
         group_owner::give_groups(host, journal, &groups, id)?;
     }
+    if let Some(t) = &plan.takeover {
+        takeover::display_manager::restart_display_manager(host, journal, t)?;
+    }
     Ok(())
 }
 

@@ -94,8 +94,9 @@ pub(crate) fn relax_host_checks(vm: &VmConfig, host: &mut [Check]) {
     }
 }
 
-/// Boot GPU vs passed GPU: `[takeover]` is what frees the host's boot GPU,
-/// and only that; on a secondary GPU it would stop the desktop for nothing.
+/// Boot GPU vs passed GPU: `[takeover]` frees the host's boot GPU; a
+/// secondary GPU is held only by a desktop that opened it, and then
+/// `desktop = "restart"` gives the desktop back at once.
 fn takeover_check(plan: &Plan) -> Option<Check> {
     let gpus: Vec<&pci::PciDevice> = plan
         .hostdevs
@@ -107,8 +108,11 @@ fn takeover_check(plan: &Plan) -> Option<Check> {
     match (boot, plan.vm.takeover.is_some()) {
         (true, true) => Some(Check::new(Status::Pass, "takeover", "the VM takes the boot GPU and [takeover] hands it over")),
         (false, true) if !gpus.is_empty() => Some(
-            Check::new(Status::Warn, "takeover", "[takeover] is enabled but the passed GPU is not the boot GPU: the desktop would be stopped for nothing")
-                .fix("remove [takeover] (or set enabled = false)"),
+            match plan.vm.takeover.as_ref().map(|t| t.desktop) {
+                Some(crate::config::Desktop::Restart) => Check::new(Status::Pass, "takeover", "the VM takes a secondary GPU and [takeover] desktop = \"restart\" starts the desktop again at once on the GPU the host keeps"),
+                _ => Check::new(Status::Warn, "takeover", "[takeover] is enabled but the passed GPU is not the boot GPU: the desktop would be down for the whole VM")
+                    .fix("set [takeover] desktop = \"restart\" (the desktop starts again at once on the GPU the host keeps), or remove [takeover] if no desktop holds this GPU"),
+            },
         ),
         _ => None,
     }
@@ -203,9 +207,26 @@ mod tests {
             laptop.path(),
             &format!("{GPU_PAIR}[takeover]\nenabled = true\n"),
         );
-        assert_eq!(
-            find(&vm_checks(&plan, &ctx(laptop.path())), "takeover").status,
-            Status::Warn
+        let checks = vm_checks(&plan, &ctx(laptop.path()));
+        let takeover = find(&checks, "takeover");
+        assert_eq!(takeover.status, Status::Warn);
+        assert!(takeover
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("desktop = \"restart\""));
+        let plan = plan_on(
+            laptop.path(),
+            &format!("{GPU_PAIR}[takeover]\nenabled = true\ndesktop = \"restart\"\n"),
+        );
+        // Beside the plan's own warning (no display manager on this
+        // machine to start again).
+        let checks = vm_checks(&plan, &ctx(laptop.path()));
+        assert!(
+            checks.iter().any(|c| c.name == "takeover"
+                && c.status == Status::Pass
+                && c.message.contains("secondary GPU")),
+            "{checks:#?}"
         );
     }
 

@@ -96,6 +96,10 @@ pub enum Machine {
     /// The lab's single-GPU guest desktop: QEMU's bochs VGA (`BOCHS_GPU`,
     /// bochs-drm, boot VGA, card0, fbcon on vtcon1) + ich9 audio in group 3.
     BochsDesktop,
+    /// The lab's `dual` topology: `BochsDesktop` plus the host's own
+    /// display, a bochs-display (`BOCHS_DISPLAY`, bochs-drm too, card1,
+    /// not the boot VGA) alone in group 4; a display on each.
+    BochsDual,
 }
 
 /// The GPU of the NVIDIA machines.
@@ -108,6 +112,8 @@ pub const NVME: &str = "0000:02:00.0";
 pub const BOCHS_GPU: &str = "0000:00:0a.0";
 /// The ich9 audio of `BochsDesktop`.
 pub const BOCHS_AUDIO: &str = "0000:00:0a.1";
+/// The host's display GPU of `BochsDual`.
+pub const BOCHS_DISPLAY: &str = "0000:00:0b.0";
 
 impl Machine {
     /// The four hosts `vmrun host check` and `vmrun init` are tried on.
@@ -210,6 +216,22 @@ impl Machine {
                 let host = TestHost::new();
                 add_bochs_boot_gpu(host.path(), BOCHS_GPU);
                 host.pci(hda(BOCHS_AUDIO, ICH9_HDA, 3))
+            }
+            Machine::BochsDual => {
+                let host = Machine::BochsDesktop.build();
+                Pci::vga(BOCHS_DISPLAY, BOCHS_VGA)
+                    .driver("bochs-drm")
+                    .group(4)
+                    .boot_vga(false)
+                    .create(host.path());
+                sysfs::add_drm(host.path(), BOCHS_DISPLAY, &["card1"]);
+                // bochs-drm's one virtual connector reports a display.
+                for (addr, card) in [(BOCHS_GPU, "card0"), (BOCHS_DISPLAY, "card1")] {
+                    let status =
+                        format!("/sys/bus/pci/devices/{addr}/drm/{card}/{card}-Virtual-1/status");
+                    sysfs::write(host.path(), &status, "connected\n");
+                }
+                host
             }
         }
     }

@@ -45,6 +45,18 @@ pub(crate) struct WireTakeover {
     #[serde(default)]
     stop_processes: Vec<String>,
     unload_modules: S<WireUnloadModules>,
+    desktop: S<String>,
+}
+
+/// `desktop`: what the host's desktop does while the VM has the GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desktop {
+    /// Down for the VM's lifetime (the only GPU goes to the VM).
+    #[default]
+    Stop,
+    /// Started again at once on the GPU the host keeps.
+    Restart,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -74,6 +86,7 @@ pub struct Takeover {
     /// stopped when they still hold the GPU; any other holder is refused.
     pub stop_processes: Vec<String>,
     pub unload_modules: UnloadModules,
+    pub desktop: Desktop,
 }
 
 /// The takeover, when enabled; it needs a device to give the VM.
@@ -107,6 +120,16 @@ pub(crate) fn check(
         }
         Some((_, StringOr::Rich(l))) => UnloadModules::List(l),
     };
+    let desktop = match t.desktop.map(parts) {
+        None => Desktop::Stop,
+        Some((_, d)) if d == "stop" => Desktop::Stop,
+        Some((_, d)) if d == "restart" => Desktop::Restart,
+        Some((s, value)) => {
+            let allowed = vec!["stop".to_string(), "restart".to_string()];
+            v.err("takeover.desktop", s, K::UnknownValue { value, allowed });
+            Desktop::Stop
+        }
+    };
     for (key, list) in [
         ("takeover.user_units", &t.user_units),
         ("takeover.stop_processes", &t.stop_processes),
@@ -126,6 +149,7 @@ pub(crate) fn check(
         user_units: t.user_units,
         stop_processes: t.stop_processes,
         unload_modules,
+        desktop,
     })
 }
 
@@ -191,6 +215,19 @@ mod tests {
             "{GPU}[takeover]\nenabled = true\nunload_modules = \"all\"\n"
         ));
         assert!(matches!(e[..], [K::UnknownValue { .. }]));
+    }
+
+    #[test]
+    fn desktop_is_stop_or_restart() {
+        let cfg = |d: &str| format!("{GPU}[takeover]\nenabled = true\n{d}");
+        let t = |d: &str| check_file(&cfg(d)).expect("valid").takeover.unwrap();
+        assert_eq!(t("").desktop, Desktop::Stop);
+        assert_eq!(t("desktop = \"restart\"\n").desktop, Desktop::Restart);
+        let e = errors(&cfg("desktop = \"keep\"\n"));
+        assert!(
+            matches!(&e[..], [K::UnknownValue { value, .. }] if value == "keep"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 # second holder.
 # (b) takeover stops both, unloads bochs and its now-unused helpers, binds;
 #     after stop everything is back;
-# (c) a module that won't unload (9pnet_virtio: the guest's root is on 9p)
+# (c) a module that won't unload (9p: the guest's root is a 9p mount)
 #     fails the takeover half way: rolled back at once, the display manager
 #     runs again;
 # (d) kill -9 of vmrun after takeover, then `vmrun restore`; and an abort
@@ -78,7 +78,7 @@ lab_str b_log "$(tail -c 4000 /tmp/vmstate/tb/*.log 2>/dev/null)"
 
 # ---- (c) a module that won't unload
 start_holder
-takeover_cfg tc "$DM" 'stop_processes = ["gpuhold"]' 'unload_modules = ["bochs", "9pnet_virtio"]'
+takeover_cfg tc "$DM" 'stop_processes = ["gpuhold"]' 'unload_modules = ["bochs", "9p"]'
 run_vmrun c_start start tc --detach
 rec_desktop c_after tc
 

@@ -73,13 +73,8 @@ pub fn stop_holders(
         .into_iter()
         .partition(|h| matches_any(&plan.stop_processes, &h.comm));
     if !others.is_empty() {
-        let mut names: Vec<String> = others
-            .iter()
-            .map(|h| format!("{} (pid {}, {})", h.comm, h.pid, h.path.display()))
-            .collect();
-        names.dedup();
         return Err(TakeoverError::Held {
-            holders: names.join(", "),
+            holders: procs::by_process(&others).join(", "),
         });
     }
     let grace = host.timings.term_grace;
