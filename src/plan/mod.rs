@@ -9,6 +9,7 @@ pub(crate) mod finding;
 pub(crate) mod firmware;
 pub(crate) mod hostdev;
 pub mod identity;
+pub mod isolation;
 pub mod looking_glass;
 mod memory;
 pub(crate) mod paths;
@@ -68,6 +69,8 @@ pub struct Plan {
     pub looking_glass: Option<looking_glass::LgPlan>,
     /// `[takeover]` on this host: what stops, in order.
     pub takeover: Option<takeover::TakeoverPlan>,
+    /// `[cpu] isolate`, `emulator_pin`, `governor` on this host.
+    pub isolation: Option<isolation::IsolationPlan>,
     pub findings: Vec<Finding>,
     /// The host the plan was made against, where prepare will write.
     #[serde(skip)]
@@ -169,6 +172,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
                 .fix("enable virtualization (VT-x/AMD-V) in the firmware setup and load kvm_intel or kvm_amd, or set [qemu] accel = \"tcg\""),
         );
     }
+    let isolation = isolation::plan(&vm, &ctx.root, &mut findings);
     Plan {
         vm,
         qemu,
@@ -182,6 +186,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         smbios,
         looking_glass,
         takeover,
+        isolation,
         findings,
         root: ctx.root.clone(),
     }

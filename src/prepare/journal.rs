@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::change::takeover::{display_manager, framebuffer, holders, modules, units, vtconsoles};
-use super::change::{device_owner, group_owner, hugepages, shared_memory, vfio, StepReport, Undo};
+use super::change::{
+    cgroup, cpuset, device_owner, governor, group_owner, hugepages, irq_affinity, shared_memory,
+    vfio, workqueue, StepReport, Undo,
+};
 use super::Host;
 
 /// One change to the host, with the state it replaced. Each variant's data
@@ -32,6 +35,13 @@ pub enum Step {
     UnbindFramebuffer(framebuffer::UnbindFramebuffer),
     UnloadModule(modules::UnloadModule),
     CreateShm(shared_memory::CreateShm),
+    VmScope(cgroup::VmScope),
+    VmCgroup(cgroup::VmCgroup),
+    AllowedCpus(cpuset::AllowedCpus),
+    CgroupCpus(cpuset::CgroupCpus),
+    WorkqueueMask(workqueue::WorkqueueMask),
+    IrqAffinity(irq_affinity::IrqAffinity),
+    Governor(governor::Governor),
 }
 
 impl Step {
@@ -49,6 +59,13 @@ impl Step {
             Self::UnbindFramebuffer(s) => s.undo(host),
             Self::UnloadModule(s) => s.undo(host),
             Self::CreateShm(s) => s.undo(host),
+            Self::VmScope(s) => s.undo(host),
+            Self::VmCgroup(s) => s.undo(host),
+            Self::AllowedCpus(s) => s.undo(host),
+            Self::CgroupCpus(s) => s.undo(host),
+            Self::WorkqueueMask(s) => s.undo(host),
+            Self::IrqAffinity(s) => s.undo(host),
+            Self::Governor(s) => s.undo(host),
         }
     }
 }

@@ -84,6 +84,8 @@ pub(super) fn set_up(
         &plan.root,
     )
     .map_err(|e| SupervisorError::from(process::SpawnError::from(e)))?;
+    // Before swtpm and QEMU are forked: they start in our cgroup.
+    prepare::isolate::enter_own_cgroup(plan, host).map_err(SetupFailure::Prepare)?;
     vmfiles::ensure_vars_copy(plan).map_err(SupervisorError::from)?;
     vmfiles::ensure_console_log(plan).map_err(SupervisorError::from)?;
     if plan.vm.tpm {
