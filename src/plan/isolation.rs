@@ -32,6 +32,51 @@ pub struct IsolationPlan {
     pub governor: Option<String>,
 }
 
+impl IsolationPlan {
+    /// Each write isolation makes, in order, for `--dry-run` (every one
+    /// journaled with the value it replaces and put back after the run).
+    pub fn describe(&self, vm: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let host = &self.host_cpus;
+        if self.isolate {
+            if self.systemd {
+                out.push(format!("vmrun, swtpm and QEMU into scope machine.slice/vmrun-{vm}.scope (systemd StartTransientUnit)"));
+                for unit in &self.cgroups {
+                    out.push(format!(
+                        "systemctl set-property --runtime {unit} AllowedCPUs={host}"
+                    ));
+                }
+            } else {
+                out.push(format!("vmrun, swtpm and QEMU into /sys/fs/cgroup/vmrun.slice/{vm} (+cpuset in the root's cgroup.subtree_control if off)"));
+                for cg in &self.cgroups {
+                    out.push(format!("/sys/fs/cgroup/{cg}/cpuset.cpus <- {host}"));
+                }
+            }
+            out.push(format!(
+                "/sys/devices/virtual/workqueue/cpumask <- {}",
+                host.hex_mask()
+            ));
+            out.push(format!(
+                "/proc/irq/*/smp_affinity_list <- {host} (those that refuse: left)"
+            ));
+        }
+        if !self.emulator_cpus.is_empty() {
+            out.push(format!(
+                "QEMU's threads but the vCPUs: affinity {} (before `cont`)",
+                self.emulator_cpus
+            ));
+        }
+        if let Some(g) = &self.governor {
+            for cpu in &self.pinned.0 {
+                out.push(format!(
+                    "/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor <- {g}"
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// The isolation plan of `vm`, or `None` when it asks for none.
 pub(crate) fn plan(
     vm: &VmConfig,
@@ -210,6 +255,25 @@ mod tests {
             findings[0].message.contains("1 (sibling 0)"),
             "{}",
             findings[0]
+        );
+    }
+
+    #[test]
+    fn dry_run_lists_each_write() {
+        let (_d, root) = host("0-3", true, true);
+        let toml = "[cpu]\ncores = 2\npin = [2, 3]\nisolate = true\ngovernor = \"performance\"\n";
+        let lines = planned(toml, &root).0.unwrap().describe("win");
+        assert_eq!(
+            lines,
+            [
+                "vmrun, swtpm and QEMU into scope machine.slice/vmrun-win.scope (systemd StartTransientUnit)",
+                "systemctl set-property --runtime user.slice AllowedCPUs=0-1",
+                "/sys/devices/virtual/workqueue/cpumask <- 3",
+                "/proc/irq/*/smp_affinity_list <- 0-1 (those that refuse: left)",
+                "QEMU's threads but the vCPUs: affinity 0-1 (before `cont`)",
+                "/sys/devices/system/cpu/cpu2/cpufreq/scaling_governor <- performance",
+                "/sys/devices/system/cpu/cpu3/cpufreq/scaling_governor <- performance",
+            ]
         );
     }
 
