@@ -199,6 +199,8 @@ pub enum ProblemKind {
     PinCount { got: usize, vcpus: u32 },
     #[error("host CPU {0} is listed twice")]
     DuplicatePin(u32),
+    #[error("only virtio and scsi disks have an I/O thread of their own")]
+    IothreadInterface,
     #[error("`isolate` keeps the host off the pinned CPUs, and no CPU is pinned")]
     IsolateWithoutPin,
     #[error("`{0}` is not a cpufreq governor's name")]
@@ -346,6 +348,7 @@ impl ProblemKind {
                 "vCPUs = sockets * dies * cores * threads, each at least 1".into()
             }
             Self::PinCount { .. } => "list one host CPU per vCPU, or remove `pin`".into(),
+            Self::IothreadInterface => "set `interface = \"virtio\"` or \"scsi\", or remove `iothread`".into(),
             Self::IsolateWithoutPin => {
                 "add `pin = [...]` (a host CPU per vCPU), or remove `isolate`".into()
             }
