@@ -29,11 +29,16 @@ for p in $(cat $CG/cgroup.procs); do
 done
 SESSION=$CG/user.slice/user-0.slice/session-1.scope
 echo $$ >"$SESSION/cgroup.procs"
-# The load: one spinner per slice, free to run on either CPU.
-sh -c 'while :; do :; done' &
+# A task in each slice, free to run on either CPU; they spin only for the
+# benchmark (two spinners on the lab's 2 TCG CPUs slow every step ~3x).
+# Each spins while /tmp/spin exists.
+load() { while :; do if [ -e /tmp/spin ]; then :; else sleep 0.2; fi; done; }
+load &
 LOAD_USER=$!
-sh -c "echo \$\$ >$CG/system.slice/load.service/cgroup.procs; while :; do :; done" &
+sh -c "echo \$\$ >$CG/system.slice/load.service/cgroup.procs; exec sh -c 'while :; do if [ -e /tmp/spin ]; then :; else sleep 0.2; fi; done'" &
 LOAD_SYS=$!
+progress() { echo "$(lab_ms) ms: $*"; }
+progress set up
 lab_str shell_cgroup "$(cat /proc/self/cgroup)"
 
 # A guest that keeps its vCPU busy: a boot sector that jumps to itself.
@@ -77,8 +82,11 @@ vcpu_tid() {
 allowed() { awk '/^Cpus_allowed_list:/ { print $2 }' "/proc/$1/status"; }
 
 # ---- (a) start with isolate, look, stop
+progress a
 iso_cfg iso true
-run_vmrun a_start start iso --detach
+timeout 240 "$VMRUN" start iso --detach >/tmp/a_start.out 2>&1
+lab_num a_start_exit $?
+progress "started: $(head -c 2000 /tmp/a_start.out)"
 "$VMRUN" status iso --json >/tmp/a.status 2>&1
 spid=$(field supervisor_pid </tmp/a.status)
 qpid=$(field qemu_pid </tmp/a.status)
@@ -108,6 +116,7 @@ snap >/tmp/a.after
 lab_str a_after_diff "$(diff /tmp/before /tmp/a.after)"
 
 # ---- (b) kill -9 of the supervisor while it runs, then restore
+progress b
 run_vmrun b_start start iso --detach
 "$VMRUN" status iso --json >/tmp/b.status 2>&1
 spid=$(field supervisor_pid </tmp/b.status)
@@ -146,8 +155,13 @@ bench() {
 	lab_str "${k}_vcpu_allowed" "$(allowed "$tid")"
 	"$VMRUN" stop "$k" >/dev/null 2>&1
 }
+touch /tmp/spin
+progress bench off
 bench off false
+progress bench on
 bench on true
+rm /tmp/spin
+progress done
 snap >/tmp/c.after
 lab_str bench_after_diff "$(diff /tmp/before /tmp/c.after)"
 kill $LOAD_USER $LOAD_SYS
