@@ -40,7 +40,8 @@ fn isolate_confines_the_host_moves_vmrun_out_and_everything_comes_back() {
         ("a_load_sys_allowed", json!("0")),
         ("a_supervisor_cgroup", json!("0::/vmrun.slice/iso")),
         ("a_qemu_cgroup", json!("0::/vmrun.slice/iso")),
-        ("a_qemu_effective", json!("0-1")),
+        // vmrun.slice, where QEMU is, keeps every CPU.
+        ("a_slice_effective", json!("0-1")),
         ("a_vcpu_allowed", json!("1")),
         ("a_qemu_other_threads", json!("0 ")),
         ("a_wq", json!("1")),

@@ -100,7 +100,7 @@ lab_str a_load_user_allowed "$(allowed $LOAD_USER)"
 lab_str a_load_sys_allowed "$(allowed $LOAD_SYS)"
 lab_str a_supervisor_cgroup "$(cat /proc/$spid/cgroup 2>/dev/null)"
 lab_str a_qemu_cgroup "$(cat /proc/$qpid/cgroup 2>/dev/null)"
-lab_str a_qemu_effective "$(cat $CG/vmrun.slice/iso/cpuset.cpus.effective 2>/dev/null)"
+lab_str a_slice_effective "$(cat $CG/vmrun.slice/cpuset.cpus.effective 2>/dev/null)"
 tid=$(vcpu_tid iso)
 lab_str a_vcpu_allowed "$(allowed "$tid")"
 others=
