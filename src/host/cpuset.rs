@@ -158,6 +158,16 @@ pub(crate) fn populated_top_level(root: &HostRoot) -> Vec<String> {
     names
 }
 
+/// The top-level cgroups the host's own tasks are in: all that hold
+/// processes but the VMs' (`machine.slice`, systemd's place for VMs and
+/// containers; `vmrun.slice`, vmrun's own without systemd).
+pub(crate) fn host_top_level(root: &HostRoot) -> Vec<String> {
+    populated_top_level(root)
+        .into_iter()
+        .filter(|c| !matches!(c.as_str(), "machine.slice" | "vmrun.slice"))
+        .collect()
+}
+
 /// Whether systemd is the init system (`sd_booted(3)`: the directory
 /// `/run/systemd/system` exists).
 pub(crate) fn systemd_booted(root: &HostRoot) -> bool {

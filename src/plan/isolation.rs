@@ -135,10 +135,7 @@ pub(crate) fn plan(
         CpuSet::default()
     };
     let cgroups = if cpu.isolate {
-        cpuset::populated_top_level(root)
-            .into_iter()
-            .filter(|c| !matches!(c.as_str(), "machine.slice" | "vmrun.slice"))
-            .collect()
+        cpuset::host_top_level(root)
     } else {
         Vec::new()
     };

@@ -175,7 +175,7 @@ impl Vm<'_> {
             qmp_socket: paths.qmp_ctl_socket.display().to_string(),
             console_socket: paths.console_socket.display().to_string(),
             input_focus: self.router.as_ref().map(Router::side),
-            isolation: super::isolation::in_force(&self.plan),
+            isolation: super::isolation::in_force(self.plan),
         }
     }
 }

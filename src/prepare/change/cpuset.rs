@@ -20,9 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::cgroup::{MACHINE_SLICE, VMRUN_SLICE};
 use super::{StepReport, Undo};
-use crate::host::cpuset::{cgroup_dir, populated_top_level, CpuSet};
+use crate::host::cpuset::{cgroup_dir, host_top_level, CpuSet};
 use crate::prepare::journal::{Journal, JournalError, Step};
 use crate::prepare::kernel::WriteError;
 use crate::prepare::Host;
@@ -56,13 +55,9 @@ pub enum CpusetError {
     Command { command: String, output: String },
 }
 
-/// The top-level cgroups the host's tasks are in: all that hold processes
-/// but the VMs' own.
+/// The top-level cgroups the host's tasks are in.
 pub fn host_cgroups(host: &Host) -> Vec<String> {
-    populated_top_level(host.root)
-        .into_iter()
-        .filter(|c| c != MACHINE_SLICE && c != VMRUN_SLICE)
-        .collect()
+    host_top_level(host.root)
 }
 
 fn run(host: &Host, argv: &[&str]) -> Result<String, CpusetError> {
