@@ -3,6 +3,8 @@
 //! the host's slices on CPU 0 while it runs, sits in its own cgroup, and
 //! everything is as before after `vmrun stop` and after `kill -9` +
 //! `vmrun restore`; then the benchmark, isolate off and on under load.
+//! And the systemd path on the systemd lab (`isolate_systemd.sh`): a
+//! transient scope, `AllowedCPUs` at runtime, logind's sleep inhibitor.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 mod lab_checks;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use lab_checks::{fields, run, text, Checks};
 use vmrun_lab::serde_json::json;
-use vmrun_lab::{Scenario, Topology};
+use vmrun_lab::{Firmware, Init, Scenario, Topology};
 
 #[test]
 fn isolate_confines_the_host_moves_vmrun_out_and_everything_comes_back() {
@@ -90,6 +92,68 @@ fn isolate_confines_the_host_moves_vmrun_out_and_everything_comes_back() {
     c.that(
         off != u64::MAX && on.saturating_mul(5) <= off,
         &format!("run-queue delay with isolate {on} us is not at most a fifth of {off} us without"),
+    );
+    c.done();
+}
+
+#[test]
+fn under_systemd_units_get_allowed_cpus_vmrun_a_scope_and_logind_a_sleep_lock() {
+    let run = run(Scenario::named("isolate_systemd.sh")
+        .topology(Topology::Gpu)
+        .firmware(Firmware::Uefi)
+        .init(Init::Systemd)
+        .timeout(Duration::from_secs(900)));
+    let unset = "init.scope= system.slice= user.slice= ";
+    let all = "init.scope=0-1 system.slice=0-1 user.slice=0-1 ";
+    let mut c = Checks::new(&run);
+    c.fields(&fields(&[
+        ("before_allowed", json!(unset)),
+        ("a_start_exit", json!(0)),
+        (
+            "a_allowed",
+            json!("init.scope=0 system.slice=0 user.slice=0 "),
+        ),
+        (
+            "a_effective",
+            json!("init.scope=0 system.slice=0 user.slice=0 "),
+        ),
+        (
+            "a_supervisor_cgroup",
+            json!("0::/machine.slice/vmrun-sy.scope"),
+        ),
+        ("a_qemu_cgroup", json!("0::/machine.slice/vmrun-sy.scope")),
+        ("a_vcpu_allowed", json!("1")),
+        ("a_inhibitors", json!(1)),
+        ("a_stop_exit", json!(0)),
+        ("a_run_dir_gone", json!(true)),
+        ("a_after_allowed", json!(unset)),
+        ("a_after_effective", json!(all)),
+        ("a_scope_gone", json!(true)),
+        ("a_after_inhibitors", json!(0)),
+        ("b_start_exit", json!(0)),
+        ("b_inhibitors", json!(1)),
+        ("b_supervisor_ended", json!(true)),
+        // The lock went with the supervisor; the host's confinement waits
+        // for the restore.
+        ("b_lock_gone", json!(true)),
+        (
+            "b_killed_allowed",
+            json!("init.scope=0 system.slice=0 user.slice=0 "),
+        ),
+        ("b_restore_exit", json!(0)),
+        ("b_qemu_stopped", json!(true)),
+        ("b_after_allowed", json!(unset)),
+        ("b_after_effective", json!(all)),
+        ("b_scope_gone", json!(true)),
+    ]));
+    c.that(
+        text(&run, "before_effective") == all,
+        "the lab's slices did not start with both CPUs",
+    );
+    let journal = text(&run, "a_journal");
+    c.that(
+        journal.contains("\"step\":\"vm-scope\"") && journal.contains("\"step\":\"allowed-cpus\""),
+        &format!("the journal lacks the systemd steps: {journal}"),
     );
     c.done();
 }
