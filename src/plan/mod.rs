@@ -173,6 +173,17 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         );
     }
     let isolation = isolation::plan(&vm, &ctx.root, &mut findings);
+    if isolation.as_ref().is_some_and(|i| i.isolate) && !ctx.dirs.is_root {
+        findings.push(
+            Finding::error(
+                "cpu.isolate",
+                "confining the host's cgroups, workqueues and IRQs takes root",
+            )
+            .fix(
+                "start the VM as root (sudo, or `systemctl start vmrun@NAME`), or remove `isolate`",
+            ),
+        );
+    }
     Plan {
         vm,
         qemu,
