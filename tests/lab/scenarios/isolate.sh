@@ -10,6 +10,7 @@
 # and on, under the same load.
 . "$LAB_LIB"
 . "$LAB_SCENARIO_DIR/vfio_lib.sh"
+. "$LAB_SCENARIO_DIR/isolate_lib.sh"
 
 CG=/sys/fs/cgroup
 mkdir -p $CG
@@ -41,23 +42,6 @@ progress() { echo "$(lab_ms) ms: $*"; }
 progress set up
 lab_str shell_cgroup "$(cat /proc/self/cgroup)"
 
-# A guest that keeps its vCPU busy: a boot sector that jumps to itself.
-SPIN=/tmp/spin.img
-{
-	printf '\353\376'
-	dd if=/dev/zero bs=1 count=508 2>/dev/null
-	printf '\125\252'
-	dd if=/dev/zero bs=512 count=2047 2>/dev/null
-} >$SPIN
-
-# iso_cfg NAME ISOLATE: one vCPU on host CPU 1, the spinning disk.
-iso_cfg() {
-	vm_cfg "$1"
-	f="$VMRUN_HOME/vms/$1.toml"
-	sed -i "s/^cores = 1$/cores = 1\npin = [1]\nisolate = $2/" "$f"
-	printf '[[disk]]\npath = "%s"\nformat = "raw"\n' $SPIN >>"$f"
-}
-
 # snap: what isolation changes, for before/after.
 snap() {
 	echo "subtree: $(cat $CG/cgroup.subtree_control)"
@@ -73,23 +57,10 @@ snap() {
 snap >/tmp/before
 lab_str before "$(cat /tmp/before)"
 
-# vcpu_tid NAME: QEMU's vCPU 0 thread.
-vcpu_tid() {
-	"$VMRUN" qmp "$1" query-cpus-fast 2>/dev/null |
-		python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["thread-id"])' 2>/dev/null
-}
-# allowed PID: the CPUs a task may run on.
-allowed() { awk '/^Cpus_allowed_list:/ { print $2 }' "/proc/$1/status"; }
-
 # ---- (a) start with isolate, look, stop
 progress a
 iso_cfg iso true
-timeout 240 "$VMRUN" start iso --detach >/tmp/a_start.out 2>&1
-lab_num a_start_exit $?
-progress "started: $(head -c 2000 /tmp/a_start.out)"
-"$VMRUN" status iso --json >/tmp/a.status 2>&1
-spid=$(field supervisor_pid </tmp/a.status)
-qpid=$(field qemu_pid </tmp/a.status)
+start_pids a iso
 lab_str a_state "$(field state </tmp/a.status)"
 lab_str a_journal "$(cat /run/vmrun/iso/journal 2>/dev/null)"
 for c in init.scope system.slice user.slice; do
@@ -117,10 +88,7 @@ lab_str a_after_diff "$(diff /tmp/before /tmp/a.after)"
 
 # ---- (b) kill -9 of the supervisor while it runs, then restore
 progress b
-run_vmrun b_start start iso --detach
-"$VMRUN" status iso --json >/tmp/b.status 2>&1
-spid=$(field supervisor_pid </tmp/b.status)
-qpid=$(field qemu_pid </tmp/b.status)
+start_pids b iso
 lab_str b_user_cpus "$(cat $CG/user.slice/cpuset.cpus 2>/dev/null)"
 [ -n "$spid" ] && kill -9 "$spid"
 lab_bool b_supervisor_ended lab_wait 30 gone "$spid"

@@ -9,22 +9,14 @@
 # `vmrun restore`, which stops the scope left behind.
 . "$LAB_LIB"
 . "$LAB_SCENARIO_DIR/vfio_lib.sh"
+. "$LAB_SCENARIO_DIR/isolate_lib.sh"
 
 mark() { echo "lab-scenario: $*" >/dev/console; }
 CG=/sys/fs/cgroup
 UNITS="init.scope system.slice user.slice"
 
-SPIN=/tmp/spin.img
-{
-	printf '\353\376'
-	dd if=/dev/zero bs=1 count=508 2>/dev/null
-	printf '\125\252'
-	dd if=/dev/zero bs=512 count=2047 2>/dev/null
-} >$SPIN
-vm_cfg sy
-f="$VMRUN_HOME/vms/sy.toml"
-sed -i 's/^cores = 1$/cores = 1\npin = [1]\nisolate = true/' "$f"
-printf '[[disk]]\npath = "%s"\nformat = "raw"\n[power]\ninhibit_sleep = true\n' $SPIN >>"$f"
+iso_cfg sy true
+printf '[power]\ninhibit_sleep = true\n' >>"$VMRUN_HOME/vms/sy.toml"
 
 allowed_cpus() {
 	for u in $UNITS; do printf '%s=%s ' "$u" "$(systemctl show -p AllowedCPUs --value "$u")"; done
@@ -33,20 +25,12 @@ effective() {
 	for u in $UNITS; do printf '%s=%s ' "$u" "$(cat $CG/$u/cpuset.cpus.effective 2>/dev/null)"; done
 }
 inhibitors() { systemd-inhibit --list --no-legend 2>/dev/null | grep -c vmrun; }
-vcpu_tid() {
-	"$VMRUN" qmp "$1" query-cpus-fast 2>/dev/null |
-		python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["thread-id"])' 2>/dev/null
-}
-allowed() { awk '/^Cpus_allowed_list:/ { print $2 }' "/proc/$1/status"; }
 
 lab_str before_allowed "$(allowed_cpus)"
 lab_str before_effective "$(effective)"
 
 mark a
-run_vmrun a_start start sy --detach
-"$VMRUN" status sy --json >/tmp/a.status 2>&1
-spid=$(field supervisor_pid </tmp/a.status)
-qpid=$(field qemu_pid </tmp/a.status)
+start_pids a sy
 lab_str a_allowed "$(allowed_cpus)"
 lab_str a_effective "$(effective)"
 lab_str a_supervisor_cgroup "$(cat /proc/$spid/cgroup 2>/dev/null)"
@@ -62,10 +46,7 @@ lab_bool a_scope_gone lab_wait 10 eval '! systemctl is-active --quiet vmrun-sy.s
 lab_num a_after_inhibitors "$(inhibitors)"
 
 mark b
-run_vmrun b_start start sy --detach
-"$VMRUN" status sy --json >/tmp/b.status 2>&1
-spid=$(field supervisor_pid </tmp/b.status)
-qpid=$(field qemu_pid </tmp/b.status)
+start_pids b sy
 lab_num b_inhibitors "$(inhibitors)"
 [ -n "$spid" ] && kill -9 "$spid"
 lab_bool b_supervisor_ended lab_wait 30 gone "$spid"
