@@ -165,3 +165,10 @@ fn port_forwards_listen_on_localhost_unless_an_address_is_given() {
         "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5000-:53"
     );
 }
+
+/// `[cpu] isolate` changes the host, not the command line; `iothread` gives
+/// the virtio-blk disk its own I/O thread and the SCSI controller one.
+#[test]
+fn isolated_vm_with_iothreads() {
+    snapshot("tests/fixtures/bundle/vms", "isolated.toml", "7.2");
+}

@@ -129,6 +129,12 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             }
         }
     }
+    if let Some(iso) = &plan.isolation {
+        note!(out, "# CPU isolation (journaled, put back after the run):");
+        for step in iso.describe(vm.name.as_str()) {
+            note!(out, "#   {step}");
+        }
+    }
     if let Some(lg) = &plan.looking_glass {
         let owner = match &lg.owner {
             Some(o) => format!("{} (uid {}) with group {}", o.user, o.uid, o.gid),

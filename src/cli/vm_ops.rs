@@ -228,6 +228,29 @@ fn print_status(st: &Status) {
             st.name
         );
     }
+    if let Some(iso) = &st.isolation {
+        outln!(
+            "  vCPUs on CPUs {}, QEMU's other threads on {}",
+            iso.pinned,
+            if iso.emulator_cpus.is_empty() {
+                "any"
+            } else {
+                &iso.emulator_cpus
+            }
+        );
+        if let Some(host) = &iso.host_cpus {
+            outln!(
+                "  isolated: the host keeps to CPUs {host} ({}; workqueues {}, {} IRQs); vmrun and QEMU in {}",
+                iso.confined.join(", "),
+                if iso.workqueue_mask_before.is_some() { "moved" } else { "as they were" },
+                iso.irqs,
+                iso.cgroup.as_deref().unwrap_or("?")
+            );
+        }
+        for g in &iso.governor {
+            outln!("  governor set (CPU: before): {g}");
+        }
+    }
 }
 
 #[derive(Serialize)]

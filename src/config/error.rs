@@ -199,6 +199,12 @@ pub enum ProblemKind {
     PinCount { got: usize, vcpus: u32 },
     #[error("host CPU {0} is listed twice")]
     DuplicatePin(u32),
+    #[error("only virtio and scsi disks have an I/O thread of their own")]
+    IothreadInterface,
+    #[error("`isolate` keeps the host off the pinned CPUs, and no CPU is pinned")]
+    IsolateWithoutPin,
+    #[error("`{0}` is not a cpufreq governor's name")]
+    BadGovernor(String),
     #[error("more than one hostdev has `x_vga = true`")]
     MultipleXVga,
     #[error("{0} is passed through twice")]
@@ -350,6 +356,13 @@ impl ProblemKind {
                 "vCPUs = sockets * dies * cores * threads, each at least 1".into()
             }
             Self::PinCount { .. } => "list one host CPU per vCPU, or remove `pin`".into(),
+            Self::IothreadInterface => "set `interface = \"virtio\"` or \"scsi\", or remove `iothread`".into(),
+            Self::IsolateWithoutPin => {
+                "add `pin = [...]` (a host CPU per vCPU), or remove `isolate`".into()
+            }
+            Self::BadGovernor(_) => {
+                "one of /sys/devices/system/cpu/cpu0/cpufreq/scaling_available_governors, e.g. \"performance\"".into()
+            }
             Self::MultipleXVga => "only the primary GPU gets `x_vga = true`".into(),
             Self::NoSelector => {
                 "add `address = \"0000:01:00.0\"`, or `ids = \"10de:25a1\"` (see `lspci -nn`)"

@@ -18,6 +18,7 @@ use super::section::input::{self, Input, WireInput};
 use super::section::looking_glass::{self, LookingGlass, WireLookingGlass};
 use super::section::memory::{self, HugePageSize, WireMemory};
 use super::section::network::{self, Network, WireNetwork};
+use super::section::power::{self, WirePower};
 use super::section::qemu::{self, QemuSettings, WireQemu};
 use super::section::shutdown::{self, WireShutdown};
 use super::section::smbios::{self, Smbios, WireSmbios};
@@ -57,6 +58,8 @@ pub(crate) struct WireVm {
     #[serde(default)]
     shutdown: WireShutdown,
     #[serde(default)]
+    power: WirePower,
+    #[serde(default)]
     qemu: WireQemu,
     #[serde(default)]
     usb: Vec<Spanned<WireUsb>>,
@@ -89,6 +92,9 @@ pub struct VmConfig {
     pub input: Option<Input>,
     pub takeover: Option<Takeover>,
     pub shutdown_timeout: Duration,
+    /// `[power] inhibit_sleep`, resolved: a logind sleep inhibitor is held
+    /// while the VM runs.
+    pub inhibit_sleep: bool,
     pub qemu: QemuSettings,
     /// `[[usb]]`: host USB devices for the guest.
     pub usb: Vec<Usb>,
@@ -124,6 +130,7 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
     let takeover = takeover::check(wire.takeover, !hostdevs.is_empty(), &mut v);
     let shutdown_timeout = shutdown::check(wire.shutdown, &mut v);
     let usb = usb::check(wire.usb, &mut v);
+    let inhibit_sleep = power::check(wire.power, !hostdevs.is_empty());
     let (Some(memory), false) = (memory, v.has_problems()) else {
         return Err(v.into_problems());
     };
@@ -148,6 +155,7 @@ pub(crate) fn validate(wire: WireVm, cx: &Context<'_>) -> Result<VmConfig, Vec<P
         input,
         takeover,
         shutdown_timeout,
+        inhibit_sleep,
         qemu,
         usb,
     })

@@ -3,6 +3,7 @@
 
 pub(crate) mod block;
 pub(crate) mod cpu;
+pub(crate) mod cpuset;
 pub(crate) mod display;
 pub(crate) mod held;
 pub(crate) mod inventory;

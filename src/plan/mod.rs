@@ -11,6 +11,7 @@ pub(crate) mod finding;
 pub(crate) mod firmware;
 pub(crate) mod hostdev;
 pub mod identity;
+pub mod isolation;
 pub mod looking_glass;
 mod memory;
 pub(crate) mod paths;
@@ -75,6 +76,8 @@ pub struct Plan {
     pub audio: Option<audio::AudioPlan>,
     /// `[takeover]` on this host: what stops, in order.
     pub takeover: Option<takeover::TakeoverPlan>,
+    /// `[cpu] isolate`, `emulator_pin`, `governor` on this host.
+    pub isolation: Option<isolation::IsolationPlan>,
     pub findings: Vec<Finding>,
     /// The host the plan was made against, where prepare will write.
     #[serde(skip)]
@@ -201,6 +204,18 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
                 .fix("enable virtualization (VT-x/AMD-V) in the firmware setup and load kvm_intel or kvm_amd, or set [qemu] accel = \"tcg\""),
         );
     }
+    let isolation = isolation::plan(&vm, &ctx.root, &mut findings);
+    if isolation.as_ref().is_some_and(|i| i.isolate) && !ctx.dirs.is_root {
+        findings.push(
+            Finding::error(
+                "cpu.isolate",
+                "confining the host's cgroups, workqueues and IRQs takes root",
+            )
+            .fix(
+                "start the VM as root (sudo, or `systemctl start vmrun@NAME`), or remove `isolate`",
+            ),
+        );
+    }
     Plan {
         vm,
         qemu,
@@ -216,6 +231,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         usb,
         audio,
         takeover,
+        isolation,
         findings,
         root: ctx.root.clone(),
     }

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::change::takeover::{display_manager, framebuffer, holders, modules, units, vtconsoles};
 use super::change::{
-    device_owner, group_owner, hugepages, shared_memory, usb_driver, vfio, StepReport, Undo,
+    cgroup, cpuset, device_owner, governor, group_owner, hugepages, irq_affinity, shared_memory,
+    usb_driver, vfio, workqueue, StepReport, Undo,
 };
 use super::Host;
 
@@ -36,6 +37,13 @@ pub enum Step {
     UnloadModule(modules::UnloadModule),
     CreateShm(shared_memory::CreateShm),
     UsbDriver(usb_driver::UsbDriver),
+    VmScope(cgroup::VmScope),
+    VmCgroup(cgroup::VmCgroup),
+    AllowedCpus(cpuset::AllowedCpus),
+    CgroupCpus(cpuset::CgroupCpus),
+    WorkqueueMask(workqueue::WorkqueueMask),
+    IrqAffinity(irq_affinity::IrqAffinity),
+    Governor(governor::Governor),
 }
 
 impl Step {
@@ -55,6 +63,13 @@ impl Step {
             Self::UnloadModule(s) => s.undo(host),
             Self::CreateShm(s) => s.undo(host),
             Self::UsbDriver(s) => s.undo(host),
+            Self::VmScope(s) => s.undo(host),
+            Self::VmCgroup(s) => s.undo(host),
+            Self::AllowedCpus(s) => s.undo(host),
+            Self::CgroupCpus(s) => s.undo(host),
+            Self::WorkqueueMask(s) => s.undo(host),
+            Self::IrqAffinity(s) => s.undo(host),
+            Self::Governor(s) => s.undo(host),
         }
     }
 }

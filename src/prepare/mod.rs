@@ -5,6 +5,7 @@
 //! caller replays it (`teardown::replay`), as on every other way out.
 
 pub mod change;
+pub mod isolate;
 pub mod journal;
 pub mod kernel;
 pub(crate) mod rom;
@@ -43,6 +44,8 @@ pub enum PrepareError {
     DeviceOwner(#[from] device_owner::DeviceOwnerError),
     #[error(transparent)]
     SharedMemory(#[from] shared_memory::SharedMemoryError),
+    #[error("isolate: {0}")]
+    Isolate(#[from] isolate::IsolateError),
 }
 
 /// The journal of a VM's run dir.
@@ -137,6 +140,9 @@ fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareE
             // Not root: the node is as udev made it; the plan said so.
             (crate::config::LgDevice::Kvmfr, None) => {}
         }
+    }
+    if let Some(iso) = &plan.isolation {
+        isolate::confine(iso, host, journal)?;
     }
     if plan.hostdevs.is_empty() {
         return Ok(());

@@ -86,6 +86,15 @@ fn format_name(f: DiskFormat) -> &'static str {
 /// the file node and `write-cache` of the device (docs: "-drive cache=").
 pub(crate) fn disks(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     let q35 = is_q35(&plan.machine);
+    // One I/O thread for the SCSI controller when any of its disks asks.
+    let scsi_io = plan
+        .vm
+        .disks
+        .iter()
+        .any(|d| d.iothread && d.interface == DiskInterface::Scsi);
+    if scsi_io {
+        a.opt("-object", Opts::new("iothread").set("id", "scsi0-io"));
+    }
     let mut scsi_added = false;
     let mut sata_port = 0;
     for (i, disk) in plan.vm.disks.iter().enumerate() {
@@ -121,7 +130,18 @@ pub(crate) fn disks(a: &mut Argv, plan: &Plan, form: Form<'_>) {
             a.opt("-blockdev", fmt);
         }
 
-        let device = frontend(disk, q35, &node, &mut scsi_added, &mut sata_port, a);
+        if disk.iothread && disk.interface == DiskInterface::Virtio {
+            a.opt(
+                "-object",
+                Opts::new("iothread").set("id", format!("{node}-io")),
+            );
+        }
+        let bus = Bus {
+            scsi_added: &mut scsi_added,
+            scsi_io,
+            sata_port: &mut sata_port,
+        };
+        let device = frontend(disk, q35, &node, bus, a);
         let mut dev = device
             .set("drive", &node)
             .set("bootindex", (i + 1).to_string());
@@ -152,24 +172,39 @@ fn without_backing(disk: &Disk, node: &str) -> String {
     o.to_string()
 }
 
+/// Where the next disk's frontend goes: the SCSI controller (added once,
+/// with its I/O thread when a disk asked) and the next SATA/IDE port.
+struct Bus<'a> {
+    scsi_added: &'a mut bool,
+    scsi_io: bool,
+    sata_port: &'a mut u32,
+}
+
 /// The guest-visible device for a disk. A cdrom on `virtio` goes on SATA:
 /// virtio-blk has no removable media, and installers expect a CD drive.
-fn frontend(
-    disk: &Disk,
-    q35: bool,
-    node: &str,
-    scsi_added: &mut bool,
-    sata_port: &mut u32,
-    a: &mut Argv,
-) -> Opts {
+fn frontend(disk: &Disk, q35: bool, node: &str, bus: Bus<'_>, a: &mut Argv) -> Opts {
+    let Bus {
+        scsi_added,
+        scsi_io,
+        sata_port,
+    } = bus;
     let cdrom = disk.media == DiskMedia::Cdrom;
     match disk.interface {
         DiskInterface::Virtio if !cdrom => {
-            Opts::new("virtio-blk-pci").set("id", format!("{node}-dev"))
+            let dev = Opts::new("virtio-blk-pci").set("id", format!("{node}-dev"));
+            if disk.iothread {
+                dev.set("iothread", format!("{node}-io"))
+            } else {
+                dev
+            }
         }
         DiskInterface::Scsi => {
             if !*scsi_added {
-                a.opt("-device", Opts::new("virtio-scsi-pci").set("id", "scsi0"));
+                let mut ctl = Opts::new("virtio-scsi-pci").set("id", "scsi0");
+                if scsi_io {
+                    ctl = ctl.set("iothread", "scsi0-io");
+                }
+                a.opt("-device", ctl);
                 *scsi_added = true;
             }
             Opts::new(if cdrom { "scsi-cd" } else { "scsi-hd" })

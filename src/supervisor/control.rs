@@ -54,6 +54,9 @@ pub(crate) struct Status {
     /// Router mode: the side that has the keyboard and mouse.
     #[serde(default)]
     pub input_focus: Option<Side>,
+    /// `[cpu] isolate` / `emulator_pin` / `governor` in force.
+    #[serde(default)]
+    pub isolation: Option<super::isolation::Isolation>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +175,7 @@ impl Vm<'_> {
             qmp_socket: paths.qmp_ctl_socket.display().to_string(),
             console_socket: paths.console_socket.display().to_string(),
             input_focus: self.router.as_ref().map(Router::side),
+            isolation: super::isolation::in_force(self.plan),
         }
     }
 }

@@ -114,6 +114,12 @@ impl Vm<'_> {
         if let Err(e) = pin::pin_vcpus(&client, &self.plan.vm.cpu.pin).await {
             tracing::warn!("vCPU pinning failed, the guest runs unpinned: {e}");
         }
+        let emulator = self.plan.isolation.as_ref().map(|i| &i.emulator_cpus);
+        if let (Some(cpus), Some(pid)) = (emulator, self.qemu_pid) {
+            if let Err(e) = pin::pin_emulator(&client, pid, cpus).await {
+                tracing::warn!("QEMU's own threads stay unpinned: {e}");
+            }
+        }
         match client.cont().await {
             Ok(()) => self.set_state(VmState::Running),
             Err(e) => {

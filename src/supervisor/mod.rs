@@ -6,6 +6,8 @@ mod console;
 pub(crate) mod control;
 mod control_server;
 mod event_loop;
+mod inhibit;
+mod isolation;
 pub(crate) mod logcap;
 pub(crate) mod outcome;
 mod pin;

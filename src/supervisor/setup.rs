@@ -11,6 +11,7 @@ use std::path::Path;
 use tokio::net::UnixListener;
 use tokio::process::Child;
 
+use super::inhibit::{self, SleepInhibitor};
 use super::rundir::RunDir;
 use super::{vmfiles, Signals, SupervisorError};
 use crate::config::InputMode;
@@ -32,9 +33,9 @@ pub(super) struct Started {
     pub listeners: (UnixListener, Signals),
     /// Router mode's proxies and real devices, or qemu mode's re-adder.
     pub input: (Option<Router>, Option<Readd>),
-    /// Held until the supervisor ends: the devices, and QEMU's per-VM
-    /// uid, are ours until then.
-    pub device_locks: (DeviceLocks, Option<UidLock>),
+    /// Held until the supervisor ends: the devices, QEMU's per-VM uid and
+    /// the host's sleep inhibitor are ours until then.
+    pub device_locks: (DeviceLocks, Option<UidLock>, Option<SleepInhibitor>),
 }
 
 /// Why setup stopped, before the undo is known.
@@ -84,6 +85,13 @@ pub(super) fn set_up(
         &plan.root,
     )
     .map_err(|e| SupervisorError::from(process::SpawnError::from(e)))?;
+    // Before swtpm and QEMU are forked: they start in our cgroup.
+    prepare::isolate::enter_own_cgroup(plan, host).map_err(SetupFailure::Prepare)?;
+    let no_sleep = plan
+        .vm
+        .inhibit_sleep
+        .then(|| inhibit::hold(&plan.root, plan.vm.name.as_str()))
+        .flatten();
     vmfiles::ensure_vars_copy(plan).map_err(SupervisorError::from)?;
     vmfiles::ensure_console_log(plan).map_err(SupervisorError::from)?;
     if plan.vm.tpm {
@@ -122,7 +130,7 @@ pub(super) fn set_up(
         qemu: (child, qmp_stream),
         listeners: (control, signals),
         input,
-        device_locks: (device_locks, uid_lock),
+        device_locks: (device_locks, uid_lock, no_sleep),
     })
 }
 

@@ -85,6 +85,8 @@ pub(crate) struct VmSpec {
     pub user: &'static str,
     /// `[qemu] extra_args`, as a TOML array.
     pub extra_args: &'static str,
+    /// The body of a `[cpu]` table; empty: none.
+    pub cpu: &'static str,
 }
 
 impl Default for VmSpec {
@@ -96,6 +98,7 @@ impl Default for VmSpec {
             tpm: false,
             user: "root",
             extra_args: "[]",
+            cpu: "",
         }
     }
 }
@@ -165,12 +168,13 @@ impl World {
         format!(
             "memory = \"{mem}\"\n\n[firmware]\n{fw}\n\n{disk}\n[tpm]\nenabled = {tpm}\n\n\
              [network]\nmode = \"none\"\n\n[display]\nmode = \"serial\"\n\n\
-             [shutdown]\ntimeout = \"{timeout}\"\n\n[qemu]\naccel = \"tcg\"\nuser = \"{user}\"\nextra_args = {extra}\n",
+             [shutdown]\ntimeout = \"{timeout}\"\n\n[qemu]\naccel = \"tcg\"\nuser = \"{user}\"\nextra_args = {extra}\n\n[cpu]\n{cpu}\n",
             mem = spec.memory,
             tpm = spec.tpm,
             timeout = spec.timeout,
             user = spec.user,
             extra = spec.extra_args,
+            cpu = spec.cpu,
         )
     }
 

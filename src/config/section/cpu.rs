@@ -30,6 +30,9 @@ pub(crate) struct WireCpu {
     hide_hypervisor: bool,
     vendor_id: S<String>,
     hyperv: S<bool>,
+    isolate: S<bool>,
+    emulator_pin: S<Vec<Spanned<u32>>>,
+    governor: S<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,6 +48,14 @@ pub struct Cpu {
     /// `hv-vendor-id`, at most 12 characters.
     pub vendor_id: Option<String>,
     pub hyperv: bool,
+    /// While the VM runs, host tasks, unbound workqueues and IRQs keep off
+    /// the pinned CPUs (needs `pin`).
+    pub isolate: bool,
+    /// Host CPUs for QEMU's threads other than the vCPUs, as written; with
+    /// `isolate` and none written, the plan takes the CPUs not in `pin`.
+    pub emulator_pin: Vec<u32>,
+    /// cpufreq governor of the pinned CPUs while the VM runs.
+    pub governor: Option<String>,
 }
 
 /// The guest's CPU topology; `vcpus()` is their product.
@@ -127,6 +138,24 @@ pub(crate) fn check(c: S<WireCpu>, accel: Accel, v: &mut Checker<'_>) -> Cpu {
         }
         id
     });
+    let isolate = c.isolate.map(|i| {
+        let (s, on) = parts(i);
+        if on && pin.is_empty() {
+            v.err("cpu.isolate", s, K::IsolateWithoutPin);
+        }
+        on
+    });
+    let emulator_pin = c
+        .emulator_pin
+        .map(|p| host_cpus("cpu.emulator_pin", p, v))
+        .unwrap_or_default();
+    let governor = c.governor.map(|g| {
+        let (s, g) = parts(g);
+        if !is_governor(&g) {
+            v.err("cpu.governor", s, K::BadGovernor(g.clone()));
+        }
+        g
+    });
     let model = v.non_empty_or("cpu.model", c.model.clone(), "host");
     if let Some(m) = c
         .model
@@ -142,7 +171,37 @@ pub(crate) fn check(c: S<WireCpu>, accel: Accel, v: &mut Checker<'_>) -> Cpu {
         hide_hypervisor,
         vendor_id,
         hyperv,
+        isolate: isolate.unwrap_or(false),
+        emulator_pin,
+        governor,
     }
+}
+
+/// A cpufreq governor's name as the kernel spells them
+/// (`scaling_available_governors`): lower-case letters, digits, `_`.
+fn is_governor(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A list of host CPUs, none twice, not empty.
+fn host_cpus(key: &str, list: Spanned<Vec<Spanned<u32>>>, v: &mut Checker<'_>) -> Vec<u32> {
+    let (span, list) = parts(list);
+    if list.is_empty() {
+        v.err(key, span, K::Empty);
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for item in list {
+        let (s, cpu) = parts(item);
+        if !seen.insert(cpu) {
+            v.err(key, s, K::DuplicatePin(cpu));
+        }
+        out.push(cpu);
+    }
+    out
 }
 
 /// The `-cpu` flags as written. With `hyperv`, none may clear CPUID's
@@ -259,6 +318,13 @@ mod tests {
                 "[cpu]\nmodel = \"host,kvm=on\"\n",
                 &[K::BadCpuModel("host,kvm=on".into())],
             ),
+            ("[cpu]\nisolate = true\n", &[K::IsolateWithoutPin]),
+            ("[cpu]\nemulator_pin = [0, 0]\n", &[K::DuplicatePin(0)]),
+            ("[cpu]\nemulator_pin = []\n", &[K::Empty]),
+            (
+                "[cpu]\ngovernor = \"perf ormance\"\n",
+                &[K::BadGovernor("perf ormance".into())],
+            ),
         ]);
     }
 
@@ -317,6 +383,20 @@ mod tests {
     fn dies_count_into_vcpus() {
         let c = check("[cpu]\nsockets = 2\ndies = 2\ncores = 2\npin = [0,1,2,3,4,5,6,7]\n");
         assert_eq!(c.expect("valid").cpu.topology.vcpus(), 8);
+    }
+
+    #[test]
+    fn isolation_keys_read_into_the_model() {
+        let c = check(
+            "[cpu]\ncores = 2\npin = [2, 3]\nisolate = true\nemulator_pin = [0]\ngovernor = \"performance\"\n",
+        )
+        .expect("valid")
+        .cpu;
+        assert!(c.isolate);
+        assert_eq!(c.emulator_pin, [0]);
+        assert_eq!(c.governor.as_deref(), Some("performance"));
+        let off = check("[cpu]\nisolate = false\n").expect("valid").cpu;
+        assert!(!off.isolate && off.emulator_pin.is_empty() && off.governor.is_none());
     }
 
     #[test]

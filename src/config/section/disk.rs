@@ -74,6 +74,7 @@ pub(crate) struct WireDisk {
     aio: Option<Aio>,
     #[serde(default)]
     discard: bool,
+    iothread: S<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,6 +89,9 @@ pub struct Disk {
     /// `None`: QEMU's default for the cache mode.
     pub aio: Option<Aio>,
     pub discard: bool,
+    /// Its own QEMU I/O thread (virtio-blk; for SCSI, the controller's),
+    /// pinned with QEMU's other threads.
+    pub iothread: bool,
 }
 
 pub(crate) fn check(list: Vec<Spanned<WireDisk>>, v: &mut Checker<'_>) -> Vec<Disk> {
@@ -120,7 +124,19 @@ pub(crate) fn check(list: Vec<Spanned<WireDisk>>, v: &mut Checker<'_>) -> Vec<Di
             } else {
                 DiskFormat::Raw
             });
+        let iothread = d.iothread.is_some_and(|t| {
+            let (s, on) = parts(t);
+            // QEMU's iothread property exists on virtio-blk and virtio-scsi
+            // only; a cdrom on virtio goes on SATA.
+            let virtio = matches!(interface, DiskInterface::Virtio | DiskInterface::Scsi);
+            if on && (!virtio || (media == DiskMedia::Cdrom && interface == DiskInterface::Virtio))
+            {
+                v.err(format!("disk[{i}].iothread"), s, K::IothreadInterface);
+            }
+            on
+        });
         out.push(Disk {
+            iothread,
             path,
             interface,
             media,
@@ -164,6 +180,17 @@ mod tests {
             (disks[1].format, disks[1].readonly, disks[1].interface),
             (DiskFormat::Raw, true, DiskInterface::Sata)
         );
+    }
+
+    #[test]
+    fn an_iothread_is_for_virtio_and_scsi_disks_only() {
+        let c = check("[[disk]]\npath = \"d.img\"\niothread = true\n");
+        assert!(c.expect("valid").disks[0].iothread);
+        for iface in ["sata", "nvme"] {
+            let text =
+                format!("[[disk]]\npath = \"d.img\"\ninterface = \"{iface}\"\niothread = true\n");
+            assert_eq!(errors(&text), [K::IothreadInterface], "{iface}");
+        }
     }
 
     #[test]

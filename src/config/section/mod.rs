@@ -14,6 +14,7 @@ pub(crate) mod input;
 pub(crate) mod looking_glass;
 pub(crate) mod memory;
 pub(crate) mod network;
+pub(crate) mod power;
 pub(crate) mod qemu;
 pub(crate) mod shutdown;
 pub(crate) mod smbios;

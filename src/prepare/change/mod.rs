@@ -3,13 +3,18 @@
 //! side. `prepare` makes the changes in order; `teardown` walks the journal
 //! newest first and calls each step's `undo`.
 
+pub mod cgroup;
+pub mod cpuset;
 pub mod device_owner;
+pub mod governor;
 pub mod group_owner;
 pub mod hugepages;
+pub mod irq_affinity;
 pub mod shared_memory;
 pub mod takeover;
 pub mod usb_driver;
 pub mod vfio;
+pub mod workqueue;
 
 use serde::Serialize;
 

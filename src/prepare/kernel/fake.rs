@@ -39,6 +39,8 @@ pub(crate) struct FakeKernel {
     modules: HashMap<String, String>,
     /// Processes that ignore SIGTERM.
     stubborn: HashSet<u32>,
+    /// systemd unit properties set at runtime (`UNIT/NAME` -> value).
+    pub properties: RefCell<HashMap<String, String>>,
 }
 
 impl FakeKernel {
@@ -57,6 +59,52 @@ impl FakeKernel {
             failing: HashSet::new(),
             modules: HashMap::new(),
             stubborn: HashSet::new(),
+            properties: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn cgroup(&self, rel: &str) -> PathBuf {
+        self.root
+            .join("sys/fs/cgroup")
+            .join(rel.trim_start_matches('/'))
+    }
+
+    /// A cgroup v2 directory as the kernel makes it on `mkdir`: empty
+    /// `cgroup.procs`, `cgroup.events`, and `cpuset.cpus` (empty: its
+    /// parent's) when the parent enables cpuset for its children.
+    fn make_cgroup(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir(dir)?;
+        fs::write(dir.join("cgroup.procs"), "")?;
+        fs::write(dir.join("cgroup.events"), "populated 0\nfrozen 0\n")?;
+        let parent = dir.parent().map(|p| p.join("cgroup.subtree_control"));
+        if parent.is_some_and(|p| fs::read_to_string(p).is_ok_and(|c| c.contains("cpuset"))) {
+            fs::write(dir.join("cpuset.cpus"), "")?;
+        }
+        Ok(())
+    }
+
+    /// Writing a PID to `cgroup.procs`: the process leaves every other
+    /// cgroup; `/proc/self/cgroup` follows for this process.
+    fn move_pid(&self, cgroup_dir: &Path, pid: &str) {
+        let base = self.cgroup("");
+        for entry in walkdir(&base) {
+            let procs = entry.join("cgroup.procs");
+            if let Ok(text) = fs::read_to_string(&procs) {
+                let kept: Vec<&str> = text.lines().filter(|l| l.trim() != pid).collect();
+                let mut out = kept.join("\n");
+                if entry == cgroup_dir {
+                    if !out.is_empty() {
+                        out.push('\n');
+                    }
+                    out.push_str(pid);
+                }
+                fs::write(&procs, out).unwrap();
+            }
+        }
+        if pid == std::process::id().to_string() {
+            let rel = cgroup_dir.strip_prefix(&base).unwrap().to_string_lossy();
+            fs::create_dir_all(self.root.join("proc/self")).unwrap();
+            fs::write(self.root.join("proc/self/cgroup"), format!("0::/{rel}\n")).unwrap();
         }
     }
 
@@ -234,13 +282,29 @@ impl FakeKernel {
     }
 }
 
-impl Kernel for FakeKernel {
-    fn write(&self, path: &Path, value: &str) -> Result<(), WriteError> {
-        let rel = path
-            .strip_prefix(&self.root)
+/// `dir` and every directory below it.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten().filter(|e| e.path().is_dir()) {
+            out.extend(walkdir(&e.path()));
+        }
+    }
+    out
+}
+
+impl FakeKernel {
+    fn rel(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
             .unwrap()
             .to_string_lossy()
-            .into_owned();
+            .into_owned()
+    }
+}
+
+impl Kernel for FakeKernel {
+    fn write(&self, path: &Path, value: &str) -> Result<(), WriteError> {
+        let rel = self.rel(path);
         self.writes
             .borrow_mut()
             .push((rel.clone(), value.to_string()));
@@ -279,6 +343,46 @@ impl Kernel for FakeKernel {
             .and_then(|r| r.strip_suffix("/remove"))
         {
             self.remove(dev);
+        } else if rel.starts_with("sys/fs/cgroup") && rel.ends_with("cgroup.subtree_control") {
+            // `+name` enables a controller for the children, `-name`
+            // disables it; the file lists the enabled ones.
+            let mut on: Vec<String> = fs::read_to_string(path)
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            for word in v.split_whitespace() {
+                let (sign, name) = word.split_at(1);
+                on.retain(|c| c != name);
+                if sign == "+" {
+                    on.push(name.into());
+                }
+            }
+            fs::write(path, on.join(" ") + "\n").unwrap();
+        } else if rel.starts_with("sys/fs/cgroup") && rel.ends_with("cgroup.procs") {
+            self.move_pid(path.parent().unwrap(), v);
+        } else if rel.starts_with("sys/fs/cgroup") && rel.ends_with("/cpuset.cpus") && v.is_empty()
+        {
+            // cgroup-v2 cpuset: a populated cgroup's list can't go back to
+            // empty.
+            let populated = fs::read_to_string(path.with_file_name("cgroup.events"))
+                .is_ok_and(|e| e.contains("populated 1"));
+            if populated {
+                return Err(WriteError::Io {
+                    path: path.to_path_buf(),
+                    value: value.into(),
+                    source: io::Error::from_raw_os_error(nix::libc::ENOSPC),
+                });
+            }
+            fs::write(path, "").unwrap();
+        } else if rel.starts_with("proc/irq/") && path.with_file_name("fixed").exists() {
+            // An interrupt that can't be moved (a per-CPU timer), marked
+            // by the test with a `fixed` file.
+            return Err(WriteError::Io {
+                path: path.to_path_buf(),
+                value: value.into(),
+                source: io::Error::from_raw_os_error(nix::libc::EIO),
+            });
         } else if rel.ends_with("/nr_hugepages") {
             // The pool grows as far as the kernel finds pages; free pages
             // follow the total.
@@ -306,6 +410,32 @@ impl Kernel for FakeKernel {
     fn modprobe(&self, name: &str) -> io::Result<bool> {
         fs::create_dir_all(self.driver_dir(name))?;
         Ok(true)
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        self.writes
+            .borrow_mut()
+            .push((self.rel(path), "mkdir".into()));
+        if path.starts_with(self.cgroup("")) {
+            return self.make_cgroup(path);
+        }
+        fs::create_dir(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.writes
+            .borrow_mut()
+            .push((self.rel(path), "rmdir".into()));
+        if path.starts_with(self.cgroup("")) {
+            let busy = fs::read_to_string(path.join("cgroup.procs"))
+                .is_ok_and(|p| !p.trim().is_empty())
+                || fs::read_dir(path)?.flatten().any(|e| e.path().is_dir());
+            if busy {
+                return Err(io::Error::from_raw_os_error(nix::libc::EBUSY));
+            }
+            return fs::remove_dir_all(path);
+        }
+        fs::remove_dir(path)
     }
 
     fn run(&self, argv: &[String], _timeout: std::time::Duration) -> io::Result<Ran> {
@@ -358,6 +488,33 @@ impl Kernel for FakeKernel {
                     .map(|u| format!("{u} loaded active running {u}"))
                     .collect();
                 Ok(Ran::ok(&lines.join("\n")))
+            }
+            ["systemctl", "show", "-p", prop, "--value", unit] => Ok(Ran::ok(
+                self.properties
+                    .borrow()
+                    .get(&format!("{unit}/{prop}"))
+                    .map_or("", String::as_str),
+            )),
+            ["systemctl", "set-property", "--runtime", unit, assignment] => {
+                let (prop, value) = assignment.split_once('=').unwrap();
+                self.properties
+                    .borrow_mut()
+                    .insert(format!("{unit}/{prop}"), value.into());
+                if prop == "AllowedCPUs" {
+                    // systemd writes the unit's cpuset.cpus; an empty list
+                    // the kernel refuses for a populated cgroup is logged.
+                    let _ = self.write(&self.cgroup(unit).join("cpuset.cpus"), value);
+                }
+                Ok(Ran::ok(""))
+            }
+            ["busctl", "call", "org.freedesktop.systemd1", _, _, "StartTransientUnit", _, unit, "fail", _, "PIDs", "au", "1", pid, "Slice", "s", slice, ..] =>
+            {
+                let dir = self.cgroup(slice).join(unit);
+                fs::create_dir_all(self.cgroup(slice)).unwrap();
+                self.make_cgroup(&dir)?;
+                self.move_pid(&dir, pid);
+                self.units.borrow_mut().insert(unit.to_string(), true);
+                Ok(Ran::ok("o \"/org/freedesktop/systemd1/job/1\""))
             }
             ["modprobe", "-r", module] => {
                 self.unload(module);

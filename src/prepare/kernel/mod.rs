@@ -61,6 +61,20 @@ pub trait Kernel {
         ))
     }
 
+    /// `mkdir` in a pseudo filesystem: in cgroupfs it creates a cgroup.
+    /// The real and the fake kernel both make a directory.
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("mkdir {}: {e}", path.display())))
+    }
+
+    /// `rmdir`: in cgroupfs it removes an empty cgroup (EBUSY while it
+    /// holds processes or children).
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("rmdir {}: {e}", path.display())))
+    }
+
     /// Sends `signal` to process `pid`. The default refuses, as `run`.
     fn signal(&self, pid: u32, _signal: nix::sys::signal::Signal) -> io::Result<()> {
         Err(io::Error::new(

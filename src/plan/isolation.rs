@@ -1,0 +1,287 @@
+//! `[cpu] isolate`, `emulator_pin` and `governor` on this host: which CPUs
+//! the host keeps, where QEMU's own threads go, how the host's cgroups are
+//! confined (systemd or the cgroup v2 files), and what would go wrong: no
+//! CPU left for the host, no cgroup v2 cpuset, a pinned CPU that is not
+//! online, SMT siblings split between host and guest.
+
+use serde::Serialize;
+
+use super::Finding;
+use crate::config::VmConfig;
+use crate::host::cpuset::{self, CpuSet};
+use crate::host::HostRoot;
+
+/// What isolation will do on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IsolationPlan {
+    /// `[cpu] isolate`: the host's tasks, unbound workqueues and IRQs keep
+    /// to `host_cpus` while the VM runs.
+    pub isolate: bool,
+    /// The vCPUs' host CPUs (`[cpu] pin`).
+    pub pinned: CpuSet,
+    /// The CPUs the host keeps: online, not pinned.
+    pub host_cpus: CpuSet,
+    /// QEMU's other threads (main loop, I/O, iothreads): `emulator_pin`,
+    /// else with `isolate` the host's CPUs; empty: left alone.
+    pub emulator_cpus: CpuSet,
+    /// Confined through systemd's `AllowedCPUs` (else `cpuset.cpus`).
+    pub systemd: bool,
+    /// The top-level cgroups that hold processes now, to be confined.
+    pub cgroups: Vec<String>,
+    /// cpufreq governor of the pinned CPUs.
+    pub governor: Option<String>,
+}
+
+impl IsolationPlan {
+    /// Each write isolation makes, in order, for `--dry-run` (every one
+    /// journaled with the value it replaces and put back after the run).
+    pub fn describe(&self, vm: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let host = &self.host_cpus;
+        if self.isolate {
+            if self.systemd {
+                out.push(format!("vmrun, swtpm and QEMU into scope machine.slice/vmrun-{vm}.scope (systemd StartTransientUnit)"));
+                for unit in &self.cgroups {
+                    out.push(format!(
+                        "systemctl set-property --runtime {unit} AllowedCPUs={host}"
+                    ));
+                }
+            } else {
+                out.push(format!("vmrun, swtpm and QEMU into /sys/fs/cgroup/vmrun.slice/{vm} (+cpuset in the root's cgroup.subtree_control if off)"));
+                for cg in &self.cgroups {
+                    out.push(format!("/sys/fs/cgroup/{cg}/cpuset.cpus <- {host}"));
+                }
+            }
+            out.push(format!(
+                "/sys/devices/virtual/workqueue/cpumask <- {}",
+                host.hex_mask()
+            ));
+            out.push(format!(
+                "/proc/irq/*/smp_affinity_list <- {host} (those that refuse: left)"
+            ));
+        }
+        if !self.emulator_cpus.is_empty() {
+            out.push(format!(
+                "QEMU's threads but the vCPUs: affinity {} (before `cont`)",
+                self.emulator_cpus
+            ));
+        }
+        if let Some(g) = &self.governor {
+            for cpu in &self.pinned.0 {
+                out.push(format!(
+                    "/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor <- {g}"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The isolation plan of `vm`, or `None` when it asks for none.
+pub(crate) fn plan(
+    vm: &VmConfig,
+    root: &HostRoot,
+    findings: &mut Vec<Finding>,
+) -> Option<IsolationPlan> {
+    let cpu = &vm.cpu;
+    if !cpu.isolate && cpu.emulator_pin.is_empty() && cpu.governor.is_none() {
+        return None;
+    }
+    let pinned = CpuSet::from_cpus(cpu.pin.iter().copied());
+    let online = cpuset::online(root);
+    let host_cpus = online
+        .as_ref()
+        .map(|o| o.without(&pinned))
+        .unwrap_or_default();
+    if let Some(online) = &online {
+        let offline = pinned.without(online);
+        let emulator_offline = CpuSet::from_cpus(cpu.emulator_pin.iter().copied()).without(online);
+        for (key, off) in [("cpu.pin", offline), ("cpu.emulator_pin", emulator_offline)] {
+            if !off.is_empty() {
+                findings.push(
+                    Finding::error(
+                        key,
+                        format!("host CPUs {off} are not online (online: {online})"),
+                    )
+                    .fix("list CPUs of /sys/devices/system/cpu/online"),
+                );
+            }
+        }
+    }
+    let systemd = cpuset::systemd_booted(root);
+    if cpu.isolate {
+        if !cpuset::has_v2_cpuset(root) {
+            findings.push(
+                Finding::error("cpu.isolate", "no cgroup v2 cpuset controller at /sys/fs/cgroup: the host's tasks can't be kept off the pinned CPUs")
+                    .fix("boot with the unified cgroup hierarchy (systemd.unified_cgroup_hierarchy=1, the default since systemd 247), or remove `isolate`"),
+            );
+        }
+        if online.is_some() && host_cpus.is_empty() {
+            findings.push(
+                Finding::error(
+                    "cpu.isolate",
+                    "`pin` takes every online CPU: none would be left for the host",
+                )
+                .fix("leave at least one CPU (better a whole core) out of `pin`"),
+            );
+        }
+    }
+    findings.extend(smt_split(root, &pinned));
+    let emulator_cpus = if !cpu.emulator_pin.is_empty() {
+        CpuSet::from_cpus(cpu.emulator_pin.iter().copied())
+    } else if cpu.isolate {
+        host_cpus.clone()
+    } else {
+        CpuSet::default()
+    };
+    let cgroups = if cpu.isolate {
+        cpuset::host_top_level(root)
+    } else {
+        Vec::new()
+    };
+    Some(IsolationPlan {
+        isolate: cpu.isolate,
+        pinned,
+        host_cpus,
+        emulator_cpus,
+        systemd,
+        cgroups,
+        governor: cpu.governor.clone(),
+    })
+}
+
+/// A warning when a pinned CPU's SMT sibling is left to the host: the two
+/// share one core's execution units, so the host still disturbs the vCPU.
+fn smt_split(root: &HostRoot, pinned: &CpuSet) -> Option<Finding> {
+    let split: Vec<String> = pinned
+        .0
+        .iter()
+        .filter_map(|&cpu| {
+            let sib = cpuset::siblings(root, cpu)?;
+            let outside = sib.without(pinned);
+            (!outside.is_empty()).then(|| format!("{cpu} (sibling {outside})"))
+        })
+        .collect();
+    (!split.is_empty()).then(|| {
+        Finding::warning(
+            "cpu.pin",
+            format!("pinned CPUs share a core with host CPUs: {}", split.join(", ")),
+        )
+        .fix("pin both threads of each core (see /sys/devices/system/cpu/cpuN/topology/thread_siblings_list)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::config::vm::testing::check;
+    use crate::plan::Severity;
+
+    fn host(online: &str, systemd: bool, v2: bool) -> (tempfile::TempDir, HostRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join("sys/devices/system/cpu");
+        fs::create_dir_all(&cpu).unwrap();
+        fs::write(cpu.join("online"), online).unwrap();
+        for n in CpuSet::parse(online).unwrap().0 {
+            let topo = cpu.join(format!("cpu{n}/topology"));
+            fs::create_dir_all(&topo).unwrap();
+            // Two threads per core: 0,1 / 2,3 ...
+            let first = n - n % 2;
+            fs::write(
+                topo.join("thread_siblings_list"),
+                format!("{first}-{}", first + 1),
+            )
+            .unwrap();
+        }
+        let cg = dir.path().join("sys/fs/cgroup");
+        fs::create_dir_all(cg.join("user.slice")).unwrap();
+        fs::write(
+            cg.join("user.slice/cgroup.events"),
+            "populated 1\nfrozen 0\n",
+        )
+        .unwrap();
+        fs::create_dir_all(cg.join("machine.slice")).unwrap();
+        fs::write(cg.join("machine.slice/cgroup.events"), "populated 1\n").unwrap();
+        if v2 {
+            fs::write(cg.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        }
+        if systemd {
+            fs::create_dir_all(dir.path().join("run/systemd/system")).unwrap();
+        }
+        let root = HostRoot::new(dir.path());
+        (dir, root)
+    }
+
+    fn planned(toml: &str, root: &HostRoot) -> (Option<IsolationPlan>, Vec<Finding>) {
+        let vm = check(toml).expect("valid");
+        let mut findings = Vec::new();
+        (plan(&vm, root, &mut findings), findings)
+    }
+
+    #[test]
+    fn the_host_keeps_the_unpinned_cpus_and_qemu_goes_there() {
+        let (_d, root) = host("0-7", true, true);
+        let (p, findings) = planned(
+            "[cpu]\ncores = 4\npin = [4, 5, 6, 7]\nisolate = true\n",
+            &root,
+        );
+        let p = p.unwrap();
+        assert_eq!(p.host_cpus.to_string(), "0-3");
+        assert_eq!(p.emulator_cpus.to_string(), "0-3");
+        assert!(p.systemd);
+        assert_eq!(p.cgroups, ["user.slice"]);
+        assert!(findings.is_empty(), "{findings:?}");
+    }
+
+    #[test]
+    fn no_cpu_left_no_cgroup_v2_and_a_split_core_are_reported() {
+        let (_d, root) = host("0-1", false, false);
+        let (_, findings) = planned("[cpu]\ncores = 2\npin = [0, 1]\nisolate = true\n", &root);
+        let errors: Vec<_> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .collect();
+        assert_eq!(errors.len(), 2, "{findings:?}");
+        let (_d, root) = host("0-3", false, true);
+        let (_, findings) = planned("[cpu]\npin = [1]\nisolate = true\n", &root);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].severity, Severity::Warning);
+        assert!(
+            findings[0].message.contains("1 (sibling 0)"),
+            "{}",
+            findings[0]
+        );
+    }
+
+    #[test]
+    fn dry_run_lists_each_write() {
+        let (_d, root) = host("0-3", true, true);
+        let toml = "[cpu]\ncores = 2\npin = [2, 3]\nisolate = true\ngovernor = \"performance\"\n";
+        let lines = planned(toml, &root).0.unwrap().describe("win");
+        assert_eq!(
+            lines,
+            [
+                "vmrun, swtpm and QEMU into scope machine.slice/vmrun-win.scope (systemd StartTransientUnit)",
+                "systemctl set-property --runtime user.slice AllowedCPUs=0-1",
+                "/sys/devices/virtual/workqueue/cpumask <- 3",
+                "/proc/irq/*/smp_affinity_list <- 0-1 (those that refuse: left)",
+                "QEMU's threads but the vCPUs: affinity 0-1 (before `cont`)",
+                "/sys/devices/system/cpu/cpu2/cpufreq/scaling_governor <- performance",
+                "/sys/devices/system/cpu/cpu3/cpufreq/scaling_governor <- performance",
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_asked_plans_nothing_and_emulator_pin_alone_confines_nothing() {
+        let (_d, root) = host("0-3", true, true);
+        assert!(planned("[cpu]\npin = [1]\n", &root).0.is_none());
+        let p = planned("[cpu]\npin = [1]\nemulator_pin = [0]\n", &root)
+            .0
+            .unwrap();
+        assert!(!p.isolate && p.cgroups.is_empty());
+        assert_eq!(p.emulator_cpus.to_string(), "0");
+    }
+}
