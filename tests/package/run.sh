@@ -8,6 +8,7 @@
 # The clean root (debootstrap minbase) is cached in $VMRUN_CLEAN_ROOT
 # (default /var/cache/vmrun-ci/bookworm) and copied for each run, so every
 # run installs on an untouched system. Mounts live in a private namespace.
+# --root-only makes that root and stops (.ci/run makes it while it builds).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "package: needs root (debootstrap, chroot)" >&2; exit 1; }
@@ -20,6 +21,7 @@ if [ ! -e "$cache/.complete" ]; then
     > "$cache.debootstrap.log" 2>&1 || { tail -20 "$cache.debootstrap.log" >&2; exit 1; }
   touch "$cache.tmp/.complete" && mv "$cache.tmp" "$cache"
 fi
+[ "${1:-}" != "--root-only" ] || exit 0
 
 mapfile -t built < <(scripts/package)
 deb=${built[0]}

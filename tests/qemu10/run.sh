@@ -11,7 +11,8 @@
 # The mounts live in a private mount namespace (`unshare --mount`): they go
 # away with this script, whatever way it ends.
 #
-# Usage: tests/qemu10/run.sh            (root: debootstrap, chroot, mounts)
+# Usage: tests/qemu10/run.sh [--root-only]   (root: debootstrap, chroot, mounts)
+# --root-only makes the root and stops (.ci/run makes it while it builds).
 # The root is cached in $VMRUN_QEMU10_ROOT (default
 # /var/cache/vmrun-ci/trixie) and made again when its package list changes.
 set -euo pipefail
@@ -50,6 +51,7 @@ if [ "$(cat "$root/.vmrun-include" 2>/dev/null)" != "$include" ]; then
   mv "$root.tmp" "$root"
 fi
 echo "qemu10: $(chroot "$root" qemu-system-x86_64 --version | head -1)"
+[ "${1:-}" != "--root-only" ] || exit 0
 
 # Every test binary of the list, as cargo built it for the suite: the same
 # command as the suite's `cargo test` (a `--test` filter would change the
