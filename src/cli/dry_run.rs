@@ -135,6 +135,19 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             note!(out, "#   {step}");
         }
     }
+    if let Some(tap) = &plan.bridge_tap {
+        let owner = plan
+            .qemu_identity
+            .as_ref()
+            .map_or_else(|| "root".into(), |id| format!("uid {}", id.uid));
+        note!(
+            out,
+            "# network: tap {} made for {owner} (MAC {}) on bridge {}, deleted after the run",
+            tap.ifname,
+            tap.mac,
+            tap.bridge
+        );
+    }
     if let Some(lg) = &plan.looking_glass {
         let owner = match &lg.owner {
             Some(o) => format!("{} (uid {}) with group {}", o.user, o.uid, o.gid),

@@ -118,8 +118,7 @@ pub(crate) fn user_identity(name: &str, accel: Accel, root: &HostRoot) -> Option
 }
 
 /// What the identity can't do that the VM asks for, as findings: open a
-/// root-only `/dev/kvm`, reach the desktop for a GTK window, or run a setuid `qemu-bridge-helper` (QEMU runs
-/// with no_new_privs, under which exec grants no setuid) or attach to a
+/// root-only `/dev/kvm`, reach the desktop for a GTK window, or attach to a
 /// tap it does not own (TUNSETIFF needs the tap's owner or CAP_NET_ADMIN).
 pub(crate) fn access_findings(
     vm: &crate::config::VmConfig,
@@ -163,24 +162,17 @@ pub(crate) fn access_findings(
             .fix("set [qemu] user to the desktop's user, or use display mode = \"spice\" and a SPICE client"),
         );
     }
-    let net = match &vm.network.mode {
-        NetworkMode::Bridge { .. } => Some((
-            "qemu-bridge-helper is setuid, and QEMU runs with no_new_privs",
-            "use mode = \"user\", or a tap made for the uid (mode = \"tap\"), or [qemu] user = \"root\"",
-        )),
-        NetworkMode::Tap { .. } => Some((
-            "attaching to a tap needs its owner's uid or CAP_NET_ADMIN",
-            "make the tap for that uid (ip tuntap add mode tap user UID), or set [qemu] user to its owner",
-        )),
-        _ => None,
-    };
-    if let Some((why, fix)) = net {
+    // A bridge gets a tap vmrun makes for the uid (`plan::network`).
+    if let NetworkMode::Tap { .. } = &vm.network.mode {
         findings.push(
             Finding::warning(
                 "network.mode",
-                format!("QEMU runs as uid {} ({}): {why}", id.uid, id.label),
+                format!(
+                    "QEMU runs as uid {} ({}): attaching to a tap needs its owner's uid or CAP_NET_ADMIN",
+                    id.uid, id.label
+                ),
             )
-            .fix(fix),
+            .fix("make the tap for that uid (ip tuntap add mode tap user UID), or set [qemu] user to its owner, or use mode = \"bridge\", for which vmrun makes the tap"),
         );
     }
 }
@@ -537,13 +529,13 @@ mod tests {
     }
 
     #[test]
-    fn a_root_only_dev_kvm_and_a_bridge_are_findings_for_an_unprivileged_qemu() {
+    fn a_root_only_dev_kvm_and_a_foreign_tap_are_findings_for_an_unprivileged_qemu() {
         let h = host().file("/dev/kvm", "");
         let kvm = h.path().join("dev/kvm");
         std::fs::set_permissions(&kvm, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
         let vm =
-            crate::testing::vm("memory = \"1G\"\n[network]\nmode = \"bridge\"\nbridge = \"br0\"\n");
+            crate::testing::vm("memory = \"1G\"\n[network]\nmode = \"tap\"\nifname = \"tap0\"\n");
         let id = qemu_identity(
             &QemuUser::Auto,
             true,
@@ -575,6 +567,11 @@ mod tests {
             &HostRoot::new(h.path()),
             &mut findings,
         );
+        assert!(findings.is_empty(), "{findings:?}");
+        // A bridge's tap is vmrun's to make for the uid: nothing to warn of.
+        let bridged =
+            crate::testing::vm("memory = \"1G\"\n[network]\nmode = \"bridge\"\nbridge = \"br0\"\n");
+        access_findings(&bridged, &id, &HostRoot::new(h.path()), &mut findings);
         assert!(findings.is_empty(), "{findings:?}");
         let gtk = crate::testing::vm("memory = \"1G\"\n[display]\nmode = \"gtk\"\n");
         access_findings(&gtk, &id, &HostRoot::new(h.path()), &mut findings);

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod isolation;
 pub mod looking_glass;
 mod memory;
+pub mod network;
 pub(crate) mod paths;
 pub(crate) mod safety;
 pub mod smbios;
@@ -78,6 +79,8 @@ pub struct Plan {
     pub takeover: Option<takeover::TakeoverPlan>,
     /// `[cpu] isolate`, `emulator_pin`, `governor` on this host.
     pub isolation: Option<isolation::IsolationPlan>,
+    /// `[network] mode = "bridge"` as root: the tap vmrun makes.
+    pub bridge_tap: Option<network::BridgeTap>,
     pub findings: Vec<Finding>,
     /// The host the plan was made against, where prepare will write.
     #[serde(skip)]
@@ -216,6 +219,13 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
             ),
         );
     }
+    let bridge_tap = network::plan(
+        &vm,
+        ctx.dirs.is_root,
+        &ctx.root,
+        &paths.run_dir,
+        &mut findings,
+    );
     Plan {
         vm,
         qemu,
@@ -232,6 +242,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         audio,
         takeover,
         isolation,
+        bridge_tap,
         findings,
         root: ctx.root.clone(),
     }

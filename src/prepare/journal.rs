@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::change::takeover::{display_manager, framebuffer, holders, modules, units, vtconsoles};
 use super::change::{
     cgroup, cpuset, device_owner, governor, group_owner, hugepages, irq_affinity, shared_memory,
-    usb_driver, vfio, workqueue, StepReport, Undo,
+    tap, usb_driver, vfio, workqueue, StepReport, Undo,
 };
 use super::Host;
 
@@ -44,6 +44,7 @@ pub enum Step {
     WorkqueueMask(workqueue::WorkqueueMask),
     IrqAffinity(irq_affinity::IrqAffinity),
     Governor(governor::Governor),
+    CreateTap(tap::CreateTap),
 }
 
 impl Step {
@@ -70,6 +71,7 @@ impl Step {
             Self::WorkqueueMask(s) => s.undo(host),
             Self::IrqAffinity(s) => s.undo(host),
             Self::Governor(s) => s.undo(host),
+            Self::CreateTap(s) => s.undo(host),
         }
     }
 }

@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use nix::fcntl::Flock;
 
 use crate::plan::Plan;
-use change::{device_owner, group_owner, hugepages, shared_memory, takeover, usb_driver, vfio};
+use change::{
+    device_owner, group_owner, hugepages, shared_memory, takeover, tap, usb_driver, vfio,
+};
 use journal::Journal;
 pub use kernel::Host;
 
@@ -46,6 +48,8 @@ pub enum PrepareError {
     SharedMemory(#[from] shared_memory::SharedMemoryError),
     #[error("isolate: {0}")]
     Isolate(#[from] isolate::IsolateError),
+    #[error(transparent)]
+    Tap(#[from] tap::TapError),
 }
 
 /// The journal of a VM's run dir.
@@ -100,6 +104,10 @@ pub fn prepare(plan: &Plan, host: &Host) -> Result<(), PrepareError> {
 }
 
 fn apply(plan: &Plan, host: &Host, journal: &mut Journal) -> Result<(), PrepareError> {
+    if let Some(t) = &plan.bridge_tap {
+        let owner = plan.qemu_identity.as_ref().map(|id| (id.uid, id.gid));
+        tap::create(host, journal, t, owner)?;
+    }
     if let Some(size) = plan.vm.hugepages {
         let pages = plan.vm.memory.bytes() / size.size().bytes();
         hugepages::reserve(host, journal, size, pages)?;

@@ -404,12 +404,13 @@ pub(crate) fn socket_chardev(id: &str, path: &std::path::Path) -> Opts {
 
 /// QEMU's seccomp filter, as strict as the VM allows. QEMU never changes
 /// its uid (it is exec'd as its identity), so set*uid is always denied;
-/// fork/exec is allowed only for qemu-bridge-helper.
+/// fork/exec is allowed only for qemu-bridge-helper, which a bridged VM
+/// needs when vmrun, not root, could not make its tap.
 fn sandbox(a: &mut Argv, plan: &Plan) {
     let needs_spawn = matches!(
         plan.vm.network.mode,
         crate::config::NetworkMode::Bridge { .. }
-    );
+    ) && plan.bridge_tap.is_none();
     a.opt(
         "-sandbox",
         Opts::new("on")

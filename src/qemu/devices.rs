@@ -249,32 +249,27 @@ pub(crate) fn network(a: &mut Argv, plan: &Plan) {
             }
             o
         }
-        NetworkMode::Bridge { bridge } => Opts::new("bridge").set("id", "net0").set("br", bridge),
-        NetworkMode::Tap { ifname } => Opts::new("tap")
-            .set("id", "net0")
-            .set("ifname", ifname)
-            .set("script", "no")
-            .set("downscript", "no"),
+        NetworkMode::Bridge { bridge } => match &plan.bridge_tap {
+            Some(tap) => tap_backend(&tap.ifname),
+            None => Opts::new("bridge").set("id", "net0").set("br", bridge),
+        },
+        NetworkMode::Tap { ifname } => tap_backend(ifname),
     };
     a.opt("-netdev", backend);
-    let mac = net
-        .mac
-        .map_or_else(|| derived_mac(plan.vm.name.as_str()), |mac| mac.to_string());
+    let mac = crate::plan::network::guest_mac(&plan.vm);
     a.opt(
         "-device",
         Opts::new(&net.model).set("netdev", "net0").set("mac", mac),
     );
 }
 
-/// A stable MAC for a VM without one: QEMU's 52:54:00 prefix and three
-/// bytes of a hash of the name, so the guest's DHCP lease survives restarts.
-pub(super) fn derived_mac(name: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    let [_, x, y, z] = h.to_be_bytes();
-    format!("52:54:00:{x:02x}:{y:02x}:{z:02x}")
+/// An existing tap; `script=no`: QEMU would run /etc/qemu-ifup otherwise.
+fn tap_backend(ifname: &str) -> Opts {
+    Opts::new("tap")
+        .set("id", "net0")
+        .set("ifname", ifname)
+        .set("script", "no")
+        .set("downscript", "no")
 }
 
 pub(crate) fn display(a: &mut Argv, plan: &Plan, form: Form<'_>) {
@@ -422,17 +417,4 @@ pub(crate) fn tpm(a: &mut Argv, plan: &Plan, form: Form<'_>) {
         "tpm-tis"
     };
     a.opt("-device", Opts::new(model).set("tpmdev", "tpm0"));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn derived_mac_is_stable_and_local() {
-        assert_eq!(derived_mac("win11"), derived_mac("win11"));
-        assert_ne!(derived_mac("win11"), derived_mac("win10"));
-        assert!(derived_mac("x").starts_with("52:54:00:"));
-        assert_eq!(derived_mac("x").len(), 17);
-    }
 }

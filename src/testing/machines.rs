@@ -305,6 +305,8 @@ fn fixture_desktop() -> TestHost {
         .file("/var/lib/vmrun/headless/disk.qcow2", "")
         .file("/var/lib/vmrun/win11/disk.qcow2", "")
         .file("/var/lib/vmrun/win11/Win11.iso", "")
+        // A LAN bridge, for `[network] mode = "bridge"`.
+        .dir("/sys/class/net/br0/bridge")
 }
 
 /// The fixture desktop's `/sys/class/dmi/id` (an MSI B550 board), for

@@ -12,6 +12,7 @@ pub mod hugepages;
 pub mod irq_affinity;
 pub mod shared_memory;
 pub mod takeover;
+pub mod tap;
 pub mod usb_driver;
 pub mod vfio;
 pub mod workqueue;
