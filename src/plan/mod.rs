@@ -16,6 +16,7 @@ pub mod looking_glass;
 mod memory;
 pub mod network;
 pub(crate) mod paths;
+mod qemu_modules;
 pub(crate) mod safety;
 pub mod smbios;
 pub(crate) mod takeover;
@@ -226,7 +227,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         &paths.run_dir,
         &mut findings,
     );
-    Plan {
+    let mut plan = Plan {
         vm,
         qemu,
         machine,
@@ -245,7 +246,11 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
         bridge_tap,
         findings,
         root: ctx.root.clone(),
-    }
+    };
+    let mut modules = Vec::new();
+    qemu_modules::check(&plan, &ctx.root, &mut modules);
+    plan.findings.extend(modules);
+    plan
 }
 
 fn qemu_info(vm: &VmConfig, ctx: &PlanContext, findings: &mut Vec<Finding>) -> QemuInfo {
