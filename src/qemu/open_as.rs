@@ -11,6 +11,7 @@
 //! The child can't be traced or have its fds swapped by the user: a change
 //! of uid makes a process non-dumpable (prctl(2), PR_SET_DUMPABLE).
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -19,7 +20,7 @@ use std::process::{Command, Stdio};
 
 use nix::unistd::{Uid, User};
 
-use super::exec_as;
+use super::exec_as::{self, UserIds};
 
 /// The hidden verb's name.
 pub(crate) const VERB: &str = "__open-as";
@@ -32,18 +33,18 @@ pub(crate) fn open_as(uid: u32, path: &Path, writable: bool) -> io::Result<File>
         .flatten()
         .ok_or_else(|| io::Error::other(format!("uid {uid} has no entry in the user database")))?;
     let name = std::ffi::CString::new(user.name.as_bytes()).map_err(io::Error::other)?;
-    let groups: Vec<String> = nix::unistd::getgrouplist(&name, user.gid)
+    let groups = nix::unistd::getgrouplist(&name, user.gid)
         .map_err(io::Error::from)?
         .iter()
-        .map(|g| g.as_raw().to_string())
+        .map(|g| g.as_raw())
         .collect();
+    let ids = UserIds {
+        uid,
+        gid: user.gid.as_raw(),
+        groups,
+    };
     let mut child = Command::new("/proc/self/exe")
-        .arg(VERB)
-        .args(["--uid", &uid.to_string(), "--gid", &user.gid.to_string()])
-        .args(["--groups", &groups.join(",")])
-        .args(writable.then_some("--writable"))
-        .arg("--")
-        .arg(path)
+        .args(args(&ids, writable, path))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -72,6 +73,16 @@ pub(crate) fn open_as(uid: u32, path: &Path, writable: bool) -> io::Result<File>
     reopened
 }
 
+/// The arguments that make `vmrun` open `path` as `ids` and hold it.
+pub(crate) fn args(ids: &UserIds, writable: bool, path: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![VERB.into()];
+    a.extend(ids.to_args());
+    a.extend(writable.then(|| "--writable".into()));
+    a.push("--".into());
+    a.push(path.as_os_str().to_owned());
+    a
+}
+
 fn options(writable: bool) -> OpenOptions {
     let mut o = OpenOptions::new();
     o.read(true).write(writable);
@@ -80,8 +91,8 @@ fn options(writable: bool) -> OpenOptions {
 
 /// The child's side: becomes `uid`, opens `path`, prints the fd, waits
 /// for stdin to close. Returns the exit status.
-pub(crate) fn hold_open(uid: u32, gid: u32, groups: &[u32], writable: bool, path: &Path) -> i32 {
-    if let Err(e) = exec_as::drop_to(uid, gid, groups) {
+pub(crate) fn hold_open(ids: &UserIds, writable: bool, path: &Path) -> i32 {
+    if let Err(e) = exec_as::drop_to(ids) {
         eprintln!("{e}");
         return 1;
     }
