@@ -11,7 +11,8 @@ mod support;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use support::{assert_ok, proc_status_field, text, VmSpec, World};
 use vmrun::plan::identity::DYNAMIC_UIDS;
@@ -244,4 +245,66 @@ fn a_disk_in_another_users_dir_is_opened_with_that_users_rights() {
         "{}",
         text(&out)
     );
+}
+
+/// Runs `cmd` to its end, or kills it and fails after `within`: a start
+/// that blocks shows as a failure, not as a test that never ends.
+fn output_within(mut cmd: Command, within: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {within:?}: {}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A disk that is a FIFO (docs/security.md item 3's disk path, pointed at
+/// a pipe): open(2) of it would wait forever for a writer. The start is
+/// refused at once by the plan, before any change, naming the key and the
+/// path, whether root opens it or the user who owns its dir.
+#[test]
+fn a_disk_that_is_a_fifo_is_refused_at_once() {
+    require_root();
+    let w = World::new();
+    w.make_world_readable();
+    let theirs = w.home.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    let nobody = (
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    );
+    nix::unistd::chown(&theirs, nobody.0, nobody.1).unwrap();
+    for (name, dir) in [("rootfifo", &w.home), ("userfifo", &theirs)] {
+        let fifo = dir.join(format!("{name}.img"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        if dir == &theirs {
+            // Its dir's owner's: opened as them, were it opened.
+            nix::unistd::chown(&fifo, nobody.0, nobody.1).unwrap();
+        }
+        disk_vm(&w, name, &fifo, "raw");
+
+        let out = output_within(w.cmd(&["start", name, "--detach"]), Duration::from_secs(20));
+
+        let said = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "refused, nothing changed: {said}"
+        );
+        assert!(
+            said.contains(&fifo.display().to_string())
+                && said.contains("[[disk]] path is a FIFO (named pipe)"),
+            "{said}"
+        );
+        assert!(!w.run_dir(name).join("journal").exists(), "{said}");
+    }
 }
