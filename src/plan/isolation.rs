@@ -4,6 +4,8 @@
 //! CPU left for the host, no cgroup v2 cpuset, a pinned CPU that is not
 //! online, SMT siblings split between host and guest.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::Finding;
@@ -127,6 +129,9 @@ pub(crate) fn plan(
         }
     }
     findings.extend(smt_split(root, &pinned));
+    if let Some(governor) = &cpu.governor {
+        findings.extend(governor_unavailable(root, &pinned, governor));
+    }
     let emulator_cpus = if !cpu.emulator_pin.is_empty() {
         CpuSet::from_cpus(cpu.emulator_pin.iter().copied())
     } else if cpu.isolate {
@@ -148,6 +153,48 @@ pub(crate) fn plan(
         cgroups,
         governor: cpu.governor.clone(),
     })
+}
+
+/// An error for each set of pinned CPUs (grouped by what they offer) that
+/// doesn't offer `governor`: the kernel would refuse the write with
+/// EINVAL, and the start would fail half-prepared. A CPU without cpufreq
+/// is left alone at prepare time, so it is no finding here.
+fn governor_unavailable(root: &HostRoot, pinned: &CpuSet, governor: &str) -> Vec<Finding> {
+    let mut lacking: BTreeMap<String, CpuSet> = BTreeMap::new();
+    for &cpu in &pinned.0 {
+        match cpuset::governors(root, cpu) {
+            Some(g) if !g.allows(governor) => {
+                lacking
+                    .entry(g.offered.join(" "))
+                    .or_default()
+                    .0
+                    .insert(cpu);
+            }
+            _ => {}
+        }
+    }
+    lacking
+        .into_iter()
+        .map(|(offered, cpus)| {
+            let offered = if offered.is_empty() {
+                "none".into()
+            } else {
+                offered
+            };
+            let (which, offer) = if cpus.0.len() == 1 {
+                ("CPU", "offers")
+            } else {
+                ("CPUs", "offer")
+            };
+            Finding::error(
+                "cpu.governor",
+                format!(
+                    "{which} {cpus} {offer} no cpufreq governor `{governor}` (offered: {offered})"
+                ),
+            )
+            .fix("set `governor` to one offered (scaling_available_governors), or remove it")
+        })
+        .collect()
 }
 
 /// A warning when a pinned CPU's SMT sibling is left to the host: the two
@@ -178,6 +225,7 @@ mod tests {
     use super::*;
     use crate::config::vm::testing::check;
     use crate::plan::Severity;
+    use crate::testing::sysfs;
 
     fn host(online: &str, systemd: bool, v2: bool) -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();
@@ -272,6 +320,49 @@ mod tests {
                 "/sys/devices/system/cpu/cpu3/cpufreq/scaling_governor <- performance",
             ]
         );
+    }
+
+    fn cpufreq(root: &HostRoot, cpu: u32, current: &str, offered: &str) {
+        let dir = format!("/sys/devices/system/cpu/cpu{cpu}/cpufreq");
+        let at = root.path("/");
+        sysfs::write(&at, &format!("{dir}/scaling_governor"), current);
+        sysfs::write(&at, &format!("{dir}/scaling_available_governors"), offered);
+    }
+
+    #[test]
+    fn a_governor_the_pinned_cpus_do_not_offer_is_an_error_naming_them() {
+        let (_d, root) = host("0-7", true, true);
+        cpufreq(&root, 2, "schedutil\n", "performance schedutil\n");
+        cpufreq(&root, 3, "powersave\n", "powersave\n");
+        cpufreq(&root, 4, "powersave\n", "powersave\n");
+        cpufreq(&root, 5, "ondemand\n", "ondemand performance\n");
+        // CPU 6 has no cpufreq: left alone at prepare, no finding.
+        let toml = "[cpu]\ncores = 5\npin = [2, 3, 4, 5, 6]\ngovernor = \"performance\"\n";
+
+        let (_, findings) = planned(toml, &root);
+
+        let errors: Vec<String> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("{}: {}", f.subject, f.message))
+            .collect();
+        assert_eq!(
+            errors,
+            ["cpu.governor: CPUs 3-4 offer no cpufreq governor `performance` (offered: powersave)"]
+        );
+    }
+
+    #[test]
+    fn a_governor_in_force_or_offered_is_no_finding() {
+        let (_d, root) = host("0-3", true, true);
+        // Set already, though not listed (the file lists what may be switched to).
+        cpufreq(&root, 2, "performance\n", "powersave\n");
+        cpufreq(&root, 3, "powersave\n", "powersave performance\n");
+        let toml = "[cpu]\ncores = 2\npin = [2, 3]\ngovernor = \"performance\"\n";
+
+        let (_, findings) = planned(toml, &root);
+
+        assert!(findings.is_empty(), "{findings:?}");
     }
 
     #[test]
