@@ -5,12 +5,14 @@
 //! online, SMT siblings split between host and guest.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 
 use super::Finding;
 use crate::config::VmConfig;
 use crate::host::cpuset::{self, CpuSet};
+use crate::host::held;
 use crate::host::HostRoot;
 
 /// What isolation will do on this host.
@@ -83,6 +85,7 @@ impl IsolationPlan {
 pub(crate) fn plan(
     vm: &VmConfig,
     root: &HostRoot,
+    run_base: &Path,
     findings: &mut Vec<Finding>,
 ) -> Option<IsolationPlan> {
     let cpu = &vm.cpu;
@@ -118,6 +121,7 @@ pub(crate) fn plan(
                     .fix("boot with the unified cgroup hierarchy (systemd.unified_cgroup_hierarchy=1, the default since systemd 247), or remove `isolate`"),
             );
         }
+        findings.extend(confined_by_another(vm.name.as_str(), root, run_base));
         if online.is_some() && host_cpus.is_empty() {
             findings.push(
                 Finding::error(
@@ -153,6 +157,25 @@ pub(crate) fn plan(
         cgroups,
         governor: cpu.governor.clone(),
     })
+}
+
+/// An error when another VM's run confines the host's CPUs: each saves
+/// the cpusets it replaces, so a second confinement would save the
+/// first's and put the host back to it after both ended. A dead run
+/// counts too (its run dir stays until `vmrun restore`).
+fn confined_by_another(vm: &str, root: &HostRoot, run_base: &Path) -> Option<Finding> {
+    let others: Vec<String> = held::isolating(root, run_base)
+        .into_iter()
+        .filter(|other| other != vm)
+        .collect();
+    let other = others.first()?;
+    Some(
+        Finding::error(
+            "cpu.isolate",
+            format!("VM {other} confines the host's CPUs already (its [cpu] isolate): two confinements would overwrite each other's"),
+        )
+        .fix(format!("stop {other} first (`vmrun stop {other}`; `vmrun restore {other}` if its supervisor is gone), or remove `isolate`")),
+    )
 }
 
 /// An error for each set of pinned CPUs (grouped by what they offer) that
@@ -265,7 +288,10 @@ mod tests {
     fn planned(toml: &str, root: &HostRoot) -> (Option<IsolationPlan>, Vec<Finding>) {
         let vm = check(toml).expect("valid");
         let mut findings = Vec::new();
-        (plan(&vm, root, &mut findings), findings)
+        (
+            plan(&vm, root, Path::new("/run/vmrun"), &mut findings),
+            findings,
+        )
     }
 
     #[test]
@@ -362,6 +388,34 @@ mod tests {
 
         let (_, findings) = planned(toml, &root);
 
+        assert!(findings.is_empty(), "{findings:?}");
+    }
+
+    #[test]
+    fn a_second_isolating_vm_is_refused_naming_the_first() {
+        let (_d, root) = host("0-3", true, true);
+        sysfs::write(&root.path("/"), "/run/vmrun/gamer/isolating", "");
+        sysfs::write(&root.path("/"), "/run/vmrun/gamer/journal", "");
+        // `check` names the VM `t`; its own dead run's file is no other's.
+        sysfs::write(&root.path("/"), "/run/vmrun/t/isolating", "");
+        let toml = "[cpu]\ncores = 2\npin = [2, 3]\nisolate = true\n";
+
+        let (_, findings) = planned(toml, &root);
+
+        let errors: Vec<String> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("{}: {}", f.subject, f.message))
+            .collect();
+        assert_eq!(
+            errors,
+            ["cpu.isolate: VM gamer confines the host's CPUs already (its [cpu] isolate): two confinements would overwrite each other's"]
+        );
+        // A VM that pins without isolating confines nothing: no finding.
+        let (_, findings) = planned(
+            "[cpu]\ncores = 2\npin = [2, 3]\nemulator_pin = [0]\n",
+            &root,
+        );
         assert!(findings.is_empty(), "{findings:?}");
     }
 
