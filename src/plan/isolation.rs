@@ -348,6 +348,15 @@ mod tests {
         );
     }
 
+    /// The errors among `findings`, as `subject: message`.
+    fn errors(findings: &[Finding]) -> Vec<String> {
+        findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("{}: {}", f.subject, f.message))
+            .collect()
+    }
+
     fn cpufreq(root: &HostRoot, cpu: u32, current: &str, offered: &str) {
         let dir = format!("/sys/devices/system/cpu/cpu{cpu}/cpufreq");
         let at = root.path("/");
@@ -367,13 +376,8 @@ mod tests {
 
         let (_, findings) = planned(toml, &root);
 
-        let errors: Vec<String> = findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .map(|f| format!("{}: {}", f.subject, f.message))
-            .collect();
         assert_eq!(
-            errors,
+            errors(&findings),
             ["cpu.governor: CPUs 3-4 offer no cpufreq governor `performance` (offered: powersave)"]
         );
     }
@@ -402,13 +406,8 @@ mod tests {
 
         let (_, findings) = planned(toml, &root);
 
-        let errors: Vec<String> = findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .map(|f| format!("{}: {}", f.subject, f.message))
-            .collect();
         assert_eq!(
-            errors,
+            errors(&findings),
             ["cpu.isolate: VM gamer confines the host's CPUs already (its [cpu] isolate): two confinements would overwrite each other's"]
         );
         // A VM that pins without isolating confines nothing: no finding.
