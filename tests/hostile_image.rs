@@ -10,8 +10,9 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use support::{assert_ok, proc_status_field, text, VmSpec, World};
 use vmrun::plan::identity::DYNAMIC_UIDS;
@@ -36,6 +37,33 @@ fn mode(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap().mode() & 0o7777
 }
 
+/// A root-only file (0600) the guest must never read, as /etc/shadow; its
+/// text is what no log or guest may show.
+fn root_only_secret(w: &World) -> PathBuf {
+    let secret = w.home.join("shadow");
+    fs::write(&secret, format!("root:$6${SECRET}\n")).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    secret
+}
+
+const SECRET: &str = "not-for-the-guest";
+
+/// Writes vms/NAME.toml: a small BIOS guest on TCG whose one disk is
+/// `disk`, run as a per-VM uid.
+fn disk_vm(w: &World, name: &str, disk: &Path, format: &str) {
+    fs::write(
+        w.home.join(format!("vms/{name}.toml")),
+        format!(
+            "memory = \"128M\"\n[firmware]\ntype = \"bios\"\n\
+             [[disk]]\npath = \"{}\"\nformat = \"{format}\"\n\
+             [network]\nmode = \"none\"\n[display]\nmode = \"serial\"\n\
+             [qemu]\naccel = \"tcg\"\nuser = \"auto\"\n",
+            disk.display()
+        ),
+    )
+    .unwrap();
+}
+
 /// docs/security.md item 3: a qcow2 owned by another user (65534) names a root-only
 /// file as its backing file. QEMU, started by a root vmrun, must be refused
 /// that file by the kernel: the start fails with Permission denied instead
@@ -47,9 +75,7 @@ fn a_qcow2_backed_by_a_root_only_file_does_not_get_it() {
     // The world plays `/`: searchable by everyone, so only the secret's own
     // mode keeps QEMU out, as with /etc/shadow.
     w.make_world_readable();
-    let secret = w.home.join("shadow");
-    fs::write(&secret, "root:$6$not-for-the-guest\n").unwrap();
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = root_only_secret(&w);
     let image = w.home.join("hostile.qcow2");
     let made = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
@@ -61,17 +87,7 @@ fn a_qcow2_backed_by_a_root_only_file_does_not_get_it() {
     assert!(made.status.success(), "qemu-img: {made:?}");
     let nobody = Some(nix::unistd::Uid::from_raw(65534));
     nix::unistd::chown(&image, nobody, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
-    fs::write(
-        w.home.join("vms/hostile.toml"),
-        format!(
-            "memory = \"128M\"\n[firmware]\ntype = \"bios\"\n\
-             [[disk]]\npath = \"{}\"\nformat = \"qcow2\"\n\
-             [network]\nmode = \"none\"\n[display]\nmode = \"serial\"\n\
-             [qemu]\naccel = \"tcg\"\nuser = \"auto\"\n",
-            image.display()
-        ),
-    )
-    .unwrap();
+    disk_vm(&w, "hostile", &image, "qcow2");
 
     let dry = w.run(&["start", "hostile", "--dry-run"]);
     let shown = text(&dry);
@@ -87,7 +103,7 @@ fn a_qcow2_backed_by_a_root_only_file_does_not_get_it() {
         log.contains("Could not open backing file") && log.contains("Permission denied"),
         "QEMU is refused the backing file: {log}"
     );
-    assert!(!log.contains("not-for-the-guest"), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
 }
 
 fn start_tpm_vm(w: &World, name: &str) -> (i32, i32, u32) {
@@ -184,9 +200,7 @@ fn a_disk_in_another_users_dir_is_opened_with_that_users_rights() {
     require_root();
     let w = World::new();
     w.make_world_readable();
-    let secret = w.home.join("shadow");
-    fs::write(&secret, "root:$6$not-for-the-guest\n").unwrap();
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = root_only_secret(&w);
     let theirs = w.home.join("theirs");
     fs::create_dir(&theirs).unwrap();
     let disk = theirs.join("disk.img");
@@ -199,17 +213,7 @@ fn a_disk_in_another_users_dir_is_opened_with_that_users_rights() {
     for path in [&theirs, &disk] {
         nix::unistd::chown(path, nobody.0, nobody.1).unwrap();
     }
-    fs::write(
-        w.home.join("vms/theirs.toml"),
-        format!(
-            "memory = \"128M\"\n[firmware]\ntype = \"bios\"\n\
-             [[disk]]\npath = \"{}\"\nformat = \"raw\"\n\
-             [network]\nmode = \"none\"\n[display]\nmode = \"serial\"\n\
-             [qemu]\naccel = \"tcg\"\nuser = \"auto\"\n",
-            disk.display()
-        ),
-    )
-    .unwrap();
+    disk_vm(&w, "theirs", &disk, "raw");
 
     let dry = text(&w.run(&["start", "theirs", "--dry-run"]));
     assert!(
@@ -241,4 +245,66 @@ fn a_disk_in_another_users_dir_is_opened_with_that_users_rights() {
         "{}",
         text(&out)
     );
+}
+
+/// Runs `cmd` to its end, or kills it and fails after `within`: a start
+/// that blocks shows as a failure, not as a test that never ends.
+fn output_within(mut cmd: Command, within: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {within:?}: {}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A disk that is a FIFO (docs/security.md item 3's disk path, pointed at
+/// a pipe): open(2) of it would wait forever for a writer. The start is
+/// refused at once by the plan, before any change, naming the key and the
+/// path, whether root opens it or the user who owns its dir.
+#[test]
+fn a_disk_that_is_a_fifo_is_refused_at_once() {
+    require_root();
+    let w = World::new();
+    w.make_world_readable();
+    let theirs = w.home.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    let nobody = (
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    );
+    nix::unistd::chown(&theirs, nobody.0, nobody.1).unwrap();
+    for (name, dir) in [("rootfifo", &w.home), ("userfifo", &theirs)] {
+        let fifo = dir.join(format!("{name}.img"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        if dir == &theirs {
+            // Its dir's owner's: opened as them, were it opened.
+            nix::unistd::chown(&fifo, nobody.0, nobody.1).unwrap();
+        }
+        disk_vm(&w, name, &fifo, "raw");
+
+        let out = output_within(w.cmd(&["start", name, "--detach"]), Duration::from_secs(20));
+
+        let said = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "refused, nothing changed: {said}"
+        );
+        assert!(
+            said.contains(&fifo.display().to_string())
+                && said.contains("[[disk]] path is a FIFO (named pipe)"),
+            "{said}"
+        );
+        assert!(!w.run_dir(name).join("journal").exists(), "{said}");
+    }
 }

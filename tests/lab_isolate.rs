@@ -2,7 +2,9 @@
 //! of `tests/lab/scenarios/isolate.sh`. A nested VM pinned to CPU 1 keeps
 //! the host's slices on CPU 0 while it runs, sits in its own cgroup, and
 //! everything is as before after `vmrun stop` and after `kill -9` +
-//! `vmrun restore`; then the benchmark, isolate off and on under load.
+//! `vmrun restore`; then the benchmark's two runs, isolate off and on
+//! under load, of which only the confinement is asserted here: its timing
+//! figures are BENCHMARKS.md's (the `vmrun-lab` command there prints them).
 //! And the systemd path on the systemd lab (`isolate_systemd.sh`): a
 //! transient scope, `AllowedCPUs` at runtime, logind's sleep inhibitor.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
@@ -78,21 +80,6 @@ fn isolate_confines_the_host_moves_vmrun_out_and_everything_comes_back() {
             &format!("the journal lacks a {step} step: {journal}"),
         );
     }
-    // The benchmark: the vCPU thread's run-queue delay over 5 s of a busy
-    // guest under load, isolate on at most a fifth of off.
-    let figure = |k: &str| run.get(k).as_u64().unwrap_or(u64::MAX);
-    let (off, on) = (figure("off_wait_us"), figure("on_wait_us"));
-    eprintln!(
-        "isolate bench: run-queue delay off {off} us, on {on} us; nonvoluntary switches off {}, on {}; on CPU off {} us, on {} us",
-        figure("off_nonvoluntary"),
-        figure("on_nonvoluntary"),
-        figure("off_run_us"),
-        figure("on_run_us")
-    );
-    c.that(
-        off != u64::MAX && on.saturating_mul(5) <= off,
-        &format!("run-queue delay with isolate {on} us is not at most a fifth of {off} us without"),
-    );
     c.done();
 }
 

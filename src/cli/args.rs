@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::host::qemu::QemuVersion;
+use crate::qemu::exec_as::UserIds;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,12 +122,8 @@ pub(crate) enum Command {
     /// user who controls its path (`qemu::open_as`). Not for people.
     #[command(name = "__open-as", hide = true)]
     OpenAs {
-        #[arg(long)]
-        uid: u32,
-        #[arg(long)]
-        gid: u32,
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<u32>,
+        #[command(flatten)]
+        ids: UserIds,
         #[arg(long)]
         writable: bool,
         /// The file, after `--`.
@@ -137,12 +134,8 @@ pub(crate) enum Command {
     /// identity (`qemu::exec_as`). Not for people.
     #[command(name = "__exec-as", hide = true)]
     ExecAs {
-        #[arg(long)]
-        uid: u32,
-        #[arg(long)]
-        gid: u32,
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<u32>,
+        #[command(flatten)]
+        ids: UserIds,
         /// The program and its arguments, after `--`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         program: Vec<OsString>,
@@ -390,6 +383,65 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(parse_strs(&["vmrun", "input", "win11", "sideways"]).is_err());
+    }
+
+    fn ids() -> UserIds {
+        UserIds {
+            uid: 60712,
+            gid: 60712,
+            groups: vec![36, 993],
+        }
+    }
+
+    fn reparsed(args: Vec<OsString>) -> Command {
+        let argv = std::iter::once(OsString::from("vmrun")).chain(args);
+        parse(argv).unwrap().command
+    }
+
+    #[test]
+    fn exec_as_parses_back_what_the_supervisor_writes() {
+        let id = crate::plan::QemuIdentity {
+            uid: 60712,
+            gid: 60712,
+            groups: vec![36, 993],
+            label: "vmrun-60712".into(),
+            dynamic: true,
+        };
+        let args = crate::qemu::exec_as::args(&id, std::path::Path::new("/usr/bin/qemu"));
+        match reparsed(args) {
+            Command::ExecAs { ids: got, program } => {
+                assert_eq!(got, ids());
+                assert_eq!(program, [OsString::from("/usr/bin/qemu")]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn open_as_parses_back_what_the_supervisor_writes() {
+        let path = std::path::Path::new("/home/u/-disk.img");
+        let args = crate::qemu::open_as::args(&ids(), true, path);
+        match reparsed(args) {
+            Command::OpenAs {
+                ids: got,
+                writable,
+                path: got_path,
+            } => assert!(got == ids() && writable && got_path == path),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_supplementary_groups_parse_back_to_none() {
+        let none = UserIds {
+            groups: Vec::new(),
+            ..ids()
+        };
+        let args = crate::qemu::open_as::args(&none, false, std::path::Path::new("/d"));
+        match reparsed(args) {
+            Command::OpenAs { ids, writable, .. } => assert!(ids == none && !writable),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

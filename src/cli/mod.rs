@@ -97,27 +97,20 @@ fn run_verb(args: impl IntoIterator<Item = OsString>) -> i32 {
             out::write_bytes(&script);
             Exit::Ok.code()
         }
-        Command::ExecAs {
-            uid,
-            gid,
-            groups,
-            program,
-        } => {
+        Command::ExecAs { ids, program } => {
             let Some((program, args)) = program.split_first() else {
                 return Exit::Usage.code();
             };
-            let error = crate::qemu::exec_as::exec_as(uid, gid, &groups, program, args);
+            let error = crate::qemu::exec_as::exec_as(&ids, program, args);
             // QEMU's stderr: the supervisor logs it.
             eprintln!("vmrun {}: {error}", crate::qemu::exec_as::VERB);
             127
         }
         Command::OpenAs {
-            uid,
-            gid,
-            groups,
+            ids,
             writable,
             path,
-        } => crate::qemu::open_as::hold_open(uid, gid, &groups, writable, &path),
+        } => crate::qemu::open_as::hold_open(&ids, writable, &path),
         Command::Man => {
             let mut out = Vec::new();
             match clap_mangen::Man::new(Cli::command()).render(&mut out) {

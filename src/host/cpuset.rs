@@ -118,6 +118,40 @@ pub(crate) fn siblings(root: &HostRoot, cpu: u32) -> Option<CpuSet> {
     CpuSet::parse(&fs::read_to_string(root.path(path)).ok()?)
 }
 
+/// `cpuN/cpufreq/NAME` (admin-guide/pm/cpufreq.rst).
+pub(crate) fn cpufreq_file(root: &HostRoot, cpu: u32, name: &str) -> PathBuf {
+    root.path(format!("/sys/devices/system/cpu/cpu{cpu}/cpufreq/{name}"))
+}
+
+/// A CPU's cpufreq governor now and the ones it offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Governors {
+    /// `scaling_governor`.
+    pub current: String,
+    /// `scaling_available_governors`; empty when the file is missing.
+    pub offered: Vec<String>,
+}
+
+impl Governors {
+    /// Whether `governor` can be set on this CPU: it is set already, or
+    /// the CPU offers it (the kernel refuses any other write with EINVAL).
+    pub(crate) fn allows(&self, governor: &str) -> bool {
+        self.current == governor || self.offered.iter().any(|g| g == governor)
+    }
+}
+
+/// `cpu`'s governors; `None` without cpufreq for it (a VM, some
+/// intel_pstate setups).
+pub(crate) fn governors(root: &HostRoot, cpu: u32) -> Option<Governors> {
+    let current = fs::read_to_string(cpufreq_file(root, cpu, "scaling_governor")).ok()?;
+    let offered = fs::read_to_string(cpufreq_file(root, cpu, "scaling_available_governors"))
+        .unwrap_or_default();
+    Some(Governors {
+        current: current.trim().to_string(),
+        offered: offered.split_whitespace().map(String::from).collect(),
+    })
+}
+
 /// Whether the unified (v2) hierarchy is mounted at `CGROUP_ROOT`
 /// (its root has `cgroup.controllers`) with the cpuset controller.
 pub(crate) fn has_v2_cpuset(root: &HostRoot) -> bool {

@@ -5,6 +5,7 @@ pub(crate) mod block;
 pub(crate) mod cpu;
 pub(crate) mod cpuset;
 pub(crate) mod display;
+pub(crate) mod file_kind;
 pub(crate) mod held;
 pub(crate) mod inventory;
 pub(crate) mod iommu;

@@ -1,17 +1,20 @@
 //! Host files the VM uses that the config can't vouch for: disk images and
 //! block devices, install media, evdev input devices. They are host state
 //! (a disk may be created after the config is written), so a missing one is
-//! a finding of the plan, not a config error.
+//! a finding of the plan, not a config error. So is one of a type QEMU
+//! can't be handed (`host::file_kind`: a FIFO would block the start).
 
 use std::path::Path;
 
 use super::finding::Finding;
 use crate::config::{trust, DiskMedia, VmConfig};
+use crate::host::file_kind::{self, Wanted};
 use crate::host::HostRoot;
 
 pub(crate) fn check_host_files(vm: &VmConfig, root: &HostRoot, findings: &mut Vec<Finding>) {
     for disk in &vm.disks {
         if exists(root, &disk.path) {
+            check_kind("[[disk]] path", &disk.path, Wanted::Image, root, findings);
             check_control(&disk.path, root, findings);
             continue;
         }
@@ -24,6 +27,25 @@ pub(crate) fn check_host_files(vm: &VmConfig, root: &HostRoot, findings: &mut Ve
             )),
         });
     }
+    if let Some(files) = &vm.firmware.files {
+        check_kind(
+            "[firmware] code",
+            &files.code,
+            Wanted::Regular,
+            root,
+            findings,
+        );
+        check_kind(
+            "[firmware] vars",
+            &files.vars,
+            Wanted::Regular,
+            root,
+            findings,
+        );
+    }
+    for rom in vm.hostdevs.iter().filter_map(|h| h.romfile.as_ref()) {
+        check_kind("[[hostdev]] romfile", rom, Wanted::Regular, root, findings);
+    }
     if let Some(input) = &vm.input {
         for path in [&input.keyboard, &input.mouse].into_iter().flatten() {
             if !exists(root, path) {
@@ -33,6 +55,27 @@ pub(crate) fn check_host_files(vm: &VmConfig, root: &HostRoot, findings: &mut Ve
                 );
             }
         }
+    }
+}
+
+/// A file vmrun opens for QEMU must be of a type it can open without
+/// blocking and read to an end; one that isn't there is left to the
+/// existence checks.
+fn check_kind(
+    key: &str,
+    path: &Path,
+    wanted: Wanted,
+    root: &HostRoot,
+    findings: &mut Vec<Finding>,
+) {
+    let Ok(meta) = std::fs::metadata(root.path(path)) else {
+        return;
+    };
+    if let Some(why) = file_kind::refusal(meta.file_type(), wanted) {
+        findings.push(
+            Finding::error(path.display(), format!("{key} {why}"))
+                .fix(format!("point {key} at {}", wanted.what())),
+        );
     }
 }
 
@@ -57,4 +100,82 @@ fn check_control(path: &Path, root: &HostRoot, findings: &mut Vec<Finding>) {
 
 fn exists(root: &HostRoot, path: &Path) -> bool {
     root.path(path).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::finding::Severity;
+
+    fn mkfifo(path: &Path) {
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    }
+
+    fn findings_for(root: &Path, text: &str) -> Vec<Finding> {
+        let vm = crate::testing::vm(&format!("memory = \"1G\"\n{text}"));
+        let mut findings = Vec::new();
+        check_host_files(&vm, &HostRoot::new(root), &mut findings);
+        findings
+    }
+
+    #[test]
+    fn a_disk_that_is_a_fifo_is_an_error_naming_the_key_and_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("vm")).unwrap();
+        mkfifo(&tmp.path().join("vm/disk.img"));
+        std::fs::write(tmp.path().join("vm/ok.img"), b"").unwrap();
+
+        let findings = findings_for(
+            tmp.path(),
+            "[[disk]]\npath = \"/vm/disk.img\"\n[[disk]]\npath = \"/vm/ok.img\"\n",
+        );
+
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        let f = &findings[0];
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(f.subject, "/vm/disk.img");
+        assert_eq!(
+            f.message,
+            "[[disk]] path is a FIFO (named pipe), not a regular file or a block device"
+        );
+    }
+
+    #[test]
+    fn a_romfile_or_firmware_file_must_be_a_regular_file() {
+        // The config step wants these to exist on the real filesystem.
+        let tmp = tempfile::tempdir().unwrap();
+        let at = |name: &str| tmp.path().join(name);
+        mkfifo(&at("gpu.rom"));
+        std::fs::create_dir(at("CODE.fd")).unwrap();
+        std::fs::write(at("VARS.fd"), b"").unwrap();
+
+        let findings = findings_for(
+            Path::new("/"),
+            &format!(
+                "[firmware]\ncode = {:?}\nvars = {:?}\n\
+                 [[hostdev]]\naddress = \"01:00.0\"\nromfile = {:?}\n",
+                at("CODE.fd"),
+                at("VARS.fd"),
+                at("gpu.rom")
+            ),
+        );
+
+        let said: Vec<(String, &str)> = findings
+            .iter()
+            .map(|f| (f.subject.clone(), f.message.as_str()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    at("CODE.fd").display().to_string(),
+                    "[firmware] code is a directory, not a regular file"
+                ),
+                (
+                    at("gpu.rom").display().to_string(),
+                    "[[hostdev]] romfile is a FIFO (named pipe), not a regular file"
+                ),
+            ]
+        );
+    }
 }

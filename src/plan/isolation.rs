@@ -4,11 +4,15 @@
 //! CPU left for the host, no cgroup v2 cpuset, a pinned CPU that is not
 //! online, SMT siblings split between host and guest.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use serde::Serialize;
 
 use super::Finding;
 use crate::config::VmConfig;
 use crate::host::cpuset::{self, CpuSet};
+use crate::host::held;
 use crate::host::HostRoot;
 
 /// What isolation will do on this host.
@@ -81,6 +85,7 @@ impl IsolationPlan {
 pub(crate) fn plan(
     vm: &VmConfig,
     root: &HostRoot,
+    run_base: &Path,
     findings: &mut Vec<Finding>,
 ) -> Option<IsolationPlan> {
     let cpu = &vm.cpu;
@@ -116,6 +121,7 @@ pub(crate) fn plan(
                     .fix("boot with the unified cgroup hierarchy (systemd.unified_cgroup_hierarchy=1, the default since systemd 247), or remove `isolate`"),
             );
         }
+        findings.extend(confined_by_another(vm.name.as_str(), root, run_base));
         if online.is_some() && host_cpus.is_empty() {
             findings.push(
                 Finding::error(
@@ -127,6 +133,9 @@ pub(crate) fn plan(
         }
     }
     findings.extend(smt_split(root, &pinned));
+    if let Some(governor) = &cpu.governor {
+        findings.extend(governor_unavailable(root, &pinned, governor));
+    }
     let emulator_cpus = if !cpu.emulator_pin.is_empty() {
         CpuSet::from_cpus(cpu.emulator_pin.iter().copied())
     } else if cpu.isolate {
@@ -148,6 +157,67 @@ pub(crate) fn plan(
         cgroups,
         governor: cpu.governor.clone(),
     })
+}
+
+/// An error when another VM's run confines the host's CPUs: each saves
+/// the cpusets it replaces, so a second confinement would save the
+/// first's and put the host back to it after both ended. A dead run
+/// counts too (its run dir stays until `vmrun restore`).
+fn confined_by_another(vm: &str, root: &HostRoot, run_base: &Path) -> Option<Finding> {
+    let others: Vec<String> = held::isolating(root, run_base)
+        .into_iter()
+        .filter(|other| other != vm)
+        .collect();
+    let other = others.first()?;
+    Some(
+        Finding::error(
+            "cpu.isolate",
+            format!("VM {other} confines the host's CPUs already (its [cpu] isolate): two confinements would overwrite each other's"),
+        )
+        .fix(format!("stop {other} first (`vmrun stop {other}`; `vmrun restore {other}` if its supervisor is gone), or remove `isolate`")),
+    )
+}
+
+/// An error for each set of pinned CPUs (grouped by what they offer) that
+/// doesn't offer `governor`: the kernel would refuse the write with
+/// EINVAL, and the start would fail half-prepared. A CPU without cpufreq
+/// is left alone at prepare time, so it is no finding here.
+fn governor_unavailable(root: &HostRoot, pinned: &CpuSet, governor: &str) -> Vec<Finding> {
+    let mut lacking: BTreeMap<String, CpuSet> = BTreeMap::new();
+    for &cpu in &pinned.0 {
+        match cpuset::governors(root, cpu) {
+            Some(g) if !g.allows(governor) => {
+                lacking
+                    .entry(g.offered.join(" "))
+                    .or_default()
+                    .0
+                    .insert(cpu);
+            }
+            _ => {}
+        }
+    }
+    lacking
+        .into_iter()
+        .map(|(offered, cpus)| {
+            let offered = if offered.is_empty() {
+                "none".into()
+            } else {
+                offered
+            };
+            let (which, offer) = if cpus.0.len() == 1 {
+                ("CPU", "offers")
+            } else {
+                ("CPUs", "offer")
+            };
+            Finding::error(
+                "cpu.governor",
+                format!(
+                    "{which} {cpus} {offer} no cpufreq governor `{governor}` (offered: {offered})"
+                ),
+            )
+            .fix("set `governor` to one offered (scaling_available_governors), or remove it")
+        })
+        .collect()
 }
 
 /// A warning when a pinned CPU's SMT sibling is left to the host: the two
@@ -178,6 +248,7 @@ mod tests {
     use super::*;
     use crate::config::vm::testing::check;
     use crate::plan::Severity;
+    use crate::testing::sysfs;
 
     fn host(online: &str, systemd: bool, v2: bool) -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();
@@ -217,7 +288,10 @@ mod tests {
     fn planned(toml: &str, root: &HostRoot) -> (Option<IsolationPlan>, Vec<Finding>) {
         let vm = check(toml).expect("valid");
         let mut findings = Vec::new();
-        (plan(&vm, root, &mut findings), findings)
+        (
+            plan(&vm, root, Path::new("/run/vmrun"), &mut findings),
+            findings,
+        )
     }
 
     #[test]
@@ -272,6 +346,76 @@ mod tests {
                 "/sys/devices/system/cpu/cpu3/cpufreq/scaling_governor <- performance",
             ]
         );
+    }
+
+    /// The errors among `findings`, as `subject: message`.
+    fn errors(findings: &[Finding]) -> Vec<String> {
+        findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("{}: {}", f.subject, f.message))
+            .collect()
+    }
+
+    fn cpufreq(root: &HostRoot, cpu: u32, current: &str, offered: &str) {
+        let dir = format!("/sys/devices/system/cpu/cpu{cpu}/cpufreq");
+        let at = root.path("/");
+        sysfs::write(&at, &format!("{dir}/scaling_governor"), current);
+        sysfs::write(&at, &format!("{dir}/scaling_available_governors"), offered);
+    }
+
+    #[test]
+    fn a_governor_the_pinned_cpus_do_not_offer_is_an_error_naming_them() {
+        let (_d, root) = host("0-7", true, true);
+        cpufreq(&root, 2, "schedutil\n", "performance schedutil\n");
+        cpufreq(&root, 3, "powersave\n", "powersave\n");
+        cpufreq(&root, 4, "powersave\n", "powersave\n");
+        cpufreq(&root, 5, "ondemand\n", "ondemand performance\n");
+        // CPU 6 has no cpufreq: left alone at prepare, no finding.
+        let toml = "[cpu]\ncores = 5\npin = [2, 3, 4, 5, 6]\ngovernor = \"performance\"\n";
+
+        let (_, findings) = planned(toml, &root);
+
+        assert_eq!(
+            errors(&findings),
+            ["cpu.governor: CPUs 3-4 offer no cpufreq governor `performance` (offered: powersave)"]
+        );
+    }
+
+    #[test]
+    fn a_governor_in_force_or_offered_is_no_finding() {
+        let (_d, root) = host("0-3", true, true);
+        // Set already, though not listed (the file lists what may be switched to).
+        cpufreq(&root, 2, "performance\n", "powersave\n");
+        cpufreq(&root, 3, "powersave\n", "powersave performance\n");
+        let toml = "[cpu]\ncores = 2\npin = [2, 3]\ngovernor = \"performance\"\n";
+
+        let (_, findings) = planned(toml, &root);
+
+        assert!(findings.is_empty(), "{findings:?}");
+    }
+
+    #[test]
+    fn a_second_isolating_vm_is_refused_naming_the_first() {
+        let (_d, root) = host("0-3", true, true);
+        sysfs::write(&root.path("/"), "/run/vmrun/gamer/isolating", "");
+        sysfs::write(&root.path("/"), "/run/vmrun/gamer/journal", "");
+        // `check` names the VM `t`; its own dead run's file is no other's.
+        sysfs::write(&root.path("/"), "/run/vmrun/t/isolating", "");
+        let toml = "[cpu]\ncores = 2\npin = [2, 3]\nisolate = true\n";
+
+        let (_, findings) = planned(toml, &root);
+
+        assert_eq!(
+            errors(&findings),
+            ["cpu.isolate: VM gamer confines the host's CPUs already (its [cpu] isolate): two confinements would overwrite each other's"]
+        );
+        // A VM that pins without isolating confines nothing: no finding.
+        let (_, findings) = planned(
+            "[cpu]\ncores = 2\npin = [2, 3]\nemulator_pin = [0]\n",
+            &root,
+        );
+        assert!(findings.is_empty(), "{findings:?}");
     }
 
     #[test]

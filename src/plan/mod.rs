@@ -208,7 +208,7 @@ pub fn plan(vm: VmConfig, ctx: &PlanContext) -> Plan {
                 .fix("enable virtualization (VT-x/AMD-V) in the firmware setup and load kvm_intel or kvm_amd, or set [qemu] accel = \"tcg\""),
         );
     }
-    let isolation = isolation::plan(&vm, &ctx.root, &mut findings);
+    let isolation = isolation::plan(&vm, &ctx.root, &ctx.dirs.run_base(), &mut findings);
     if isolation.as_ref().is_some_and(|i| i.isolate) && !ctx.dirs.is_root {
         findings.push(
             Finding::error(

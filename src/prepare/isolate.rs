@@ -4,9 +4,12 @@
 //! host's top-level cgroups, the unbound workqueues and the IRQs confined
 //! to the host CPUs, then the pinned CPUs' governor.
 
+use std::path::{Path, PathBuf};
+
 use super::change::{cgroup, cpuset, governor, irq_affinity, workqueue};
 use super::journal::Journal;
 use super::{journal_path, Host, PrepareError};
+use crate::host::{held, HostRoot};
 use crate::plan::isolation::IsolationPlan;
 use crate::plan::Plan;
 
@@ -24,6 +27,14 @@ pub enum IsolateError {
     Governor(#[from] governor::GovernorError),
     #[error("`isolate` would leave the host no CPU")]
     NoHostCpu,
+    #[error("VM {0} confines the host's CPUs already: stop it first (`vmrun stop {0}`)")]
+    ConfinedBy(String),
+    #[error("{path}: {source}")]
+    Claim {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// With `isolate`: moves this process into its own cgroup, journaled. Call
@@ -32,14 +43,29 @@ pub fn enter_own_cgroup(plan: &Plan, host: &Host) -> Result<(), PrepareError> {
     let Some(iso) = plan.isolation.as_ref().filter(|i| i.isolate) else {
         return Ok(());
     };
-    let mut journal = Journal::open(&journal_path(plan))?;
     let vm = plan.vm.name.as_str();
+    claim_confinement(host.root, &plan.paths.run_dir, vm).map_err(PrepareError::Isolate)?;
+    let mut journal = Journal::open(&journal_path(plan))?;
     let result = if iso.systemd {
         cgroup::enter_scope(host, &mut journal, vm)
     } else {
         cgroup::enter_cgroup(host, &mut journal, vm)
     };
     result.map_err(|e| PrepareError::Isolate(e.into()))
+}
+
+/// Refuses when another VM's run confines the host's CPUs (read again:
+/// the plan may be minutes old), then leaves `held::ISOLATING_FILE` in
+/// this run's dir for the next VM's plan. Not a host change: it goes with
+/// the run dir, which stays until the journal is undone.
+fn claim_confinement(root: &HostRoot, run_dir: &Path, vm: &str) -> Result<(), IsolateError> {
+    if let Some(base) = run_dir.parent() {
+        if let Some(other) = held::isolating(root, base).into_iter().find(|o| o != vm) {
+            return Err(IsolateError::ConfinedBy(other));
+        }
+    }
+    let path = run_dir.join(held::ISOLATING_FILE);
+    std::fs::write(&path, "").map_err(|source| IsolateError::Claim { path, source })
 }
 
 /// Confines the host to its CPUs and sets the governor, journaled.
@@ -73,11 +99,9 @@ pub(super) fn confine(
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::path::{Path, PathBuf};
 
     use super::*;
     use crate::host::cpuset::CpuSet;
-    use crate::host::HostRoot;
     use crate::prepare::journal;
     use crate::prepare::kernel::fake::FakeKernel;
 
@@ -211,6 +235,27 @@ mod tests {
             out.sort();
             out
         }
+    }
+
+    #[test]
+    fn a_run_claims_the_confinement_and_a_second_vm_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = HostRoot::new("/");
+        let run = |vm: &str| {
+            let dir = tmp.path().join(vm);
+            fs::create_dir(&dir).unwrap();
+            dir
+        };
+        let (first, second) = (run("first"), run("second"));
+
+        claim_confinement(&root, &first, "first").unwrap();
+        let refused = claim_confinement(&root, &second, "second").unwrap_err();
+
+        assert!(first.join(held::ISOLATING_FILE).exists());
+        assert!(matches!(&refused, IsolateError::ConfinedBy(vm) if vm == "first"));
+        assert!(!second.join(held::ISOLATING_FILE).exists());
+        // The same VM again (a dead run's dir being replayed) is no other.
+        claim_confinement(&root, &first, "first").unwrap();
     }
 
     fn properties(k: &FakeKernel, unit: &str) -> Option<String> {

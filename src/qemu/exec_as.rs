@@ -16,20 +16,56 @@ use crate::plan::QemuIdentity;
 /// The hidden verb's name.
 pub(crate) const VERB: &str = "__exec-as";
 
+/// The identity a hidden verb (`__exec-as`, `__open-as`) becomes. Its
+/// flags are spelled once: clap parses them (the struct is flattened into
+/// both verbs) and `to_args` writes them from the same names.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub(crate) struct UserIds {
+    #[arg(long = UID)]
+    pub uid: u32,
+    #[arg(long = GID)]
+    pub gid: u32,
+    #[arg(long = GROUPS, value_delimiter = ',')]
+    pub groups: Vec<u32>,
+}
+
+const UID: &str = "uid";
+const GID: &str = "gid";
+const GROUPS: &str = "groups";
+
+impl UserIds {
+    /// The flags that parse back to `self`.
+    pub(crate) fn to_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            format!("--{UID}").into(),
+            self.uid.to_string().into(),
+            format!("--{GID}").into(),
+            self.gid.to_string().into(),
+        ];
+        // An empty `--groups ''` would parse as one unparsable group.
+        if !self.groups.is_empty() {
+            let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+            a.push(format!("--{GROUPS}").into());
+            a.push(groups.join(",").into());
+        }
+        a
+    }
+}
+
+impl From<&QemuIdentity> for UserIds {
+    fn from(id: &QemuIdentity) -> Self {
+        UserIds {
+            uid: id.uid,
+            gid: id.gid,
+            groups: id.groups.clone(),
+        }
+    }
+}
+
 /// The arguments that make `vmrun` exec `program` as `id`.
 pub(crate) fn args(id: &QemuIdentity, program: &Path) -> Vec<OsString> {
-    let groups: Vec<String> = id.groups.iter().map(u32::to_string).collect();
-    let mut a: Vec<OsString> = vec![
-        VERB.into(),
-        "--uid".into(),
-        id.uid.to_string().into(),
-        "--gid".into(),
-        id.gid.to_string().into(),
-    ];
-    if !groups.is_empty() {
-        a.push("--groups".into());
-        a.push(groups.join(",").into());
-    }
+    let mut a: Vec<OsString> = vec![VERB.into()];
+    a.extend(UserIds::from(id).to_args());
     a.push("--".into());
     a.push(program.as_os_str().to_owned());
     a
@@ -57,14 +93,8 @@ pub(crate) enum ExecAsError {
 /// nothing is left to go back to), sets no_new_privs, and execs `program`.
 /// Returns only on failure. The fds the supervisor placed stay open: exec
 /// keeps every fd without FD_CLOEXEC.
-pub(crate) fn exec_as(
-    uid: u32,
-    gid: u32,
-    groups: &[u32],
-    program: &OsString,
-    args: &[OsString],
-) -> ExecAsError {
-    if let Err(e) = drop_to(uid, gid, groups) {
+pub(crate) fn exec_as(ids: &UserIds, program: &OsString, args: &[OsString]) -> ExecAsError {
+    if let Err(e) = drop_to(ids) {
         return e;
     }
     let source = std::process::Command::new(program).args(args).exec();
@@ -74,7 +104,9 @@ pub(crate) fn exec_as(
     }
 }
 
-pub(crate) fn drop_to(uid: u32, gid: u32, groups: &[u32]) -> Result<(), ExecAsError> {
+pub(crate) fn drop_to(ids: &UserIds) -> Result<(), ExecAsError> {
+    let UserIds { uid, gid, groups } = ids;
+    let (uid, gid) = (*uid, *gid);
     let step = |what| move |source| ExecAsError::Drop { what, source };
     let groups: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
     // Groups first: only root may set them, and gid before uid likewise.

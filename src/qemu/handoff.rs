@@ -14,7 +14,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use super::open_as::open_nonblocking;
 use crate::config::trust;
+use crate::host::file_kind::{self, Wanted};
 use crate::plan::{Plan, QemuIdentity};
 
 /// The dir in the run dir where QEMU binds SPICE's socket (`VmPaths::
@@ -163,9 +165,31 @@ impl FdPlan {
     }
 }
 
+impl Key {
+    /// The config key that names this item's file, if the config does.
+    fn config_key(self) -> Option<&'static str> {
+        match self {
+            Key::Disk(_) => Some("[[disk]] path"),
+            Key::FwCode => Some("[firmware] code"),
+            Key::Rom(_) => Some("[[hostdev]] romfile"),
+            _ => None,
+        }
+    }
+
+    /// What the file may be: a disk may be a block device.
+    fn wanted(self) -> Wanted {
+        match self {
+            Key::Disk(_) => Wanted::Image,
+            _ => Wanted::Regular,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-#[error("opening {path} for QEMU: {source}")]
+#[error("opening {}{path} for QEMU: {source}", .key.map(|k| format!("{k} ")).unwrap_or_default())]
 pub(crate) struct HandoffError {
+    /// The config key, when the config named the file.
+    pub key: Option<&'static str>,
     pub path: PathBuf,
     #[source]
     pub source: io::Error,
@@ -180,17 +204,25 @@ pub(crate) fn open(
 ) -> Result<Vec<(RawFd, OwnedFd)>, HandoffError> {
     let mut out = Vec::new();
     for h in &fds.items {
+        let keyed = |e: HandoffError| HandoffError {
+            key: h.key.config_key(),
+            ..e
+        };
+        let wanted = h.key.wanted();
         let owned = match &h.source {
-            Source::File { path, access, .. } => open_file(path, *access)?.into(),
+            Source::File { path, access, .. } => {
+                open_file(path, *access, wanted).map_err(keyed)?.into()
+            }
             Source::Listen(path) => listen(path)?.into(),
             Source::SwtpmCtrl => swtpm
                 .take()
                 .ok_or_else(|| HandoffError {
+                    key: None,
                     path: "swtpm".into(),
                     source: io::Error::other("swtpm is not running"),
                 })?
                 .into(),
-            Source::Rom(path) => rom_memfd(path)?,
+            Source::Rom(path) => rom_memfd(path).map_err(keyed)?,
             Source::OwnDir(path) => own_dir(path, identity)?,
         };
         out.push((h.fd, owned));
@@ -198,15 +230,16 @@ pub(crate) fn open(
     Ok(out)
 }
 
-fn open_file(path: &Path, access: Access) -> Result<File, HandoffError> {
+fn open_file(path: &Path, access: Access, wanted: Wanted) -> Result<File, HandoffError> {
     let mut o = OpenOptions::new();
     let opened = match access {
-        Access::ReadOnly => open_guarded(path, false),
-        Access::ReadWrite => open_guarded(path, true),
+        Access::ReadOnly => open_guarded(path, false, wanted),
+        Access::ReadWrite => open_guarded(path, true, wanted),
         // In vmrun's run dir; made 0600 by `ensure_console_log` already.
         Access::Append => o.append(true).create(true).mode(0o600).open(path),
     };
     opened.map_err(|source| HandoffError {
+        key: None,
         path: path.to_path_buf(),
         source,
     })
@@ -214,25 +247,33 @@ fn open_file(path: &Path, access: Access) -> Result<File, HandoffError> {
 
 /// Opens a file the config names. As root, a path that another user
 /// controls (`trust::who_controls`) is opened with that user's rights, so
-/// a link swapped in gives the guest nothing the user couldn't read.
-fn open_guarded(path: &Path, writable: bool) -> io::Result<File> {
-    if !trust::running_as_root() {
-        return OpenOptions::new().read(true).write(writable).open(path);
-    }
-    match trust::who_controls(path) {
-        Ok(None) => OpenOptions::new().read(true).write(writable).open(path),
-        Ok(Some(uid)) => super::open_as::open_as(uid, path, writable),
-        Err(untrusted) => Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            untrusted.to_string(),
-        )),
-    }
+/// a link swapped in gives the guest nothing the user couldn't read. The
+/// plan refused a file of the wrong type; one swapped in since is refused
+/// here, without blocking (`open_nonblocking`).
+fn open_guarded(path: &Path, writable: bool, wanted: Wanted) -> io::Result<File> {
+    let file = if !trust::running_as_root() {
+        open_nonblocking(path, writable)?
+    } else {
+        match trust::who_controls(path) {
+            Ok(None) => open_nonblocking(path, writable)?,
+            Ok(Some(uid)) => super::open_as::open_as(uid, path, writable)?,
+            Err(untrusted) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    untrusted.to_string(),
+                ))
+            }
+        }
+    };
+    file_kind::check_opened(&file, wanted)?;
+    Ok(file)
 }
 
 /// Binds `path` mode 0600: only root connects (`vmrun console`, `vmrun
 /// qmp`). QEMU's socket chardev takes a listening socket as `fd=`.
 fn listen(path: &Path) -> Result<UnixListener, HandoffError> {
     let err = |source| HandoffError {
+        key: None,
         path: path.to_path_buf(),
         source,
     };
@@ -246,10 +287,11 @@ fn listen(path: &Path) -> Result<UnixListener, HandoffError> {
 fn rom_memfd(path: &Path) -> Result<OwnedFd, HandoffError> {
     use nix::sys::memfd::{memfd_create, MFdFlags};
     let err = |source| HandoffError {
+        key: None,
         path: path.to_path_buf(),
         source,
     };
-    let mut rom = open_guarded(path, false).map_err(err)?;
+    let mut rom = open_guarded(path, false, Wanted::Regular).map_err(err)?;
     let fd = memfd_create(c"vmrun-rom", MFdFlags::MFD_CLOEXEC).map_err(|e| err(e.into()))?;
     let mut copy = File::from(fd);
     io::copy(&mut rom, &mut copy).map_err(err)?;
@@ -264,6 +306,7 @@ pub(crate) fn own_dir(
 ) -> Result<OwnedFd, HandoffError> {
     use std::os::unix::fs::DirBuilderExt;
     let err = |source| HandoffError {
+        key: None,
         path: path.to_path_buf(),
         source,
     };
@@ -291,6 +334,7 @@ pub(crate) fn open_dir(path: &Path) -> Result<OwnedFd, HandoffError> {
         .open(path)
         .map(OwnedFd::from)
         .map_err(|source| HandoffError {
+            key: None,
             path: path.to_path_buf(),
             source,
         })

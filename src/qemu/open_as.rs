@@ -11,15 +11,20 @@
 //! The child can't be traced or have its fds swapped by the user: a change
 //! of uid makes a process non-dumpable (prctl(2), PR_SET_DUMPABLE).
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::{Uid, User};
 
-use super::exec_as;
+use super::exec_as::{self, UserIds};
+use crate::host::file_kind::{self, Wanted};
 
 /// The hidden verb's name.
 pub(crate) const VERB: &str = "__open-as";
@@ -32,18 +37,18 @@ pub(crate) fn open_as(uid: u32, path: &Path, writable: bool) -> io::Result<File>
         .flatten()
         .ok_or_else(|| io::Error::other(format!("uid {uid} has no entry in the user database")))?;
     let name = std::ffi::CString::new(user.name.as_bytes()).map_err(io::Error::other)?;
-    let groups: Vec<String> = nix::unistd::getgrouplist(&name, user.gid)
+    let groups = nix::unistd::getgrouplist(&name, user.gid)
         .map_err(io::Error::from)?
         .iter()
-        .map(|g| g.as_raw().to_string())
+        .map(|g| g.as_raw())
         .collect();
+    let ids = UserIds {
+        uid,
+        gid: user.gid.as_raw(),
+        groups,
+    };
     let mut child = Command::new("/proc/self/exe")
-        .arg(VERB)
-        .args(["--uid", &uid.to_string(), "--gid", &user.gid.to_string()])
-        .args(["--groups", &groups.join(",")])
-        .args(writable.then_some("--writable"))
-        .arg("--")
-        .arg(path)
+        .args(args(&ids, writable, path))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -53,7 +58,10 @@ pub(crate) fn open_as(uid: u32, path: &Path, writable: bool) -> io::Result<File>
         BufReader::new(out).read_line(&mut line)?;
     }
     let reopened = match line.trim().parse::<u32>() {
-        Ok(fd) => options(writable).open(format!("/proc/{}/fd/{fd}", child.id())),
+        Ok(fd) => open_nonblocking(
+            Path::new(&format!("/proc/{}/fd/{fd}", child.id())),
+            writable,
+        ),
         Err(_) => {
             let mut why = String::new();
             if let Some(mut err) = child.stderr.take() {
@@ -72,20 +80,41 @@ pub(crate) fn open_as(uid: u32, path: &Path, writable: bool) -> io::Result<File>
     reopened
 }
 
-fn options(writable: bool) -> OpenOptions {
-    let mut o = OpenOptions::new();
-    o.read(true).write(writable);
-    o
+/// The arguments that make `vmrun` open `path` as `ids` and hold it.
+pub(crate) fn args(ids: &UserIds, writable: bool, path: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![VERB.into()];
+    a.extend(ids.to_args());
+    a.extend(writable.then(|| "--writable".into()));
+    a.push("--".into());
+    a.push(path.as_os_str().to_owned());
+    a
+}
+
+/// Opens a disk, ISO or ROM without blocking and refuses any but a
+/// regular file or a block device (`file_kind`): open(2) of a FIFO waits
+/// for its other end unless O_NONBLOCK. The flag is cleared again, as
+/// QEMU's file-posix expects blocking I/O on the fd it is handed (for a
+/// regular file or a block device Linux ignores it anyway).
+pub(crate) fn open_nonblocking(path: &Path, writable: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    file_kind::check_opened(&file, Wanted::Image)?;
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(file)
 }
 
 /// The child's side: becomes `uid`, opens `path`, prints the fd, waits
 /// for stdin to close. Returns the exit status.
-pub(crate) fn hold_open(uid: u32, gid: u32, groups: &[u32], writable: bool, path: &Path) -> i32 {
-    if let Err(e) = exec_as::drop_to(uid, gid, groups) {
+pub(crate) fn hold_open(ids: &UserIds, writable: bool, path: &Path) -> i32 {
+    if let Err(e) = exec_as::drop_to(ids) {
         eprintln!("{e}");
         return 1;
     }
-    let file = match options(writable).open(path) {
+    let file = match open_nonblocking(path, writable) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("{}: {e}", path.display());
@@ -103,6 +132,24 @@ mod tests {
     // The parent's side needs vmrun's own binary as `/proc/self/exe`: the
     // CLI tests (tests/hostile_image.rs) run it for real.
     use super::*;
+
+    #[test]
+    fn a_fifo_is_refused_at_once_and_a_file_is_left_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("disk.img");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer ever comes: without O_NONBLOCK this open would hang.
+        let err = open_nonblocking(&fifo, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("FIFO"), "{err}");
+
+        let file = tmp.path().join("ok.img");
+        std::fs::write(&file, b"").unwrap();
+        let opened = open_nonblocking(&file, true).unwrap();
+        let flags = OFlag::from_bits_truncate(fcntl(&opened, FcntlArg::F_GETFL).unwrap());
+        assert!(!flags.contains(OFlag::O_NONBLOCK), "{flags:?}");
+        assert!(flags.contains(OFlag::O_RDWR), "{flags:?}");
+    }
 
     #[test]
     fn a_uid_without_a_user_is_refused_before_any_child() {

@@ -3,12 +3,12 @@
 //! `scaling_available_governors`). A host without cpufreq (a VM, some
 //! intel_pstate setups without the file) gets a note, not a failure.
 
-use std::fs;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::{StepReport, Undo};
+use crate::host::cpuset;
 use crate::prepare::journal::{Journal, JournalError, Step};
 use crate::prepare::kernel::WriteError;
 use crate::prepare::Host;
@@ -34,9 +34,8 @@ pub enum GovernorError {
     },
 }
 
-fn file(host: &Host, cpu: u32, name: &str) -> PathBuf {
-    host.root
-        .path(format!("/sys/devices/system/cpu/cpu{cpu}/cpufreq/{name}"))
+fn file(host: &Host, cpu: u32) -> PathBuf {
+    cpuset::cpufreq_file(host.root, cpu, "scaling_governor")
 }
 
 /// Sets `governor` on each of `cpus`, journaled per CPU.
@@ -47,26 +46,26 @@ pub fn set(
     governor: &str,
 ) -> Result<(), GovernorError> {
     for &cpu in cpus {
-        let Ok(previous) = fs::read_to_string(file(host, cpu, "scaling_governor")) else {
+        let Some(now) = cpuset::governors(host.root, cpu) else {
             tracing::warn!("CPU {cpu} has no cpufreq: its governor stays as it is");
             continue;
         };
-        let previous = previous.trim().to_string();
-        if previous == governor {
+        if now.current == governor {
             continue;
         }
-        let offered =
-            fs::read_to_string(file(host, cpu, "scaling_available_governors")).unwrap_or_default();
-        if !offered.split_whitespace().any(|g| g == governor) {
+        // The plan refused this already; the host may have changed since.
+        if !now.allows(governor) {
             return Err(GovernorError::Unavailable {
                 cpu,
                 want: governor.into(),
-                offered: offered.trim().into(),
+                offered: now.offered.join(" "),
             });
         }
-        journal.record(&Step::Governor(Governor { cpu, previous }))?;
-        host.kernel
-            .write(&file(host, cpu, "scaling_governor"), governor)?;
+        journal.record(&Step::Governor(Governor {
+            cpu,
+            previous: now.current,
+        }))?;
+        host.kernel.write(&file(host, cpu), governor)?;
     }
     Ok(())
 }
@@ -75,7 +74,7 @@ impl Undo for Governor {
     fn undo(&self, host: &Host) -> StepReport {
         let problem = host
             .kernel
-            .write(&file(host, self.cpu, "scaling_governor"), &self.previous)
+            .write(&file(host, self.cpu), &self.previous)
             .err()
             .map(|e| e.to_string());
         StepReport::logged(
