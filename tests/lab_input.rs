@@ -106,8 +106,17 @@ fn router_routes_switches_releases_and_survives_replug() {
                 "toggle_out",
                 json!("r1: the guest has the keyboard and mouse\n"),
             ),
-            // on_switch ran with each new side.
-            ("switches", json!(["host", "guest", "host", "guest"])),
+            // on_switch ran with each new side, as its user, with that
+            // user's supplementary group.
+            (
+                "switches",
+                json!([
+                    "host 4242 4242 4343",
+                    "guest 4242 4242 4343",
+                    "host 4242 4242 4343",
+                    "guest 4242 4242 4343"
+                ]),
+            ),
             // Replug: the held key is released, the new device is grabbed
             // behind the same proxy, and routing goes on.
             ("replug_g_down", json!([[KEY_G, 1]])),

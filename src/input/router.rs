@@ -273,15 +273,16 @@ fn run_on_switch(cmd: &[String], run_as: Option<&RunAs>, side: Side) {
     let Some((program, args)) = cmd.split_first() else {
         return;
     };
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .arg(side.name())
-        .stdin(std::process::Stdio::null());
-    if let Some(user) = run_as {
-        user.apply(&mut command);
-    }
-    let spawned = command.spawn();
+    let command = match run_as {
+        Some(user) => user.command(program),
+        None => Ok(tokio::process::Command::new(program)),
+    };
+    let spawned = command.and_then(|mut c| {
+        c.args(args)
+            .arg(side.name())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+    });
     match spawned {
         Ok(mut child) => {
             let program = program.clone();

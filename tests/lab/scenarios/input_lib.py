@@ -196,7 +196,8 @@ def gone(pid):
     return st.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def vm_config(name, keyboard, mouse_path, mode="router", binary=None, toggle=None, on_switch=None):
+def vm_config(name, keyboard, mouse_path, mode="router", binary=None, toggle=None, on_switch=None,
+              on_switch_user="root"):
     home = os.environ["VMRUN_HOME"]
     lines = [
         'memory = "64M"', "[cpu]", "cores = 1", "[firmware]", 'type = "bios"',
@@ -212,8 +213,8 @@ def vm_config(name, keyboard, mouse_path, mode="router", binary=None, toggle=Non
         lines.append('toggle = "%s"' % toggle)
     if on_switch:
         lines.append("on_switch = %s" % json.dumps(on_switch))
-        # The lab runs as root with no sudo and no seat: say root on purpose.
-        lines.append('on_switch_user = "root"')
+        # The lab runs as root with no sudo and no seat: name the user.
+        lines.append('on_switch_user = "%s"' % on_switch_user)
     os.makedirs(home + "/vms", exist_ok=True)
     with open("%s/vms/%s.toml" % (home, name), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -44,9 +44,15 @@ def main():
     R["list_mouse_kind"] = listed.get("lab mouse", {}).get("kind")
     R["list_kbd_by_id"] = listed.get("lab keyboard", {}).get("by_id")
 
-    # ---- r1: the router with readable proxies
+    # ---- r1: the router with readable proxies; on_switch as a user with
+    # a supplementary group (as ddcutil's user is in i2c), which it keeps.
+    with open("/etc/passwd", "a") as f:
+        f.write("switcher:x:4242:4242::/tmp:/bin/sh\n")
+    with open("/etc/group", "a") as f:
+        f.write("switcher:x:4242:\ni2c:x:4343:switcher\n")
     vm_config("r1", KBD_LINK, MOUSE_LINK, binary=HERE + "/qemu_noinput.py",
-              on_switch=["sh", "-c", 'echo "$1" >> ' + SWITCHES, "on-switch"])
+              on_switch=["sh", "-c", 'echo "$1 $(id -u) $(id -G)" >> ' + SWITCHES, "on-switch"],
+              on_switch_user="switcher")
     code, out = vmrun("start", "r1", "--detach")
     R["r1_start_exit"] = code
     R["r1_start_out"] = out
@@ -109,8 +115,8 @@ def main():
     R["hotkey_guest_proxy_after"] = keys(pk.events(0.3))
     code, out = vmrun("input", "r1", "toggle")
     R["toggle_out"] = out
-    R["switches"] = open(SWITCHES).read().split() if wait_for(
-        lambda: os.path.exists(SWITCHES) and len(open(SWITCHES).read().split()) >= 4, 10) else []
+    R["switches"] = open(SWITCHES).read().splitlines() if wait_for(
+        lambda: os.path.exists(SWITCHES) and len(open(SWITCHES).read().splitlines()) >= 4, 10) else []
 
     # Replug: a held key is released when its device vanishes; the new
     # device is opened and grabbed behind the same proxy.
