@@ -211,7 +211,7 @@ async fn attach(
             let to = qemu_owner(&paths.pidfile).map_err(UsbCliError::QemuOwner)?;
             let kernel = RealKernel::default();
             let host = Host::new(&root, &kernel);
-            let mut journal = Journal::open(&paths.run_dir.join("journal"))?;
+            let mut journal = Journal::open_running(&paths.run_dir.join("journal"))?;
             usb_driver::record(&mut journal, &d.port.to_string())?;
             device_owner::give(&host, &mut journal, &d.node(), to)?;
         }

@@ -8,6 +8,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::MetadataExt;
+
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::change::takeover::{display_manager, framebuffer, holders, modules, units, vtconsoles};
@@ -90,6 +93,8 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     recorded: usize,
+    /// `open_running`'s shared lock, held while this journal lives.
+    _running: Option<Flock<File>>,
     /// Fault injection for crash tests: `VMRUN_FAULT_ABORT_AT_STEP=N` makes
     /// the process abort right after step N is recorded, before the change
     /// is made: the moment a `kill -9` hurts most. Always `None` in a
@@ -131,6 +136,37 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             recorded: 0,
+            _running: None,
+            abort_at: abort_at_step(),
+        })
+    }
+
+    /// Opens the journal of a VM another process runs, to record a change
+    /// made while it runs (`vmrun usb attach`). It must still exist, and a
+    /// shared flock(2) is held for as long as the `Journal` lives:
+    /// `teardown::replay` takes the exclusive lock before it reads and
+    /// unlinks the journal before it lets go, so a step recorded here is
+    /// either replayed by the VM's teardown or refused because that
+    /// teardown has already read the journal.
+    pub fn open_running(path: &Path) -> Result<Self, JournalError> {
+        let err = |source| JournalError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new().append(true).open(path).map_err(err)?;
+        let lock = Flock::lock(file.try_clone().map_err(err)?, FlockArg::LockShared)
+            .map_err(|(_, e)| err(e.into()))?;
+        if file.metadata().map_err(err)?.nlink() == 0 {
+            return Err(err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the VM's run is ending: its journal was replayed",
+            )));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            recorded: 0,
+            _running: Some(lock),
             abort_at: abort_at_step(),
         })
     }

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
 use crate::prepare::journal;
@@ -41,6 +42,12 @@ impl Report {
 /// removes the journal when everything went back. A line it cannot read is
 /// a problem of the report and keeps the journal.
 pub fn replay(path: &Path, host: &Host) -> Report {
+    // Waits out a `Journal::open_running` recording a step from another
+    // process, and keeps new ones out until the journal is unlinked (the
+    // lock goes with this function).
+    let _exclusive = std::fs::File::open(path)
+        .ok()
+        .and_then(|f| Flock::lock(f, FlockArg::LockExclusive).ok());
     let contents = match journal::read(path) {
         Ok(contents) => contents,
         Err(e) => {
@@ -105,6 +112,40 @@ mod tests {
         let report = replay(&path, &Host::new(&root, &kernel));
         assert!(report.complete(), "{report:?}");
         assert!(!path.exists());
+    }
+
+    /// `vmrun usb attach` records a step in a running VM's journal from
+    /// its own process: the VM's teardown waits for it and replays that
+    /// step too, and once the journal is replayed no step gets in.
+    #[test]
+    fn a_step_recorded_by_another_process_is_replayed_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        pool(dir.path(), 6);
+        let path = dir.path().join("journal");
+        journal_of(&path, &[reserved(2048, 2, 4)]);
+        let mut attach = Journal::open_running(&path).unwrap();
+        let (done, ended) = std::sync::mpsc::channel();
+        let (d, p) = (dir.path().to_path_buf(), path.clone());
+        let teardown = std::thread::spawn(move || {
+            let (root, kernel) = (HostRoot::new(&d), FakeKernel::new(&d));
+            let report = replay(&p, &Host::new(&root, &kernel));
+            done.send(()).unwrap();
+            report
+        });
+        assert!(
+            ended
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the replay waits while a step is being recorded"
+        );
+        attach.record(&reserved(2048, 2, 4)).unwrap();
+        drop(attach);
+        let report = teardown.join().unwrap();
+        assert_eq!(report.steps.len(), 2, "{report:?}");
+        assert!(report.complete(), "{report:?}");
+        assert!(!path.exists());
+        let refused = Journal::open_running(&path).unwrap_err();
+        assert_eq!(refused.source.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]
