@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
+
 use super::change::{cgroup, cpuset, governor, irq_affinity, workqueue};
 use super::journal::Journal;
 use super::{journal_path, Host, PrepareError};
@@ -57,13 +59,27 @@ pub fn enter_own_cgroup(plan: &Plan, host: &Host) -> Result<(), PrepareError> {
 /// Refuses when another VM's run confines the host's CPUs (read again:
 /// the plan may be minutes old), then leaves `held::ISOLATING_FILE` in
 /// this run's dir for the next VM's plan. Not a host change: it goes with
-/// the run dir, which stays until the journal is undone.
+/// the run dir, which stays until the journal is undone. The look and the
+/// write happen under an exclusive flock(2) on `RUN_BASE/.isolate.lock`,
+/// so two VMs starting at once can't both find no other.
 fn claim_confinement(root: &HostRoot, run_dir: &Path, vm: &str) -> Result<(), IsolateError> {
     if let Some(base) = run_dir.parent() {
+        let path = base.join(".isolate.lock");
+        let claim = |source| IsolateError::Claim {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::File::create(&path).map_err(claim)?;
+        let _turn = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| claim(e.into()))?;
         if let Some(other) = held::isolating(root, base).into_iter().find(|o| o != vm) {
             return Err(IsolateError::ConfinedBy(other));
         }
+        return write_claim(run_dir);
     }
+    write_claim(run_dir)
+}
+
+fn write_claim(run_dir: &Path) -> Result<(), IsolateError> {
     let path = run_dir.join(held::ISOLATING_FILE);
     std::fs::write(&path, "").map_err(|source| IsolateError::Claim { path, source })
 }
