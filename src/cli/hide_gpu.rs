@@ -91,7 +91,12 @@ fn targets(root: &HostRoot, target: &str) -> Result<Vec<PciAddress>, Exit> {
         for f in &findings {
             eprintln!("{f}");
         }
-        eprintln!("vmrun: {}", HideError::NoGpu { name: vm.name.to_string() });
+        eprintln!(
+            "vmrun: {}",
+            HideError::NoGpu {
+                name: vm.name.to_string()
+            }
+        );
         return Err(Exit::HostProblems);
     }
     Ok(gpus)
@@ -176,7 +181,10 @@ fn reload(root: &HostRoot) {
             Ok(s) if s.success() => {
                 outln!("ran: udevadm {}", args.join(" "));
             }
-            Ok(s) => eprintln!("vmrun: udevadm {} failed ({s}); run: {shown}", args.join(" ")),
+            Ok(s) => eprintln!(
+                "vmrun: udevadm {} failed ({s}); run: {shown}",
+                args.join(" ")
+            ),
             Err(e) => eprintln!("vmrun: could not run udevadm: {e}; run: {shown}"),
         }
     }

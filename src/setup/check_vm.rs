@@ -122,7 +122,7 @@ fn takeover_check(plan: &Plan) -> Option<Check> {
 /// Whether the VM's secondary GPUs can be taken while the desktop runs, and
 /// by what: hidden from the compositors (`vmrun host hide-gpu`) with
 /// nothing holding them, `[takeover] desktop = "restart"`, or only a full
-/// takeover. A boot GPU is `takeover_check`'s.
+/// takeover. The desktop's own GPU is `takeover_check`'s.
 fn live_check(plan: &Plan, root: &HostRoot) -> Option<Check> {
     let gpus: Vec<&pci::PciDevice> = plan
         .hostdevs
@@ -130,7 +130,10 @@ fn live_check(plan: &Plan, root: &HostRoot) -> Option<Check> {
         .filter_map(|h| h.device.as_ref())
         .filter(|d| d.is_display())
         .collect();
-    if gpus.is_empty() || gpus.iter().any(|d| d.boot_vga == Some(true)) {
+    // The GPU the desktop shows on (or the only one) is no candidate: the
+    // same refusal as hide-gpu's, and takeover_check's subject.
+    let addresses: Vec<_> = gpus.iter().map(|d| d.address).collect();
+    if gpus.is_empty() || crate::setup::hide_gpu::plan(root, &addresses).is_err() {
         return None;
     }
     let names = gpus
@@ -148,7 +151,10 @@ fn live_check(plan: &Plan, root: &HostRoot) -> Option<Check> {
         .takeover
         .as_ref()
         .is_some_and(|t| t.desktop == crate::config::Desktop::Restart);
-    let hide = format!("vmrun host hide-gpu {} --apply, then restart the display manager once", plan.vm.name);
+    let hide = format!(
+        "vmrun host hide-gpu {} --apply, then restart the display manager once",
+        plan.vm.name
+    );
     let check = match (hidden, holders.is_empty()) {
         (true, true) => Check::new(Status::Pass, "live handover", format!("{names} is hidden from the desktop and nothing holds it: vmrun start takes it without stopping anything")),
         (true, false) => Check::new(Status::Warn, "live handover", format!("{names} is hidden from the desktop but still held by {holders}: the desktop opened it before the rule"))
@@ -296,7 +302,10 @@ mod tests {
         let dev = pci::read_device(&root, gpu).unwrap();
         // The fixture's NVIDIA card has no DRM node: its /dev/nvidiaN.
         let nodes = procs::GpuNodes::of(&root, &dev);
-        let node = nodes.exact.first().map_or("/dev/nvidia0".into(), |p| p.to_string_lossy().into_owned());
+        let node = nodes
+            .exact
+            .first()
+            .map_or("/dev/nvidia0".into(), |p| p.to_string_lossy().into_owned());
         assert!(nodes.matches(std::path::Path::new(&node)));
         let laptop = laptop.process(700, "gnome-shell", &[&node]);
         let held = live(laptop.path());

@@ -56,7 +56,9 @@ pub(crate) enum HideError {
     NotDisplay(PciAddress),
     #[error("{name} passes no display device: nothing to hide")]
     NoGpu { name: String },
-    #[error("{0} is the host's only GPU with a driver: hiding it leaves the desktop nothing to run on")]
+    #[error(
+        "{0} is the host's only GPU with a driver: hiding it leaves the desktop nothing to run on"
+    )]
     OnlyGpu(PciAddress),
     #[error("the desktop shows on {address} ({why}) and no other GPU ({kept}) has a display connected: hiding it would leave no screen")]
     DesktopGpu {
@@ -215,7 +217,9 @@ mod tests {
             assert!(hide.contains(want), "{want} missing from {hide}");
         }
         assert!(!text.contains("renderD"));
-        assert!(text.contains("KERNELS==\"0000:00:02.0\", SYMLINK+=\"dri/vmrun-keep-0000-00-02.0\""));
+        assert!(
+            text.contains("KERNELS==\"0000:00:02.0\", SYMLINK+=\"dri/vmrun-keep-0000-00-02.0\"")
+        );
         let env = env_text(&[addr("0000:00:02.0"), addr("0000:03:00.0")]);
         let list = "/dev/dri/vmrun-keep-0000-00-02.0:/dev/dri/vmrun-keep-0000-03-00.0";
         for var in ["KWIN_DRM_DEVICES", "WLR_DRM_DEVICES", "AQ_DRM_DEVICES"] {
