@@ -14,6 +14,7 @@ pub mod identity;
 pub mod isolation;
 pub mod looking_glass;
 mod memory;
+pub(crate) mod module_keep;
 pub(crate) mod paths;
 pub(crate) mod safety;
 pub mod smbios;
