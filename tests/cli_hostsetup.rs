@@ -394,8 +394,14 @@ fn hide_gpu_dry_run_apply_refusal_and_undo_on_a_two_gpu_laptop() {
         host: Machine::IntelNvidiaLaptop.build(),
         ..Env::new()
     };
-    let rule = env.host.path().join("etc/udev/rules.d/72-vmrun-hide-gpu.rules");
-    let vars = env.host.path().join("etc/environment.d/90-vmrun-hide-gpu.conf");
+    let rule = env
+        .host
+        .path()
+        .join("etc/udev/rules.d/72-vmrun-hide-gpu.rules");
+    let vars = env
+        .host
+        .path()
+        .join("etc/environment.d/90-vmrun-hide-gpu.conf");
     env.vm(
         "g",
         "memory = \"4G\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n[[hostdev]]\naddress = \"0000:01:00.1\"\n",

@@ -12,7 +12,9 @@
 //!   (src/backends/native/meta-udev.c `meta_udev_is_drm_device`, and
 //!   `meta_udev_list_drm_devices` lists only cards tagged `seat`), wlroots
 //!   without `WLR_DRM_DEVICES` (backend/session/session.c
-//!   `wlr_session_find_gpus`). So the rule sets `ID_SEAT` to a seat that
+//!   `wlr_session_find_gpus`), KWin without `KWIN_DRM_DEVICES`
+//!   (src/backends/drm/drm_backend.cpp `DrmBackend::initialize`, and
+//!   `handleUdevEvent` for hotplug). So the rule sets `ID_SEAT` to a seat that
 //!   does not exist, and removes the `seat` and `master-of-seat` tags that
 //!   systemd's 71-seat.rules gives every DRM card: systemd-logind creates
 //!   a seat for a `master-of-seat` device whose `ID_SEAT` names a new seat,
@@ -25,6 +27,7 @@
 //!   strtok_r on ":"), so `/dev/dri/by-path/pci-0000:..` names can't be
 //!   used: the rule gives each kept card a colon-free link
 //!   `/dev/dri/vmrun-keep-DDDD-BB-SS.F`, and the lists name those links.
+//!
 //! No Xorg snippet: `AutoAddGPU` off only stops Xorg adding a card it has
 //! already probed (and stops it adding any other GPU too); the seat keeps
 //! the card out of the probe itself.
