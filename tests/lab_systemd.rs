@@ -533,13 +533,13 @@ fn a_hidden_gpu_is_taken_without_stopping_the_desktop() {
         ("h_apply_exit", json!(0)),
         ("h_seat", json!("ID_SEAT=seat-vmrun-hidden")),
         ("h_keep_link", json!(true)),
-        ("hidden_log_names_vga", json!(false)),
+        ("hidden_x_added_vga", json!(false)),
         ("s_start_exit", json!(0)),
         ("s_x_same", json!(true)),
         ("s_units_gone", json!("")),
         ("s_stop_exit", json!(0)),
         ("s_after_x_same", json!(true)),
-        ("s_after_log_names_vga", json!(false)),
+        ("s_after_x_added_vga", json!(false)),
         ("u_undo_exit", json!(0)),
         ("u_rule_gone", json!(true)),
         ("u_seat", json!("")),
@@ -600,6 +600,13 @@ fn a_hidden_gpu_is_taken_without_stopping_the_desktop() {
         &[("bochs-drm", NULL), ("snd_hda_intel", NULL)],
     ));
     dual_desktop(&mut f, "s_after", &[SECOND]);
-    f.text("u_undo_out");
+    f.text("s_after_xorg_log");
+    f.has_in_order(
+        "u_undo_out",
+        &[
+            "ran: rm '/etc/udev/rules.d/72-vmrun-hide-gpu.rules'",
+            "ran: udevadm control --reload",
+        ],
+    );
     f.done();
 }
