@@ -521,6 +521,7 @@ fn a_hidden_gpu_is_taken_without_stopping_the_desktop() {
     let vga = "0000:00:0a.0";
     f.text("host_xorg_conf");
     dual_desktop(&mut f, "host", &[vga, SECOND]);
+    f.eq(&fields(&[("host_x_added_vga", json!(true))]));
     let card = f.text("host_vga_card");
     f.that(
         card.starts_with("card"),
@@ -536,7 +537,7 @@ fn a_hidden_gpu_is_taken_without_stopping_the_desktop() {
         ("hidden_x_added_vga", json!(false)),
         ("s_start_exit", json!(0)),
         ("s_x_same", json!(true)),
-        ("s_units_gone", json!("")),
+        ("s_services_gone", json!("")),
         ("s_stop_exit", json!(0)),
         ("s_after_x_same", json!(true)),
         ("s_after_x_added_vga", json!(false)),
@@ -584,6 +585,13 @@ fn a_hidden_gpu_is_taken_without_stopping_the_desktop() {
         &[("vfio-pci", "vfio-pci"), ("vfio-pci", "vfio-pci")],
     ));
     dual_desktop(&mut f, "s_running", &[SECOND]);
+    // Only the HDA's device unit and what binds to it.
+    let gone = f.text("s_units_gone");
+    f.that(
+        gone.split_whitespace()
+            .all(|u| u.ends_with(".device") || u == "sound.target"),
+        &format!("units gone while the VM runs: {gone}"),
+    );
     let journal = f.text("s_journal");
     f.that(
         journal.contains("bind-vfio") && !journal.contains("stop-unit"),

@@ -22,6 +22,8 @@ x_added() { grep -qF "Adding drm device (/dev/dri/$1)" /run/Xorg.0.log; }
 vga_card() { ls "/sys/bus/pci/devices/$VGA/drm" 2>/dev/null | grep '^card' | head -n1; }
 card=$(vga_card)
 lab_str host_vga_card "$card"
+# The control: before the rule, Xorg probed the VGA's card at its start.
+lab_bool host_x_added_vga x_added "$card"
 
 mark "hide"
 vm_cfg hv $VGA $HDA
@@ -48,7 +50,11 @@ rec_desktop s_running
 lab_bool s_x_same test "$(x_pid)" = "$x0"
 systemctl list-units --state=active --no-legend --plain | awk '{print $1}' | sort >/tmp/active1
 # -f: unit names like -.mount can't be patterns on the command line.
-lab_str s_units_gone "$(echo "$active0" | grep -vxF -f /tmp/active1 | grep -v '^vmrun' | tr '\n' ' ')"
+# Services are what a start would stop; the HDA's .device unit (and
+# sound.target with it) goes away with its unbind, stopped by nobody.
+gone=$(echo "$active0" | grep -vxF -f /tmp/active1 | grep -v '^vmrun')
+lab_str s_units_gone "$(echo "$gone" | tr '\n' ' ')"
+lab_str s_services_gone "$(echo "$gone" | grep '\.service$' | tr '\n' ' ')"
 lab_str s_journal "$(cat /run/vmrun/hv/journal 2>/dev/null)"
 lab_str s_pci_ids "$(nested_pci_ids hv)"
 run_vmrun s_stop stop hv
