@@ -455,6 +455,20 @@ fn hide_gpu_dry_run_apply_refusal_and_undo_on_a_two_gpu_laptop() {
         assert!(text.contains(want), "{want} missing from {text}");
     }
 
+    // Again: nothing changes, and no backup of vmrun's own file is made
+    // (the undo would put it back).
+    let again = env.run(&["host", "hide-gpu", "g", "--apply"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("72-vmrun-hide-gpu.rules is current"),
+        "{}",
+        out(&again)
+    );
+    assert!(!env
+        .host
+        .path()
+        .join("etc/udev/rules.d/72-vmrun-hide-gpu.rules.vmrun-backup")
+        .exists());
+
     let dry_undo = env.run(&["host", "hide-gpu", "--undo"]);
     assert!(
         String::from_utf8_lossy(&dry_undo.stdout).contains("would run: rm "),

@@ -53,7 +53,21 @@ pub(super) fn hide_gpu(root: &HostRoot, target: Option<&str>, apply: bool, undo:
     }
     let mut undo = Vec::new();
     for (path, text) in &plan.files {
-        match backup::write_with_backup(&root.path(path), text) {
+        let at = root.path(path);
+        if std::fs::read_to_string(&at).is_ok_and(|t| t == *text) {
+            outln!("{} is current", at.display());
+            undo.push(format!("rm '{}'", at.display()));
+            continue;
+        }
+        // Our own earlier file goes without a backup: only a file of
+        // someone else's is kept for the undo.
+        if hide_gpu::is_ours(&at) {
+            if let Err(e) = std::fs::remove_file(&at) {
+                eprintln!("vmrun: replacing {}: {e}", at.display());
+                return Exit::HostProblems;
+            }
+        }
+        match backup::write_with_backup(&at, text) {
             Ok(change) => {
                 outln!("wrote {}", change.path.display());
                 undo.push(change.undo());
@@ -114,10 +128,12 @@ fn unhide(root: &HostRoot, apply: bool) -> Exit {
         return Exit::Ok;
     }
     for p in &present {
+        // The first backup is the file from before vmrun (backup.rs never
+        // overwrites it); one that is vmrun's own is no original.
         let original = std::path::PathBuf::from(format!("{}.vmrun-backup", p.display()));
         let change = backup::Change {
             path: p.clone(),
-            backup: original.exists().then_some(original),
+            backup: (original.exists() && !hide_gpu::is_ours(&original)).then_some(original),
         };
         if !apply {
             outln!("would run: {}", change.undo());

@@ -48,6 +48,10 @@ pub(crate) const RULE_FILE: &str = "/etc/udev/rules.d/72-vmrun-hide-gpu.rules";
 /// Plasma 6 session (kwin_wayland as a user unit) and compositors run
 /// through uwsm; login shells are not covered (see docs/config.md).
 pub(crate) const ENV_FILE: &str = "/etc/environment.d/90-vmrun-hide-gpu.conf";
+/// The first line of both files: a file that starts with it is vmrun's
+/// own, replaced without a backup (a backup of it would make `--undo`
+/// put the hiding back).
+pub(crate) const MARKER: &str = "# Written by `vmrun host hide-gpu`";
 /// A seat name logind accepts ("seat" + [A-Za-z0-9_-]) that no seat has.
 pub(crate) const SEAT: &str = "seat-vmrun-hidden";
 
@@ -152,9 +156,9 @@ fn keep_link(a: PciAddress) -> String {
 /// The udev rule: each hidden GPU's card node (KERNEL card*, not renderD*)
 /// matched by its PCI parent, and a colon-free link for each kept card.
 pub(crate) fn rule_text(hidden: &[PciAddress], kept: &[PciAddress]) -> String {
-    let mut s = String::from(
-        "# Written by `vmrun host hide-gpu`: compositors leave these GPUs' card nodes alone.\n\
-         # Their render nodes stay usable for offload. Undo: vmrun host hide-gpu --undo --apply\n",
+    let mut s = format!(
+        "{MARKER}: compositors leave these GPUs' card nodes alone.\n\
+         # Their render nodes stay usable for offload. Undo: vmrun host hide-gpu --undo --apply\n"
     );
     for a in hidden {
         s.push_str(&format!(
@@ -178,9 +182,14 @@ pub(crate) fn env_text(kept: &[PciAddress]) -> String {
         .collect::<Vec<_>>()
         .join(":");
     format!(
-        "# Written by `vmrun host hide-gpu`: the GPUs compositors may open (the others are hidden).\n\
+        "{MARKER}: the GPUs compositors may open (the others are hidden).\n\
          KWIN_DRM_DEVICES={list}\nWLR_DRM_DEVICES={list}\nAQ_DRM_DEVICES={list}\n"
     )
+}
+
+/// Whether the file at `path` (under the root) is one hide-gpu wrote.
+pub(crate) fn is_ours(path: &std::path::Path) -> bool {
+    fs::read_to_string(path).is_ok_and(|t| t.starts_with(MARKER))
 }
 
 /// The GPUs the rule file under `root` hides now.
