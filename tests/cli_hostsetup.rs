@@ -387,3 +387,96 @@ fn initramfs_apply_backs_up_says_how_to_undo_and_is_idempotent() {
         .contains("force_drivers+=\" vfio_pci vfio vfio_iommu_type1 \""));
     assert!(String::from_utf8_lossy(&o.stdout).contains("undo: rm "));
 }
+
+#[test]
+fn hide_gpu_dry_run_apply_refusal_and_undo_on_a_two_gpu_laptop() {
+    let env = Env {
+        host: Machine::IntelNvidiaLaptop.build(),
+        ..Env::new()
+    };
+    let rule = env
+        .host
+        .path()
+        .join("etc/udev/rules.d/72-vmrun-hide-gpu.rules");
+    let vars = env
+        .host
+        .path()
+        .join("etc/environment.d/90-vmrun-hide-gpu.conf");
+    env.vm(
+        "g",
+        "memory = \"4G\"\n[[hostdev]]\naddress = \"0000:01:00.0\"\n[[hostdev]]\naddress = \"0000:01:00.1\"\n",
+    );
+    let dry = env.run(&["host", "hide-gpu", "g"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", out(&dry));
+    let text = String::from_utf8_lossy(&dry.stdout);
+    for want in [
+        "hide 0000:01:00.0 from desktop compositors; they keep 0000:00:02.0",
+        "KERNELS==\"0000:01:00.0\", ENV{ID_SEAT}=\"seat-vmrun-hidden\"",
+        "KWIN_DRM_DEVICES=/dev/dri/vmrun-keep-0000-00-02.0",
+        "then: udevadm control --reload",
+        "(dry run",
+    ] {
+        assert!(text.contains(want), "{want} missing from {text}");
+    }
+    assert!(!rule.exists() && !vars.exists(), "a dry run wrote");
+
+    // The desktop's GPU (the laptop's boot VGA, the only other GPU).
+    let refused = env.run(&["host", "hide-gpu", "00:02.0", "--apply"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", out(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("the desktop shows on 0000:00:02.0"),
+        "{}",
+        out(&refused)
+    );
+    let audio = env.run(&["host", "hide-gpu", "0000:01:00.1"]);
+    assert!(
+        String::from_utf8_lossy(&audio.stderr).contains("is not a display device"),
+        "{}",
+        out(&audio)
+    );
+
+    let o = env.run(&["host", "hide-gpu", "g", "--apply"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        fs::read_to_string(&rule)
+            .unwrap()
+            .contains("KERNELS==\"0000:01:00.0\", ENV{ID_SEAT}"),
+        "{text}"
+    );
+    assert!(fs::read_to_string(&vars)
+        .unwrap()
+        .contains("AQ_DRM_DEVICES=/dev/dri/vmrun-keep-0000-00-02.0\n"));
+    for want in [
+        "the rule applies at the next boot",
+        "restart the display manager once",
+        "undo: vmrun host hide-gpu --undo --apply (or: rm ",
+    ] {
+        assert!(text.contains(want), "{want} missing from {text}");
+    }
+
+    // Again: nothing changes, and no backup of vmrun's own file is made
+    // (the undo would put it back).
+    let again = env.run(&["host", "hide-gpu", "g", "--apply"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("72-vmrun-hide-gpu.rules is current"),
+        "{}",
+        out(&again)
+    );
+    assert!(!env
+        .host
+        .path()
+        .join("etc/udev/rules.d/72-vmrun-hide-gpu.rules.vmrun-backup")
+        .exists());
+
+    let dry_undo = env.run(&["host", "hide-gpu", "--undo"]);
+    assert!(
+        String::from_utf8_lossy(&dry_undo.stdout).contains("would run: rm "),
+        "{}",
+        out(&dry_undo)
+    );
+    assert!(rule.exists());
+    let undo = env.run(&["host", "hide-gpu", "--undo", "--apply"]);
+    assert_eq!(undo.status.code(), Some(0), "{}", out(&undo));
+    assert!(!rule.exists() && !vars.exists(), "{}", out(&undo));
+}

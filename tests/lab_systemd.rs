@@ -504,3 +504,117 @@ fn dual_gpu_takeover_restarts_xorg_on_the_gpu_the_host_keeps() {
     eprintln!("systemd dual lab: the desktop was gone {down} ms during the handover");
     f.done();
 }
+
+/// The dual topology with the VM's VGA hidden (`vmrun host hide-gpu`):
+/// after one restart of the display manager, Xorg holds 0b.0 only and never
+/// opens the VGA's card; a VM without `[takeover]` takes the VGA + HDA with
+/// the same Xorg running and no unit stopped; after `vmrun stop` the VGA is
+/// back on bochs-drm, Xorg (the same) still leaves it alone; `--undo
+/// --apply` removes the rule and the card is on seat0 again.
+#[test]
+fn a_hidden_gpu_is_taken_without_stopping_the_desktop() {
+    let run = run(Scenario::named("hidegpu_systemd_dual.sh")
+        .topology(Topology::Dual)
+        .init(Init::Systemd)
+        .timeout(Duration::from_secs(900)));
+    let mut f = Fields::new(&run);
+    let vga = "0000:00:0a.0";
+    f.text("host_xorg_conf");
+    dual_desktop(&mut f, "host", &[vga, SECOND]);
+    f.eq(&fields(&[("host_x_added_vga", json!(true))]));
+    let card = f.text("host_vga_card");
+    f.that(
+        card.starts_with("card"),
+        &format!("the VGA's card node: {card:?}"),
+    );
+
+    f.eq(&fields(&[
+        ("h_dry_exit", json!(0)),
+        ("h_dry_no_rule", json!(true)),
+        ("h_apply_exit", json!(0)),
+        ("h_seat", json!("ID_SEAT=seat-vmrun-hidden")),
+        ("h_keep_link", json!(true)),
+        ("hidden_x_added_vga", json!(false)),
+        ("s_start_exit", json!(0)),
+        ("s_x_same", json!(true)),
+        ("s_services_gone", json!("")),
+        ("s_stop_exit", json!(0)),
+        ("s_after_x_same", json!(true)),
+        ("s_after_x_added_vga", json!(false)),
+        ("u_undo_exit", json!(0)),
+        ("u_rule_gone", json!(true)),
+        ("u_seat", json!("")),
+    ]));
+    f.has_in_order(
+        "h_dry_out",
+        &[
+            "hide 0000:00:0a.0 from desktop compositors; they keep 0000:00:0b.0",
+            "/etc/udev/rules.d/72-vmrun-hide-gpu.rules becomes:",
+            "KERNELS==\"0000:00:0a.0\", ENV{ID_SEAT}=\"seat-vmrun-hidden\"",
+            "WLR_DRM_DEVICES=/dev/dri/vmrun-keep-0000-00-0b.0",
+            "(dry run",
+        ],
+    );
+    f.has_in_order(
+        "h_apply_out",
+        &[
+            "wrote",
+            "ran: udevadm control --reload",
+            "ran: udevadm settle",
+            "restart the display manager once",
+        ],
+    );
+    f.has_in_order("h_rule", &["KERNELS==\"0000:00:0a.0\", ENV{ID_SEAT}"]);
+    // Before the restart Xorg still holds the VGA it opened at start.
+    f.text("h_check_before_exit");
+    f.has_in_order(
+        "h_check_before_out",
+        &["0000:00:0a.0 is hidden from the desktop but still held by Xorg"],
+    );
+    dual_desktop(&mut f, "hidden", &[SECOND]);
+    f.text("hidden_xorg_log");
+    f.text("h_check_exit");
+    f.has_in_order(
+        "h_check_out",
+        &["0000:00:0a.0 is hidden from the desktop and nothing holds it"],
+    );
+
+    no_error(&mut f, "s_start_out");
+    f.eq(&devices(
+        "s_running",
+        &[("vfio-pci", "vfio-pci"), ("vfio-pci", "vfio-pci")],
+    ));
+    dual_desktop(&mut f, "s_running", &[SECOND]);
+    // Only the HDA's device unit and what binds to it.
+    let gone = f.text("s_units_gone");
+    f.that(
+        gone.split_whitespace()
+            .all(|u| u.ends_with(".device") || u == "sound.target"),
+        &format!("units gone while the VM runs: {gone}"),
+    );
+    let journal = f.text("s_journal");
+    f.that(
+        journal.contains("bind-vfio") && !journal.contains("stop-unit"),
+        &format!("the start binds vfio-pci and stops no unit: {journal}"),
+    );
+    let ids = f.text("s_pci_ids");
+    f.that(
+        ids.contains("1234:1111") && ids.contains("8086:2668"),
+        &format!("the nested QEMU's query-pci lacks the VGA or the HDA: {ids}"),
+    );
+    f.has_in_order("s_stop_out", &["hv stopped"]);
+    f.eq(&devices(
+        "s_after",
+        &[("bochs-drm", NULL), ("snd_hda_intel", NULL)],
+    ));
+    dual_desktop(&mut f, "s_after", &[SECOND]);
+    f.text("s_after_xorg_log");
+    f.has_in_order(
+        "u_undo_out",
+        &[
+            "ran: rm '/etc/udev/rules.d/72-vmrun-hide-gpu.rules'",
+            "ran: udevadm control --reload",
+        ],
+    );
+    f.done();
+}

@@ -216,6 +216,18 @@ pub(crate) enum HostCommand {
         #[arg(long)]
         apply: bool,
     },
+    /// Keep desktop compositors off a GPU's card node (udev rule, device lists), so a VM takes it live.
+    HideGpu {
+        /// The VM whose GPUs to hide, or a PCI address (0000:01:00.0 or 01:00.0).
+        #[arg(required_unless_present = "undo")]
+        target: Option<String>,
+        /// Make the change (default: show it). Every changed file is backed up first.
+        #[arg(long)]
+        apply: bool,
+        /// Remove what hide-gpu wrote (with --apply; default: show it).
+        #[arg(long, conflicts_with = "target")]
+        undo: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -36,6 +36,11 @@ pub(super) fn host(command: HostCommand) -> Exit {
             Err(exit) => exit,
         },
         HostCommand::Initramfs { apply } => initramfs(&root, apply),
+        HostCommand::HideGpu {
+            target,
+            apply,
+            undo,
+        } => super::hide_gpu::hide_gpu(&root, target.as_deref(), apply, undo),
     }
 }
 

@@ -8,6 +8,7 @@ mod check;
 mod console;
 mod devices;
 mod dry_run;
+mod hide_gpu;
 mod host_setup;
 mod init;
 mod input;

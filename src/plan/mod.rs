@@ -14,6 +14,7 @@ pub mod identity;
 pub mod isolation;
 pub mod looking_glass;
 mod memory;
+pub(crate) mod module_keep;
 pub mod network;
 pub(crate) mod paths;
 mod qemu_modules;

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::hostdev::PlannedHostdev;
+use super::module_keep;
 use crate::config::{Desktop, DisplayManager, PciAddress, Takeover, UnloadModules};
-use crate::host::display::{self, DrivenDevice, Framebuffer, VtConsole};
+use crate::host::display::{self, Framebuffer, VtConsole};
 use crate::host::{procs, HostRoot};
 
 /// How the display manager is stopped and started again.
@@ -177,49 +178,9 @@ pub(crate) fn plan(
             acc
         });
     let passed: Vec<PciAddress> = hostdevs.iter().map(|h| h.address).collect();
-    let mut kept = Vec::new();
-    let (modules, modules_why) = match &t.unload_modules {
-        UnloadModules::List(list) => (list.clone(), "configured".to_string()),
-        UnloadModules::Auto => {
-            let mut order: Vec<String> = Vec::new();
-            let mut why = Vec::new();
-            for d in &devices {
-                let Some(m) = display::driver_module(root, d.address) else {
-                    why.push(match &d.driver {
-                        Some(drv) => format!("{}'s driver {drv} is built in", d.address),
-                        None => format!("{} has no driver", d.address),
-                    });
-                    continue;
-                };
-                let chain = display::unload_order(root, &m);
-                let others = stranded(root, &chain, &passed);
-                if let Some((module, devs)) = others.first() {
-                    // Unloading would take the host's other devices off
-                    // their driver too: the VFIO bind unbinds this one
-                    // alone and the module stays.
-                    kept.push(format!(
-                        "leave {m} loaded: {module} also drives {}, which the host keeps; {} alone is unbound from it",
-                        join(devs),
-                        d.address
-                    ));
-                    why.push(format!("{}'s driver module {m} stays loaded", d.address));
-                    continue;
-                }
-                why.push(format!(
-                    "{}'s driver module {m}, after what holds it (/sys/module/*/holders)",
-                    d.address
-                ));
-                for c in chain {
-                    if !order.contains(&c) {
-                        order.push(c);
-                    }
-                }
-            }
-            if why.is_empty() {
-                why.push("no display device of the VM is on this host".into());
-            }
-            (order, why.join("; "))
-        }
+    let (modules, modules_why, kept) = match &t.unload_modules {
+        UnloadModules::List(list) => (list.clone(), "configured".to_string(), Vec::new()),
+        UnloadModules::Auto => module_keep::auto(root, &devices, &passed),
     };
     let loaded: Vec<String> = modules
         .iter()
@@ -248,18 +209,7 @@ pub(crate) fn plan(
     }
     if matches!(t.unload_modules, UnloadModules::List(_)) {
         let all: Vec<String> = loaded.iter().chain(&helpers).cloned().collect();
-        for (module, devs) in stranded(root, &all, &passed) {
-            findings.push(
-                super::Finding::error(
-                    "takeover",
-                    format!(
-                        "unload_modules would unload {module}, which also drives {}: the host would lose that device's driver while the VM runs",
-                        join(&devs)
-                    ),
-                )
-                .fix(format!("remove {module} from [takeover] unload_modules, or set it to \"auto\" (which leaves a module the host still needs loaded and unbinds only the VM's devices)")),
-            );
-        }
+        module_keep::refuse_stranding(root, &all, &passed, findings);
     }
     TakeoverPlan {
         display_manager,
@@ -286,34 +236,6 @@ pub(crate) fn plan(
             })
             .collect(),
     }
-}
-
-/// Each of `modules` whose drivers drive a device not among `passed`, with
-/// those devices: unloading it would leave them driverless.
-fn stranded(
-    root: &HostRoot,
-    modules: &[String],
-    passed: &[PciAddress],
-) -> Vec<(String, Vec<DrivenDevice>)> {
-    let passed: Vec<String> = passed.iter().map(ToString::to_string).collect();
-    modules
-        .iter()
-        .filter_map(|m| {
-            let others: Vec<DrivenDevice> = display::module_devices(root, m)
-                .into_iter()
-                .filter(|d| !passed.contains(&d.device))
-                .collect();
-            (!others.is_empty()).then(|| (m.clone(), others))
-        })
-        .collect()
-}
-
-fn join(devices: &[DrivenDevice]) -> String {
-    devices
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl TakeoverPlan {

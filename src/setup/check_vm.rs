@@ -7,7 +7,7 @@ use std::fs;
 use super::check::{memlock_check, Check, CheckContext, Status};
 use crate::config::{ByteSize, VmConfig};
 use crate::host::cpu;
-use crate::host::{pci, HostRoot};
+use crate::host::{pci, procs, HostRoot};
 use crate::plan::{Plan, Severity};
 
 /// Checks that depend on the VM: the plan's findings, huge pages, memlock,
@@ -31,6 +31,7 @@ pub(crate) fn vm_checks(plan: &Plan, ctx: &CheckContext) -> Vec<Check> {
         ));
     }
     out.extend(takeover_check(plan));
+    out.extend(live_check(plan, &ctx.root));
     out.extend(looking_glass_check(plan));
     if let Some(size) = vm.hugepages {
         out.push(hugepage_check(&ctx.root, vm, size.size()));
@@ -111,11 +112,61 @@ fn takeover_check(plan: &Plan) -> Option<Check> {
             match plan.vm.takeover.as_ref().map(|t| t.desktop) {
                 Some(crate::config::Desktop::Restart) => Check::new(Status::Pass, "takeover", "the VM takes a secondary GPU and [takeover] desktop = \"restart\" starts the desktop again at once on the GPU the host keeps"),
                 _ => Check::new(Status::Warn, "takeover", "[takeover] is enabled but the passed GPU is not the boot GPU: the desktop would be down for the whole VM")
-                    .fix("set [takeover] desktop = \"restart\" (the desktop starts again at once on the GPU the host keeps), or remove [takeover] if no desktop holds this GPU"),
+                    .fix(format!("set [takeover] desktop = \"restart\" (the desktop starts again at once on the GPU the host keeps), or `vmrun host hide-gpu {}` and remove [takeover]", plan.vm.name)),
             },
         ),
         _ => None,
     }
+}
+
+/// Whether the VM's secondary GPUs can be taken while the desktop runs, and
+/// by what: hidden from the compositors (`vmrun host hide-gpu`) with
+/// nothing holding them, `[takeover] desktop = "restart"`, or only a full
+/// takeover. The desktop's own GPU is `takeover_check`'s.
+fn live_check(plan: &Plan, root: &HostRoot) -> Option<Check> {
+    let gpus: Vec<&pci::PciDevice> = plan
+        .hostdevs
+        .iter()
+        .filter_map(|h| h.device.as_ref())
+        .filter(|d| d.is_display())
+        .collect();
+    // The GPU the desktop shows on (or the only one) is no candidate: the
+    // same refusal as hide-gpu's, and takeover_check's subject.
+    let addresses: Vec<_> = gpus.iter().map(|d| d.address).collect();
+    if gpus.is_empty() || crate::setup::hide_gpu::plan(root, &addresses).is_err() {
+        return None;
+    }
+    let names = gpus
+        .iter()
+        .map(|d| d.address.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hidden_now = crate::setup::hide_gpu::hidden_addresses(root);
+    let hidden = gpus.iter().all(|d| hidden_now.contains(&d.address));
+    let nodes: Vec<procs::GpuNodes> = gpus.iter().map(|d| procs::GpuNodes::of(root, d)).collect();
+    let scan = procs::holders(root, |p| nodes.iter().any(|n| n.matches(p)));
+    let holders = procs::by_process(&scan.holders).join("; ");
+    let restart = plan
+        .vm
+        .takeover
+        .as_ref()
+        .is_some_and(|t| t.desktop == crate::config::Desktop::Restart);
+    let hide = format!(
+        "vmrun host hide-gpu {} --apply, then restart the display manager once",
+        plan.vm.name
+    );
+    let check = match (hidden, holders.is_empty()) {
+        (true, true) => Check::new(Status::Pass, "live handover", format!("{names} is hidden from the desktop and nothing holds it: vmrun start takes it without stopping anything")),
+        (true, false) => Check::new(Status::Warn, "live handover", format!("{names} is hidden from the desktop but still held by {holders}: the desktop opened it before the rule"))
+            .fix("restart the display manager once (or log out and in), and stop the other holders; [takeover] stop_processes names those vmrun may stop"),
+        (false, _) if restart => Check::new(Status::Pass, "live handover", format!("{names} is taken live by [takeover] desktop = \"restart\" (the desktop is gone for a moment); hidden, the desktop would not stop at all"))
+            .fix(hide),
+        (false, true) => Check::new(Status::Warn, "live handover", format!("nothing holds {names} now, but a desktop that starts opens it (compositors open every GPU)"))
+            .fix(hide),
+        (false, false) => Check::new(Status::Warn, "live handover", format!("{names} is held by {holders}: only a full [takeover] frees it"))
+            .fix(format!("{hide}; or set [takeover] desktop = \"restart\"")),
+    };
+    Some(check)
 }
 
 fn hugepage_check(root: &HostRoot, vm: &VmConfig, page: ByteSize) -> Check {
@@ -228,6 +279,38 @@ mod tests {
                 && c.message.contains("secondary GPU")),
             "{checks:#?}"
         );
+    }
+
+    #[test]
+    fn a_secondary_gpu_is_live_once_hidden_and_unheld() {
+        let laptop = Machine::IntelNvidiaLaptop.build();
+        let root = laptop.root();
+        let live = |host: &std::path::Path| {
+            let plan = plan_on(host, GPU_PAIR);
+            find(&vm_checks(&plan, &ctx(host)), "live handover").clone()
+        };
+        let open = live(laptop.path());
+        assert_eq!(open.status, Status::Warn, "{open:?}");
+        assert!(open.fix.unwrap().contains("vmrun host hide-gpu"));
+        let gpu: crate::config::PciAddress = "0000:01:00.0".parse().unwrap();
+        let hide = crate::setup::hide_gpu::plan(&root, &[gpu]).unwrap();
+        let (rule, text) = &hide.files[0];
+        crate::testing::sysfs::write(laptop.path(), &rule.to_string_lossy(), text);
+        let hidden = live(laptop.path());
+        assert_eq!(hidden.status, Status::Pass, "{hidden:?}");
+        assert!(hidden.message.contains("without stopping anything"));
+        let dev = pci::read_device(&root, gpu).unwrap();
+        // The fixture's NVIDIA card has no DRM node: its /dev/nvidiaN.
+        let nodes = procs::GpuNodes::of(&root, &dev);
+        let node = nodes
+            .exact
+            .first()
+            .map_or("/dev/nvidia0".into(), |p| p.to_string_lossy().into_owned());
+        assert!(nodes.matches(std::path::Path::new(&node)));
+        let laptop = laptop.process(700, "gnome-shell", &[&node]);
+        let held = live(laptop.path());
+        assert_eq!(held.status, Status::Warn, "{held:?}");
+        assert!(held.message.contains("gnome-shell (pid 700"), "{held:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub(crate) mod boot_entry;
 pub(crate) mod boot_steps;
 pub(crate) mod check;
 pub(crate) mod check_vm;
+pub(crate) mod hide_gpu;
 pub(crate) mod init;
 pub(crate) mod initramfs;
 pub(crate) mod kernel_args;
