@@ -95,16 +95,20 @@ pub(crate) fn relax_host_checks(vm: &VmConfig, host: &mut [Check]) {
     }
 }
 
+/// The display functions among the VM's hostdevs.
+fn passed_gpus(plan: &Plan) -> Vec<&pci::PciDevice> {
+    plan.hostdevs
+        .iter()
+        .filter_map(|h| h.device.as_ref())
+        .filter(|d| d.is_display())
+        .collect()
+}
+
 /// Boot GPU vs passed GPU: `[takeover]` frees the host's boot GPU; a
 /// secondary GPU is held only by a desktop that opened it, and then
 /// `desktop = "restart"` gives the desktop back at once.
 fn takeover_check(plan: &Plan) -> Option<Check> {
-    let gpus: Vec<&pci::PciDevice> = plan
-        .hostdevs
-        .iter()
-        .filter_map(|h| h.device.as_ref())
-        .filter(|d| d.is_display())
-        .collect();
+    let gpus = passed_gpus(plan);
     let boot = gpus.iter().any(|d| d.boot_vga == Some(true));
     match (boot, plan.vm.takeover.is_some()) {
         (true, true) => Some(Check::new(Status::Pass, "takeover", "the VM takes the boot GPU and [takeover] hands it over")),
@@ -124,12 +128,7 @@ fn takeover_check(plan: &Plan) -> Option<Check> {
 /// nothing holding them, `[takeover] desktop = "restart"`, or only a full
 /// takeover. The desktop's own GPU is `takeover_check`'s.
 fn live_check(plan: &Plan, root: &HostRoot) -> Option<Check> {
-    let gpus: Vec<&pci::PciDevice> = plan
-        .hostdevs
-        .iter()
-        .filter_map(|h| h.device.as_ref())
-        .filter(|d| d.is_display())
-        .collect();
+    let gpus = passed_gpus(plan);
     // The GPU the desktop shows on (or the only one) is no candidate: the
     // same refusal as hide-gpu's, and takeover_check's subject.
     let addresses: Vec<_> = gpus.iter().map(|d| d.address).collect();
