@@ -111,6 +111,14 @@ impl Vm<'_> {
             }
         };
         self.qmp = Some(client.clone());
+        match super::spice_share::share_with_client(self.plan) {
+            Ok(Some(uid)) => tracing::info!(
+                "SPICE socket {} handed to uid {uid}, the Looking Glass client's",
+                self.plan.paths.spice_socket.display()
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("the Looking Glass client cannot reach SPICE: {e}"),
+        }
         if let Err(e) = pin::pin_vcpus(&client, &self.plan.vm.cpu.pin).await {
             tracing::warn!("vCPU pinning failed, the guest runs unpinned: {e}");
         }
