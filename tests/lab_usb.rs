@@ -33,7 +33,16 @@ fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
             "u1_list_attached",
             json!(r#"[{"id":"usb-1-1","ids":null,"port":"1-1","attached":true}]"#),
         ),
-        // Stop: back on usbhid and root's.
+        // Replug while it runs: a new node, handed to QEMU's uid, and the
+        // nested guest's bus has the keyboard again.
+        ("u1_port_attr", json!("yes")),
+        ("u1_unplugged", json!(true)),
+        ("u1_guest_lost", json!(true)),
+        ("u1_replugged", json!(true)),
+        ("u1_new_node", json!(true)),
+        ("u1_replug_owned", json!(true)),
+        ("u1_replug_taken", json!(true)),
+        // Stop: back on usbhid and root's (the replugged node too).
         ("u1_stop_exit", json!(0)),
         ("u1_back", json!(true)),
         ("u1_after_owner", json!("0")),
@@ -58,7 +67,7 @@ fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
         dry.contains("(1-1 QEMU QEMU USB Keyboard /dev/bus/usb/001/002, handed to QEMU's user)"),
         "the dry-run does not name the device and its node",
     );
-    for key in ["u1_info", "u2_info", "u1_info_attached"] {
+    for key in ["u1_info", "u2_info", "u1_info_attached", "u1_replug_info"] {
         c.that(
             text(&run, key).contains("Product QEMU USB Keyboard"),
             &format!("{key}: the nested guest's bus lacks the keyboard"),
@@ -77,6 +86,15 @@ fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
     c.that(
         text(&run, "u1_journal").contains(r#"{"step":"usb-driver","port":"1-1"}"#),
         "the journal lacks the usb-driver step",
+    );
+    // The first hand-over, the attach's and the replug's: each journaled.
+    c.that(
+        text(&run, "u1_replug_journal").parse::<u32>().unwrap_or(0) >= 3,
+        "the replugged node's hand-over is not journaled",
+    );
+    c.that(
+        text(&run, "u1_replug_node") != "/dev/bus/usb/001/002",
+        "the replugged keyboard kept its old node",
     );
     c.done();
 }

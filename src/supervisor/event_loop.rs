@@ -146,6 +146,10 @@ impl Vm<'_> {
         mut signals: Signals,
         control: &mut ControlServer,
     ) -> std::io::Result<ExitStatus> {
+        // `[[usb]]` replugs; a tick that finds nothing looked at sysfs only.
+        let usb_replugs = super::usb_replug::watches(self.plan);
+        let mut usb_look = tokio::time::interval(super::usb_replug::PERIOD);
+        usb_look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let tick_at = self
                 .stopping
@@ -169,6 +173,7 @@ impl Vm<'_> {
                     }
                 }
                 () = readd_next(&mut self.readd) => self.readd_devices().await,
+                _ = usb_look.tick(), if usb_replugs => super::usb_replug::hand_over_replugged(self.plan),
             }
         }
     }

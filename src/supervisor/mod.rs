@@ -18,6 +18,7 @@ pub(crate) mod shutdown;
 mod spice_share;
 pub(crate) mod state;
 mod stop;
+mod usb_replug;
 pub(crate) mod vmfiles;
 
 use std::time::{Duration, Instant};

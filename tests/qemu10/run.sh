@@ -25,8 +25,10 @@ root=${VMRUN_QEMU10_ROOT:-/var/cache/vmrun-ci/trixie}
 # audio_real: qemu-system-gui ships QEMU 10's audio modules (audio-pipewire.so,
 # audio-pa.so); the sound servers it starts (pulseaudio, pipewire,
 # pipewire-pulse, wireplumber on a dbus-run-session bus) and pactl
-# (pulseaudio-utils).
-include=qemu-system-x86,qemu-system-modules-spice,qemu-system-gui,qemu-utils,ovmf,swtpm,swtpm-tools,util-linux,python3,pulseaudio,pulseaudio-utils,pipewire,pipewire-pulse,wireplumber,dbus
+# (pulseaudio-utils); dbus-x11 provides the dbus-session-bus that
+# dconf-service (under qemu-system-gui's GTK) depends on, which
+# debootstrap does not pick among alternatives by itself.
+include=qemu-system-x86,qemu-system-modules-spice,qemu-system-gui,qemu-utils,ovmf,swtpm,swtpm-tools,util-linux,python3,pulseaudio,pulseaudio-utils,pipewire,pipewire-pulse,wireplumber,dbus,dbus-x11
 # The real-QEMU test files. Each must pass against QEMU 10 as it does on 7.2.
 tests=(run_vm start_failure qmp_real_qemu cli cli_restore cli_renamed audio_real)
 for t in tests/hostile_*.rs; do
