@@ -6,13 +6,19 @@
 
 mod lab_checks;
 
+use std::time::Duration;
+
 use lab_checks::{fields, run, text, Checks};
 use vmrun_lab::serde_json::json;
 use vmrun_lab::{Scenario, Topology};
 
 #[test]
 fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
-    let run = run(Scenario::named("usb_host.sh").topology(Topology::Usb));
+    // Three nested runs and a replug, under TCG: past the default 300 s on
+    // a loaded 2-core machine.
+    let run = run(Scenario::named("usb_host.sh")
+        .topology(Topology::Usb)
+        .timeout(Duration::from_secs(900)));
     let mut c = Checks::new(&run);
     c.fields(&fields(&[
         ("host_ids", json!("0627:0001")),

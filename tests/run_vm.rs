@@ -640,6 +640,17 @@ fn uids(pid: i32) -> Vec<u32> {
         .collect()
 }
 
+/// The real gid from a `/proc/PID/status` `Gid:` line.
+fn real_gid(pid: i32) -> u32 {
+    proc_status_field(pid, "Gid")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// As root with `user = "auto"`, QEMU and swtpm are exec'd as the VM's own
 /// unprivileged uid, and get their files (sockets, pflash images, console
 /// log, TPM state dir) from vmrun as descriptors.
@@ -822,13 +833,7 @@ fn looking_glass_shm_is_ivshmem_bar2_owned_0660_and_removed_on_stop_and_restore(
         let meta = std::fs::metadata(&shm).unwrap_or_else(|e| panic!("{}: {e}", shm.display()));
         assert_eq!(meta.mode() & 0o7777, 0o660, "{round}");
         assert_eq!(meta.len(), 32 << 20);
-        let qemu_gid: u32 = proc_status_field(qemu, "Gid")
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let qemu_gid = real_gid(qemu);
         if root {
             assert_eq!(meta.uid(), 65534, "owned by the client's user");
             assert_ne!(qemu_gid, 0, "QEMU runs unprivileged");
@@ -970,13 +975,7 @@ fn as_root_looking_glass_spice_socket_admits_the_client_user_only() {
     );
 
     let meta = std::fs::symlink_metadata(&socket).unwrap();
-    let qemu_gid = proc_status_field(qemu, "Gid")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse::<u32>()
-        .unwrap();
+    let qemu_gid = real_gid(qemu);
     assert_ne!(uids(qemu)[0], 65534, "QEMU runs as its own uid");
     assert_eq!(
         (meta.uid(), meta.gid(), meta.mode() & 0o777),
