@@ -174,8 +174,27 @@ impl Pulse {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn sink_inputs(&self) -> String {
-        self.pactl(&["list", "sink-inputs"])
+    /// The sink input QEMU `pid` plays into, as pactl prints it, with its
+    /// client's block. A `pa` client's sink input carries the process's
+    /// properties itself; a native PipeWire stream (QEMU's `pipewire`
+    /// audiodev) only the node's, and its client (`Client: N`) the
+    /// process's.
+    fn stream_of(&self, pid: i32) -> Option<String> {
+        let marker = format!("application.process.id = \"{pid}\"");
+        let clients = self.pactl(&["list", "clients"]);
+        let client = clients.split("\n\n").find(|b| b.contains(&marker));
+        let number = client.and_then(|b| {
+            let n = b.trim().lines().next()?.trim().strip_prefix("Client #")?;
+            Some(format!("Client: {n}"))
+        });
+        let sinks = self.pactl(&["list", "sink-inputs"]);
+        let sink = sinks.split("\n\n").find(|b| {
+            b.contains(&marker)
+                || number
+                    .as_ref()
+                    .is_some_and(|n| b.lines().any(|l| l.trim() == n))
+        })?;
+        Some(format!("{sink}\n{}", client.unwrap_or_default()))
     }
 }
 
@@ -217,13 +236,6 @@ impl Drop for Pulse {
             };
         }
     }
-}
-
-/// The sink input QEMU `pid` plays into, as pactl prints it.
-fn stream_of(list: &str, pid: i32) -> Option<String> {
-    list.split("\n\n")
-        .find(|block| block.contains(&format!("application.process.id = \"{pid}\"")))
-        .map(str::to_string)
 }
 
 #[test]
@@ -274,7 +286,9 @@ fn plays_into(pulse: &Pulse, root: bool, backend: &str, model: &str) {
     let shown = String::from_utf8_lossy(&dry.stdout);
     // QEMU 8.1 and later speak PipeWire's own protocol, found through the
     // runtime dir; older ones pipewire-pulse's, as PulseAudio's.
-    let reach = if shown.contains("-audiodev pipewire,") {
+    // (The option is shell-quoted in the dry-run: its stream name has a
+    // space.)
+    let reach = if shown.contains("-audiodev 'pipewire,") {
         format!("PIPEWIRE_RUNTIME_DIR=/run/user/{uid} ")
     } else {
         format!("server=unix:/run/user/{uid}/pulse/native")
@@ -295,7 +309,7 @@ fn plays_into(pulse: &Pulse, root: bool, backend: &str, model: &str) {
     // hda-duplex and usb-audio open their output stream when the card is
     // realized, before any guest driver plays.
     let stream = wait_for("QEMU's stream in the server", WAIT, || {
-        stream_of(&pulse.sink_inputs(), qemu)
+        pulse.stream_of(qemu)
     });
     assert!(
         stream.contains("media.name = \"vmrun snd\""),
@@ -309,9 +323,7 @@ fn plays_into(pulse: &Pulse, root: bool, backend: &str, model: &str) {
 
     assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop");
     wait_for("QEMU's stream to end", WAIT, || {
-        stream_of(&pulse.sink_inputs(), qemu)
-            .is_none()
-            .then_some(())
+        pulse.stream_of(qemu).is_none().then_some(())
     });
 }
 

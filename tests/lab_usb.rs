@@ -6,13 +6,19 @@
 
 mod lab_checks;
 
+use std::time::Duration;
+
 use lab_checks::{fields, run, text, Checks};
 use vmrun_lab::serde_json::json;
 use vmrun_lab::{Scenario, Topology};
 
 #[test]
 fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
-    let run = run(Scenario::named("usb_host.sh").topology(Topology::Usb));
+    // Three nested runs and a replug, under TCG: past the default 300 s on
+    // a loaded 2-core machine.
+    let run = run(Scenario::named("usb_host.sh")
+        .topology(Topology::Usb)
+        .timeout(Duration::from_secs(900)));
     let mut c = Checks::new(&run);
     c.fields(&fields(&[
         ("host_ids", json!("0627:0001")),
@@ -33,7 +39,18 @@ fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
             "u1_list_attached",
             json!(r#"[{"id":"usb-1-1","ids":null,"port":"1-1","attached":true}]"#),
         ),
-        // Stop: back on usbhid and root's.
+        // Replug while it runs: a new node, handed to QEMU's uid, and the
+        // nested guest's bus has the keyboard again.
+        ("u1_udevd", json!(true)),
+        ("u1_port_attr", json!("yes")),
+        ("u1_unplugged", json!(true)),
+        ("u1_guest_lost", json!(true)),
+        ("u1_replugged", json!(true)),
+        ("u1_new_node", json!(true)),
+        ("u1_replug_owned", json!(true)),
+        ("u1_replug_attached", json!(true)),
+        ("u1_replug_taken", json!(true)),
+        // Stop: back on usbhid and root's (the replugged node too).
         ("u1_stop_exit", json!(0)),
         ("u1_back", json!(true)),
         ("u1_after_owner", json!("0")),
@@ -77,6 +94,15 @@ fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
     c.that(
         text(&run, "u1_journal").contains(r#"{"step":"usb-driver","port":"1-1"}"#),
         "the journal lacks the usb-driver step",
+    );
+    // The first hand-over, the attach's and the replug's: each journaled.
+    c.that(
+        text(&run, "u1_replug_journal").parse::<u32>().unwrap_or(0) >= 3,
+        "the replugged node's hand-over is not journaled",
+    );
+    c.that(
+        text(&run, "u1_replug_node") != "/dev/bus/usb/001/002",
+        "the replugged keyboard kept its old node",
     );
     c.done();
 }

@@ -640,6 +640,17 @@ fn uids(pid: i32) -> Vec<u32> {
         .collect()
 }
 
+/// The real gid from a `/proc/PID/status` `Gid:` line.
+fn real_gid(pid: i32) -> u32 {
+    proc_status_field(pid, "Gid")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// As root with `user = "auto"`, QEMU and swtpm are exec'd as the VM's own
 /// unprivileged uid, and get their files (sockets, pflash images, console
 /// log, TPM state dir) from vmrun as descriptors.
@@ -689,9 +700,9 @@ fn as_root_qemu_runs_as_an_unprivileged_user_and_stays_controllable() {
 }
 
 /// QEMU 7.2's SPICE binds its unix socket by path: the unprivileged QEMU
-/// binds it in `spice/`, a dir of its uid's in the run dir, reached through
-/// the dir fd vmrun hands it (the run dir stays root's 0700), and the dir
-/// goes with the run.
+/// binds it in a 0700 dir of its uid's under the spice base (vmrun's,
+/// 0711), reached through the dir fd vmrun hands it (the run dir stays
+/// root's 0700), and the dir goes with the run.
 #[test]
 fn as_root_spice_binds_its_socket_in_a_dir_of_qemus_uid() {
     use std::os::unix::fs::MetadataExt;
@@ -711,19 +722,22 @@ fn as_root_spice_binds_its_socket_in_a_dir_of_qemus_uid() {
     let qemu = qemu_pid(&w, "spice");
     let uid = uids(qemu)[0];
     assert_ne!(uid, 0);
-    let socket = w.run_dir("spice").join("spice/spice.sock");
+    let socket = w.spice_socket("spice");
     let meta = std::fs::symlink_metadata(&socket).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
     assert_eq!(meta.uid(), uid, "bound by QEMU itself");
-    let dir = std::fs::metadata(w.run_dir("spice").join("spice")).unwrap();
+    let dir = std::fs::metadata(socket.parent().unwrap()).unwrap();
     assert_eq!((dir.uid(), dir.mode() & 0o777), (uid, 0o700));
+    let base = std::fs::metadata(socket.parent().unwrap().parent().unwrap()).unwrap();
+    assert_eq!((base.uid(), base.mode() & 0o777), (0, 0o711));
     let run = std::fs::metadata(w.run_dir("spice")).unwrap();
     assert_eq!((run.uid(), run.mode() & 0o777), (0, 0o700));
     assert_eq!(qmp(&w, "spice", "query-spice")["enabled"], true);
     assert_ok(&w.run(&["stop", "spice", "--force"]), "vmrun stop --force");
+    assert!(!w.run_dir("spice").exists(), "the run dir is gone");
     assert!(
-        !w.run_dir("spice").exists(),
-        "the run dir, spice/ included, is gone"
+        !socket.parent().unwrap().exists(),
+        "QEMU's SPICE dir is gone"
     );
 }
 
@@ -819,13 +833,7 @@ fn looking_glass_shm_is_ivshmem_bar2_owned_0660_and_removed_on_stop_and_restore(
         let meta = std::fs::metadata(&shm).unwrap_or_else(|e| panic!("{}: {e}", shm.display()));
         assert_eq!(meta.mode() & 0o7777, 0o660, "{round}");
         assert_eq!(meta.len(), 32 << 20);
-        let qemu_gid: u32 = proc_status_field(qemu, "Gid")
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let qemu_gid = real_gid(qemu);
         if root {
             assert_eq!(meta.uid(), 65534, "owned by the client's user");
             assert_ne!(qemu_gid, 0, "QEMU runs unprivileged");
@@ -853,6 +861,13 @@ fn looking_glass_shm_is_ivshmem_bar2_owned_0660_and_removed_on_stop_and_restore(
             .unwrap_or_else(|| panic!("no BAR2 in {ivshmem}"));
         assert_eq!(bar2["size"], 32u64 << 20, "{bar2}");
 
+        let (_, st) = w.status(&name);
+        assert_eq!(
+            st["looking_glass_client"],
+            serde_json::json!(["looking-glass-client", "-f", shm, "-s"]),
+            "{st}"
+        );
+
         let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();
         if round == "stop" {
             assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop");
@@ -877,6 +892,121 @@ fn looking_glass_shm_is_ivshmem_bar2_owned_0660_and_removed_on_stop_and_restore(
         }
         assert!(!shm.exists(), "{} left after {round}", shm.display());
     }
+}
+
+/// Speaks SPICE's link message (`RedLinkHeader`: "REDQ", protocol 2.2, the
+/// size of a `RedLinkMess` for the main channel with no capabilities) on
+/// `socket` as `uid`, and prints the first 4 bytes of the answer: "REDQ"
+/// from a SPICE server. Exits non-zero when connect(2) is refused.
+fn spice_link_as(uid: u32, socket: &std::path::Path) -> std::process::Output {
+    const LINK: &str = "import socket,struct,sys\n\
+        s=socket.socket(socket.AF_UNIX)\n\
+        s.connect(sys.argv[1])\n\
+        body=struct.pack('<IBBIII',0,1,0,0,0,18)\n\
+        s.sendall(b'REDQ'+struct.pack('<III',2,2,len(body))+body)\n\
+        sys.stdout.write(s.recv(4).decode())\n";
+    std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            // Debian's, which every uid may run (not a user's shim on PATH).
+            "/usr/bin/python3",
+            "-c",
+            LINK,
+        ])
+        .arg(socket)
+        .output()
+        .expect("setpriv (util-linux) and /usr/bin/python3 run")
+}
+
+/// `[looking_glass] spice = true` as root: the SPICE socket QEMU (its own
+/// uid) bound is the client user's (`nobody`) with QEMU's group, 0660, in
+/// a dir that user can pass through; that user's SPICE link gets the
+/// server's "REDQ" answer, another uid's connect is refused. `vmrun
+/// status` (JSON and text) shows the client's command line the dry-run
+/// shows.
+#[test]
+fn as_root_looking_glass_spice_socket_admits_the_client_user_only() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test hands a socket to another uid and needs root (CI runs as root)"
+    );
+    let w = World::new();
+    // The world's root plays /run (0755): the client's user must pass it.
+    w.make_world_readable();
+    let name = format!("lgs{}", std::process::id());
+    w.vm(
+        &name,
+        &VmSpec {
+            user: "auto",
+            ..VmSpec::default()
+        },
+    );
+    let config = w.home.join("vms").join(format!("{name}.toml"));
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str("\n[looking_glass]\nsize = \"32M\"\nuser = \"nobody\"\nspice = true\n");
+    std::fs::write(&config, toml).unwrap();
+    let dry = w.run(&["start", &name, "--dry-run"]);
+    assert_ok(&dry, "vmrun start --dry-run");
+    let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let client_line = dry
+        .lines()
+        .find_map(|l| l.strip_prefix("#   client: "))
+        .unwrap_or_else(|| panic!("no client line in {dry}"))
+        .to_string();
+
+    w.start_detached(&name);
+    let qemu = qemu_pid(&w, &name);
+    let socket = w.spice_socket(&name);
+    let shm = format!("/dev/shm/looking-glass-{name}");
+    let (_, st) = w.status(&name);
+    assert_eq!(
+        st["looking_glass_client"],
+        serde_json::json!(["looking-glass-client", "-f", shm, "-c", socket, "-p", "0"]),
+        "{st}"
+    );
+    let status = w.run(&["status", &name]);
+    assert!(
+        text(&status).contains(&format!("Looking Glass client: {client_line}")),
+        "status shows the dry-run's client line {client_line:?}: {}",
+        text(&status)
+    );
+
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    let qemu_gid = real_gid(qemu);
+    assert_ne!(uids(qemu)[0], 65534, "QEMU runs as its own uid");
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (65534, qemu_gid, 0o660),
+        "the client's user's, with QEMU's group"
+    );
+    let dir = std::fs::metadata(socket.parent().unwrap()).unwrap();
+    assert_eq!(dir.mode() & 0o777, 0o711, "passable, not listable");
+
+    let client = spice_link_as(65534, &socket);
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout),
+        "REDQ",
+        "the client's user reaches SPICE: {}",
+        text(&client)
+    );
+    let other = spice_link_as(65533, &socket);
+    assert!(
+        !other.status.success(),
+        "uid 65533 got in: {}",
+        text(&other)
+    );
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("Permission denied"),
+        "{}",
+        text(&other)
+    );
+
+    assert_ok(&w.run(&["stop", &name, "--force"]), "vmrun stop");
+    assert!(!socket.exists(), "the socket goes with the run");
+    assert!(!std::path::Path::new(&shm).exists());
 }
 
 /// `[smbios] host = true` on the real host: QEMU is given the host's

@@ -163,12 +163,9 @@ pub(super) fn render_text(plan: &Plan, argv: &[OsString]) -> String {
             lg.size,
             lg.path.display()
         );
-        let client: Vec<String> = lg
-            .client_command(&plan.paths.spice_socket)
-            .iter()
-            .map(|w| quote(std::ffi::OsStr::new(w)).into_owned())
-            .collect();
-        note!(out, "#   client: {}", client.join(" "));
+        if let Some(client) = plan.looking_glass_client() {
+            note!(out, "#   client: {}", super::shell::line(&client));
+        }
     }
     usb_notes(&mut out, plan);
     note!(out, "# run dir: {}", plan.paths.run_dir.display());
@@ -351,7 +348,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vmrun/vm1/spice/spice.sock -p 0\n"),
+            text.contains("#   client: looking-glass-client -f /dev/shm/looking-glass-vm1 -c /run/vmrun-spice/vm1/spice.sock -p 0\n"),
             "{text}"
         );
     }

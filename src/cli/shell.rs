@@ -37,6 +37,15 @@ pub(super) fn quote(word: &OsStr) -> Cow<'_, str> {
     }
 }
 
+/// `words` as one shell command line, each word quoted by `quote`.
+pub(super) fn line(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| quote(OsStr::new(w)).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,6 +228,9 @@ fn print_status(st: &Status) {
             st.name
         );
     }
+    if let Some(client) = &st.looking_glass_client {
+        outln!("  Looking Glass client: {}", super::shell::line(client));
+    }
     if let Some(iso) = &st.isolation {
         outln!(
             "  vCPUs on CPUs {}, QEMU's other threads on {}",

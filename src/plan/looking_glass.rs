@@ -253,7 +253,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = HostRoot::new(tmp.path());
         let mut f = vec![];
-        let sock = std::path::Path::new("/run/vmrun/w/spice/spice.sock");
+        let sock = std::path::Path::new("/run/vmrun-spice/w/spice.sock");
         let p = plan(
             &lg(LgDevice::Shm, true, None),
             "w",
@@ -264,7 +264,7 @@ mod tests {
         );
         assert_eq!(
             p.client_command(sock).join(" "),
-            "looking-glass-client -f /dev/shm/looking-glass-w -c /run/vmrun/w/spice/spice.sock -p 0"
+            "looking-glass-client -f /dev/shm/looking-glass-w -c /run/vmrun-spice/w/spice.sock -p 0"
         );
         let p = plan(
             &lg(LgDevice::Kvmfr, false, None),

@@ -101,6 +101,14 @@ impl Plan {
         self.vm.display == crate::config::Display::Spice
             || self.looking_glass.as_ref().is_some_and(|lg| lg.spice)
     }
+
+    /// The Looking Glass client's command line for this VM, which the
+    /// dry-run and `vmrun status` both show.
+    pub fn looking_glass_client(&self) -> Option<Vec<String>> {
+        self.looking_glass
+            .as_ref()
+            .map(|lg| lg.client_command(&self.paths.spice_socket))
+    }
 }
 
 /// Plans `vm` against the host described by `ctx`.

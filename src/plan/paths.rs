@@ -93,6 +93,14 @@ impl DirsEnv {
         }
     }
 
+    /// Parent of the dirs QEMU binds SPICE's socket in, one per VM: the
+    /// run base's sibling `vmrun-spice` (`/run/vmrun-spice` for root),
+    /// 0711 so that a Looking Glass client's user can pass through it to
+    /// the one socket handed to them, and list nothing.
+    pub fn spice_base(&self) -> PathBuf {
+        self.run_base().with_file_name("vmrun-spice")
+    }
+
     /// Parent of every VM's state dir: `/var/lib/vmrun` for root, else
     /// `$XDG_DATA_HOME/vmrun` (`~/.local/share/vmrun`). Without either
     /// (refused by `check`), under the logind runtime dir as `run_base`.
@@ -156,6 +164,9 @@ pub struct VmPaths {
     pub tpm_state_dir: PathBuf,
     /// The VM's own OVMF VARS copy (name set once firmware is known).
     pub vars_file: PathBuf,
+    /// In a dir of QEMU's uid under `DirsEnv::spice_base`, not in the run
+    /// dir: the Looking Glass client's user must reach it (`[looking_glass]
+    /// spice`), and the run dir stays root's 0700.
     pub spice_socket: PathBuf,
     /// Stable names of the router's uinput proxies, read by QEMU.
     pub keyboard_proxy: PathBuf,
@@ -178,7 +189,7 @@ impl VmPaths {
             swtpm_socket: r("swtpm.sock"),
             tpm_state_dir: s("tpm"),
             vars_file: s(&format!("{name}_VARS.fd")),
-            spice_socket: r("spice/spice.sock"),
+            spice_socket: env.spice_base().join(name.as_str()).join("spice.sock"),
             keyboard_proxy: r("input-keyboard"),
             mouse_proxy: r("input-mouse"),
             run_dir: run,

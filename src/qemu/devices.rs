@@ -280,9 +280,9 @@ pub(crate) fn display(a: &mut Argv, plan: &Plan, form: Form<'_>) {
     }
     if plan.spice() {
         // QEMU 7.2's `-spice unix=on` binds by path and takes no fd.
-        // The socket's dir (`spice/` in the run dir) belongs to QEMU's
+        // The socket's dir (`/run/vmrun-spice/NAME`) belongs to QEMU's
         // uid; QEMU is handed that dir and binds through its magic
-        // link, so the 0700 run dir above stays root's.
+        // link, so its parent stays root's.
         let addr = match form.handed(Key::SpiceDir) {
             Some((fd, _)) => std::path::PathBuf::from(format!("/proc/self/fd/{fd}/spice.sock")),
             None => plan.paths.spice_socket.clone(),

@@ -19,10 +19,6 @@ use crate::config::trust;
 use crate::host::file_kind::{self, Wanted};
 use crate::plan::{Plan, QemuIdentity};
 
-/// The dir in the run dir where QEMU binds SPICE's socket (`VmPaths::
-/// spice_socket` is in it).
-pub(crate) const SPICE_DIR: &str = "spice";
-
 /// The first fd handed over: 0 is the QMP listener, 1 and 2 stdout and
 /// stderr.
 const FIRST_FD: RawFd = 3;
@@ -299,7 +295,8 @@ fn rom_memfd(path: &Path) -> Result<OwnedFd, HandoffError> {
 }
 
 /// Makes `path` a 0700 dir of QEMU's identity (a stale one is replaced:
-/// it sits in root's run dir, made afresh for each run) and opens it.
+/// it is made afresh for each run) and opens it. Its parent is vmrun's,
+/// 0711: passable, not listable (`DirsEnv::spice_base`).
 pub(crate) fn own_dir(
     path: &Path,
     identity: Option<&QemuIdentity>,
@@ -310,6 +307,11 @@ pub(crate) fn own_dir(
         path: path.to_path_buf(),
         source,
     };
+    if let Some(base) = path.parent() {
+        crate::fsutil::create_private_dir(base)
+            .map_err(|e| err(io::Error::other(e.to_string())))?;
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
+    }
     let _ = std::fs::remove_dir_all(path);
     std::fs::DirBuilder::new()
         .mode(0o700)

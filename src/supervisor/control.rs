@@ -57,6 +57,9 @@ pub(crate) struct Status {
     /// `[cpu] isolate` / `emulator_pin` / `governor` in force.
     #[serde(default)]
     pub isolation: Option<super::isolation::Isolation>,
+    /// `[looking_glass]`: the client's command line, as the dry-run shows it.
+    #[serde(default)]
+    pub looking_glass_client: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +179,7 @@ impl Vm<'_> {
             console_socket: paths.console_socket.display().to_string(),
             input_focus: self.router.as_ref().map(Router::side),
             isolation: super::isolation::in_force(self.plan),
+            looking_glass_client: self.plan.looking_glass_client(),
         }
     }
 }

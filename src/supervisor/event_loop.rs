@@ -111,6 +111,14 @@ impl Vm<'_> {
             }
         };
         self.qmp = Some(client.clone());
+        match super::spice_share::share_with_client(self.plan) {
+            Ok(Some(uid)) => tracing::info!(
+                "SPICE socket {} handed to uid {uid}, the Looking Glass client's",
+                self.plan.paths.spice_socket.display()
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("the Looking Glass client cannot reach SPICE: {e}"),
+        }
         if let Err(e) = pin::pin_vcpus(&client, &self.plan.vm.cpu.pin).await {
             tracing::warn!("vCPU pinning failed, the guest runs unpinned: {e}");
         }
@@ -138,6 +146,10 @@ impl Vm<'_> {
         mut signals: Signals,
         control: &mut ControlServer,
     ) -> std::io::Result<ExitStatus> {
+        // `[[usb]]` replugs; a tick that finds nothing looked at sysfs only.
+        let usb_replugs = super::usb_replug::watches(self.plan);
+        let mut usb_look = tokio::time::interval(super::usb_replug::PERIOD);
+        usb_look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let tick_at = self
                 .stopping
@@ -161,6 +173,7 @@ impl Vm<'_> {
                     }
                 }
                 () = readd_next(&mut self.readd) => self.readd_devices().await,
+                _ = usb_look.tick(), if usb_replugs => super::usb_replug::hand_over_replugged(self.plan),
             }
         }
     }

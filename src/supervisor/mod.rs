@@ -15,8 +15,10 @@ mod qemu_stderr;
 pub(crate) mod rundir;
 mod setup;
 pub(crate) mod shutdown;
+mod spice_share;
 pub(crate) mod state;
 mod stop;
+mod usb_replug;
 pub(crate) mod vmfiles;
 
 use std::time::{Duration, Instant};
@@ -165,7 +167,10 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         device_locks: _device_locks,
     } = match setup::set_up(plan, &host, &journal, &mut tpm) {
         Ok(started) => started,
-        Err(failure) => return Err(setup::abandon(failure, &mut tpm, &journal, &host, run_dir)),
+        Err(failure) => {
+            setup::remove_spice_dir(&plan.paths);
+            return Err(setup::abandon(failure, &mut tpm, &journal, &host, run_dir));
+        }
     };
     let qemu_pid = child.id();
     let stderr_task = child
@@ -228,7 +233,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let outcome = vm.outcome(status);
     // QEMU is reaped: its devices are free to go back.
     let teardown = teardown::replay(&journal, &host);
-    setup::remove_qemus_dirs(&plan.paths.run_dir);
+    setup::remove_spice_dir(&plan.paths);
     run_dir.finish((!teardown.complete()).then_some(journal.as_path()));
     Ok(Report {
         outcome,

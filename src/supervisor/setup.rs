@@ -153,9 +153,6 @@ pub(super) fn abandon(
         _ => Some(teardown::replay(journal, host)),
     };
     let complete = undo.as_ref().is_some_and(teardown::Report::complete);
-    if let Some(dir) = journal.parent() {
-        remove_qemus_dirs(dir);
-    }
     run_dir.finish((!complete).then_some(journal));
     match failure {
         SetupFailure::Stale { vm, problems } => SupervisorError::StaleRestore { vm, problems },
@@ -175,10 +172,13 @@ pub(super) fn abandon(
     }
 }
 
-/// Removes what QEMU's uid owns in the run dir (SPICE's socket dir, made
-/// by `handoff::own_dir`), so `RunDir::finish` can remove the dir.
-pub(super) fn remove_qemus_dirs(run_dir: &Path) {
-    let _ = std::fs::remove_dir_all(run_dir.join(handoff::SPICE_DIR));
+/// Removes the dir QEMU's uid bound SPICE's socket in (made by
+/// `handoff::own_dir`); a run killed before this is cleaned by the next
+/// start's `own_dir`.
+pub(super) fn remove_spice_dir(paths: &crate::plan::VmPaths) {
+    if let Some(dir) = paths.spice_socket.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// The `/dev/input/eventN` nodes behind router mode's proxy links, given

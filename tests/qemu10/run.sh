@@ -23,9 +23,15 @@ root=${VMRUN_QEMU10_ROOT:-/var/cache/vmrun-ci/trixie}
 # qemu-system-modules-spice: Debian 13 ships SPICE as a QEMU module of
 # its own; qemu-utils: qemu-img for the image tests; util-linux: setpriv for the
 # other-uid tests; python3: the stand-in QEMUs of the hostile tests.
-include=qemu-system-x86,qemu-system-modules-spice,qemu-utils,ovmf,swtpm,swtpm-tools,util-linux,python3
+# audio_real: qemu-system-gui ships QEMU 10's audio modules (audio-pipewire.so,
+# audio-pa.so); the sound servers it starts (pulseaudio, pipewire,
+# pipewire-pulse, wireplumber on a dbus-run-session bus) and pactl
+# (pulseaudio-utils); dbus-x11 provides the dbus-session-bus that
+# dconf-service (under qemu-system-gui's GTK) depends on, which
+# debootstrap does not pick among alternatives by itself.
+include=qemu-system-x86,qemu-system-modules-spice,qemu-system-gui,qemu-utils,ovmf,swtpm,swtpm-tools,util-linux,python3,pulseaudio,pulseaudio-utils,pipewire,pipewire-pulse,wireplumber,dbus,dbus-x11
 # The real-QEMU test files. Each must pass against QEMU 10 as it does on 7.2.
-tests=(run_vm start_failure qmp_real_qemu cli cli_restore cli_renamed)
+tests=(run_vm start_failure qmp_real_qemu cli cli_restore cli_renamed audio_real)
 for t in tests/hostile_*.rs; do
   [ -e "$t" ] && tests+=("$(basename "$t" .rs)")
 done

@@ -189,6 +189,15 @@ impl World {
         self.run_base.join(name)
     }
 
+    /// Where QEMU binds `name`'s SPICE socket: the run base's sibling
+    /// `vmrun-spice`, as `DirsEnv::spice_base` says.
+    pub(crate) fn spice_socket(&self, name: &str) -> PathBuf {
+        self.run_base
+            .with_file_name("vmrun-spice")
+            .join(name)
+            .join("spice.sock")
+    }
+
     pub(crate) fn state_dir(&self, name: &str) -> PathBuf {
         self.state_base.join(name)
     }

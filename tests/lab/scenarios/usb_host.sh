@@ -67,6 +67,40 @@ lab_str u1_info_attached "$(usb_info u1)"
 lab_bool u1_attached_taken lab_wait 20 not_host
 lab_str u1_list_attached "$(usb_list u1)"
 
+# ---- replug while the VM runs: the port disabled and enabled again (the
+# hub's `disable` attribute) disconnects the keyboard and enumerates it
+# anew, with a new address, so a new /dev/bus/usb node, root's. udevd runs
+# for this part, as on a desktop: libusb (built with udev) learns of
+# devices coming and going from udevd's events only, so without it QEMU
+# never sees the replug; and it is udevd's owner and mode that the
+# supervisor must not race. QEMU's usb-host (by port now) opens the new
+# node once the supervisor has handed it over; QOM's `attached` says
+# whether it has a host device (`info usb` lists the guest's ports, host
+# device or not).
+mkdir -p /run/udev
+/lib/systemd/systemd-udevd --daemon
+lab_bool u1_udevd lab_wait 10 test -S /run/udev/control
+attached() { usb_list u1 | grep -q '"id":"usb-1-1".*"attached":true'; }
+detached() { usb_list u1 | grep -q '"id":"usb-1-1".*"attached":false'; }
+old_node=$(node)
+PORT=/sys/bus/usb/devices/1-0:1.0/usb1-port1/disable
+lab_str u1_port_attr "$(test -e $PORT && echo yes)"
+echo 1 >$PORT
+lab_bool u1_unplugged lab_wait 20 test ! -e $DEV
+lab_bool u1_guest_lost lab_wait 20 detached
+echo 0 >$PORT
+lab_bool u1_replugged lab_wait 30 test -e $DEV/devnum
+new_node() { [ -e $DEV/devnum ] && [ "$(node)" != "$old_node" ]; }
+lab_bool u1_new_node lab_wait 10 new_node
+qemu_owns() { [ "$(owner)" = "$(awk '/^Uid:/ { print $2 }' /proc/$qpid/status)" ]; }
+lab_bool u1_replug_owned lab_wait 20 qemu_owns
+lab_bool u1_replug_attached lab_wait 30 attached
+lab_bool u1_replug_taken lab_wait 20 not_host
+lab_str u1_replug_journal "$(grep -c chown-device /run/vmrun/u1/journal 2>/dev/null)"
+lab_str u1_replug_node "$(node)"
+lab_str u1_replug_list "$(usb_list u1)"
+udevadm control --exit
+
 run_vmrun u1_stop stop u1
 lab_bool u1_back lab_wait 20 usb_is usbhid
 lab_str u1_after_owner "$(owner)"
