@@ -50,6 +50,16 @@ fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
         ("u1_replug_owned", json!(true)),
         ("u1_replug_attached", json!(true)),
         ("u1_replug_taken", json!(true)),
+        // Detached, it is not handed over when replugged; attached while
+        // away, it is once it is plugged in.
+        ("u1_detach2_exit", json!(0)),
+        ("u1_detach2_back", json!(true)),
+        ("u1_detached_replug_owner", json!("0")),
+        ("u1_detached_replug_host", json!(true)),
+        ("u1_attach_away_exit", json!(0)),
+        ("u1_away_owned", json!(true)),
+        ("u1_away_attached", json!(true)),
+        ("u1_away_taken", json!(true)),
         // Stop: back on usbhid and root's (the replugged node too).
         ("u1_stop_exit", json!(0)),
         ("u1_back", json!(true)),
@@ -85,6 +95,10 @@ fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
         text(&run, "u1_list")
             == r#"[{"id":"usb-0627-0001","ids":"0627:0001","port":null,"attached":true}]"#,
         "vmrun usb list does not show the attached keyboard",
+    );
+    c.that(
+        text(&run, "u1_attach_away_out").contains("1-1 is not plugged in"),
+        "attach of an unplugged device does not say it waits for it",
     );
     let uid = text(&run, "u1_qemu_uid");
     c.that(

@@ -40,9 +40,14 @@ fn qemu_pid(world: &World, name: &str) -> i32 {
         .expect("a running VM has a QEMU pid") as i32
 }
 
-/// Waits for `child` to exit and returns its exit code.
-fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
-    wait_for("vmrun to exit", within, || child.try_wait().unwrap()).code()
+/// Waits for `child` to exit and returns its exit code and its stderr.
+fn wait_exit(child: &mut Child, within: Duration) -> (Option<i32>, String) {
+    let code = wait_for("vmrun to exit", within, || child.try_wait().unwrap()).code();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut stderr).unwrap();
+    }
+    (code, stderr)
 }
 
 /// Waits until the supervisor and QEMU are gone and the run dir removed.
@@ -182,14 +187,7 @@ fn a_guest_that_powers_off_by_itself_ends_the_run_with_exit_0() {
         let out = w.run(&["qmp", &name, "system_powerdown"]);
         (!out.status.success() || child.try_wait().unwrap().is_some()).then_some(())
     });
-    let code = wait_exit(&mut child, WAIT);
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (code, stderr) = wait_exit(&mut child, WAIT);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("self-off powered off"), "{stderr}");
     assert_torn_down(&w, &name, supervisor, qemu);
@@ -241,14 +239,7 @@ fn sigterm_to_a_foreground_supervisor_shuts_the_guest_down_and_exits_0() {
     });
     let qemu = qemu_pid(&w, &name);
     kill(Pid::from_raw(supervisor), Signal::SIGTERM).unwrap();
-    let code = wait_exit(&mut child, Duration::from_secs(15));
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (code, stderr) = wait_exit(&mut child, Duration::from_secs(15));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("SIGTERM: stopping the VM"), "{stderr}");
     assert!(stderr.contains("term powered off"), "{stderr}");
@@ -288,15 +279,8 @@ fn foreground_run_shows_the_firmware_console_and_sigint_stops_it() {
     });
     let qemu = qemu_pid(&w, &name);
     kill(Pid::from_raw(supervisor), Signal::SIGINT).unwrap();
-    let code = wait_exit(&mut child, Duration::from_secs(15));
+    let (code, stderr) = wait_exit(&mut child, Duration::from_secs(15));
     reader.join().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
     // OVMF ignores the powerdown: quit after the 1 s timeout, exit 5.
     assert_eq!(code, Some(5), "{stderr}");
     assert!(stderr.contains("SIGINT: stopping the VM"), "{stderr}");
@@ -772,7 +756,7 @@ fn a_detached_supervisor_writes_nothing_to_its_callers_terminal_after_start_retu
     cmd.stdout(writer.try_clone().unwrap()).stderr(writer);
     let mut start = cmd.spawn().unwrap();
     drop(cmd);
-    assert_eq!(wait_exit(&mut start, WAIT), Some(0));
+    assert_eq!(wait_exit(&mut start, WAIT).0, Some(0));
     let before = String::from_utf8_lossy(&read_available(&reader)).into_owned();
     assert!(before.contains("quiet is running"), "{before}");
     let supervisor = w.pid_in(&name, "supervisor.pid").unwrap();

@@ -23,10 +23,6 @@ use crate::prepare::kernel::RealKernel;
 use crate::prepare::Host;
 use crate::qmp::{QmpClient, QmpError};
 
-/// Where QEMU keeps the devices given on its command line or by
-/// `device_add` with an id (`qdev_set_id`).
-const PERIPHERALS: &str = "/machine/peripheral";
-
 /// Why a `vmrun usb` verb failed.
 #[derive(Debug, thiserror::Error)]
 enum UsbCliError {
@@ -127,42 +123,18 @@ fn verb(action: &UsbAction) -> Result<Verb, String> {
     })
 }
 
-/// The VM's `usb-host` devices, by `qom-list` and `qom-get` (both in
-/// QEMU 7.2 and 10.0 with these names).
+/// The VM's `usb-host` devices, as `list` shows them.
 async fn list(client: &QmpClient) -> Result<Vec<VmUsb>, QmpError> {
-    let children = client
-        .execute_raw("qom-list", Some(json!({ "path": PERIPHERALS })))
-        .await?;
-    let mut out = Vec::new();
-    let entries = children.as_array().cloned().unwrap_or_default();
-    for c in entries {
-        if c["type"] != "child<usb-host>" {
-            continue;
-        }
-        let Some(id) = c["name"].as_str() else {
-            continue;
-        };
-        let path = format!("{PERIPHERALS}/{id}");
-        let get = |p: &'static str| {
-            let path = path.clone();
-            async move {
-                client
-                    .execute_raw("qom-get", Some(json!({ "path": path, "property": p })))
-                    .await
-            }
-        };
-        let num = |v: Value| v.as_u64().unwrap_or(0);
-        let (vendor, product) = (num(get("vendorid").await?), num(get("productid").await?));
-        let (bus, port) = (num(get("hostbus").await?), get("hostport").await?);
-        let port = port.as_str().unwrap_or_default().to_string();
-        out.push(VmUsb {
-            id: id.to_string(),
-            ids: (vendor != 0).then(|| format!("{vendor:04x}:{product:04x}")),
-            port: (!port.is_empty()).then(|| format!("{bus}-{port}")),
-            attached: get("attached").await?.as_bool().unwrap_or(false),
-        });
-    }
-    Ok(out)
+    let hosts = client.usb_hosts().await?;
+    Ok(hosts
+        .into_iter()
+        .map(|h| VmUsb {
+            ids: (h.vendor != 0).then(|| format!("{:04x}:{:04x}", h.vendor, h.product)),
+            port: (!h.hostport.is_empty()).then(|| format!("{}-{}", h.hostbus, h.hostport)),
+            attached: h.attached,
+            id: h.id,
+        })
+        .collect())
 }
 
 fn render(list: &[VmUsb]) -> String {
@@ -192,7 +164,8 @@ fn render(list: &[VmUsb]) -> String {
 /// Gives QEMU the device `sel` names: its node handed to QEMU's uid
 /// first (journaled in the VM's run, so the VM's teardown or `vmrun
 /// restore` gives it back), then `device_add`. A device not plugged in is
-/// added all the same: QEMU takes it when it appears.
+/// added all the same: QEMU takes it when it appears, once the supervisor
+/// has handed its node over (`supervisor::usb_replug`).
 async fn attach(
     client: &QmpClient,
     name: &VmName,

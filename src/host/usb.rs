@@ -50,6 +50,23 @@ impl HostUsb {
         ))
     }
 
+    /// QEMU's usb-kbd at `port`, address `devnum`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn test_keyboard(port: &str, devnum: u16) -> Self {
+        Self {
+            port: port.parse().unwrap_or_else(|e| panic!("{port}: {e}")),
+            ids: UsbIds {
+                vendor: 0x0627,
+                product: 0x0001,
+            },
+            devnum,
+            name: String::new(),
+            hub: false,
+            keyboard: true,
+            sysfs: PathBuf::from("/sys/devices/x"),
+        }
+    }
+
     /// Whether `sel` names this device, ignoring `index`.
     pub fn matches(&self, sel: &UsbSelector) -> bool {
         match sel {

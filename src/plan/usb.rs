@@ -34,6 +34,32 @@ fn opt_string<T: std::fmt::Display, S: serde::Serializer>(
     }
 }
 
+impl UsbMatch {
+    /// What a `usb-host` of a running QEMU matches, read back from its
+    /// properties; `None` for one that matches on neither ids nor port (a
+    /// bus address only: a replugged device has a new address, so it is
+    /// never that device's again).
+    pub(crate) fn of_qemu(d: &crate::qmp::UsbHost) -> Option<Self> {
+        let ids = (d.vendor != 0 || d.product != 0).then_some(UsbIds {
+            vendor: d.vendor,
+            product: d.product,
+        });
+        let port = match d.hostport.as_str() {
+            "" => None,
+            path => Some(format!("{}-{path}", d.hostbus).parse().ok()?),
+        };
+        (ids.is_some() || port.is_some()).then_some(Self { ids, port })
+    }
+
+    /// Whether QEMU's `usb-host` with these properties opens `d`: the
+    /// vendor and product, the port, or both (ids pinned to a port when
+    /// several devices share them), as its filter compares them.
+    pub(crate) fn takes(&self, d: &HostUsb) -> bool {
+        self.ids.as_ref().is_none_or(|ids| *ids == d.ids)
+            && self.port.as_ref().is_none_or(|port| *port == d.port)
+    }
+}
+
 /// One `[[usb]]` planned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsbPlan {
@@ -216,6 +242,56 @@ mod tests {
             .filter(|f| f.severity == Severity::Error)
             .map(|f| format!("{}: {}", f.subject, f.message))
             .collect()
+    }
+
+    #[test]
+    fn a_device_is_taken_by_the_filter_qemu_has() {
+        let d = HostUsb::test_keyboard("3-1.2", 5);
+        let ids = Some("0627:0001".parse().unwrap());
+        let m = |ids, port: Option<&str>| UsbMatch {
+            ids,
+            port: port.map(|p| p.parse().unwrap()),
+        };
+        assert!(m(ids, None).takes(&d));
+        assert!(m(None, Some("3-1.2")).takes(&d));
+        assert!(m(ids, Some("3-1.2")).takes(&d));
+        // The same ids pinned to another port: the other device's.
+        assert!(!m(ids, Some("3-1.3")).takes(&d));
+        assert!(!m(Some("046d:c52b".parse().unwrap()), None).takes(&d));
+    }
+
+    #[test]
+    fn a_running_usb_host_is_read_back_as_the_match_it_was_given() {
+        let qemu = |vendor, product, hostbus, hostport: &str| crate::qmp::UsbHost {
+            id: "usb-x".into(),
+            vendor,
+            product,
+            hostbus,
+            hostport: hostport.into(),
+            attached: false,
+        };
+        for m in [
+            resolve(&[], &"045e:028e".parse().unwrap()).0,
+            resolve(&[], &"1-4.2".parse().unwrap()).0,
+            UsbMatch {
+                ids: Some("045e:028e".parse().unwrap()),
+                port: Some("3-1.2".parse().unwrap()),
+            },
+        ] {
+            let args = crate::qemu::usb_host_qmp("usb-x", &m);
+            let num = |k: &str| args.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let back = qemu(
+                u16::try_from(num("vendorid")).unwrap(),
+                u16::try_from(num("productid")).unwrap(),
+                u8::try_from(num("hostbus")).unwrap(),
+                args.get("hostport").and_then(|v| v.as_str()).unwrap_or(""),
+            );
+            assert_eq!(UsbMatch::of_qemu(&back), Some(m));
+        }
+        // A bus address only, or a port on "any bus": nothing vmrun can
+        // follow across a replug.
+        assert_eq!(UsbMatch::of_qemu(&qemu(0, 0, 1, "")), None);
+        assert_eq!(UsbMatch::of_qemu(&qemu(0, 0, 0, "4")), None);
     }
 
     #[test]

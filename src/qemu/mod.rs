@@ -2,7 +2,7 @@
 
 pub(crate) mod argv;
 mod audio;
-mod devices;
+pub(crate) mod devices;
 pub(crate) mod exec_as;
 mod gaming;
 pub(crate) mod handoff;

@@ -5,7 +5,7 @@
 //! a new `RunState` would otherwise fail `query-status` outright.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{QmpClient, QmpError};
 
@@ -130,6 +130,26 @@ pub(super) fn decode_pci(v: Value) -> Result<Vec<PciFunction>, QmpError> {
     Ok(out)
 }
 
+/// Where QEMU keeps the devices given an id, on its command line or by
+/// `device_add` (`qdev_set_id`).
+const PERIPHERALS: &str = "/machine/peripheral";
+
+/// One `usb-host` of the VM, as QOM shows its properties: 0 or "" for a
+/// property it does not match on (host-libusb's `usb_host_auto_check`
+/// skips the zero ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsbHost {
+    pub id: String,
+    pub vendor: u16,
+    pub product: u16,
+    pub hostbus: u8,
+    /// `4.2`: the port path below the bus.
+    pub hostport: String,
+    /// A host device is open and on the guest's bus; false while the
+    /// device is away from the host.
+    pub attached: bool,
+}
+
 impl QmpClient {
     /// `query-status`.
     pub async fn query_status(&self) -> Result<VmStatus, QmpError> {
@@ -173,6 +193,37 @@ impl QmpClient {
     /// `query-pci`, flattened across buses and bridges.
     pub async fn query_pci(&self) -> Result<Vec<PciFunction>, QmpError> {
         decode_pci(self.execute_raw("query-pci", None).await?)
+    }
+
+    /// The VM's `usb-host` devices, by `qom-list` and `qom-get` (both with
+    /// these names in QEMU 7.2 and 10.0).
+    pub async fn usb_hosts(&self) -> Result<Vec<UsbHost>, QmpError> {
+        let children = self
+            .execute_raw("qom-list", Some(json!({ "path": PERIPHERALS })))
+            .await?;
+        let mut out = Vec::new();
+        for child in children.as_array().map_or(&[][..], Vec::as_slice) {
+            let (Some(id), Some("child<usb-host>")) =
+                (child["name"].as_str(), child["type"].as_str())
+            else {
+                continue;
+            };
+            let path = format!("{PERIPHERALS}/{id}");
+            let get = |property: &'static str| {
+                let args = json!({ "path": path, "property": property });
+                self.execute_raw("qom-get", Some(args))
+            };
+            let num = |v: Value| v.as_u64().unwrap_or(0);
+            out.push(UsbHost {
+                id: id.to_string(),
+                vendor: u16::try_from(num(get("vendorid").await?)).unwrap_or(0),
+                product: u16::try_from(num(get("productid").await?)).unwrap_or(0),
+                hostbus: u8::try_from(num(get("hostbus").await?)).unwrap_or(0),
+                hostport: get("hostport").await?.as_str().unwrap_or("").to_string(),
+                attached: get("attached").await?.as_bool().unwrap_or(false),
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use commands::{PciFunction, RunStatus, VcpuThread, VmStatus};
+pub use commands::{PciFunction, RunStatus, UsbHost, VcpuThread, VmStatus};
 pub use error::{ErrorClass, QmpError};
 pub use event::{QmpEvent, QmpEvents, Timestamp};
 

@@ -146,8 +146,9 @@ impl Vm<'_> {
         mut signals: Signals,
         control: &mut ControlServer,
     ) -> std::io::Result<ExitStatus> {
-        // `[[usb]]` replugs; a tick that finds nothing looked at sysfs only.
+        // USB plugs; a tick that finds no new node looked at sysfs only.
         let usb_replugs = super::usb_replug::watches(self.plan);
+        let mut usb_watch = super::usb_replug::UsbWatch::default();
         let mut usb_look = tokio::time::interval(super::usb_replug::PERIOD);
         usb_look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -173,7 +174,7 @@ impl Vm<'_> {
                     }
                 }
                 () = readd_next(&mut self.readd) => self.readd_devices().await,
-                _ = usb_look.tick(), if usb_replugs => super::usb_replug::hand_over_replugged(self.plan),
+                _ = usb_look.tick(), if usb_replugs => usb_watch.look(self.plan, self.qmp.as_ref()).await,
             }
         }
     }

@@ -1,19 +1,22 @@
-//! `[[usb]]` devices unplugged and plugged in again while the VM runs.
+//! USB devices of the VM unplugged and plugged in again while it runs.
 //!
 //! QEMU's `usb-host` with a vendor/product or port filter (never a bus
 //! address) looks for its device every 2 s (`usb_host_auto_check` in
 //! `hw/usb/host-libusb.c`) and opens it when it is back; three failed
 //! opens and it gives up until the device goes away again. A replugged
 //! device is a new `/dev/bus/usb/BBB/DDD` node, made root's by devtmpfs
-//! and udev, which QEMU's uid cannot open. The supervisor looks every
-//! `PERIOD` for nodes of the configured devices that are not QEMU's and
-//! hands each over, journaled like the first hand-over (a `ChownDevice`
-//! and a `UsbDriver` step: teardown and `vmrun restore` give it back).
-//! Where udevd runs, a node is handed over only once udev has processed
-//! it (its database entry `/run/udev/data/c189:MINOR` exists: udev writes
-//! it after applying the node's owner and mode), so udev does not reset
-//! it afterwards.
+//! and udev, which QEMU's uid cannot open. So is a device `vmrun usb
+//! attach` added while it was not plugged in. The supervisor looks every
+//! `PERIOD` for nodes that are not QEMU's, asks QEMU which `usb-host`
+//! devices it has now (`[[usb]]`, attached, less the detached), and hands
+//! over the nodes one of them takes, journaled like the first hand-over
+//! (a `ChownDevice` and a `UsbDriver` step: teardown and `vmrun restore`
+//! give them back). Where udevd runs, a node is looked at only once udev
+//! has processed it (its database entry `/run/udev/data/c189:MINOR`
+//! exists: udev writes it after applying the node's owner and mode), so
+//! udev does not reset it afterwards.
 
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
@@ -25,9 +28,13 @@ use crate::prepare::change::usb_driver;
 use crate::prepare::journal::Journal;
 use crate::prepare::kernel::RealKernel;
 use crate::prepare::Host;
+use crate::qmp::QmpClient;
 
 /// Well inside QEMU's three tries 2 s apart.
 pub(super) const PERIOD: Duration = Duration::from_millis(500);
+
+/// QEMU answers `qom-get` from its main loop, in well under this.
+const ASK_QEMU: Duration = Duration::from_secs(1);
 
 /// udevd's control socket: it runs.
 const UDEV_CONTROL: &str = "/run/udev/control";
@@ -39,52 +46,86 @@ fn udev_db_entry(d: &HostUsb) -> String {
     format!("/run/udev/data/c189:{minor}")
 }
 
-/// Whether there is anything to look for: the VM has `[[usb]]` and QEMU
-/// runs as an identity of its own (vmrun root; otherwise QEMU is the
-/// caller, whose access to the nodes is the system's business).
+/// A node by its bus and address: a plug gets an address of its own.
+type Node = (u8, u16);
+
+fn node_of(d: &HostUsb) -> Node {
+    (d.port.bus, d.devnum)
+}
+
+/// The nodes not to hand over: no `usb-host` of QEMU's takes them, or
+/// handing them over failed (said once). Each is decided when it appears.
+#[derive(Default)]
+pub(super) struct UsbWatch {
+    decided: HashSet<Node>,
+}
+
+/// Whether there is anything to look for: the VM has a USB controller for
+/// `usb-host` devices and QEMU runs as an identity of its own (vmrun root;
+/// otherwise QEMU is the caller, whose access to the nodes is the
+/// system's business).
 pub(super) fn watches(plan: &Plan) -> bool {
-    !plan.usb.is_empty() && plan.qemu_identity.is_some()
+    crate::qemu::devices::needs_usb_controller(plan) && plan.qemu_identity.is_some()
 }
 
-/// Whether QEMU's `usb-host` with `m`'s properties opens `d`: the
-/// vendor and product, the port, or both (ids pinned to a port when
-/// several devices share them), as its filter compares them.
-fn qemu_would_take(m: &UsbMatch, d: &HostUsb) -> bool {
-    m.ids.as_ref().is_none_or(|ids| *ids == d.ids)
-        && m.port.as_ref().is_none_or(|port| *port == d.port)
-}
-
-/// Hands the plugged-in devices of `plan`'s `[[usb]]` whose nodes are not
-/// QEMU's to QEMU's uid.
-pub(super) fn hand_over_replugged(plan: &Plan) {
-    let Some(identity) = &plan.qemu_identity else {
-        return;
-    };
-    let to = NewOwner::from(identity);
-    let udev = plan.root.path(UDEV_CONTROL).exists();
-    for d in crate::host::usb::list(&plan.root) {
-        if d.hub || !plan.usb.iter().any(|u| qemu_would_take(&u.matcher, &d)) {
-            continue;
-        }
-        let node = d.node();
-        let Ok(meta) = std::fs::metadata(plan.root.path(&node)) else {
-            continue;
+impl UsbWatch {
+    /// Hands the new nodes that one of QEMU's `usb-host` devices takes to
+    /// QEMU's uid. QEMU is asked only when a node is new.
+    pub(super) async fn look(&mut self, plan: &Plan, qmp: Option<&QmpClient>) {
+        let (Some(identity), Some(qmp)) = (&plan.qemu_identity, qmp) else {
+            return;
         };
-        if meta.uid() == to.uid {
-            continue;
+        let to = NewOwner::from(identity);
+        let udev = plan.root.path(UDEV_CONTROL).exists();
+        let present: Vec<HostUsb> = crate::host::usb::list(&plan.root)
+            .into_iter()
+            .filter(|d| !d.hub)
+            .collect();
+        self.decided
+            .retain(|n| present.iter().any(|d| node_of(d) == *n));
+        let new: Vec<&HostUsb> = present
+            .iter()
+            .filter(|d| !self.decided.contains(&node_of(d)))
+            .filter(|d| !udev || plan.root.path(udev_db_entry(d)).exists())
+            .filter(|d| {
+                std::fs::metadata(plan.root.path(d.node())).is_ok_and(|m| m.uid() != to.uid)
+            })
+            .collect();
+        if new.is_empty() {
+            return;
         }
-        if udev && !plan.root.path(udev_db_entry(&d)).exists() {
-            continue;
-        }
-        match give(plan, &d, to) {
-            Ok(()) => tracing::info!(
-                "usb: {} ({}) is back as {}; handed to QEMU's uid {}",
-                d.ids,
-                d.port,
-                node.display(),
-                to.uid
-            ),
-            Err(e) => tracing::warn!("usb: {}: {e}", node.display()),
+        // The loop waits meanwhile: a QEMU that does not answer at once
+        // is asked again at the next look.
+        let hosts = tokio::time::timeout(ASK_QEMU, qmp.usb_hosts()).await;
+        let wanted: Vec<UsbMatch> = match hosts {
+            Ok(Ok(hosts)) => hosts.iter().filter_map(UsbMatch::of_qemu).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!("usb: asking QEMU for its usb-host devices: {e}");
+                return;
+            }
+            Err(_) => return,
+        };
+        // A node handed over stays undecided: should udev give it back to
+        // root (`udevadm trigger`), the next look hands it over again.
+        for d in new {
+            if !wanted.iter().any(|m| m.takes(d)) {
+                self.decided.insert(node_of(d));
+                continue;
+            }
+            let node = d.node();
+            match give(plan, d, to) {
+                Ok(()) => tracing::info!(
+                    "usb: {} ({}) is plugged in as {}; handed to QEMU's uid {}",
+                    d.ids,
+                    d.port,
+                    node.display(),
+                    to.uid
+                ),
+                Err(e) => {
+                    tracing::warn!("usb: {}: {e}", node.display());
+                    self.decided.insert(node_of(d));
+                }
+            }
         }
     }
 }
@@ -102,40 +143,9 @@ fn give(plan: &Plan, d: &HostUsb, to: NewOwner) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn keyboard() -> HostUsb {
-        HostUsb {
-            port: "3-1.2".parse().unwrap(),
-            ids: "0627:0001".parse().unwrap(),
-            devnum: 5,
-            name: String::new(),
-            hub: false,
-            keyboard: true,
-            sysfs: "/sys/devices/x".into(),
-        }
-    }
-
-    #[test]
-    fn a_device_is_taken_by_the_filter_qemu_has() {
-        let d = keyboard();
-        let ids = Some("0627:0001".parse().unwrap());
-        let m = |ids, port: Option<&str>| UsbMatch {
-            ids,
-            port: port.map(|p| p.parse().unwrap()),
-        };
-        assert!(qemu_would_take(&m(ids, None), &d));
-        assert!(qemu_would_take(&m(None, Some("3-1.2")), &d));
-        assert!(qemu_would_take(&m(ids, Some("3-1.2")), &d));
-        // The same ids pinned to another port: the other device's.
-        assert!(!qemu_would_take(&m(ids, Some("3-1.3")), &d));
-        assert!(!qemu_would_take(
-            &m(Some("046d:c52b".parse().unwrap()), None),
-            &d
-        ));
-    }
-
     #[test]
     fn the_udev_entry_is_the_usbfs_nodes_char_device() {
-        let d = keyboard();
+        let d = HostUsb::test_keyboard("3-1.2", 5);
         // Bus 3, address 5: 2 * 128 + 4.
         assert_eq!(udev_db_entry(&d), "/run/udev/data/c189:260");
     }
