@@ -54,9 +54,11 @@ fn a_nested_vm_takes_the_hosts_usb_keyboard_and_gives_it_back() {
         // away, it is once it is plugged in.
         ("u1_detach2_exit", json!(0)),
         ("u1_detach2_back", json!(true)),
+        ("u1_detached_replugged", json!(true)),
         ("u1_detached_replug_owner", json!("0")),
         ("u1_detached_replug_host", json!(true)),
         ("u1_attach_away_exit", json!(0)),
+        ("u1_away_replugged", json!(true)),
         ("u1_away_owned", json!(true)),
         ("u1_away_attached", json!(true)),
         ("u1_away_taken", json!(true)),

@@ -174,6 +174,9 @@ fn say_how_it_ended(plan: &Plan, report: &Report) {
         Outcome::StartFailed { reason } => {
             tracing::error!("{name} failed to start: {reason}");
         }
+        Outcome::SupervisorFailed => {
+            tracing::error!("{name}: vmrun's supervisor failed, QEMU was stopped")
+        }
     }
     if report.teardown.complete() {
         if !report.teardown.steps.is_empty() {

@@ -10,6 +10,7 @@ mod inhibit;
 mod isolation;
 pub(crate) mod logcap;
 pub(crate) mod outcome;
+mod panic_guard;
 mod pin;
 mod qemu_stderr;
 pub(crate) mod rundir;
@@ -21,6 +22,8 @@ mod stop;
 mod usb_replug;
 pub(crate) mod vmfiles;
 
+use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -109,6 +112,9 @@ pub(crate) enum Outcome {
     Crashed { status: String },
     /// QEMU never got to running.
     StartFailed { reason: String },
+    /// vmrun's supervisor panicked (a bug): QEMU was killed and the host
+    /// put back on the way out (`panic_guard`).
+    SupervisorFailed,
 }
 
 /// The end of a supervised run.
@@ -143,13 +149,27 @@ pub(crate) fn run(plan: &Plan, opts: RunOptions) -> Result<Report, SupervisorErr
         .thread_keep_alive(Duration::from_secs(1))
         .build()
         .map_err(SupervisorError::Runtime)?;
-    let report = runtime.block_on(supervise(plan, opts));
+    let after_panic = RefCell::new(None);
+    let report = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(supervise(plan, opts, &after_panic))
+    }));
     // A console relay may sit in a blocking stdin read: don't wait for it.
     runtime.shutdown_background();
-    report
+    // The panic is printed; the exit status says whether the host is back.
+    report.unwrap_or_else(|_| {
+        Ok(Report {
+            outcome: Outcome::SupervisorFailed,
+            leftovers_cleaned: false,
+            teardown: after_panic.into_inner().unwrap_or_default(),
+        })
+    })
 }
 
-async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, SupervisorError> {
+async fn supervise(
+    plan: &Plan,
+    mut opts: RunOptions,
+    after_panic: &RefCell<Option<teardown::Report>>,
+) -> Result<Report, SupervisorError> {
     let name = plan.vm.name.as_str();
     let (run_dir, leftovers) = RunDir::acquire(name, &plan.paths)?;
     report_leftovers(name, &leftovers);
@@ -160,6 +180,12 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
     let host = Host::new(&plan.root, &kernel);
     let journal = prepare::journal_path(plan);
     let mut tpm = None;
+    let mut undo_on_panic = panic_guard::UndoOnPanic {
+        journal: &journal,
+        host: &host,
+        qemu_pid: None,
+        report: after_panic,
+    };
     let Started {
         qemu: (mut child, qmp_stream),
         listeners: (control, mut signals),
@@ -173,6 +199,7 @@ async fn supervise(plan: &Plan, mut opts: RunOptions) -> Result<Report, Supervis
         }
     };
     let qemu_pid = child.id();
+    undo_on_panic.qemu_pid = qemu_pid;
     let stderr_task = child
         .stderr
         .take()

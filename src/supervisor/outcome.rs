@@ -70,7 +70,9 @@ impl Outcome {
     /// The state the VM ends in.
     pub(super) fn final_state(&self) -> VmState {
         match self {
-            Outcome::Crashed { .. } | Outcome::StartFailed { .. } => VmState::Crashed,
+            Outcome::Crashed { .. } | Outcome::StartFailed { .. } | Outcome::SupervisorFailed => {
+                VmState::Crashed
+            }
             Outcome::GuestShutdown | Outcome::ForcedStop { .. } => VmState::Stopped,
         }
     }
@@ -95,7 +97,9 @@ pub(crate) fn exit_status(ended: Ended<'_>, host_restored: bool) -> Exit {
         Ended::BeforeQemu => Exit::HostProblems,
         Ended::Vm(Outcome::GuestShutdown) => Exit::Ok,
         Ended::Vm(Outcome::ForcedStop { .. }) => Exit::ForcedStop,
-        Ended::Vm(Outcome::Crashed { .. } | Outcome::StartFailed { .. }) => Exit::VmFailed,
+        Ended::Vm(
+            Outcome::Crashed { .. } | Outcome::StartFailed { .. } | Outcome::SupervisorFailed,
+        ) => Exit::VmFailed,
     }
 }
 
@@ -250,6 +254,11 @@ mod tests {
             ),
             (Ended::Vm(&crash), Exit::VmFailed, Exit::RestoreIncomplete),
             (Ended::Vm(&failed), Exit::VmFailed, Exit::RestoreIncomplete),
+            (
+                Ended::Vm(&Outcome::SupervisorFailed),
+                Exit::VmFailed,
+                Exit::RestoreIncomplete,
+            ),
         ];
         for (ended, restored, not_restored) in cases {
             assert_eq!(exit_status(ended, true), restored, "{ended:?}, restored");

@@ -41,9 +41,12 @@ const UDEV_CONTROL: &str = "/run/udev/control";
 
 /// usbfs nodes are character devices of major 189; minor
 /// `(bus - 1) * 128 + (devnum - 1)` (the kernel's `usb_devnode` numbering).
-fn udev_db_entry(d: &HostUsb) -> String {
-    let minor = (u32::from(d.port.bus) - 1) * 128 + (u32::from(d.devnum) - 1);
-    format!("/run/udev/data/c189:{minor}")
+/// `None` while the device has no address yet (sysfs shows `devnum` 0
+/// between its enumeration and its address, and as it goes away).
+fn udev_db_entry(d: &HostUsb) -> Option<String> {
+    let bus = u32::from(d.port.bus).checked_sub(1)?;
+    let devnum = u32::from(d.devnum).checked_sub(1)?;
+    Some(format!("/run/udev/data/c189:{}", bus * 128 + devnum))
 }
 
 /// A node by its bus and address: a plug gets an address of its own.
@@ -86,7 +89,8 @@ impl UsbWatch {
         let new: Vec<&HostUsb> = present
             .iter()
             .filter(|d| !self.decided.contains(&node_of(d)))
-            .filter(|d| !udev || plan.root.path(udev_db_entry(d)).exists())
+            .filter(|d| d.devnum > 0)
+            .filter(|d| !udev || udev_db_entry(d).is_some_and(|e| plan.root.path(e).exists()))
             .filter(|d| {
                 std::fs::metadata(plan.root.path(d.node())).is_ok_and(|m| m.uid() != to.uid)
             })
@@ -147,6 +151,8 @@ mod tests {
     fn the_udev_entry_is_the_usbfs_nodes_char_device() {
         let d = HostUsb::test_keyboard("3-1.2", 5);
         // Bus 3, address 5: 2 * 128 + 4.
-        assert_eq!(udev_db_entry(&d), "/run/udev/data/c189:260");
+        assert_eq!(udev_db_entry(&d).unwrap(), "/run/udev/data/c189:260");
+        // Not addressed yet: no node, no entry.
+        assert_eq!(udev_db_entry(&HostUsb::test_keyboard("3-1.2", 0)), None);
     }
 }

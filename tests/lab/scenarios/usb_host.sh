@@ -99,34 +99,42 @@ lab_bool u1_replug_taken lab_wait 20 not_host
 lab_str u1_replug_journal "$(grep -c chown-device /run/vmrun/u1/journal 2>/dev/null)"
 lab_str u1_replug_node "$(node)"
 lab_str u1_replug_list "$(usb_list u1)"
-# replug: the port off until the keyboard is gone, on until a new node is
-# there and udev has processed it.
+# replug KEY CMD...: the port off until the keyboard is gone and udev has
+# seen it go (a port enabled again at once stays empty), CMD, then on until
+# a new node is there and udev has processed it (KEY_replugged).
 replug() {
+	replug_key=$1
+	shift
 	old_node=$(node)
 	echo 1 >$PORT
 	lab_wait 20 test ! -e $DEV
+	udevadm settle
+	sleep 1
 	"$@"
 	echo 0 >$PORT
-	lab_wait 30 new_node && udevadm settle
+	lab_bool "${replug_key}_replugged" lab_wait 30 new_node
+	udevadm settle
 }
 # What the supervisor hands over is what QEMU has now: detached, the
 # keyboard replugged stays root's and on usbhid (the VM's [[usb]] names
 # its ids, but that usb-host was detached above).
 run_vmrun u1_detach2 usb u1 detach usb-1-1
 lab_bool u1_detach2_back lab_wait 20 usb_is usbhid
-replug true
+replug u1_detached true
 sleep 3
 lab_str u1_detached_replug_owner "$(owner)"
 lab_bool u1_detached_replug_host usb_is usbhid
 # Attached while it is unplugged: the node it gets when plugged in is
 # handed over, and QEMU takes it.
-replug run_vmrun u1_attach_away usb u1 attach 1-1
+replug u1_away run_vmrun u1_attach_away usb u1 attach 1-1
 lab_bool u1_away_owned lab_wait 20 qemu_owns
 lab_bool u1_away_attached lab_wait 30 attached
 lab_bool u1_away_taken lab_wait 20 not_host
 udevadm control --exit
 
 run_vmrun u1_stop stop u1
+# For a failure's report: what the supervisor did.
+lab_str u1_log "$(tail -c 3000 /tmp/vmstate/u1/vmrun.log)"
 lab_bool u1_back lab_wait 20 usb_is usbhid
 lab_str u1_after_owner "$(owner)"
 lab_bool u1_run_dir_gone test ! -e /run/vmrun/u1
