@@ -86,14 +86,14 @@ impl UsbWatch {
             .collect();
         self.decided
             .retain(|n| present.iter().any(|d| node_of(d) == *n));
-        let new: Vec<&HostUsb> = present
+        // Each with its node's owner.
+        let new: Vec<(&HostUsb, u32)> = present
             .iter()
             .filter(|d| !self.decided.contains(&node_of(d)))
             .filter(|d| d.devnum > 0)
             .filter(|d| !udev || udev_db_entry(d).is_some_and(|e| plan.root.path(e).exists()))
-            .filter(|d| {
-                std::fs::metadata(plan.root.path(d.node())).is_ok_and(|m| m.uid() != to.uid)
-            })
+            .filter_map(|d| Some((d, std::fs::metadata(plan.root.path(d.node())).ok()?.uid())))
+            .filter(|(_, owner)| *owner != to.uid)
             .collect();
         if new.is_empty() {
             return;
@@ -111,12 +111,26 @@ impl UsbWatch {
         };
         // A node handed over stays undecided: should udev give it back to
         // root (`udevadm trigger`), the next look hands it over again.
-        for d in new {
+        for (d, owner) in new {
             if !wanted.iter().any(|m| m.takes(d)) {
                 self.decided.insert(node_of(d));
                 continue;
             }
             let node = d.node();
+            // A fresh node is root's. Another owner is another VM's QEMU,
+            // which has the device open, or a udev rule's choice: neither
+            // is this VM's to take.
+            if owner != 0 {
+                tracing::warn!(
+                    "usb: {} ({}) at {} belongs to uid {owner} (another VM's QEMU, or a \
+                     udev rule's user): not handed to this VM's QEMU",
+                    d.ids,
+                    d.port,
+                    node.display()
+                );
+                self.decided.insert(node_of(d));
+                continue;
+            }
             match give(plan, d, to) {
                 Ok(()) => tracing::info!(
                     "usb: {} ({}) is plugged in as {}; handed to QEMU's uid {}",
