@@ -1,10 +1,11 @@
-//! A bug that panics in the supervisor must not strand the host. Once the
-//! host is changed and QEMU runs, a panic unwinds out of the loop; this
-//! guard, dropped on the way, kills QEMU's process group, reaps QEMU (a
-//! VFIO device is free only once its last fd is closed, at QEMU's exit)
-//! and replays the journal, as every other way out of the loop does.
-//! `supervisor::run` catches the panic and reports `SupervisorFailed` with
-//! this teardown's report: exit 3 with the host back, else 4.
+//! A bug that panics in the supervisor must not strand the host. The guard
+//! is armed before setup changes the host and told QEMU's pid once it is
+//! spawned. Dropped while a panic unwinds, it kills QEMU's process group,
+//! reaps QEMU (a VFIO device is free only once its last fd is closed, at
+//! QEMU's exit; swtpm, run with `--terminate`, follows QEMU) and replays
+//! the journal, as every other way out does. `supervisor::run` catches the
+//! panic and reports `SupervisorFailed` with this teardown's report: exit 3
+//! with the host back, else 4.
 
 use std::cell::RefCell;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //! attach` added while it was not plugged in. The supervisor looks every
 //! `PERIOD` for nodes that are not QEMU's, asks QEMU which `usb-host`
 //! devices it has now (`[[usb]]`, attached, less the detached), and hands
-//! over the nodes one of them takes, journaled like the first hand-over
+//! over the root-owned nodes one of them takes, journaled like the first hand-over
 //! (a `ChownDevice` and a `UsbDriver` step: teardown and `vmrun restore`
 //! give them back). Where udevd runs, a node is looked at only once udev
 //! has processed it (its database entry `/run/udev/data/c189:MINOR`
