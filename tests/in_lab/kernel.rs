@@ -4,11 +4,8 @@
 //! One guest boot per test; each test checks a group of facts. They need
 //! qemu-system-x86, ovmf, busybox-static and kmod, plus apt access to a
 //! Debian 6.1 kernel package, and fail (never skip) without them.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
-mod lab_checks;
-
-use lab_checks::run;
+use crate::checks::run;
 use vmrun_lab::serde_json::{json, Value};
 use vmrun_lab::{Firmware, LabRun, Scenario, Topology};
 
