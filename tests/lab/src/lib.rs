@@ -45,7 +45,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub const JOBS_ENV: &str = "VMRUN_LAB_JOBS";
 
 /// Guests that may run at once by default. A TCG guest with a nested QEMU
-/// keeps about 1.3 host cores busy (measured: the usb lab test, 64 s of CPU in 50 s),
+/// keeps about 1.3 host cores busy (measured: lab_usb, 64 s of CPU in 50 s),
 /// so two share a 2-core machine with little idle time and no starvation.
 const DEFAULT_JOBS: usize = 2;
 

@@ -7,10 +7,13 @@
 //! figures are BENCHMARKS.md's (the `vmrun-lab` command there prints them).
 //! And the systemd path on the systemd lab (`isolate_systemd.sh`): a
 //! transient scope, `AllowedCPUs` at runtime, logind's sleep inhibitor.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
+mod lab_checks;
 
 use std::time::Duration;
 
-use crate::checks::{fields, run, text, Checks};
+use lab_checks::{fields, run, text, Checks};
 use vmrun_lab::serde_json::json;
 use vmrun_lab::{Firmware, Init, Scenario, Topology};
 

@@ -1,4 +1,5 @@
 //! The lab harness itself: failures must be loud and carry their evidence.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use std::time::Duration;
 

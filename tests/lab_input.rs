@@ -1,6 +1,7 @@
 //! Issue 7's lab scenarios: vmrun's input router and QEMU-mode re-add on a
 //! real kernel, with virtual keyboards and mice made on /dev/uinput by the
 //! scenario (`tests/lab/scenarios/input_*.py`). One guest boot per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use vmrun_lab::serde_json::{json, Value};
 use vmrun_lab::{Lab, LabRun, Scenario, Topology};

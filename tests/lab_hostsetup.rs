@@ -2,6 +2,7 @@
 //! check`, `rom dump`, `init` and `host kernel-args` against a real kernel
 //! with an emulated IOMMU and GPU (bochs VGA 1234:1111 + intel-hda in one
 //! group), the dumped ROM then used as a nested QEMU's `romfile`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
 use vmrun_lab::{Lab, Scenario, Topology};
 

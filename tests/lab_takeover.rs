@@ -2,8 +2,11 @@
 //! guest, so the emulated VGA is the boot GPU with the firmware's
 //! framebuffer), with the nested QEMU taking the GPU. One guest boot per
 //! scenario (see `tests/lab/scenarios/takeover_*.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
 
-use crate::checks::{devices, fields, run, text, Checks};
+mod lab_checks;
+
+use lab_checks::{devices, fields, run, text, Checks};
 use vmrun_lab::serde_json::json;
 use vmrun_lab::{Firmware, LabRun, Scenario, Topology};
 

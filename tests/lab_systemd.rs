@@ -5,11 +5,14 @@
 //! lingering user's unit for `user_units`. One UEFI guest boot runs
 //! `tests/lab/scenarios/takeover_systemd.sh`; every field it records is
 //! checked here.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
+mod lab_checks;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::checks::{devices, fields, run, Checks};
+use lab_checks::{devices, fields, run, Checks};
 use vmrun_lab::serde_json::{json, Value};
 use vmrun_lab::{Firmware, Init, LabRun, Scenario, Topology};
 

@@ -2,10 +2,13 @@
 //! kernel (QEMU TCG guest, emulated intel-iommu, emulated GPU), with the
 //! nested QEMU taking the devices. One guest boot per test; each checks a
 //! group of facts (see `tests/lab/scenarios/vfio_*.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
+mod lab_checks;
 
 use std::sync::OnceLock;
 
-use crate::checks::{devices, fields, has_word, run, text, Checks};
+use lab_checks::{devices, fields, has_word, run, text, Checks};
 use vmrun_lab::serde_json::json;
 use vmrun_lab::{LabRun, Scenario, Topology};
 

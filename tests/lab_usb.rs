@@ -2,10 +2,13 @@
 //! usb-kbd on an emulated xHCI) taken by a nested VM, given back to usbhid
 //! after a stop and after `kill -9` + `vmrun restore`, and `vmrun usb
 //! attach/detach` at run time (`tests/lab/scenarios/usb_host.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test panics on what it did not expect
+
+mod lab_checks;
 
 use std::time::Duration;
 
-use crate::checks::{fields, run, text, Checks};
+use lab_checks::{fields, run, text, Checks};
 use vmrun_lab::serde_json::json;
 use vmrun_lab::{Scenario, Topology};
 
