@@ -14,7 +14,7 @@ use super::target::running_vm;
 use crate::config::{UsbSelector, VmName};
 use crate::exit::Exit;
 use crate::host::HostRoot;
-use crate::plan::usb::{device_id, resolve};
+use crate::plan::usb::{device_id, resolve, UsbMatch};
 use crate::plan::VmPaths;
 use crate::prepare::change::device_owner::{self, NewOwner};
 use crate::prepare::change::usb_driver;
@@ -128,11 +128,14 @@ async fn list(client: &QmpClient) -> Result<Vec<VmUsb>, QmpError> {
     let hosts = client.usb_hosts().await?;
     Ok(hosts
         .into_iter()
-        .map(|h| VmUsb {
-            ids: (h.vendor != 0).then(|| format!("{:04x}:{:04x}", h.vendor, h.product)),
-            port: (!h.hostport.is_empty()).then(|| format!("{}-{}", h.hostbus, h.hostport)),
-            attached: h.attached,
-            id: h.id,
+        .map(|h| {
+            let m = UsbMatch::of_qemu(&h);
+            VmUsb {
+                ids: m.as_ref().and_then(|m| m.ids).map(|i| i.to_string()),
+                port: m.and_then(|m| m.port).map(|p| p.to_string()),
+                attached: h.attached,
+                id: h.id,
+            }
         })
         .collect())
 }
